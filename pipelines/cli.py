@@ -1,0 +1,48 @@
+"""`posters`: the one console entry point. Each subcommand lives in its own module and parses its own flags.
+
+Subcommands are imported lazily, so `posters --help` is instant and a command only loads what it uses
+(TensorFlow, Beam, faiss). Each target is `module:function` taking `argv` (the arguments after the name).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "generate-catalog": ("pipelines.synthetic_catalog:main", "write a synthetic poster catalog (JPEGs + manifest)"),
+    "preprocess": ("pipelines.preprocess:main", "validate a catalog and write tensorflow-transform training data"),
+    "train": ("trainer.train:main", "two-phase training (genre warm-up, triplet metric learning) and export"),
+    "embed": ("pipelines.embed:main", "embed a catalog with an exported model into Parquet (incremental)"),
+    "index": ("pipelines.index:main", "build, verify and publish a sharded FAISS index; `index rollback`"),
+    "candidates": ("pipelines.candidates:main", "item→item and user→item candidates from the published index"),
+    "nightly": ("pipelines.nightly:main", "the nightly chain: embed → index → candidates for a date"),
+    "similar": ("pipelines.views:similar_main", "contact sheet of a poster and its nearest neighbours"),
+    "mix": ("pipelines.views:mix_main", "contact sheet of the neighbours of averaged posters"),
+    "bench": ("pipelines.bench:main", "benchmarks: `bench embed`, `bench index`"),
+    "demo": ("pipelines.demo:main", "the main job end to end on the embedded synthetic catalog"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = ["usage: posters COMMAND [--help] [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"posters: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module_name, _, function = SUBCOMMANDS[name][0].partition(":")
+    command = getattr(importlib.import_module(module_name), function)
+    return command(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Flags every subcommand shares: `--config`, `--set key.path=value`; unknown flags go to Beam untouched."""
+from __future__ import annotations
+
+import argparse
+
+from pipelines.config import Config, load_config
+
+
+def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"posters {prog}", description=description)
+    parser.add_argument("--config", default="configs/local.yaml", help="YAML config (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override one config key, e.g. --set train.metric_epochs=5 (repeatable)")
+    return parser
+
+
+def parse_command(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, Config, list[str]]:
+    """Parses our flags, loads the config, and returns the remaining flags (Beam pipeline options)."""
+    args, beam_args = parser.parse_known_args(argv)
+    config = load_config(args.config, args.overrides)
+    return args, config, beam_args
+
+
+def beam_argv(config: Config, beam_args: list[str]) -> list[str]:
+    """Beam flags from the config's `beam:` section first, then the command line's (which win)."""
+    flags = []
+    for name, value in config.beam.items():
+        if isinstance(value, bool):
+            if value:
+                flags.append(f"--{name}")
+        else:
+            flags.append(f"--{name}={value}")
+    return flags + list(beam_args)

@@ -1,0 +1,111 @@
+"""Data contracts, defined once: reject reasons, feature names, Parquet schemas, file names.
+
+Writers, readers and tests import these; nothing else spells a column or file name by hand.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+# --- catalog manifest -------------------------------------------------------------------------------------
+CATALOG_COLUMNS = ("title_id", "title", "genres", "poster_uri")
+
+
+class RejectReason:
+    """Reason codes of a row in `rejects/`; every rejected input row carries exactly one."""
+
+    MISSING_TITLE_ID = "missing_title_id"
+    DUPLICATE_TITLE_ID = "duplicate_title_id"
+    NO_GENRES = "no_genres"
+    NO_POSTER = "no_poster"
+    UNREADABLE = "unreadable"
+    ZERO_BYTES = "zero_bytes"
+    FILE_TOO_LARGE = "file_too_large"
+    NOT_AN_IMAGE = "not_an_image"
+    TRUNCATED_IMAGE = "truncated_image"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    TOO_SMALL = "too_small"
+    INFERENCE_FAILED = "inference_failed"
+
+    ALL = (MISSING_TITLE_ID, DUPLICATE_TITLE_ID, NO_GENRES, NO_POSTER, UNREADABLE, ZERO_BYTES, FILE_TOO_LARGE,
+           NOT_AN_IMAGE, TRUNCATED_IMAGE, TOO_MANY_PIXELS, TOO_SMALL, INFERENCE_FAILED)
+
+
+REJECTS_SCHEMA = pa.schema([
+    ("title_id", pa.string()),
+    ("uri", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+])
+
+# --- preprocess output ------------------------------------------------------------------------------------
+# Transformed TFRecord features (what the trainer reads):
+#   title_id: bytes; image: bytes, a PNG of the poster already decoded and resized to the model's input
+#   (uint8 RGB, see pipelines.transform.poster_pixels); labels: float32[num_genres] multi-hot;
+#   primary_genre: int64, vocabulary index of the first listed genre.
+FEATURE_TITLE_ID = "title_id"
+FEATURE_IMAGE = "image"
+FEATURE_LABELS = "labels"
+FEATURE_PRIMARY_GENRE = "primary_genre"
+GENRE_VOCABULARY_NAME = "genres"
+
+PREPROCESS_TRAIN_PREFIX = "train/part"
+PREPROCESS_EVAL_PREFIX = "eval/part"
+TRANSFORM_FN_DIR = "transform_fn"
+TRANSFORMED_METADATA_DIR = "transformed_metadata"
+REJECTS_DIR = "rejects"
+STATS_FILE = "stats.json"
+SUCCESS_FILE = "_SUCCESS"
+
+# --- model export -----------------------------------------------------------------------------------------
+MODEL_META_FILE = "model_meta.json"
+SERVING_SIGNATURE = "serving_default"
+SERVING_INPUT = "image_bytes"
+SERVING_OUTPUT = "embedding"
+EMBEDDING_METRIC = "angular"
+
+
+# --- embeddings -------------------------------------------------------------------------------------------
+def embeddings_schema(dim: int, model_version: str, metric: str = EMBEDDING_METRIC) -> pa.Schema:
+    """The Parquet schema of the embed pipeline's output; metadata carries dim, metric and model_version."""
+    return pa.schema(
+        [
+            ("title_id", pa.string()),
+            ("embedding", pa.list_(pa.float32(), dim)),
+            ("image_sha256", pa.string()),
+            ("model_version", pa.string()),
+            ("genres", pa.list_(pa.string())),
+        ],
+        metadata={"dim": str(dim), "metric": metric, "model_version": model_version},
+    )
+
+
+EMBEDDINGS_MANIFEST_FILE = "embeddings_manifest.json"
+
+# --- index ------------------------------------------------------------------------------------------------
+INDEX_MANIFEST_FILE = "manifest.json"
+INDEX_ID_MAP_FILE = "id_map.parquet"
+INDEX_CURRENT_FILE = "CURRENT"
+
+
+def index_shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}.faiss"
+
+
+# --- candidates -------------------------------------------------------------------------------------------
+_SCORED_TITLE = pa.struct([("title_id", pa.string()), ("score", pa.float32())])
+
+ITEM2ITEM_SCHEMA = pa.schema([
+    ("title_id", pa.string()),
+    ("neighbors", pa.list_(_SCORED_TITLE)),
+    ("index_version", pa.string()),
+    ("model_version", pa.string()),
+])
+
+USER_CANDIDATES_SCHEMA = pa.schema([
+    ("user_id", pa.string()),
+    ("candidates", pa.list_(_SCORED_TITLE)),
+    ("index_version", pa.string()),
+    ("model_version", pa.string()),
+])
+
+WATCH_HISTORY_COLUMNS = ("user_id", "title_id", "timestamp", "weight")

