@@ -88,21 +88,33 @@ class EmbedConfig:
 @dataclass
 class IndexConfig:
     factory: Optional[str] = None  # a faiss index_factory string; None: chosen by size
-    flat_max_vectors: int = 50_000
-    nlist: Optional[int] = None
-    nprobe: int = 16
-    num_shards: int = 0  # 0: chosen by size
-    train_sample_size: int = 100_000
-    recall_queries: int = 500
-    min_recall_at_10: float = 0.95
-    keep_versions: int = 3
+    flat_max_vectors: int = 50_000  # up to this many vectors: exact search (Flat); above: IVF
+    nlist: Optional[int] = None  # IVF inverted lists; None: about 4·sqrt(n), a power of two
+    nprobe: int = 16  # lists searched per query (the smallest value tried when tune_nprobe)
+    tune_nprobe: bool = True  # double nprobe (up to nlist) until recall@10 reaches min_recall_at_10
+    num_shards: int = 0  # 0: ceil(n / vectors_per_shard)
+    vectors_per_shard: int = 500_000
+    train_sample_size: Optional[int] = None  # None: 64 per inverted list (at least 10,000)
+    recall_queries: int = 500  # sample titles whose recall@10 against exact search goes in the manifest
+    min_recall_at_10: float = 0.95  # below this the build fails and nothing is published
+    keep_versions: int = 3  # published versions kept (the live one included); older ones are deleted
 
 
 @dataclass
 class CandidatesConfig:
-    k: int = 20
-    recency_half_life_days: Optional[float] = None
-    query_batch_size: int = 256
+    k: int = 20  # neighbours per title and candidates per user
+    recency_half_life_days: Optional[float] = None  # a watch's weight halves every this many days; None: no decay
+    query_batch_size: int = 256  # queries searched together (the largest batch; Beam sizes them adaptively)
+
+
+@dataclass
+class NightlyConfig:
+    # A lock older than this is taken over (its run is presumed dead); None: a held lock always refuses.
+    lock_stale_after_s: Optional[float] = 6 * 3600
+    overlap_k: int = 10  # overlap@k of today's item→item lists with yesterday's, for unchanged posters
+    overlap_alert_below: float = 0.5  # an overlap@k below this is flagged in the summary and the log
+    # Beam flags for the embed stage only (e.g. a GPU accelerator on Dataflow), after the shared ones.
+    embed_beam_args: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -115,6 +127,7 @@ class Config:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
+    nightly: NightlyConfig = field(default_factory=NightlyConfig)
     # Beam pipeline options (flag name → value) added before those given on the command line.
     beam: dict[str, Any] = field(default_factory=dict)
 
@@ -126,7 +139,7 @@ CHOICES = {
     "train.positives": {"primary_genre", "shared_genre"},
 }
 FRACTIONS = {"preprocess.max_reject_fraction", "preprocess.eval_fraction", "embed.max_reject_fraction",
-             "index.min_recall_at_10"}
+             "index.min_recall_at_10", "nightly.overlap_alert_below"}
 
 
 def packaged_config_path(name: str) -> Path:
@@ -226,13 +239,17 @@ def _check_values(config: Config, source: str) -> None:
         value = _get(config, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{source}: {key} must be between 0 and 1, got {value}")
-    for section in (config.image, config.model, config.embed):
+    for section in (config.image, config.model, config.embed, config.candidates, config.nightly):
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
             if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
                 raise ConfigError(f"{source}: {_section_name(config, section)}.{f.name} must be positive, got {value}")
     if config.embed.min_batch_size > config.embed.max_batch_size:
         raise ConfigError(f"{source}: embed.min_batch_size must not exceed embed.max_batch_size")
+    half_life = config.candidates.recency_half_life_days
+    if half_life is not None and half_life <= 0:
+        raise ConfigError(f"{source}: candidates.recency_half_life_days must be positive (or null for no decay), "
+                          f"got {half_life}")
 
 
 def _get(config: Config, key: str):

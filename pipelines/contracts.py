@@ -41,12 +41,15 @@ REJECTS_SCHEMA = pa.schema([
 # Transformed TFRecord features (what the trainer reads):
 #   title_id: bytes; image: bytes, a PNG of the poster already decoded and resized to the model's input
 #   (uint8 RGB, see pipelines.transform.poster_pixels); labels: float32[num_genres] multi-hot;
-#   primary_genre: int64, vocabulary index of the first listed genre.
+#   primary_genre: int64, vocabulary index of the first listed genre (the first one in the vocabulary; -1 when
+#   none is, which only a vocab_top_k or vocab_frequency_threshold above 1 can cause).
 FEATURE_TITLE_ID = "title_id"
 FEATURE_IMAGE = "image"
 FEATURE_LABELS = "labels"
 FEATURE_PRIMARY_GENRE = "primary_genre"
 GENRE_VOCABULARY_NAME = "genres"
+# Raw input of the preprocessing_fn, beside title_id and image (the validated poster's encoded bytes).
+RAW_FEATURE_GENRES = "genres"
 
 PREPROCESS_TRAIN_PREFIX = "train/part"
 PREPROCESS_EVAL_PREFIX = "eval/part"
@@ -85,6 +88,19 @@ EMBEDDINGS_MANIFEST_FILE = "embeddings_manifest.json"
 INDEX_MANIFEST_FILE = "manifest.json"
 INDEX_ID_MAP_FILE = "id_map.parquet"
 INDEX_CURRENT_FILE = "CURRENT"
+# The id map beside the shards: every indexed title, its stable int64 faiss id, and the shard that holds it.
+INDEX_ID_MAP_SCHEMA = pa.schema([
+    ("title_id", pa.string()),
+    ("id", pa.int64()),
+    ("shard", pa.int32()),
+])
+
+
+# Keys every index manifest carries (pipelines.index writes them, pipelines.index_loader checks them):
+# shards is a list of {"file", "count", "sha256", "bytes"}; id_map is {"file", "sha256"}; metric is the faiss
+# metric ("inner_product" on unit vectors, i.e. the embeddings' "angular"); recall_at_10 was measured at nprobe.
+INDEX_MANIFEST_KEYS = ("version", "factory", "metric", "dim", "nlist", "nprobe", "count", "shards", "id_map",
+                       "model_version", "recall_at_10", "build_s")
 
 
 def index_shard_name(shard: int) -> str:
@@ -109,3 +125,34 @@ USER_CANDIDATES_SCHEMA = pa.schema([
 ])
 
 WATCH_HISTORY_COLUMNS = ("user_id", "title_id", "timestamp", "weight")
+
+# Candidates output layout: `<out>/item2item/part-*.parquet`, `<out>/user/part-*.parquet`,
+# `<out>/skipped/part-*.parquet` (watch rows and users that produced no query), `candidates_summary.json`.
+ITEM2ITEM_DIR = "item2item"
+USER_CANDIDATES_DIR = "user"
+SKIPPED_DIR = "skipped"
+CANDIDATES_SUMMARY_FILE = "candidates_summary.json"
+
+
+class SkipReason:
+    """Why a watch-history row or a user produced no user→item query."""
+
+    MALFORMED_WATCH = "malformed_watch"  # a row without user_id/title_id, or with a bad timestamp or weight
+    NO_EMBEDDED_TITLE = "no_embedded_title"  # none of the user's watched titles has an embedding
+    ZERO_WEIGHT = "zero_weight"  # the weighted average of the user's watched titles is zero
+
+    ALL = (MALFORMED_WATCH, NO_EMBEDDED_TITLE, ZERO_WEIGHT)
+
+
+SKIPPED_SCHEMA = pa.schema([
+    ("user_id", pa.string()),
+    ("title_id", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+])
+
+# The nightly chain: `<root>/runs/<date>/` holds one run, `<root>/index/` the published index.
+NIGHTLY_RUNS_DIR = "runs"
+NIGHTLY_INDEX_DIR = "index"
+NIGHTLY_LOCK_FILE = "nightly.lock"
+NIGHTLY_SUMMARY_FILE = "summary.json"

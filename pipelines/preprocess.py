@@ -1,0 +1,375 @@
+"""`posters preprocess`: a catalog and its posters → tensorflow-transform training data, every row accounted for.
+
+    ReadCatalog → ValidateCatalogRows → ReadAndValidatePosters → AnalyzeAndTransform → WriteSplits
+                          └────────── rejects ──────────┘                 └→ WriteTransformFn
+    rejects → WriteRejects;  every branch → CountStats → stats.json
+
+Everything is written under a staging directory beside `--out`; the launcher then checks the accounting
+(accepted + rejected = read) and the error budget, writes the final `stats.json` and publishes the directory.
+When too much is rejected nothing is published, and the staging directory is kept so the rejects can be read.
+
+tensorflow-transform writes its analysis and the `transform_fn` with TensorFlow's own file I/O, into a work
+directory (under `--temp_location` when given, as on Dataflow; else a local temporary directory); the launcher
+copies the finished `transform_fn/` and `transformed_metadata/` into staging through Beam's FileSystems, so the
+rest of the output goes wherever Beam can write.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+from pipelines import storage
+from pipelines.catalog import CatalogError, CatalogRow, ReadCatalog
+from pipelines.cli_args import beam_argv, command_parser, parse_command
+from pipelines.config import Config, ConfigError
+from pipelines.contracts import (FEATURE_IMAGE, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID, GENRE_VOCABULARY_NAME,
+                                 PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX, RAW_FEATURE_GENRES, REJECTS_DIR,
+                                 STATS_FILE, TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR, RejectReason)
+from pipelines.images import ReadAndValidatePosters, ValidPoster, WriteRejects, reject_record
+
+TFRECORD_SUFFIX = ".tfrecord.gz"
+COUNTS_FILE = ".counts.json"
+TRANSFORM_OUTPUT = "transform_output"  # under the work directory: what WriteTransformFn writes
+
+
+class ErrorBudgetExceeded(RuntimeError):
+    """More rows were rejected than `preprocess.max_reject_fraction` allows; nothing was published."""
+
+
+# --- plain functions ---------------------------------------------------------------------------------------
+
+def is_eval(title_id: str, eval_fraction: float) -> bool:
+    """The stable split: a title is in eval when the sha256 of its id, read as a fraction of 2**64, is below
+    `eval_fraction` — the same on every run, worker and machine, and independent of the catalog's order."""
+    digest = hashlib.sha256(title_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64 < eval_fraction
+
+
+def resolve_duplicates(rows: list[CatalogRow], policy: str) -> tuple[CatalogRow | None, list[tuple[CatalogRow, str]]]:
+    """All rows of one title_id → (the row kept or None, [(rejected row, detail)]).
+
+    `reject`: a title_id on several rows rejects all of them (which one is right cannot be told);
+    `keep_last`: the row furthest down the manifest wins and the earlier ones are rejected as superseded.
+    """
+    rows = sorted(rows, key=lambda row: row.row_number)
+    if len(rows) == 1:
+        return rows[0], []
+    numbers = ", ".join(str(row.row_number) for row in rows)
+    if policy == "keep_last":
+        last = rows[-1]
+        detail = f"superseded by row {last.row_number} (preprocess.duplicate_title_policy=keep_last)"
+        return last, [(row, detail) for row in rows[:-1]]
+    return None, [(row, f"title_id is on rows {numbers} (preprocess.duplicate_title_policy=reject)")
+                  for row in rows]
+
+
+def stats_from_counts(counts: list[tuple[tuple[str, str], int]]) -> dict:
+    """Summed `((section, name), n)` pairs → the counts of stats.json (`name` '' for a top-level integer)."""
+    stats = {"read": 0, "accepted": 0, "rejected": 0, "rejected_by_reason": {}, "genre_counts": {},
+             "converted_to_rgb": {}, "duplicate_images": 0, "train_examples": 0, "eval_examples": 0,
+             "titles_without_vocabulary_genre": 0}
+    for (section, name), n in counts:
+        if name:
+            stats.setdefault(section, {})[name] = n
+        else:
+            stats[section] = n
+    return stats
+
+
+def top_reasons(stats: dict, n: int | None = None) -> str:
+    """'reason count, …' for the most common reject reasons, most common first."""
+    ranked = sorted(stats["rejected_by_reason"].items(), key=lambda item: (-item[1], item[0]))[:n]
+    return ", ".join(f"{reason} {count}" for reason, count in ranked)
+
+
+def check_error_budget(stats: dict, max_reject_fraction: float) -> None:
+    """Raises `ErrorBudgetExceeded` naming the top reasons when too many rows were rejected.
+
+    Rows superseded under `keep_last` are rejects for the accounting but not errors, so they do not count here.
+    """
+    errors = stats["rejected"] - stats["duplicate_titles_kept_last"]
+    if stats["read"] == 0:
+        raise ErrorBudgetExceeded("the catalog has no rows")
+    fraction = errors / stats["read"]
+    if fraction > max_reject_fraction:
+        raise ErrorBudgetExceeded(
+            f"{errors} of {stats['read']} rows rejected ({fraction:.1%}), more than "
+            f"preprocess.max_reject_fraction={max_reject_fraction:.1%}; top reasons: {top_reasons(stats, 3)}")
+
+
+# --- pipeline parts ----------------------------------------------------------------------------------------
+
+class ValidateCatalogRows(beam.PTransform):
+    """CatalogRow → (rows that may go on, reject records): missing title_id, duplicates by policy, no genres."""
+
+    def __init__(self, duplicate_title_policy: str):
+        super().__init__()
+        self._policy = duplicate_title_policy
+
+    def expand(self, rows):
+        with_id = rows | "CheckTitleId" >> beam.ParDo(_check_title_id).with_outputs("rejects", main="rows")
+        unique = (with_id.rows
+                  | "KeyByTitleId" >> beam.Map(lambda row: (row.title_id, row))
+                  | "GroupByTitleId" >> beam.GroupByKey()
+                  | "ResolveDuplicates" >> beam.ParDo(_resolved, self._policy).with_outputs("rejects", main="rows"))
+        with_genres = unique.rows | "CheckGenres" >> beam.ParDo(_check_genres).with_outputs("rejects", main="rows")
+        rejects = ((with_id.rejects, unique.rejects, with_genres.rejects)
+                   | "CatalogRejects" >> beam.Flatten())
+        return with_genres.rows, rejects
+
+
+class WriteSplits(beam.PTransform):
+    """Transformed instances → gzip TFRecord shards under `train/` and `eval/`; returns split stat pairs."""
+
+    def __init__(self, out_dir: str, transformed_metadata, eval_fraction: float, num_shards: int):
+        super().__init__()
+        self._out_dir = out_dir
+        self._metadata = transformed_metadata
+        self._eval_fraction = eval_fraction
+        self._num_shards = num_shards
+
+    def expand(self, examples):
+        import tensorflow_transform.beam as tft_beam
+
+        train, evaluation = examples | "Split" >> beam.Partition(_split_index, 2, self._eval_fraction)
+        for name, prefix, split in (("Train", PREPROCESS_TRAIN_PREFIX, train),
+                                    ("Eval", PREPROCESS_EVAL_PREFIX, evaluation)):
+            _ = ((split, self._metadata)
+                 | f"Encode{name}" >> tft_beam.EncodeTransformedDataset()
+                 | f"Write{name}" >> beam.io.WriteToTFRecord(
+                     storage.join(self._out_dir, prefix), file_name_suffix=TFRECORD_SUFFIX,
+                     compression_type=beam.io.filesystem.CompressionTypes.GZIP, num_shards=self._num_shards))
+        return ((train | "TrainStats" >> beam.FlatMap(_example_stats, "train_examples")),
+                (evaluation | "EvalStats" >> beam.FlatMap(_example_stats, "eval_examples"))) \
+            | "SplitStats" >> beam.Flatten()
+
+
+class CountStats(beam.PTransform):
+    """Stat pairs `((section, name), n)` → one JSON document written to `uri`."""
+
+    def __init__(self, uri: str):
+        super().__init__()
+        self._uri = uri
+
+    def expand(self, pairs):
+        return (pairs
+                | "Sum" >> beam.CombinePerKey(sum)
+                | "Gather" >> beam.combiners.ToList()
+                | "ToJson" >> beam.Map(lambda counts: json.dumps(stats_from_counts(counts), sort_keys=True))
+                | "Write" >> beam.io.WriteToText(self._uri, shard_name_template="", num_shards=1))
+
+
+def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work_dir: str, config: Config) -> None:
+    """Wires the preprocess pipeline into `pipeline`: data, rejects and counts under `out_dir`; tensorflow-transform's
+    temporary files and its output (`transform_fn/`, `transformed_metadata/`) under `work_dir`."""
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    from pipelines.transform import make_preprocessing_fn, raw_feature_spec
+
+    catalog = pipeline | "ReadCatalog" >> ReadCatalog(catalog_uri, config.catalog)
+    rows, catalog_rejects = catalog | "ValidateCatalogRows" >> ValidateCatalogRows(
+        config.preprocess.duplicate_title_policy)
+    posters, poster_rejects = rows | "ReadAndValidatePosters" >> ReadAndValidatePosters(
+        config.image, config.preprocess.read_retries)
+    rejects = (catalog_rejects, poster_rejects) | "AllRejects" >> beam.Flatten()
+    _ = rejects | "WriteRejects" >> WriteRejects(storage.join(out_dir, REJECTS_DIR))
+
+    raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
+    with tft_beam.Context(temp_dir=storage.join(work_dir, "tmp")):
+        raw = posters | "ToRawExamples" >> beam.MapTuple(_raw_example)
+        (examples, metadata), transform_fn = ((raw, raw_metadata)
+                                              | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
+                                                  make_preprocessing_fn(config)))
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(storage.join(work_dir, TRANSFORM_OUTPUT))
+        split_stats = examples | "WriteSplits" >> WriteSplits(
+            out_dir, metadata, config.preprocess.eval_fraction, config.preprocess.num_shards)
+
+    stat_pairs = (
+        catalog | "ReadStats" >> beam.Map(lambda _: (("read", ""), 1)),
+        rejects | "RejectStats" >> beam.FlatMap(_reject_stats),
+        posters | "PosterStats" >> beam.FlatMapTuple(_poster_stats),
+        posters | "DuplicateImageStats" >> _DuplicateImages(),
+        split_stats,
+    ) | "AllStats" >> beam.Flatten()
+    _ = stat_pairs | "CountStats" >> CountStats(storage.join(out_dir, COUNTS_FILE))
+
+
+class _DuplicateImages(beam.PTransform):
+    """(row, poster) → one stat pair per exact duplicate: a sha256 seen n times counts n - 1."""
+
+    def expand(self, posters):
+        return (posters
+                | "Sha256" >> beam.MapTuple(lambda row, poster: poster.sha256)
+                | "CountBySha256" >> beam.combiners.Count.PerElement()
+                | "Duplicates" >> beam.FlatMapTuple(
+                    lambda sha, n: [(("duplicate_images", ""), n - 1)] if n > 1 else []))
+
+
+def _check_title_id(row: CatalogRow):
+    if row.title_id is None:
+        yield beam.pvalue.TaggedOutput("rejects", reject_record(
+            None, row.poster_uri, RejectReason.MISSING_TITLE_ID, f"row {row.row_number} has no title_id"))
+    else:
+        yield row
+
+
+def _resolved(item: tuple[str, list[CatalogRow]], policy: str):
+    kept, rejected = resolve_duplicates(list(item[1]), policy)
+    for row, detail in rejected:
+        yield beam.pvalue.TaggedOutput("rejects", reject_record(
+            row.title_id, row.poster_uri, RejectReason.DUPLICATE_TITLE_ID, f"row {row.row_number}: {detail}"))
+    if kept is not None:
+        yield kept
+
+
+def _check_genres(row: CatalogRow):
+    if not row.genres:
+        yield beam.pvalue.TaggedOutput("rejects", reject_record(
+            row.title_id, row.poster_uri, RejectReason.NO_GENRES, f"row {row.row_number} lists no genres"))
+    else:
+        yield row
+
+
+def _raw_example(row: CatalogRow, poster: ValidPoster) -> dict:
+    return {FEATURE_TITLE_ID: row.title_id, FEATURE_IMAGE: poster.image_bytes,
+            RAW_FEATURE_GENRES: list(row.genres)}
+
+
+def _title_id_text(example: dict) -> str:
+    value = example[FEATURE_TITLE_ID]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _split_index(example: dict, num_partitions: int, eval_fraction: float) -> int:
+    return int(is_eval(_title_id_text(example), eval_fraction))
+
+
+def _example_stats(example: dict, split_key: str):
+    yield (split_key, ""), 1
+    if int(example[FEATURE_PRIMARY_GENRE]) < 0:
+        yield ("titles_without_vocabulary_genre", ""), 1
+
+
+def _reject_stats(reject: dict):
+    yield ("rejected", ""), 1
+    yield ("rejected_by_reason", reject["reason"]), 1
+
+
+def _poster_stats(row: CatalogRow, poster: ValidPoster):
+    yield ("accepted", ""), 1
+    for genre in row.genres:
+        yield ("genre_counts", genre), 1
+    if poster.converted_from:
+        yield ("converted_to_rgb", poster.converted_from), 1
+
+
+# --- launcher ----------------------------------------------------------------------------------------------
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
+    """Runs the pipeline for `posters preprocess` flags; returns the published stats.
+
+    Raises `ErrorBudgetExceeded` (nothing published), `CatalogError` or `ConfigError` for what the user must fix.
+    """
+    parser = command_parser("preprocess", __doc__.splitlines()[0])
+    parser.add_argument("--catalog", required=True, help="catalog manifest (CSV, JSONL or Parquet; local or gs://)")
+    parser.add_argument("--out", required=True, help="output directory (local or gs://), replaced when complete")
+    args, config, beam_args = parse_command(parser, sys.argv[1:] if argv is None else argv)
+    check_preprocess_config(config)
+    if not storage.exists(args.catalog):
+        raise CatalogError(f"catalog manifest not found: {args.catalog}")
+    pipeline = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_argv(config, beam_args)))
+    staging, work_dir = storage.staging_uri(args.out), _work_dir(pipeline.options)
+    started = time.time()
+    print(f"preprocess: {args.catalog} → {args.out} (staging {staging})", flush=True)
+    try:
+        build_pipeline(pipeline, args.catalog, staging, work_dir, config)
+        pipeline.run().wait_until_finish()
+        transform_output = storage.join(work_dir, TRANSFORM_OUTPUT)
+        for name in (TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR):
+            _copy_tree(storage.join(transform_output, name), storage.join(staging, name))
+        stats = _final_stats(staging, transform_output, args, config, time.time() - started)
+    except BaseException:
+        storage.delete_tree(staging)
+        raise
+    finally:
+        storage.delete_tree(work_dir)
+    storage.write_json(storage.join(staging, STATS_FILE), stats)
+    try:
+        check_error_budget(stats, config.preprocess.max_reject_fraction)
+    except ErrorBudgetExceeded as err:
+        raise ErrorBudgetExceeded(f"{err}. Nothing was published to {args.out}; this run's rejects and stats "
+                                  f"are in {staging}") from None
+    storage.publish_directory(staging, args.out, summary={k: stats[k] for k in ("read", "accepted", "rejected")})
+    return stats
+
+
+def check_preprocess_config(config: Config) -> None:
+    """The `preprocess` values the generic loader cannot judge; a `ConfigError` names the key."""
+    settings = config.preprocess
+    for key, value, least in (("read_retries", settings.read_retries, 0), ("num_shards", settings.num_shards, 0),
+                              ("vocab_frequency_threshold", settings.vocab_frequency_threshold, 1),
+                              ("vocab_top_k", 1 if settings.vocab_top_k is None else settings.vocab_top_k, 1)):
+        if value < least:
+            raise ConfigError(f"preprocess.{key} must be at least {least}, got {value}")
+
+
+def _work_dir(options: PipelineOptions) -> str:
+    temp_location = options.view_as(GoogleCloudOptions).temp_location
+    if temp_location:
+        return storage.join(temp_location, f"posters-preprocess-{uuid.uuid4().hex[:12]}")
+    return tempfile.mkdtemp(prefix="posters-preprocess-")
+
+
+def _copy_tree(source: str, target: str) -> None:
+    """Copies every file under `source` to `target`, across filesystems (local → gs:// included)."""
+    source = source.rstrip("/")
+    for path in storage.list_files(source):
+        storage.write_bytes(storage.join(target, path[len(source) + 1:]), storage.read_bytes(path))
+
+
+def _final_stats(staging: str, transform_output: str, args, config: Config, seconds: float) -> dict:
+    import tensorflow_transform as tft
+
+    stats = storage.read_json(storage.join(staging, COUNTS_FILE))
+    storage.delete_tree(storage.join(staging, COUNTS_FILE))
+    policy = config.preprocess.duplicate_title_policy
+    superseded = stats["rejected_by_reason"].get(RejectReason.DUPLICATE_TITLE_ID, 0) if policy == "keep_last" else 0
+    vocabulary_size = tft.TFTransformOutput(transform_output).vocabulary_size_by_name(GENRE_VOCABULARY_NAME)
+    stats.update(duplicate_titles_kept_last=superseded, vocabulary_size=vocabulary_size,
+                 reject_fraction=round(stats["rejected"] / stats["read"], 6) if stats["read"] else 0.0,
+                 max_reject_fraction=config.preprocess.max_reject_fraction, catalog=args.catalog, out=args.out,
+                 seconds=round(seconds, 1))
+    # The promise of this pipeline: every input row is either in the training data or in rejects/.
+    if stats["accepted"] + stats["rejected"] != stats["read"]:
+        raise RuntimeError(f"accounting broken: accepted {stats['accepted']} + rejected {stats['rejected']} "
+                           f"!= read {stats['read']}")
+    if stats["train_examples"] + stats["eval_examples"] != stats["accepted"]:
+        raise RuntimeError(f"accounting broken: train {stats['train_examples']} + eval {stats['eval_examples']} "
+                           f"!= accepted {stats['accepted']}")
+    return stats
+
+
+def summary_line(stats: dict) -> str:
+    reasons = top_reasons(stats) or "none"
+    return (f"preprocess: {stats['read']} read, {stats['accepted']} accepted ({stats['train_examples']} train / "
+            f"{stats['eval_examples']} eval), {stats['rejected']} rejected ({reasons}); "
+            f"{stats['vocabulary_size']} genres, {stats['duplicate_images']} duplicate images; "
+            f"{stats['seconds']} s → {stats['out']}")
+
+
+def main(argv: list[str]) -> int:
+    try:
+        stats = run(argv)
+    except (ConfigError, CatalogError, ErrorBudgetExceeded) as err:
+        print(f"posters preprocess: {err}", file=sys.stderr)
+        return 1
+    print(summary_line(stats), flush=True)
+    return 0
