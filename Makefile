@@ -36,3 +36,34 @@ bench: install  ## the benchmarks (embed and index), written as JSON under bench
 
 clean:  ## remove demo and benchmark outputs
 	rm -rf $(DEMO_OUT) bench_out
+
+# --- Dataflow ------------------------------------------------------------------------------------------------
+# Fill in configs/dataflow.yaml (project, region, temp/staging bucket, service account) and set BUCKET, e.g.
+#   make dataflow-nightly BUCKET=gs://my-bucket/posters
+# Workers install this package with --setup_file; every target launches a job and waits for it.
+DATAFLOW_FLAGS := --config $(DATAFLOW_CONFIG) --setup_file=./setup.py
+DATAFLOW_GPU := --dataflow_service_options="worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver" --experiments=use_runner_v2
+CATALOG_URI ?= $(BUCKET)/catalog/catalog.csv
+MODEL_URI ?= $(BUCKET)/training/model
+HISTORY_URI ?= $(BUCKET)/history/watch_history.parquet
+DATE ?= $(shell date -u +%F)
+TEMPLATE_IMAGE ?= us-central1-docker.pkg.dev/YOUR_PROJECT/posters/nightly:latest
+
+dataflow-preprocess: install  ## preprocess the catalog (CATALOG_URI) on Dataflow
+	$(BIN)/posters preprocess $(DATAFLOW_FLAGS) --catalog $(CATALOG_URI) --out $(BUCKET)/preprocessed
+
+dataflow-embed: install  ## embed the catalog on Dataflow workers with a T4 GPU each
+	$(BIN)/posters embed $(DATAFLOW_FLAGS) $(DATAFLOW_GPU) --catalog $(CATALOG_URI) --model $(MODEL_URI) --out $(BUCKET)/embeddings
+
+dataflow-index: install  ## build, verify and publish the index of BUCKET/embeddings on Dataflow
+	$(BIN)/posters index $(DATAFLOW_FLAGS) --embeddings $(BUCKET)/embeddings --out $(BUCKET)/index
+
+dataflow-candidates: install  ## item→item and user→item candidates on Dataflow
+	$(BIN)/posters candidates $(DATAFLOW_FLAGS) --index $(BUCKET)/index --embeddings $(BUCKET)/embeddings --history $(HISTORY_URI) --out $(BUCKET)/candidates
+
+dataflow-nightly: install  ## the nightly chain for DATE (default today, UTC) under BUCKET/nightly
+	$(BIN)/posters nightly $(DATAFLOW_FLAGS) --date $(DATE) --catalog $(CATALOG_URI) --model $(MODEL_URI) --history $(HISTORY_URI) --root $(BUCKET)/nightly
+
+flex-template:  ## build the nightly Flex Template image and its spec (BUCKET/templates/nightly.json)
+	gcloud builds submit --tag $(TEMPLATE_IMAGE) .
+	gcloud dataflow flex-template build $(BUCKET)/templates/nightly.json --image $(TEMPLATE_IMAGE) --sdk-language PYTHON --metadata-file flex_template/metadata.json
