@@ -79,3 +79,7 @@ def test_override_without_equals_fails():
 def test_int_accepted_for_float(tmp_path):
     config = load_config(write(tmp_path, "train:\n  triplet_margin: 1\n"))
     assert config.train.triplet_margin == 1.0 and isinstance(config.train.triplet_margin, float)
+
+
+def test_bare_name_finds_the_packaged_config():
+    assert load_config("dataflow.yaml").beam["runner"] == "DataflowRunner"
