@@ -83,15 +83,18 @@ class EmbedConfig:
     max_batch_size: int = 64
     max_rows_per_file: int = 100_000
     max_reject_fraction: float = 0.2
+    # One model per machine instead of one per worker process (Beam's multi-process sharing): for models
+    # that do not fit in memory, or on the accelerator, once per process.
+    share_model_across_processes: bool = False
 
 
 @dataclass
 class IndexConfig:
     factory: Optional[str] = None  # a faiss index_factory string; None: chosen by size
     flat_max_vectors: int = 50_000  # up to this many vectors: exact search (Flat); above: IVF
-    nlist: Optional[int] = None  # IVF inverted lists; None: about 4·sqrt(n), a power of two
-    nprobe: int = 16  # lists searched per query (the smallest value tried when tune_nprobe)
-    tune_nprobe: bool = True  # double nprobe (up to nlist) until recall@10 reaches min_recall_at_10
+    nlist: Optional[int] = None  # IVF inverted lists; None: about 2·sqrt(n), a power of two
+    nprobe: int = 4  # lists searched per query; with tune_nprobe, the smallest value tried
+    tune_nprobe: bool = True  # raise nprobe (steps of √2, up to nlist/4) until recall@10 reaches min_recall_at_10
     num_shards: int = 0  # 0: ceil(n / vectors_per_shard)
     vectors_per_shard: int = 500_000
     train_sample_size: Optional[int] = None  # None: 64 per inverted list (at least 10,000)
@@ -155,8 +158,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         source = str(path)
         file = Path(path)
         if not file.exists():
+            # `configs/local.yaml` or `local.yaml` outside a checkout (installed workers): the packaged copy.
             packaged = packaged_config_path(file.name)
-            if file.parent == Path(".") or not packaged.exists():
+            if not packaged.exists():
                 raise ConfigError(f"config file not found: {path}")
             file = packaged
         try:

@@ -1,0 +1,125 @@
+"""Versioned publishing (CURRENT pointer, keep N, rollback, compare-and-swap) and locks, on disk and on GCS."""
+import threading
+
+import pytest
+
+from pipelines import publish, storage
+
+
+@pytest.fixture(params=["local", "gcs"])
+def root(request, tmp_path):
+    """An index root on local disk, or on fake-gcs-server (which enforces generation preconditions)."""
+    if request.param == "local":
+        return str(tmp_path / "index")
+    return request.getfixturevalue("fake_gcs").uri("index")
+
+
+def make_version(root: str, name: str) -> str:
+    storage.write_json(storage.join(publish.version_uri(root, name), "manifest.json"), {"version": name})
+    return name
+
+
+def test_nothing_is_live_before_the_first_publish(root):
+    assert publish.read_current(root) is None
+    with pytest.raises(FileNotFoundError, match="nothing is published"):
+        publish.current_version_uri(root)
+
+
+def test_publish_makes_the_version_live(root):
+    pointer = publish.publish(root, make_version(root, "v1"))
+    assert publish.read_current(root).version == "v1" == pointer.version
+    assert publish.current_version_uri(root) == publish.version_uri(root, "v1")
+
+
+def test_publish_keeps_the_last_n_versions_and_deletes_older_ones(root):
+    for name in ("v1", "v2", "v3", "v4"):
+        publish.publish(root, make_version(root, name), keep=2)
+    pointer = publish.read_current(root)
+    assert (pointer.version, pointer.history) == ("v4", ("v3",))
+    assert storage.exists(storage.join(root, "v3", "manifest.json"))
+    assert not storage.exists(storage.join(root, "v2", "manifest.json"))
+    assert not storage.exists(storage.join(root, "v1", "manifest.json"))
+
+
+def test_an_incomplete_version_is_not_published(root):
+    storage.write_json(storage.join(root, "v1", "shard-00000.faiss"), {})
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        publish.publish(root, "v1", required_file="manifest.json")
+    assert publish.read_current(root) is None
+
+
+def test_rollback_goes_back_one_version_and_the_next_publish_deletes_the_bad_one(root):
+    publish.publish(root, make_version(root, "v1"))
+    publish.publish(root, make_version(root, "v2"))
+    pointer = publish.rollback(root)
+    assert (pointer.version, pointer.history, pointer.retired) == ("v1", (), ("v2",))
+    assert publish.read_current(root).version == "v1"
+    with pytest.raises(ValueError, match="no previous version"):
+        publish.rollback(root)
+    publish.publish(root, make_version(root, "v3"))
+    assert not storage.exists(storage.join(root, "v2", "manifest.json"))
+    assert publish.read_current(root).history == ("v1",)
+
+
+def test_of_two_publishers_that_saw_the_same_current_exactly_one_wins(root):
+    base = publish.publish(root, make_version(root, "v1"))
+    publish.publish(root, make_version(root, "v2"), expected_generation=base.generation)
+    with pytest.raises(publish.PublishConflict):
+        publish.publish(root, make_version(root, "v3"), expected_generation=base.generation)
+    assert publish.read_current(root).version == "v2"
+
+
+def test_concurrent_first_publishes_let_exactly_one_win(root):
+    """Four threads publish their own version at once, each expecting no CURRENT yet (generation 0)."""
+    names = [make_version(root, f"v{i}") for i in range(4)]
+    start = threading.Barrier(len(names))
+    outcomes = {}
+
+    def publisher(name):
+        start.wait()
+        try:
+            publish.publish(root, name, expected_generation=0)
+            outcomes[name] = "won"
+        except publish.PublishConflict:
+            outcomes[name] = "lost"
+
+    threads = [threading.Thread(target=publisher, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [name for name, outcome in outcomes.items() if outcome == "won"]
+    assert len(outcomes) == 4 and len(winners) == 1
+    assert publish.read_current(root).version == winners[0]
+
+
+def test_a_lock_is_refused_while_held_and_says_by_whom(root):
+    uri = storage.join(root, "nightly.lock")
+    lock = publish.acquire_lock(uri, "nightly-2025-01-02")
+    with pytest.raises(publish.LockHeld, match="nightly-2025-01-02") as refused:
+        publish.acquire_lock(uri, "nightly-2025-01-03")
+    assert refused.value.info.owner == "nightly-2025-01-02" and refused.value.info.age_s >= 0
+    assert publish.read_lock(uri).owner == "nightly-2025-01-02"
+    publish.release_lock(lock)
+    assert publish.read_lock(uri) is None
+    with publish.held_lock(uri, "nightly-2025-01-03") as again:
+        assert again.info.owner == "nightly-2025-01-03"
+    assert publish.read_lock(uri) is None
+
+
+def test_a_stale_lock_is_taken_over_and_its_old_holder_learns_it_lost_it(root):
+    uri = storage.join(root, "nightly.lock")
+    old = publish.acquire_lock(uri, "crashed-run")
+    new = publish.acquire_lock(uri, "next-run", stale_after_s=0)
+    assert publish.read_lock(uri).owner == "next-run"
+    with pytest.raises(publish.LockLost):
+        publish.release_lock(old)
+    assert publish.read_lock(uri).owner == "next-run"
+    publish.release_lock(new)
+
+
+def test_a_fresh_lock_is_not_taken_over(root):
+    uri = storage.join(root, "nightly.lock")
+    publish.acquire_lock(uri, "running")
+    with pytest.raises(publish.LockHeld):
+        publish.acquire_lock(uri, "impatient", stale_after_s=3600)
