@@ -65,6 +65,11 @@ SERVING_SIGNATURE = "serving_default"
 SERVING_INPUT = "image_bytes"
 SERVING_OUTPUT = "embedding"
 EMBEDDING_METRIC = "angular"
+# `posters train --out OUT` writes OUT/model/ (the export above), and beside it:
+TRAIN_MODEL_DIR = "model"
+EVAL_METRICS_FILE = "eval_metrics.json"  # {"baseline"|"phase1"|"phase2": {"precision_at_10", "map_at_10", ...}}
+TRAINING_CURVES_FILE = "training_curves.png"
+TRAIN_SUMMARY_FILE = "train_summary.json"
 
 
 # --- embeddings -------------------------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""The export: encoded poster bytes in, the in-memory model's unit vectors out; meta and version beside it."""
+import datetime as dt
+import io
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from pipelines.config import ModelConfig
+from pipelines.transform import poster_pixels
+from trainer.export import ExportError, export_model, load_exported_model, model_version
+from trainer.model import build_model, embedding_model
+
+GENRES = ["Action", "Comedy", "Drama"]
+SIZE = 32
+
+
+def _embedder(seed=0):
+    keras.utils.set_random_seed(seed)
+    config = ModelConfig(backbone="tiny_cnn", weights="none", input_size=SIZE, embedding_dim=128)
+    return embedding_model(build_model(config, num_genres=len(GENRES)))
+
+
+def _poster(seed: int, fmt: str, size=(45, 60)) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3)).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    embedder = _embedder()
+    out = str(tmp_path_factory.mktemp("export") / "model")
+    meta = export_model(embedder, out, "tiny_cnn", SIZE, GENRES, extra_meta={"trained_on": "fixture"})
+    return embedder, out, meta
+
+
+def test_bytes_in_unit_vectors_out_same_as_the_in_memory_model(exported):
+    embedder, out, _ = exported
+    posters = [_poster(0, "PNG"), _poster(1, "JPEG"), _poster(2, "PNG", size=(200, 300))]
+    embed, meta = load_exported_model(out)
+    vectors = embed(posters)
+    assert vectors.shape == (3, 128) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # The reference: the training-time transformation, then the Keras model.
+    pixels = np.stack([poster_pixels(tf.constant(poster), SIZE).numpy() for poster in posters])
+    np.testing.assert_allclose(vectors, embedder(pixels, training=False), atol=1e-5)
+
+
+def test_empty_batch_gives_no_vectors(exported):
+    embed, _ = load_exported_model(exported[1])
+    assert embed([]).shape == (0, 128)
+
+
+def test_meta_describes_the_model(exported):
+    embedder, out, meta = exported
+    assert {k: meta[k] for k in ("backbone", "input_size", "dim", "metric", "genres", "trained_on")} == {
+        "backbone": "tiny_cnn", "input_size": SIZE, "dim": 128, "metric": "angular", "genres": GENRES,
+        "trained_on": "fixture"}
+    assert meta["model_version"] == model_version(embedder, "tiny_cnn", SIZE)
+    assert dt.datetime.fromisoformat(meta["created"]).tzinfo is not None
+    assert load_exported_model(out)[1] == meta
+    assert os.path.exists(os.path.join(out, "_SUCCESS"))
+
+
+def test_model_version_is_a_content_hash():
+    same_a, same_b, other = _embedder(seed=0), _embedder(seed=0), _embedder(seed=1)
+    assert model_version(same_a, "tiny_cnn", SIZE) == model_version(same_b, "tiny_cnn", SIZE)
+    assert model_version(same_a, "tiny_cnn", SIZE) != model_version(other, "tiny_cnn", SIZE)
+    assert model_version(same_a, "tiny_cnn", SIZE) != model_version(same_a, "tiny_cnn", 2 * SIZE)
+    kernel = same_b.get_layer("embedding").kernel
+    kernel.assign(kernel.numpy() + 1e-3)
+    assert model_version(same_a, "tiny_cnn", SIZE) != model_version(same_b, "tiny_cnn", SIZE)
+
+
+def test_a_new_export_replaces_the_old_one_whole(exported, tmp_path):
+    embedder, _, _ = exported
+    out = str(tmp_path / "model")
+    os.makedirs(out)
+    open(os.path.join(out, "stale.txt"), "w").close()
+    export_model(embedder, out, "tiny_cnn", SIZE, GENRES)
+    assert not os.path.exists(os.path.join(out, "stale.txt"))
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".staging")]
+
+
+def test_a_directory_without_an_export_is_refused(tmp_path):
+    with pytest.raises(ExportError, match="not a complete model export"):
+        load_exported_model(str(tmp_path))
+
+
+def test_export_to_gcs_and_load_from_it(exported, gcs_emulator):
+    embedder, local_out, _ = exported
+    uri = gcs_emulator.uri("models/poster")
+    meta = export_model(embedder, uri, "tiny_cnn", SIZE, GENRES)
+    embed, loaded_meta = load_exported_model(uri)
+    assert loaded_meta == meta
+    posters = [_poster(3, "JPEG")]
+    np.testing.assert_allclose(embed(posters), load_exported_model(local_out)[0](posters), atol=1e-6)

@@ -1,0 +1,190 @@
+"""`posters train` on a tiny preprocess output: outputs, resume after a kill, unfreezing, and the user's errors.
+
+Run as a module (`python -m tests.trainer.test_train kill DATA OUT CONFIG`) it is the training process that
+the kill test starts and kills mid-epoch.
+"""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tests.trainer.fixtures import poster_split, tiny_config, write_preprocess_output, write_tiny_config
+from trainer import train
+from trainer.distribute import make_strategy
+from trainer.export import load_exported_model
+from trainer.model import build_model
+
+KILL_EXIT_CODE = 17
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class KillMidEpoch(keras.callbacks.Callback):
+    """Ends the process abruptly (no cleanup, no finally blocks) at phase 1, epoch 2, after batch 3."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.model.name.startswith("poster_") and self.epoch == 1 and batch == 2:
+            os._exit(KILL_EXIT_CODE)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_preprocess_output(str(tmp_path_factory.mktemp("preprocessed")))
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    return write_tiny_config(str(tmp_path_factory.mktemp("config") / "tiny.yaml"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data, config_file):
+    """One uninterrupted `posters train` run: (out dir, its printed output)."""
+    out = str(tmp_path_factory.mktemp("train") / "out")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert train.main(["--config", config_file, "--data", data, "--out", out]) == 0
+    return out, printed.getvalue()
+
+
+def _read_json(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def test_train_writes_model_metrics_curves_and_summary(finished):
+    out, stdout = finished
+    embed, meta = load_exported_model(os.path.join(out, "model"))
+    assert (meta["backbone"], meta["dim"], meta["genres"]) == ("tiny_cnn", 16, ["Action", "Comedy", "Drama", "Horror"])
+    metrics = _read_json(os.path.join(out, "eval_metrics.json"))
+    assert set(metrics) == {"baseline", "phase1", "phase2"}
+    for values in metrics.values():
+        assert 0.0 <= values["map_at_10"] <= 1.0 and 0.0 <= values["precision_at_10"] <= 1.0
+    with open(os.path.join(out, "training_curves.png"), "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    summary = _read_json(os.path.join(out, "train_summary.json"))
+    assert summary["model_version"] == meta["model_version"]
+    assert [len(summary["phases"][p]["history"]["loss"]) for p in ("phase1", "phase2")] == [2, 2]
+    assert summary["phases"]["phase1"]["trainable_backbone_layers"] == {"1": 1, "2": 2}
+    assert sorted(os.listdir(os.path.join(out, "work", "logs"))) == ["phase1", "phase2"]
+    tensorboard_files = os.listdir(os.path.join(out, "work", "logs", "phase1"))
+    assert any(name.startswith("events.out.tfevents") for name in tensorboard_files)
+    assert "precision@10" in stdout and meta["model_version"] in stdout
+
+
+def test_killed_mid_epoch_resumes_from_the_checkpoint_to_the_same_model(finished, data, config_file, tmp_path):
+    out = str(tmp_path / "out")
+    killed = subprocess.run([sys.executable, "-m", "tests.trainer.test_train", "kill", data, out, config_file],
+                            cwd=REPO, capture_output=True, text=True)
+    assert killed.returncode == KILL_EXIT_CODE, killed.stderr[-3000:]
+    assert _read_json(os.path.join(out, "work", "phase1", "backup", "training_metadata.json"))["epoch"] == 1
+    assert not os.path.exists(os.path.join(out, "model"))
+
+    assert train.main(["--config", config_file, "--data", data, "--out", out]) == 0
+    summary = _read_json(os.path.join(out, "train_summary.json"))
+    assert summary["phases"]["phase1"]["resumed_at_epoch"] == 1
+    assert len(summary["phases"]["phase1"]["history"]["loss"]) == 2  # epoch 1 from the first run, 2 from this
+    # The resumed run sees the batches the uninterrupted run saw, from the checkpointed weights and optimizer.
+    uninterrupted = _read_json(os.path.join(finished[0], "train_summary.json"))
+    assert summary["model_version"] == uninterrupted["model_version"]
+
+
+def test_a_finished_run_leaves_nothing_to_resume(finished):
+    state = _read_json(os.path.join(finished[0], "work", "state.json"))
+    assert state["finished"] is True
+    assert not os.path.exists(os.path.join(finished[0], "work", "phase1", "backup"))
+
+
+def test_outputs_can_go_to_gcs_with_a_local_work_dir(data, config_file, tmp_path, gcs_emulator):
+    from pipelines import storage
+
+    out = gcs_emulator.uri("training")
+    args = ["--config", config_file, "--data", data, "--out", out, "--work", str(tmp_path / "work"),
+            "--set", "train.warmup_epochs=1", "--set", "train.metric_epochs=1"]
+    assert train.main(args) == 0
+    metrics = storage.read_json(storage.join(out, "eval_metrics.json"))
+    embed, meta = load_exported_model(storage.join(out, "model"))
+    assert set(metrics) == {"baseline", "phase1", "phase2"} and embed([]).shape == (0, meta["dim"])
+    assert storage.exists(storage.join(out, "training_curves.png"))
+
+
+def test_progressive_unfreezing_trains_only_the_unfrozen_blocks(tmp_path):
+    config = tiny_config('train.unfreeze_schedule=[["block_3"], ["block_2"]]')
+    keras.utils.set_random_seed(0)
+    model = build_model(config.model, num_genres=4)
+    backbone = model.get_layer("backbone")
+
+    def snapshot():
+        return {w.path: w.numpy().copy() for w in backbone.weights + model.get_layer("embedding").weights}
+
+    class Snapshots(keras.callbacks.Callback):
+        taken = [snapshot()]
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.taken.append(snapshot())
+
+    train.train_genres(model, poster_split(48), config, make_strategy("default"), str(tmp_path),
+                       callbacks=[Snapshots()], verbose=0)
+    start, after_1, after_2 = Snapshots.taken
+
+    def changed(before, after):
+        return {path for path in before if not np.array_equal(before[path], after[path])}
+
+    assert changed(start, after_1) == {"block_3_conv/kernel", "embedding/kernel", "embedding/bias"}
+    assert changed(after_1, after_2) == {"block_3_conv/kernel", "block_2_conv/kernel", "embedding/kernel",
+                                         "embedding/bias"}
+
+
+def test_shared_genre_positives_train(tmp_path):
+    config = tiny_config("train.positives=shared_genre", "train.metric_epochs=1")
+    model = build_model(config.model, num_genres=4)
+    info = train.train_metric(model, poster_split(48), config, make_strategy("default"), str(tmp_path),
+                              verbose=0)
+    loss = train.read_history(str(tmp_path), "phase2")["loss"]
+    assert info["global_batch"] == 16 and len(loss) == 1 and np.isfinite(loss[0])
+
+
+def test_empty_train_split_is_a_clear_error(tmp_path, config_file, capsys):
+    data = write_preprocess_output(str(tmp_path / "data"), n_train=0)
+    assert train.main(["--config", config_file, "--data", data, "--out", str(tmp_path / "out")]) == 1
+    assert "the train split is empty" in capsys.readouterr().err
+
+
+def test_labels_that_do_not_match_the_vocabulary_are_a_clear_error(tmp_path, config_file, capsys):
+    data = write_preprocess_output(str(tmp_path / "data"), label_width=5)
+    assert train.main(["--config", config_file, "--data", data, "--out", str(tmp_path / "out")]) == 1
+    assert "labels have shape [5] but the genre vocabulary has 4 genres" in capsys.readouterr().err
+
+
+def test_an_unfinished_run_on_another_vocabulary_is_not_resumed(tmp_path, data, config_file, capsys):
+    out = tmp_path / "out"
+    train.start_or_resume(str(out / "work"), "earlier-run", ["Western", "Musical"], fresh=False)
+    assert train.main(["--config", config_file, "--data", data, "--out", str(out)]) == 1
+    assert "another genre vocabulary (2 genres, now 4)" in capsys.readouterr().err
+
+
+def test_incomplete_preprocess_output_is_refused(tmp_path, config_file, capsys):
+    data = write_preprocess_output(str(tmp_path / "data"))
+    os.remove(os.path.join(data, "_SUCCESS"))
+    assert train.main(["--config", config_file, "--data", data, "--out", str(tmp_path / "out")]) == 1
+    assert "not a complete preprocess output" in capsys.readouterr().err
+
+
+def _train_until_killed(data: str, out: str, config_file: str) -> None:
+    from pipelines.config import load_config
+
+    train.run(load_config(config_file), data, out, callbacks=[KillMidEpoch()])
+    sys.exit("the training was expected to be killed")
+
+
+if __name__ == "__main__":
+    assert sys.argv[1] == "kill"
+    _train_until_killed(*sys.argv[2:5])
