@@ -169,8 +169,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{source}: not valid YAML: {err}") from err
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    config = _build(Config, raw, "", source)
+    _check_values(config, source)
+    if not overrides:
+        return config
+    # Validate the file alone first, so an error in an override names the override, not the file.
     for item in overrides:
         _apply_override(raw, item)
+    source = "--set " + " ".join(overrides)
     config = _build(Config, raw, "", source)
     _check_values(config, source)
     return config

@@ -66,9 +66,9 @@ def test_overrides_apply_with_yaml_types(tmp_path):
     assert config.train.unfreeze_schedule == [["a"], ["b"]]
 
 
-def test_override_of_unknown_key_fails():
-    with pytest.raises(ConfigError, match="--set|unknown key model.depth"):
-        load_config(None, ["model.depth=3"])
+def test_override_of_unknown_key_names_the_override(tmp_path):
+    with pytest.raises(ConfigError, match=r"--set model\.depth=3: unknown key model\.depth"):
+        load_config(write(tmp_path, "train:\n  metric_epochs: 3\n"), ["model.depth=3"])
 
 
 def test_override_without_equals_fails():
