@@ -103,11 +103,12 @@ class ReadEmbeddingVectors(beam.PTransform):
 
 
 class SearchNeighbours(beam.DoFn):
-    """A batch of `Query`s → (key, top-k neighbours) each; the index is loaded once per worker process."""
+    """A batch of `Query`s → (key, top-k neighbours) each. The index comes from `index_handle`: every DoFn
+    given the same handle shares one loaded index per worker process."""
 
-    def __init__(self, index_uri: str, model_version: str, k: int):
+    def __init__(self, index_handle: shared.Shared, index_uri: str, model_version: str, k: int):
         self._index_uri, self._model_version, self._k = index_uri, model_version, k
-        self._shared = shared.Shared()
+        self._shared = index_handle
         self._index = None
 
     def setup(self):
@@ -126,17 +127,19 @@ class SearchNeighbours(beam.DoFn):
 
 
 class TopNeighbours(beam.PTransform):
-    """`Query`s → (key, [{title_id, score}] best first), searched in batches."""
+    """`Query`s → (key, [{title_id, score}] best first), searched in batches in the index `index_handle`
+    loads (one `shared.Shared()` for all the searches of a pipeline, so the index is loaded once per worker)."""
 
-    def __init__(self, plan: CandidatesPlan):
+    def __init__(self, plan: CandidatesPlan, index_handle: shared.Shared):
         super().__init__()
-        self._plan = plan
+        self._plan, self._index_handle = plan, index_handle
 
     def expand(self, queries):
         plan = self._plan
         return (queries
                 | "BatchQueries" >> beam.BatchElements(min_batch_size=1, max_batch_size=plan.query_batch_size)
-                | "SearchIndex" >> beam.ParDo(SearchNeighbours(plan.index_uri, plan.model_version, plan.k)))
+                | "SearchIndex" >> beam.ParDo(SearchNeighbours(self._index_handle, plan.index_uri,
+                                                               plan.model_version, plan.k)))
 
 
 class WriteCandidates(beam.PTransform):
@@ -178,16 +181,17 @@ class WriteSkipped(beam.PTransform):
 
 def build_pipeline(pipeline: beam.Pipeline, plan: CandidatesPlan) -> None:
     """Wires the candidates pipeline: item→item, user→item and the skipped rows."""
+    index_handle = shared.Shared()  # both searches share one loaded index per worker process
     embeddings = pipeline | "ReadEmbeddings" >> ReadEmbeddingVectors(plan.embedding_files, plan.dim)
     (embeddings
      | "ItemQueries" >> beam.Map(lambda kv: Query(kv[0], kv[1], frozenset([kv[0]])))
-     | "SimilarTitles" >> TopNeighbours(plan)
+     | "SimilarTitles" >> TopNeighbours(plan, index_handle)
      | "WriteItem2Item" >> WriteCandidates(plan, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA, "title_id", "neighbors"))
     history = pipeline | "ReadWatchHistory" >> ReadWatchHistory(plan.history_uri)
     users = (history.events, embeddings) | "UserQueries" >> UserQueries(plan.recency_half_life_days)
     (users.queries
      | "AsQueries" >> beam.Map(lambda user: Query(user.user_id, user.vector, user.watched))
-     | "UserCandidates" >> TopNeighbours(plan)
+     | "UserCandidates" >> TopNeighbours(plan, index_handle)
      | "WriteUserCandidates" >> WriteCandidates(plan, USER_CANDIDATES_DIR, USER_CANDIDATES_SCHEMA, "user_id",
                                                 "candidates"))
     ((history.skipped, users.skipped)
@@ -289,10 +293,13 @@ def run(argv: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    """Exit codes: 0 done, 1 inputs to fix or a failed run (one line saying why), 2 bad usage (argparse)."""
+    from pipelines.index_loader import IndexLoadError
+
     try:
         summary = run(argv)
-    except (EmbeddingsError, ValueError, FileNotFoundError) as err:
+    except (EmbeddingsError, IndexLoadError, ValueError, FileNotFoundError) as err:
         print(f"posters candidates: {err}", file=sys.stderr)
-        return 2
+        return 1
     print_summary(summary)
     return 0

@@ -1,9 +1,10 @@
 """Reading the embed pipeline's Parquet output (local path or gs://) into numpy.
 
 An embeddings location is one of:
-- a directory with `embeddings_manifest.json` listing its shard files (what the embed pipeline writes; a bare
-  glob could pick up shards of an older run beside the new ones, so the manifest wins when present);
-- a directory marked complete by `_SUCCESS`, read as its `*.parquet` files;
+- a directory marked complete by `_SUCCESS` (written last when it is published; a directory without it is
+  being written or was left half-published, and is refused), read through its `embeddings_manifest.json`
+  when it has one (what the embed pipeline writes; a bare glob could pick up shards of an older run beside
+  the new ones, so the manifest wins when present), else as its `*.parquet` files;
 - one `.parquet` file.
 Every file must carry the embeddings schema (`contracts.embeddings_schema`) with the same dim, metric and
 model_version in its metadata; anything else is an `EmbeddingsError` that says which file and what differs.
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import storage
-from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE, embeddings_schema
+from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, embeddings_schema
 
 
 class EmbeddingsError(ValueError):
@@ -103,6 +104,8 @@ def _embedding_files(uri: str) -> tuple[list[str], dict | None]:
     uri = uri.rstrip("/")
     if uri.endswith(".parquet"):
         return [uri], None
+    if not storage.is_complete(uri):
+        raise EmbeddingsError(storage.incomplete_message(uri) + " (posters embed)")
     manifest_uri = storage.join(uri, EMBEDDINGS_MANIFEST_FILE)
     if storage.exists(manifest_uri):
         manifest = storage.read_json(manifest_uri)
@@ -112,9 +115,6 @@ def _embedding_files(uri: str) -> tuple[list[str], dict | None]:
         if missing:
             raise EmbeddingsError(f"{manifest_uri} lists files that do not exist: {', '.join(missing[:5])}")
         return files, manifest
-    if not storage.exists(storage.join(uri, SUCCESS_FILE)):
-        raise EmbeddingsError(
-            f"{uri}: neither {EMBEDDINGS_MANIFEST_FILE} nor {SUCCESS_FILE} found; is the embed run complete?")
     matches = FileSystems.match([storage.join(uri, "*.parquet")])[0].metadata_list
     names = sorted(m.path for m in matches)
     return [p for p in names if not posixpath.basename(p).startswith((".", "_"))], None

@@ -8,7 +8,9 @@ Layout under `--root` (a local path or gs://):
     runs/<date>/stages/*.json  one marker per finished stage (`pipelines.run_state`)
     runs/<date>/summary.json   counts, timings, versions, overlap@k with the previous run; `_SUCCESS` last
     index/                     the published index (version directories + `CURRENT`)
-    nightly.lock               held while a run works (`pipelines.publish.acquire_lock`; create-only on GCS)
+    nightly.lock               held while a run works (`pipelines.publish.acquire_lock`; create-only on GCS);
+                               a local lock whose process is gone is taken over at once, any lock once it is
+                               older than `nightly.lock_stale_after_s`
 
 A finished date is left as it is; an interrupted one resumes at its first stage without a marker. A gate
 failure (the embed error budget, the index recall gate) stops the run before `CURRENT` moves. Exit codes:
@@ -133,6 +135,8 @@ def poster_hashes(embeddings_uri: str) -> dict[str, str]:
 
 
 def item2item_lists(candidates_uri: str) -> dict[str, list[str]]:
+    if not storage.is_complete(candidates_uri):
+        raise FileNotFoundError(storage.incomplete_message(candidates_uri) + " (posters candidates)")
     pattern = storage.join(candidates_uri, ITEM2ITEM_DIR, "*.parquet")
     files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
     table = _read_columns(files, ["title_id", "neighbors"])

@@ -10,8 +10,10 @@ being written, or one that failed its checks, is never seen. Swapping `CURRENT` 
 Publishing keeps the last N versions and deletes the rest; `rollback` makes the previous version live again.
 
 `acquire_lock` / `release_lock` guard a whole run (the nightly chain): a create-only object on GCS
-(`if_generation_match=0`) or an `O_EXCL` file locally, holding who took it and when, so a refused caller
-can tell a live holder from a stale one and may take over a lock older than `stale_after_s`.
+(`if_generation_match=0`) or an `O_EXCL` file locally, holding who took it (owner, host, pid) and when. A
+local lock whose holder was on this host and whose process is gone (killed, crashed) is taken over at once;
+any lock older than `stale_after_s` is taken over too (the only rule for locks on GCS or from other hosts,
+whose process this machine cannot see).
 """
 from __future__ import annotations
 
@@ -266,8 +268,9 @@ class Lock:
 def acquire_lock(uri: str, owner: str, stale_after_s: Optional[float] = None) -> Lock:
     """Takes the lock at `uri` for `owner`, or raises `LockHeld` naming the holder and the lock's age.
 
-    With `stale_after_s`, a lock older than that is taken over (its holder's `release_lock` then raises
-    `LockLost`); the takeover is itself conditional, so two callers cannot both take over one stale lock.
+    A local lock taken on this host by a process that no longer exists is taken over; with `stale_after_s`,
+    so is any lock older than that (its holder's `release_lock` then raises `LockLost`). The takeover is
+    itself conditional, so two callers cannot both take over one lock.
     """
     info = LockInfo(owner=owner, host=socket.gethostname(), pid=os.getpid(), acquired_at=_now(),
                     token=uuid.uuid4().hex)
@@ -279,14 +282,33 @@ def acquire_lock(uri: str, owner: str, stale_after_s: Optional[float] = None) ->
     held = read(uri)
     if held is None:  # released between our attempt and our look: try once more
         claim = create(uri, info)
-    elif stale_after_s is not None and held[0] is not None and held[0].age_s >= stale_after_s:
-        log.warning("taking over stale lock %s from %s (age %.0f s)", uri, held[0].owner, held[0].age_s)
+    elif held[0] is not None and (reason := _takeover_reason(uri, held[0], stale_after_s)):
+        log.warning("taking over lock %s from %s: %s", uri, held[0].owner, reason)
         if remove(uri, held[1]):
             claim = create(uri, info)
     if claim is None:
         held = read(uri)
         raise LockHeld(uri, held[0] if held else None)
     return Lock(uri, info, claim)
+
+
+def _takeover_reason(uri: str, held: LockInfo, stale_after_s: Optional[float]) -> Optional[str]:
+    """Why the lock `held` may be taken over, or None while its holder may still be working."""
+    if not storage.is_gcs(uri) and held.host == socket.gethostname() and not _process_exists(held.pid):
+        return f"its process {held.pid} on this host is gone (killed or crashed)"
+    if stale_after_s is not None and held.age_s >= stale_after_s:
+        return f"it is stale (age {held.age_s:.0f} s, limit {stale_after_s:.0f} s)"
+    return None
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user
+        return True
+    return True
 
 
 def release_lock(lock: Lock) -> None:

@@ -14,7 +14,11 @@ from typing import Any, Iterable
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.contracts import SUCCESS_FILE
+from pipelines.contracts import (CANDIDATES_SUMMARY_FILE, EMBEDDINGS_MANIFEST_FILE, MODEL_META_FILE, STATS_FILE,
+                                 SUCCESS_FILE)
+
+# Files that describe a directory's data: on GCS they are copied after the data they describe.
+METADATA_FILES = (EMBEDDINGS_MANIFEST_FILE, STATS_FILE, CANDIDATES_SUMMARY_FILE, MODEL_META_FILE)
 
 
 def is_gcs(uri: str) -> bool:
@@ -63,9 +67,23 @@ def delete_tree(uri: str) -> None:
         elif os.path.exists(uri):
             os.remove(uri)
         return
-    files = list_files(uri)
-    if files:
-        FileSystems.delete(files)
+    delete_objects(list_files(uri))
+
+
+def delete_objects(uris: Iterable[str]) -> None:
+    """Deletes gs:// objects one by one (absent ones are fine). One by one with the google-cloud-storage client,
+    not `FileSystems.delete`: its batch request is what fake-gcs-server, our test server, cannot answer."""
+    from google.api_core.exceptions import NotFound
+    from google.cloud import storage as gcs
+
+    client = None
+    for uri in uris:
+        client = client or gcs.Client()
+        bucket_name, _, name = uri[len("gs://"):].partition("/")
+        try:
+            client.bucket(bucket_name).blob(name).delete()
+        except NotFound:
+            pass
 
 
 def staging_uri(final_uri: str) -> str:
@@ -79,11 +97,19 @@ def is_complete(directory: str) -> bool:
     return exists(join(directory, SUCCESS_FILE))
 
 
+def incomplete_message(directory: str) -> str:
+    """What readers say about a directory without `_SUCCESS` (being written, or left by a failed publish)."""
+    return f"{directory} is not published completely: no {SUCCESS_FILE}; rerun the stage that writes it"
+
+
 def publish_directory(staging: str, final: str, summary: dict | None = None) -> None:
     """Moves a finished staging directory to `final`, replacing what was there, `_SUCCESS` written last.
 
     Local disk: the directory is renamed in one step (the old one moved aside first). GCS has no directory
-    rename: objects are copied, then `_SUCCESS` is written; readers must require `_SUCCESS`.
+    rename, so the steps are ordered for readers that require `_SUCCESS`: the old `_SUCCESS` is deleted
+    first (from then on readers refuse `final`), the data files are copied, then the files that describe
+    them (`METADATA_FILES`), then objects of the old output that are not part of the new one are deleted,
+    and `_SUCCESS` is written last.
     """
     marker = json.dumps(summary or {}, sort_keys=True, default=str).encode("utf-8")
     if not is_gcs(final):
@@ -98,12 +124,17 @@ def publish_directory(staging: str, final: str, summary: dict | None = None) -> 
         if old:
             shutil.rmtree(old, ignore_errors=True)
         return
-    if exists(final):
-        delete_tree(final)
-    sources = list_files(staging)
-    targets = [join(final, src[len(staging.rstrip("/")) + 1:]) for src in sources]
-    if sources:
-        FileSystems.copy(sources, targets)
+    final, staging = final.rstrip("/"), staging.rstrip("/")
+    delete_objects([join(final, SUCCESS_FILE)])
+    names = [src[len(staging) + 1:] for src in list_files(staging)]
+    names = [name for name in names if name != SUCCESS_FILE]
+    data = [name for name in names if name not in METADATA_FILES]
+    metadata = [name for name in names if name in METADATA_FILES]
+    for group in (data, metadata):
+        if group:
+            FileSystems.copy([join(staging, n) for n in group], [join(final, n) for n in group])
+    published = {join(final, name) for name in names}
+    delete_objects([uri for uri in list_files(final) if uri not in published])
     write_bytes(join(final, SUCCESS_FILE), marker)
     delete_tree(staging)
 

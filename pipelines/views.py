@@ -20,7 +20,9 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from pipelines import storage
 from pipelines.candidates import top_k_excluding
+from pipelines.catalog import CatalogError
 from pipelines.cli_args import command_parser, parse_command
+from pipelines.embeddings_io import EmbeddingsError
 from pipelines.watch_history import weighted_query
 
 POSTER_SIZE = (150, 225)
@@ -173,15 +175,18 @@ def _load(args, config):
 
 def _draw_command(name: str, description: str, argv: list[str], min_titles: int,
                   max_titles: Optional[int]) -> int:
+    from pipelines.index_loader import IndexLoadError  # imports faiss: only when a command runs
+
     args, config = _parse(name, description, argv, min_titles, max_titles)
     try:
         catalog, index = _load(args, config)
         title_ids = [resolve_title(key, catalog) for key in args.titles]
         ranked = (similar_titles(index, title_ids[0], args.k) if name == "similar"
                   else mixed_titles(index, title_ids, args.k))
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, CatalogError, EmbeddingsError, IndexLoadError, FileNotFoundError) as err:
+        # Inputs the user must fix: one line and exit 1 (exit 2 is argparse's, for bad usage).
         print(f"posters {name}: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
-        return 2
+        return 1
     names = " + ".join(repr(catalog[t].title or t) for t in title_ids)
     heading = (f"{names}: the {len(ranked)} most similar posters" if name == "similar"
                else f"mix of {names}: neighbours of the averaged embedding")

@@ -118,7 +118,7 @@ def test_embeddings_of_another_model_than_the_index_are_refused_and_nothing_is_p
     other = write_embeddings(str(tmp_path / "other"), TITLES, VECTORS, model_version="model-b")
     code = candidates.main(["--config", "configs/local.yaml", "--index", str(published["root"] / "index"),
                             "--embeddings", other, "--history", published["history"], "--out", str(tmp_path / "out")])
-    assert code == 2
+    assert code == 1
     assert "model model-a's embeddings" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
 
@@ -134,6 +134,25 @@ def test_a_failed_run_publishes_nothing_and_leaves_the_previous_output_in_place(
     assert candidates.main(argv + ["--history", str(unreadable)]) != 0
     assert _table(out, ITEM2ITEM_DIR) == before
     assert sorted(os.listdir(tmp_path)) == ["history.parquet", "out"]
+
+
+def test_item2item_and_user_searches_share_one_loaded_index(published, tmp_path, monkeypatch):
+    """The DirectRunner runs every step in this process: one worker, so one load of the index."""
+    from pipelines import index_loader
+
+    loads = []
+
+    def counting_load_index(uri, **kwargs):
+        loads.append(uri)
+        return real_load_index(uri, **kwargs)
+
+    real_load_index = index_loader.load_index
+    monkeypatch.setattr(index_loader, "load_index", counting_load_index)
+    assert candidates.main(["--config", "configs/local.yaml", "--index", str(published["root"] / "index"),
+                            "--embeddings", published["embeddings"], "--history", published["history"],
+                            "--out", str(tmp_path / "out")]) == 0
+    assert len(loads) == 1
+    assert _summary(str(tmp_path / "out"))["users"] == 3
 
 
 def test_top_k_skips_excluded_titles_and_short_results():

@@ -1,5 +1,6 @@
 """Reading the embed pipeline's Parquet output: manifest first, `_SUCCESS` otherwise, schemas checked."""
 import io
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -7,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import storage
-from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE
+from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE
 from pipelines.embeddings_io import EmbeddingsError, describe_embeddings, embedding_matrix, read_embeddings
 from tests.pipelines.embeddings_fixture import (MODEL_VERSION, embeddings_table, title_ids, unit_vectors,
                                                 write_embeddings)
@@ -41,8 +42,17 @@ def test_without_a_manifest_the_success_marked_directory_is_read(tmp_path):
 
 def test_a_directory_without_manifest_or_success_is_refused(tmp_path):
     write_parquet(str(tmp_path / "e" / "part-00000.parquet"), embeddings_table(title_ids(3), unit_vectors(3)))
-    with pytest.raises(EmbeddingsError, match="neither embeddings_manifest.json nor _SUCCESS"):
+    with pytest.raises(EmbeddingsError, match="not published completely: no _SUCCESS"):
         read_embeddings(str(tmp_path / "e"))
+
+
+def test_a_directory_copied_without_its_success_marker_is_refused_even_with_a_manifest(tmp_path):
+    """What a reader sees of a gs:// output being republished: data and manifest, no `_SUCCESS` yet."""
+    complete = write_embeddings(str(tmp_path / "complete"), title_ids(6), unit_vectors(6))
+    shutil.copytree(complete, tmp_path / "copy", ignore=shutil.ignore_patterns(SUCCESS_FILE))
+    assert (tmp_path / "copy" / EMBEDDINGS_MANIFEST_FILE).exists()
+    with pytest.raises(EmbeddingsError, match=r"copy is not published completely: no _SUCCESS; rerun the stage"):
+        read_embeddings(str(tmp_path / "copy"))
 
 
 def test_one_parquet_file_can_be_read_directly(tmp_path):

@@ -4,6 +4,8 @@ leaves the published `CURRENT` as it was."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -117,6 +119,25 @@ def test_a_crash_after_the_index_stage_resumes_with_candidates_only(inputs, firs
                                                                          "candidates": True}
     assert summary["versions"]["index"] == published
     assert sorted(os.listdir(root / "index")) == index_versions
+
+
+def test_a_run_killed_after_the_index_stage_leaves_its_lock_and_the_rerun_runs_candidates_only(
+        inputs, first_night, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(first_night, root)
+    argv = nightly_argv(inputs, root, "2024-07-02")
+    killed_in_candidates = ("import os, sys; from pipelines import nightly; "
+                            "nightly.STAGE_FUNCTIONS['candidates'] = lambda *args: os._exit(9); "
+                            "nightly.main(sys.argv[1:])")
+    child = subprocess.run([sys.executable, "-c", killed_in_candidates, *argv], capture_output=True, text=True)
+    assert child.returncode == 9, child.stderr[-2000:]
+    assert publish.read_lock(str(root / NIGHTLY_LOCK_FILE)).owner == "nightly 2024-07-02"  # never released
+
+    assert nightly.main(argv) == 0  # the 06:30 retry: the lock's process is gone, so it resumes
+    summary = summary_of(root, "2024-07-02")
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "index": False,
+                                                                         "candidates": True}
+    assert not os.path.exists(root / NIGHTLY_LOCK_FILE)
 
 
 def test_an_index_published_just_before_a_crash_is_adopted_not_built_again(inputs, first_night, tmp_path):

@@ -1,4 +1,8 @@
 """Versioned publishing (CURRENT pointer, keep N, rollback, compare-and-swap) and locks, on disk and on GCS."""
+import json
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -123,3 +127,35 @@ def test_a_fresh_lock_is_not_taken_over(root):
     publish.acquire_lock(uri, "running")
     with pytest.raises(publish.LockHeld):
         publish.acquire_lock(uri, "impatient", stale_after_s=3600)
+
+
+def _lock_left_by_a_killed_process(uri: str) -> publish.LockInfo:
+    """Takes the lock in a child process that is then killed (`os._exit`, no release, no cleanup)."""
+    code = ("import os, sys; from pipelines import publish; "
+            "publish.acquire_lock(sys.argv[1], 'killed-run'); os._exit(1)")
+    child = subprocess.Popen([sys.executable, "-c", code, uri], stderr=subprocess.PIPE, text=True)
+    _, stderr = child.communicate()  # waits for it and reaps it: its pid no longer exists
+    assert child.returncode == 1, stderr
+    held = publish.read_lock(uri)
+    assert (held.owner, held.pid) == ("killed-run", child.pid)
+    return held
+
+
+def test_a_local_lock_whose_process_was_killed_is_taken_over_at_once(tmp_path, caplog):
+    uri = str(tmp_path / "nightly.lock")
+    dead = _lock_left_by_a_killed_process(uri)
+    lock = publish.acquire_lock(uri, "retry", stale_after_s=6 * 3600)
+    assert publish.read_lock(uri).owner == "retry" and lock.info.pid == os.getpid()
+    assert f"its process {dead.pid} on this host is gone" in caplog.text
+    publish.release_lock(lock)
+    assert publish.read_lock(uri) is None
+
+
+def test_a_lock_of_a_dead_process_on_another_host_waits_for_the_age_limit(tmp_path):
+    uri = str(tmp_path / "nightly.lock")
+    dead = _lock_left_by_a_killed_process(uri)
+    with open(uri, "w") as handle:  # the same lock, as another machine sharing this disk would have left it
+        json.dump({**dead.__dict__, "host": "another-host"}, handle)
+    with pytest.raises(publish.LockHeld, match="another-host"):
+        publish.acquire_lock(uri, "retry", stale_after_s=3600)
+    assert publish.acquire_lock(uri, "retry", stale_after_s=0).info.owner == "retry"

@@ -1,5 +1,7 @@
 """`posters similar` / `posters mix`: the right neighbours from the published index, drawn as a contact sheet whose
 tiles are the catalog's posters."""
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -83,11 +85,47 @@ def test_a_title_may_be_named_by_its_title_when_only_one_has_it(published):
         views.resolve_title("no such film", catalog)
 
 
-def test_an_unknown_title_exits_2_and_draws_nothing(published, tmp_path, capsys):
+def test_an_unknown_title_exits_1_and_draws_nothing(published, tmp_path, capsys):
     out = tmp_path / "grid.png"
-    assert views.similar_main(_argv(published, "tt9999999", out=out)) == 2
+    assert views.similar_main(_argv(published, "tt9999999", out=out)) == 1
     assert "tt9999999" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_an_index_root_where_nothing_is_published_is_a_one_line_error(published, tmp_path, capsys):
+    argv = _argv({**published, "index": str(tmp_path / "no-index")}, published["title_ids"][0],
+                 out=tmp_path / "grid.png")
+    assert views.similar_main(argv) == 1
+    err = _one_line_error(capsys)
+    assert err.startswith("posters similar: ") and "build one with `posters index`" in err
+    assert not (tmp_path / "grid.png").exists()
+
+
+def test_a_corrupted_index_shard_is_a_one_line_error_naming_the_file(published, tmp_path, capsys):
+    index = tmp_path / "index"
+    shutil.copytree(published["index"], index)
+    shard = sorted(index.glob("*/shard-*.faiss"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    argv = _argv({**published, "index": str(index)}, published["title_ids"][0], out=tmp_path / "grid.png")
+    assert views.similar_main(argv) == 1
+    err = _one_line_error(capsys)
+    assert err.startswith("posters similar: ") and f"{shard.name} is corrupted" in err
+
+
+def test_a_missing_catalog_is_a_one_line_error(published, tmp_path, capsys):
+    ids = published["title_ids"]
+    argv = _argv({**published, "catalog": str(tmp_path / "missing.csv")}, ids[0], ids[1], out=tmp_path / "mix.png")
+    assert views.mix_main(argv) == 1
+    err = _one_line_error(capsys)
+    assert err.startswith("posters mix: ") and "catalog manifest not found" in err
 
 
 def test_an_unreadable_poster_becomes_a_grey_card_not_a_crash(tmp_path):

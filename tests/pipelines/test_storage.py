@@ -1,0 +1,44 @@
+"""Publishing a staging directory: on gs:// `_SUCCESS` goes first and comes back last, and nothing stale stays."""
+import json
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import storage
+from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE
+from pipelines.embeddings_io import read_embeddings
+from tests.pipelines.embeddings_fixture import title_ids, unit_vectors, write_embeddings
+
+
+def _staged(final: str, ids: list[str], files: int) -> str:
+    staging = storage.staging_uri(final)
+    write_embeddings(staging, ids, unit_vectors(len(ids)), files=files)
+    storage.delete_objects([storage.join(staging, SUCCESS_FILE)])  # a staging directory has no marker yet
+    return staging
+
+
+def test_republishing_on_gcs_leaves_no_stale_files_and_ends_with_success(fake_gcs):
+    final = fake_gcs.uri("run/embeddings")
+    storage.publish_directory(_staged(final, title_ids(9), files=3), final, {"rows": 9})
+    storage.write_bytes(storage.join(final, "leftover.txt"), b"not part of any output")
+    storage.publish_directory(_staged(final, title_ids(4, 100), files=1), final, {"rows": 4})
+    assert storage.list_files(final) == [storage.join(final, name) for name in
+                                         (SUCCESS_FILE, EMBEDDINGS_MANIFEST_FILE, "part-00000.parquet")]
+    assert json.loads(storage.read_bytes(storage.join(final, SUCCESS_FILE))) == {"rows": 4}
+    assert read_embeddings(final).title_ids == title_ids(4, 100)
+    assert not [path for path in storage.list_files(fake_gcs.uri()) if "/.staging-" in path]
+
+
+def test_on_gcs_readers_are_locked_out_while_data_and_then_manifest_are_copied(fake_gcs, monkeypatch):
+    final = fake_gcs.uri("run/embeddings")
+    storage.publish_directory(_staged(final, title_ids(6), files=2), final)
+    copies = []  # (names copied, was `final` complete at that moment)
+    real_copy = FileSystems.copy
+
+    def recording_copy(sources, targets):
+        copies.append(([t.rsplit("/", 1)[-1] for t in targets], storage.is_complete(final)))
+        return real_copy(sources, targets)
+
+    monkeypatch.setattr(FileSystems, "copy", recording_copy)
+    storage.publish_directory(_staged(final, title_ids(6, 50), files=2), final)
+    assert copies == [(["part-00000.parquet", "part-00001.parquet"], False), ([EMBEDDINGS_MANIFEST_FILE], False)]
+    assert storage.is_complete(final)
