@@ -371,11 +371,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--work", help="checkpoints and TensorBoard logs (default: OUT/work)")
     parser.add_argument("--fresh", action="store_true",
                         help="discard an unfinished run in the work directory instead of resuming it")
-    args, config, unknown = parse_command(parser, argv)
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        args, config, unknown = parse_command(parser, argv)
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         summary = run(config, args.data, args.out, work_dir=args.work, fresh=args.fresh)
     except USER_ERRORS as err:
         print(f"posters train: {err}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The preprocess pipeline: every row accounted for, rejects with reasons, the stable split, the genre vocabulary,
 staging → publish, the error budget, and the same run in multi_processing mode and on gs:// URIs."""
 import csv
+import functools
 import glob
 import json
 import os
@@ -159,12 +160,25 @@ def test_outputs_are_published_whole_and_staging_is_gone(preprocessed):
     assert not [name for name in os.listdir(preprocessed["root"]) if name.startswith(".staging")]
 
 
-def test_multi_processing_mode_gives_the_same_outputs(preprocessed):
-    """Two worker processes: any state that would not survive Dataflow's serialisation breaks this run."""
+def _raw_example_recording_pid(pid_dir: str, raw_example, row, poster):
+    """`preprocess._raw_example`, leaving a file named for the process that ran it."""
+    open(os.path.join(pid_dir, str(os.getpid())), "w").close()
+    return raw_example(row, poster)
+
+
+def test_multi_processing_mode_gives_the_same_outputs(preprocessed, monkeypatch):
+    """Two worker processes: any state that would not survive Dataflow's serialisation breaks this run. The
+    transform step records the process it runs in, to show the work left the test process."""
+    pid_dir = preprocessed["root"] / "multi_pids"
+    pid_dir.mkdir()
+    monkeypatch.setattr(preprocess, "_raw_example",
+                        functools.partial(_raw_example_recording_pid, str(pid_dir), preprocess._raw_example))
     out = str(preprocessed["root"] / "out_multi")
     args = preprocess_args(preprocessed["catalog"], out,
                            "--direct_running_mode=multi_processing", "--direct_num_workers=2")
     assert preprocess.main(args) == 0
+    worker_pids = {int(name) for name in os.listdir(pid_dir)}
+    assert worker_pids and os.getpid() not in worker_pids
     stats = json.loads(open(os.path.join(out, STATS_FILE)).read())
     ignore = {"seconds", "out"}
     assert {k: v for k, v in stats.items() if k not in ignore} == {
@@ -276,15 +290,26 @@ def test_rows_superseded_under_keep_last_are_not_errors():
     check_error_budget(budget_stats(5, superseded=4), 0.2)
 
 
-def test_preprocessing_fn_vocabulary_threshold_labels_and_primary_genre(tmp_path):
-    """Genres seen twice or more form the vocabulary (most frequent first): Drama 3, Comedy 2; Horror and
-    Western (once each) are out. "b" lists Horror first, so its primary genre is Comedy; "d" lists only Western,
-    so it has no labels and primary_genre -1."""
-    config = Config(preprocess=PreprocessConfig(vocab_frequency_threshold=2))
+# Five titles: Drama is listed 3 times, Comedy 2, Horror and Western once each. "b" lists Horror before Comedy;
+# "d" lists only Western.
+VOCABULARY_TITLES = {"a": ["Drama", "Comedy"], "b": ["Horror", "Comedy"], "c": ["Drama"], "d": ["Western"],
+                     "e": ["Drama"]}
+
+
+@pytest.mark.parametrize("settings, vocabulary, expected", [
+    # Genres seen twice or more, most frequent first: Drama, Comedy. b's primary genre is Comedy (Horror is out);
+    # d has no labels and primary_genre -1.
+    ({"vocab_frequency_threshold": 2}, [b"Drama", b"Comedy"],
+     [("a", [1.0, 1.0], 0), ("b", [0.0, 1.0], 1), ("c", [1.0, 0.0], 0), ("d", [0.0, 0.0], -1), ("e", [1.0, 0.0], 0)]),
+    # The single most frequent genre: Drama. b and d have none of it, so no labels and primary_genre -1.
+    ({"vocab_top_k": 1}, [b"Drama"],
+     [("a", [1.0], 0), ("b", [0.0], -1), ("c", [1.0], 0), ("d", [0.0], -1), ("e", [1.0], 0)]),
+], ids=["frequency_threshold", "top_k"])
+def test_preprocessing_fn_vocabulary_labels_and_primary_genre(tmp_path, settings, vocabulary, expected):
+    config = Config(preprocess=PreprocessConfig(**settings))
     config.model.input_size = 8
     png = tf.io.encode_png(tf.fill([12, 10, 3], tf.constant(200, tf.uint8))).numpy()
-    genres = {"a": ["Drama", "Comedy"], "b": ["Horror", "Comedy"], "c": ["Drama"], "d": ["Western"], "e": ["Drama"]}
-    instances = [{"title_id": tid, "image": png, "genres": listed} for tid, listed in genres.items()]
+    instances = [{"title_id": tid, "image": png, "genres": listed} for tid, listed in VOCABULARY_TITLES.items()]
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
     with BeamTestPipeline() as pipeline, tft_beam.Context(temp_dir=str(tmp_path)):
         (transformed, _), transform_fn = ((pipeline | beam.Create(instances), metadata)
@@ -293,9 +318,7 @@ def test_preprocessing_fn_vocabulary_threshold_labels_and_primary_genre(tmp_path
         summary = transformed | beam.Map(lambda e: (e[FEATURE_TITLE_ID].decode(), list(e[FEATURE_LABELS]),
                                                    int(e[FEATURE_PRIMARY_GENRE]),
                                                    tf.io.decode_png(e[FEATURE_IMAGE]).shape.as_list()))
-        assert_that(summary, equal_to([("a", [1.0, 1.0], 0, [8, 8, 3]), ("b", [0.0, 1.0], 1, [8, 8, 3]),
-                                       ("c", [1.0, 0.0], 0, [8, 8, 3]), ("d", [0.0, 0.0], -1, [8, 8, 3]),
-                                       ("e", [1.0, 0.0], 0, [8, 8, 3])]))
+        assert_that(summary, equal_to([(tid, labels, primary, [8, 8, 3]) for tid, labels, primary in expected]))
     output = tft.TFTransformOutput(str(tmp_path / "out"))
-    assert output.vocabulary_by_name(GENRE_VOCABULARY_NAME) == [b"Drama", b"Comedy"]
-    assert output.transformed_feature_spec()[FEATURE_LABELS].shape == [2]
+    assert output.vocabulary_by_name(GENRE_VOCABULARY_NAME) == vocabulary
+    assert output.transformed_feature_spec()[FEATURE_LABELS].shape == [len(vocabulary)]

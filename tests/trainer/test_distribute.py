@@ -13,13 +13,14 @@ import tempfile
 import numpy as np
 import pytest
 
+SUBPROCESS_TIMEOUT_S = 600  # generous: only a hang gets there, and it must not stall CI
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def two_cpu_replicas():
     completed = subprocess.run([sys.executable, "-m", "tests.trainer.test_distribute"], cwd=REPO,
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
