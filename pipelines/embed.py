@@ -4,6 +4,7 @@
         ClassifyPosters ─ new, changed → EmbedPosters (RunInference) ─┐
                         └ unchanged ──→ CarryOver ────────────────────┴→ WriteEmbeddings
     ReadPreviousEmbeddings → fingerprints (ClassifyPosters' side input) and vectors (CarryOver)
+    (without --previous every title is new: no side input, no CarryOver join)
     rejects (catalog rows, posters, inference) → WriteRejects;  every branch → CountStats
 
 A title is carried over from `--previous` without running the model when its poster's sha256 and the model
@@ -227,16 +228,24 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
     posters, poster_rejects = titles | "ReadAndValidatePosters" >> ReadAndValidatePosters(
         config.image, config.preprocess.read_retries)
 
-    previous = pipeline | "ReadPreviousEmbeddings" >> ReadPreviousEmbeddings(previous_uri, model_version)
-    fingerprints = previous | "Fingerprints" >> beam.Map(
-        lambda row: (row["title_id"], (row["image_sha256"], row["model_version"])))
+    if previous_uri:
+        previous = pipeline | "ReadPreviousEmbeddings" >> ReadPreviousEmbeddings(previous_uri, model_version)
+        fingerprints = beam.pvalue.AsDict(previous | "Fingerprints" >> beam.Map(
+            lambda row: (row["title_id"], (row["image_sha256"], row["model_version"]))))
+    else:
+        # A first run: every title is new and none is removed, so there is no side input to build and no join
+        # of the whole catalog by title_id (a shuffle of every row) that could only produce nothing.
+        fingerprints = {}
     classified = posters | "ClassifyPosters" >> beam.ParDo(
-        ClassifyPoster(model_version), beam.pvalue.AsDict(fingerprints)).with_outputs(UNCHANGED, main="embed")
+        ClassifyPoster(model_version), fingerprints).with_outputs(UNCHANGED, main="embed")
 
     embedded, inference_rejects = classified.embed | "EmbedPosters" >> EmbedPosters(
         PosterModelHandler.from_config(model_uri, config.embed))
-    carried, removed = (previous, catalog, classified[UNCHANGED]) | "CarryOver" >> CarryOver()
-    rows = (embedded, carried) | "AllRows" >> beam.Flatten()
+    if previous_uri:
+        carried, removed = (previous, catalog, classified[UNCHANGED]) | "CarryOver" >> CarryOver()
+        rows = (embedded, carried) | "AllRows" >> beam.Flatten()
+    else:
+        rows, removed = embedded, pipeline | "NoneRemoved" >> beam.Create([])
     _ = rows | "WriteEmbeddings" >> WriteEmbeddings(out_dir, dim, model_version, config.embed.max_rows_per_file)
 
     rejects = (title_rejects, poster_rejects, inference_rejects) | "AllRejects" >> beam.Flatten()

@@ -133,6 +133,62 @@ def test_truncated(fmt):
     assert rejected.reason == RejectReason.TRUNCATED_IMAGE and "120x180" in rejected.detail
 
 
+def noisy_jpeg(progressive: bool = False) -> bytes:
+    """A 300×450 JPEG of noise: a long entropy-coded stream, so bytes in its middle are pixel data."""
+    pixels = np.random.default_rng(7).integers(0, 256, (450, 300, 3), dtype=np.uint8)
+    return encoded(Image.fromarray(pixels), "JPEG", quality=90, progressive=progressive)
+
+
+def full_decode_fails(data: bytes) -> bool:
+    """What PIL's full-resolution decode says, as the reference for the cheaper (1/8 scale) validation decode."""
+    try:
+        Image.open(io.BytesIO(data)).load()
+    except Exception:  # noqa: BLE001
+        return True
+    return False
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_corrupted_in_the_middle_is_rejected(progressive):
+    """Bytes overwritten (not cut off) in the middle of the scan data: a full decode fails, so must validation."""
+    data = bytearray(noisy_jpeg(progressive))
+    middle = len(data) // 2
+    data[middle:middle + 64] = b"\xff" * 64
+    assert full_decode_fails(bytes(data))
+    rejected = rejection(bytes(data))
+    assert rejected.reason == RejectReason.TRUNCATED_IMAGE and "300x450" in rejected.detail
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_validation_rejects_exactly_what_a_full_decode_rejects(progressive):
+    """Kept JPEGs are validated at 1/8 scale; over many corruptions it rejects the same files a full decode does."""
+    original = noisy_jpeg(progressive)
+    rng = np.random.default_rng(11)
+    outcomes = set()
+    for trial in range(80):
+        data = bytearray(original)
+        start = int(rng.integers(len(data) // 4, 3 * len(data) // 4))
+        length = int(rng.choice([1, 8, 64, 512]))
+        kind = trial % 4
+        if kind == 0:
+            data[start:start + length] = b"\xff" * length
+        elif kind == 1:
+            data[start:start + length] = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
+        elif kind == 2:
+            del data[start:start + length]
+        else:
+            data = data[:start]
+        expected_rejected = full_decode_fails(bytes(data))
+        try:
+            validate_poster(bytes(data), CONFIG)
+            rejected = False
+        except PosterRejected:
+            rejected = True
+        assert rejected == expected_rejected, (trial, start, length)
+        outcomes.add(rejected)
+    assert outcomes == {True, False}  # the corruptions exercised both answers
+
+
 def test_too_many_pixels_is_refused_from_the_header_alone():
     """The PNG declares 2000×2000 but holds one row: decoding it would fail, so only the header was read."""
     rejected = rejection(png_declaring(2000, 2000))
