@@ -8,7 +8,7 @@ DATAFLOW_CONFIG ?= configs/dataflow.yaml
 BUCKET ?= gs://YOUR_BUCKET/posters
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test bench lint clean \
+.PHONY: help install demo test bench clean \
         dataflow-preprocess dataflow-embed dataflow-index dataflow-candidates dataflow-nightly flex-template
 
 help:  ## list the targets
