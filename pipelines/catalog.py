@@ -1,8 +1,10 @@
 """The one catalog reader: a manifest (CSV, JSONL or Parquet; local or gs://) → `CatalogRow`s.
 
 Every pipeline reads its catalog here, so column mapping, genre splitting and poster locations mean the same
-thing everywhere. `read_catalog` is a plain function; `ReadCatalog` runs it inside a pipeline (on one worker,
-then reshuffles the rows so reading posters spreads over all workers).
+thing everywhere. `read_catalog` is a plain function; `ReadCatalog` runs it inside a pipeline, on one worker.
+The rows are not reshuffled here: every pipeline validates them next with `ValidateCatalogRows`, whose group by
+title_id already spreads them over the workers before any poster is read, so a reshuffle would be a second
+shuffle of the whole catalog for nothing.
 
 What the reader does *not* do is judge rows: a missing `title_id`, a duplicate or an empty genre list is
 passed on as read (with its `row_number`) so the pipeline can reject it with a reason.
@@ -66,7 +68,8 @@ def read_catalog(manifest_uri: str, config: CatalogConfig) -> list[CatalogRow]:
 
 
 class ReadCatalog(beam.PTransform):
-    """manifest uri → PCollection[CatalogRow], read on one worker and reshuffled for parallel poster reads."""
+    """manifest uri → PCollection[CatalogRow], read on one worker; the consumer's first GroupByKey (in
+    `ValidateCatalogRows`) spreads the rows for parallel poster reads."""
 
     def __init__(self, manifest_uri: str, config: CatalogConfig):
         super().__init__()
@@ -76,8 +79,7 @@ class ReadCatalog(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "Manifest" >> beam.Create([self._manifest_uri])
-                | "ReadRows" >> beam.FlatMap(read_catalog, self._config)
-                | "Spread" >> beam.Reshuffle())
+                | "ReadRows" >> beam.FlatMap(read_catalog, self._config))
 
 
 def split_genres(value: Any, separators: Iterable[str]) -> tuple[str, ...]:

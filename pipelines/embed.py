@@ -29,18 +29,21 @@ from pipelines import storage
 from pipelines.catalog import CatalogError, CatalogRow, ReadCatalog
 from pipelines.cli_args import beam_argv, command_parser, parse_command
 from pipelines.config import Config, ConfigError
-from pipelines.contracts import EMBEDDING_METRIC, REJECTS_DIR, STATS_FILE, RejectReason
+from pipelines.contracts import EMBEDDING_METRIC, REJECTS_DIR, RejectReason
 from pipelines.embeddings_io import EmbeddingsError, describe_embeddings
 from pipelines.embeddings_writer import WriteEmbeddings, parquet_files, publish_embeddings, write_manifest
 from pipelines.images import ReadAndValidatePosters, ValidPoster, WriteRejects, reject_record
 from pipelines.model_handler import PosterModelHandler, read_model_meta
+from pipelines.preprocess import ValidateCatalogRows
+from pipelines.run_stats import (COUNTS_FILE, CountStats, ErrorBudgetExceeded, budget_figures, check_accounting,
+                                 reject_stats, top_reasons, write_stats_and_check_budget)
 from trainer.export import ExportError
-from pipelines.preprocess import ErrorBudgetExceeded, ValidateCatalogRows
 
 METRICS_NAMESPACE = "embed"
-COUNTS_FILE = ".counts.json"
 NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
 STATUSES = (NEW, CHANGED, UNCHANGED)
+# embed's own counts besides read / rejected / rejected_by_reason, with their empty values.
+STATS_SECTIONS = {NEW: 0, CHANGED: 0, UNCHANGED: 0, "removed": 0}
 FINGERPRINT_COLUMNS = ["title_id", "image_sha256", "model_version"]
 
 
@@ -54,33 +57,8 @@ def poster_status(title_id: str, image_sha256: str, model_version: str, fingerpr
     return UNCHANGED if tuple(previous) == (image_sha256, model_version) else CHANGED
 
 
-def stats_from_counts(counts: list[tuple[tuple[str, str], int]]) -> dict:
-    """Summed `((section, name), n)` pairs → the run's counts (`name` '' for a top-level integer)."""
-    stats = {"read": 0, NEW: 0, CHANGED: 0, UNCHANGED: 0, "removed": 0, "rejected": 0, "rejected_by_reason": {}}
-    for (section, name), n in counts:
-        if name:
-            stats[section][name] = n
-        else:
-            stats[section] = n
-    stats["rejected_by_reason"] = dict(sorted(stats["rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0])))
-    stats["embedded"] = stats[NEW] + stats[CHANGED]
-    return stats
-
-
-def check_error_budget(stats: dict, max_reject_fraction: float) -> None:
-    """Raises `ErrorBudgetExceeded` naming the top reasons when more than the budget was rejected."""
-    if stats["read"] == 0:
-        raise ErrorBudgetExceeded("the catalog has no rows")
-    fraction = stats["rejected"] / stats["read"]
-    if fraction > max_reject_fraction:
-        top = ", ".join(f"{reason} {n}" for reason, n in list(stats["rejected_by_reason"].items())[:3])
-        raise ErrorBudgetExceeded(
-            f"{stats['rejected']} of {stats['read']} titles rejected ({fraction:.1%}), more than "
-            f"embed.max_reject_fraction={max_reject_fraction:.1%}; top reasons: {top}")
-
-
 def summary_line(stats: dict) -> str:
-    reasons = ", ".join(f"{reason} {n}" for reason, n in stats["rejected_by_reason"].items()) or "none"
+    reasons = top_reasons(stats) or "none"
     return (f"embed: {stats['read']} read → {stats['rows']} embeddings ({stats[NEW]} new, {stats[CHANGED]} changed, "
             f"{stats[UNCHANGED]} unchanged carried over), {stats['removed']} removed, {stats['rejected']} rejected "
             f"({reasons}); model {stats['model_version']}; {stats['seconds']} s → {stats['out']}")
@@ -197,26 +175,6 @@ def _stat_pairs(name: str):
     return lambda _: [((name, ""), 1)]
 
 
-def _reject_stats(reject: dict):
-    yield ("rejected", ""), 1
-    yield ("rejected_by_reason", reject["reason"]), 1
-
-
-class CountStats(beam.PTransform):
-    """Stat pairs `((section, name), n)` → the counts as one JSON file at `uri`."""
-
-    def __init__(self, uri: str):
-        super().__init__()
-        self._uri = uri
-
-    def expand(self, pairs):
-        uri = self._uri
-        return (pairs
-                | "Sum" >> beam.CombinePerKey(sum)
-                | "Gather" >> beam.combiners.ToList()
-                | "Write" >> beam.Map(lambda counts: storage.write_json(uri, stats_from_counts(counts))))
-
-
 def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, out_dir: str, config: Config,
                    previous_uri: str | None = None) -> None:
     """Wires the embed pipeline into `pipeline`, every output under `out_dir`."""
@@ -254,9 +212,9 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
         catalog | "ReadStats" >> beam.FlatMap(_stat_pairs("read")),
         rows | "RowStats" >> beam.FlatMap(lambda row: [((row["status"], ""), 1)]),
         removed | "RemovedStats" >> beam.FlatMap(_stat_pairs("removed")),
-        rejects | "RejectStats" >> beam.FlatMap(_reject_stats),
+        rejects | "RejectStats" >> beam.FlatMap(reject_stats),
     ) | "AllStats" >> beam.Flatten()
-    _ = stat_pairs | "CountStats" >> CountStats(storage.join(out_dir, COUNTS_FILE))
+    _ = stat_pairs | "CountStats" >> CountStats(storage.join(out_dir, COUNTS_FILE), STATS_SECTIONS)
 
 
 # --- launcher ----------------------------------------------------------------------------------------------
@@ -294,12 +252,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         storage.delete_tree(staging)
         raise
     storage.delete_tree(storage.join(staging, COUNTS_FILE))
-    storage.write_json(storage.join(staging, STATS_FILE), stats)
-    try:
-        check_error_budget(stats, config.embed.max_reject_fraction)
-    except ErrorBudgetExceeded as err:
-        raise ErrorBudgetExceeded(f"{err}. Nothing was published to {args.out}; this run's rejects and stats "
-                                  f"are in {staging}") from None
+    write_stats_and_check_budget(stats, staging, args.out, "embed.max_reject_fraction", unit="titles")
     counts = {key: stats[key] for key in ("read", NEW, CHANGED, UNCHANGED, "removed", "rejected", "embedded")}
     manifest = write_manifest(staging, parquet_files(staging), int(meta["dim"]), meta["model_version"], counts)
     publish_embeddings(staging, args.out, manifest)
@@ -308,14 +261,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
 def _final_stats(staging: str, args, config: Config, meta: dict, seconds: float) -> dict:
     stats = storage.read_json(storage.join(staging, COUNTS_FILE))
-    stats.update(rows=sum(rows for _, rows in parquet_files(staging)), model_version=meta["model_version"],
-                 reject_fraction=round(stats["rejected"] / stats["read"], 6) if stats["read"] else 0.0,
-                 max_reject_fraction=config.embed.max_reject_fraction, catalog=args.catalog, model=args.model,
+    stats.update(budget_figures(stats, config.preprocess.duplicate_title_policy, config.embed.max_reject_fraction),
+                 embedded=stats[NEW] + stats[CHANGED], rows=sum(rows for _, rows in parquet_files(staging)),
+                 model_version=meta["model_version"], catalog=args.catalog, model=args.model,
                  previous=args.previous, out=args.out, seconds=round(seconds, 1))
-    # The promise of this pipeline: every catalog row is either an embedding or a reject, and nothing else.
-    if stats[NEW] + stats[CHANGED] + stats[UNCHANGED] + stats["rejected"] != stats["read"]:
-        raise RuntimeError(f"accounting broken: new {stats[NEW]} + changed {stats[CHANGED]} + unchanged "
-                           f"{stats[UNCHANGED]} + rejected {stats['rejected']} != read {stats['read']}")
+    check_accounting(stats, STATUSES)
     if stats["rows"] != stats[NEW] + stats[CHANGED] + stats[UNCHANGED]:
         raise RuntimeError(f"accounting broken: {stats['rows']} rows written, {stats['embedded']} embedded + "
                            f"{stats[UNCHANGED]} carried over")

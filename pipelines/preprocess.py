@@ -16,7 +16,6 @@ rest of the output goes wherever Beam can write.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import tempfile
 import time
@@ -31,16 +30,16 @@ from pipelines.cli_args import beam_argv, command_parser, parse_command
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import (FEATURE_IMAGE, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID, GENRE_VOCABULARY_NAME,
                                  PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX, RAW_FEATURE_GENRES, REJECTS_DIR,
-                                 STATS_FILE, TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR, RejectReason)
+                                 TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR, RejectReason)
 from pipelines.images import ReadAndValidatePosters, ValidPoster, WriteRejects, reject_record
+from pipelines.run_stats import (COUNTS_FILE, CountStats, ErrorBudgetExceeded, budget_figures, check_accounting,
+                                 reject_stats, top_reasons, write_stats_and_check_budget)
 
 TFRECORD_SUFFIX = ".tfrecord.gz"
-COUNTS_FILE = ".counts.json"
 TRANSFORM_OUTPUT = "transform_output"  # under the work directory: what WriteTransformFn writes
-
-
-class ErrorBudgetExceeded(RuntimeError):
-    """More rows were rejected than `preprocess.max_reject_fraction` allows; nothing was published."""
+# preprocess's own counts besides read / rejected / rejected_by_reason, with their empty values.
+STATS_SECTIONS = {"accepted": 0, "genre_counts": {}, "converted_to_rgb": {}, "duplicate_images": 0,
+                  "train_examples": 0, "eval_examples": 0, "titles_without_vocabulary_genre": 0}
 
 
 # --- plain functions ---------------------------------------------------------------------------------------
@@ -70,40 +69,6 @@ def resolve_duplicates(rows: list[CatalogRow], policy: str) -> tuple[CatalogRow 
                   for row in rows]
 
 
-def stats_from_counts(counts: list[tuple[tuple[str, str], int]]) -> dict:
-    """Summed `((section, name), n)` pairs → the counts of stats.json (`name` '' for a top-level integer)."""
-    stats = {"read": 0, "accepted": 0, "rejected": 0, "rejected_by_reason": {}, "genre_counts": {},
-             "converted_to_rgb": {}, "duplicate_images": 0, "train_examples": 0, "eval_examples": 0,
-             "titles_without_vocabulary_genre": 0}
-    for (section, name), n in counts:
-        if name:
-            stats.setdefault(section, {})[name] = n
-        else:
-            stats[section] = n
-    return stats
-
-
-def top_reasons(stats: dict, n: int | None = None) -> str:
-    """'reason count, …' for the most common reject reasons, most common first."""
-    ranked = sorted(stats["rejected_by_reason"].items(), key=lambda item: (-item[1], item[0]))[:n]
-    return ", ".join(f"{reason} {count}" for reason, count in ranked)
-
-
-def check_error_budget(stats: dict, max_reject_fraction: float) -> None:
-    """Raises `ErrorBudgetExceeded` naming the top reasons when too many rows were rejected.
-
-    Rows superseded under `keep_last` are rejects for the accounting but not errors, so they do not count here.
-    """
-    errors = stats["rejected"] - stats["duplicate_titles_kept_last"]
-    if stats["read"] == 0:
-        raise ErrorBudgetExceeded("the catalog has no rows")
-    fraction = errors / stats["read"]
-    if fraction > max_reject_fraction:
-        raise ErrorBudgetExceeded(
-            f"{errors} of {stats['read']} rows rejected ({fraction:.1%}), more than "
-            f"preprocess.max_reject_fraction={max_reject_fraction:.1%}; top reasons: {top_reasons(stats, 3)}")
-
-
 # --- pipeline parts ----------------------------------------------------------------------------------------
 
 class ValidateCatalogRows(beam.PTransform):
@@ -115,6 +80,7 @@ class ValidateCatalogRows(beam.PTransform):
 
     def expand(self, rows):
         with_id = rows | "CheckTitleId" >> beam.ParDo(_check_title_id).with_outputs("rejects", main="rows")
+        # The group by title_id is also what spreads the catalog (read on one worker) for parallel poster reads.
         unique = (with_id.rows
                   | "KeyByTitleId" >> beam.Map(lambda row: (row.title_id, row))
                   | "GroupByTitleId" >> beam.GroupByKey()
@@ -151,21 +117,6 @@ class WriteSplits(beam.PTransform):
             | "SplitStats" >> beam.Flatten()
 
 
-class CountStats(beam.PTransform):
-    """Stat pairs `((section, name), n)` → one JSON document written to `uri`."""
-
-    def __init__(self, uri: str):
-        super().__init__()
-        self._uri = uri
-
-    def expand(self, pairs):
-        return (pairs
-                | "Sum" >> beam.CombinePerKey(sum)
-                | "Gather" >> beam.combiners.ToList()
-                | "ToJson" >> beam.Map(lambda counts: json.dumps(stats_from_counts(counts), sort_keys=True))
-                | "Write" >> beam.io.WriteToText(self._uri, shard_name_template="", num_shards=1))
-
-
 def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work_dir: str, config: Config) -> None:
     """Wires the preprocess pipeline into `pipeline`: data, rejects and counts under `out_dir`; tensorflow-transform's
     temporary files and its output (`transform_fn/`, `transformed_metadata/`) under `work_dir`."""
@@ -194,12 +145,12 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work
 
     stat_pairs = (
         catalog | "ReadStats" >> beam.Map(lambda _: (("read", ""), 1)),
-        rejects | "RejectStats" >> beam.FlatMap(_reject_stats),
+        rejects | "RejectStats" >> beam.FlatMap(reject_stats),
         posters | "PosterStats" >> beam.FlatMapTuple(_poster_stats),
         posters | "DuplicateImageStats" >> _DuplicateImages(),
         split_stats,
     ) | "AllStats" >> beam.Flatten()
-    _ = stat_pairs | "CountStats" >> CountStats(storage.join(out_dir, COUNTS_FILE))
+    _ = stat_pairs | "CountStats" >> CountStats(storage.join(out_dir, COUNTS_FILE), STATS_SECTIONS)
 
 
 class _DuplicateImages(beam.PTransform):
@@ -258,11 +209,6 @@ def _example_stats(example: dict, split_key: str):
         yield ("titles_without_vocabulary_genre", ""), 1
 
 
-def _reject_stats(reject: dict):
-    yield ("rejected", ""), 1
-    yield ("rejected_by_reason", reject["reason"]), 1
-
-
 def _poster_stats(row: CatalogRow, poster: ValidPoster):
     yield ("accepted", ""), 1
     for genre in row.genres:
@@ -301,12 +247,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         raise
     finally:
         storage.delete_tree(work_dir)
-    storage.write_json(storage.join(staging, STATS_FILE), stats)
-    try:
-        check_error_budget(stats, config.preprocess.max_reject_fraction)
-    except ErrorBudgetExceeded as err:
-        raise ErrorBudgetExceeded(f"{err}. Nothing was published to {args.out}; this run's rejects and stats "
-                                  f"are in {staging}") from None
+    write_stats_and_check_budget(stats, staging, args.out, "preprocess.max_reject_fraction")
     storage.publish_directory(staging, args.out, summary={k: stats[k] for k in ("read", "accepted", "rejected")})
     return stats
 
@@ -340,17 +281,11 @@ def _final_stats(staging: str, transform_output: str, args, config: Config, seco
 
     stats = storage.read_json(storage.join(staging, COUNTS_FILE))
     storage.delete_tree(storage.join(staging, COUNTS_FILE))
-    policy = config.preprocess.duplicate_title_policy
-    superseded = stats["rejected_by_reason"].get(RejectReason.DUPLICATE_TITLE_ID, 0) if policy == "keep_last" else 0
     vocabulary_size = tft.TFTransformOutput(transform_output).vocabulary_size_by_name(GENRE_VOCABULARY_NAME)
-    stats.update(duplicate_titles_kept_last=superseded, vocabulary_size=vocabulary_size,
-                 reject_fraction=round(stats["rejected"] / stats["read"], 6) if stats["read"] else 0.0,
-                 max_reject_fraction=config.preprocess.max_reject_fraction, catalog=args.catalog, out=args.out,
-                 seconds=round(seconds, 1))
-    # The promise of this pipeline: every input row is either in the training data or in rejects/.
-    if stats["accepted"] + stats["rejected"] != stats["read"]:
-        raise RuntimeError(f"accounting broken: accepted {stats['accepted']} + rejected {stats['rejected']} "
-                           f"!= read {stats['read']}")
+    stats.update(budget_figures(stats, config.preprocess.duplicate_title_policy,
+                                config.preprocess.max_reject_fraction),
+                 vocabulary_size=vocabulary_size, catalog=args.catalog, out=args.out, seconds=round(seconds, 1))
+    check_accounting(stats, ("accepted",))
     if stats["train_examples"] + stats["eval_examples"] != stats["accepted"]:
         raise RuntimeError(f"accounting broken: train {stats['train_examples']} + eval {stats['eval_examples']} "
                            f"!= accepted {stats['accepted']}")

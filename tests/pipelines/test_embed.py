@@ -16,7 +16,7 @@ from pipelines.contracts import (EMBEDDINGS_MANIFEST_FILE, REJECTS_DIR, SUCCESS_
                                  embeddings_schema)
 from pipelines.embeddings_io import read_embeddings
 from pipelines.images import validate_poster
-from pipelines.preprocess import ErrorBudgetExceeded
+from pipelines.run_stats import ErrorBudgetExceeded
 from pipelines.synthetic_catalog import BAD_KINDS, generate_catalog
 from tests.pipelines.tiny_model import call_exported_model, export_jpeg_only_model, export_tiny_model
 
@@ -123,6 +123,21 @@ def test_too_many_rejects_fails_naming_reasons_and_publishes_nothing(model, cata
     with pytest.raises(ErrorBudgetExceeded, match=r"6 of 35 titles rejected .*top reasons: not_an_image 1"):
         run_embed(catalog_dir / "catalog.csv", model[0], out, "--set", "embed.max_reject_fraction=0.1")
     assert not out.exists()
+
+
+def test_rows_superseded_under_keep_last_do_not_count_against_the_error_budget(first_run, model, catalog_dir,
+                                                                                tmp_path):
+    """Four titles listed twice: half the rows are rejected as duplicates, over the 30 % budget, yet under
+    keep_last they are superseded, not errors, and the run publishes one embedding per title."""
+    catalog = tmp_path / "catalog"
+    shutil.copytree(catalog_dir, catalog)
+    good = [row for row in manifest_rows(catalog / "catalog.csv") if row["title_id"] in read_rows(first_run[0])][:4]
+    write_manifest_rows(catalog / "catalog.csv", good + good)
+    stats = run_embed(catalog / "catalog.csv", model[0], tmp_path / "kept", "--set",
+                      "preprocess.duplicate_title_policy=keep_last")
+    assert (stats["read"], stats["rejected"], stats["duplicate_titles_kept_last"], stats["rows"]) == (8, 4, 4, 4)
+    with pytest.raises(ErrorBudgetExceeded, match=r"8 of 8 titles rejected .*top reasons: duplicate_title_id 8"):
+        run_embed(catalog / "catalog.csv", model[0], tmp_path / "refused")
 
 
 def test_incremental_run_embeds_new_and_changed_carries_unchanged_drops_removed(first_run, model, catalog_dir,

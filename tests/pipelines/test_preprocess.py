@@ -24,8 +24,7 @@ from pipelines.config import Config, PreprocessConfig
 from pipelines.contracts import (FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID,
                                  GENRE_VOCABULARY_NAME, PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX, REJECTS_DIR,
                                  STATS_FILE, SUCCESS_FILE, RejectReason)
-from pipelines.preprocess import (ErrorBudgetExceeded, ValidateCatalogRows, check_error_budget, is_eval,
-                                  resolve_duplicates)
+from pipelines.preprocess import ValidateCatalogRows, is_eval, resolve_duplicates
 from pipelines.synthetic_catalog import ACCEPTED, BAD_KINDS, generate_catalog
 from pipelines.transform import make_preprocessing_fn, raw_feature_spec
 
@@ -273,21 +272,6 @@ def test_is_eval_is_pinned_and_near_the_fraction():
                                                         "tt0000030"]
     assert 0.17 < sum(is_eval(i, 0.2) for i in ids) / len(ids) < 0.23
     assert not any(is_eval(i, 0.0) for i in ids) and all(is_eval(i, 1.0) for i in ids)
-
-
-def budget_stats(rejected, read=10, superseded=0):
-    return {"read": read, "rejected": rejected, "duplicate_titles_kept_last": superseded,
-            "rejected_by_reason": {"zero_bytes": 1, "unreadable": rejected - 1}}
-
-
-def test_the_error_budget_names_the_top_reasons():
-    with pytest.raises(ErrorBudgetExceeded, match=r"3 of 10 rows rejected \(30.0%\).*unreadable 2, zero_bytes 1"):
-        check_error_budget(budget_stats(3), 0.2)
-    check_error_budget(budget_stats(2), 0.2)
-
-
-def test_rows_superseded_under_keep_last_are_not_errors():
-    check_error_budget(budget_stats(5, superseded=4), 0.2)
 
 
 # Five titles: Drama is listed 3 times, Comedy 2, Horror and Western once each. "b" lists Horror before Comedy;
