@@ -1,6 +1,6 @@
 """`posters embed`: a catalog through the exported model into Parquet embeddings, incremental and idempotent.
 
-    ReadCatalog → ValidateCatalogRows → ReadAndValidatePosters → ClassifyPosters
+    ReadCatalog → ValidateCatalogRows (catalog_validation) → ReadAndValidatePosters → ClassifyPosters
         ClassifyPosters ─ new, changed → EmbedPosters (RunInference) ─┐
                         └ unchanged ──→ CarryOver ────────────────────┴→ WriteEmbeddings
     ReadPreviousEmbeddings → fingerprints (ClassifyPosters' side input) and vectors (CarryOver)
@@ -34,7 +34,7 @@ from pipelines.embeddings_io import EmbeddingsError, describe_embeddings
 from pipelines.embeddings_writer import WriteEmbeddings, parquet_files, publish_embeddings, write_manifest
 from pipelines.images import ReadAndValidatePosters, ValidPoster, WriteRejects, reject_record
 from pipelines.model_handler import PosterModelHandler, read_model_meta
-from pipelines.preprocess import ValidateCatalogRows
+from pipelines.catalog_validation import ValidateCatalogRows
 from pipelines.run_stats import (COUNTS_FILE, CountStats, ErrorBudgetExceeded, budget_figures, check_accounting,
                                  reject_stats, top_reasons, write_stats_and_check_budget)
 from trainer.export import ExportError

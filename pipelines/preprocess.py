@@ -30,8 +30,9 @@ from pipelines.cli_args import beam_argv, command_parser, parse_command
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import (FEATURE_IMAGE, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID, GENRE_VOCABULARY_NAME,
                                  PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX, RAW_FEATURE_GENRES, REJECTS_DIR,
-                                 TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR, RejectReason)
-from pipelines.images import ReadAndValidatePosters, ValidPoster, WriteRejects, reject_record
+                                 TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR)
+from pipelines.catalog_validation import ValidateCatalogRows
+from pipelines.images import ReadAndValidatePosters, ValidPoster, WriteRejects
 from pipelines.run_stats import (COUNTS_FILE, CountStats, ErrorBudgetExceeded, budget_figures, check_accounting,
                                  reject_stats, top_reasons, write_stats_and_check_budget)
 
@@ -51,45 +52,7 @@ def is_eval(title_id: str, eval_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2 ** 64 < eval_fraction
 
 
-def resolve_duplicates(rows: list[CatalogRow], policy: str) -> tuple[CatalogRow | None, list[tuple[CatalogRow, str]]]:
-    """All rows of one title_id → (the row kept or None, [(rejected row, detail)]).
-
-    `reject`: a title_id on several rows rejects all of them (which one is right cannot be told);
-    `keep_last`: the row furthest down the manifest wins and the earlier ones are rejected as superseded.
-    """
-    rows = sorted(rows, key=lambda row: row.row_number)
-    if len(rows) == 1:
-        return rows[0], []
-    numbers = ", ".join(str(row.row_number) for row in rows)
-    if policy == "keep_last":
-        last = rows[-1]
-        detail = f"superseded by row {last.row_number} (preprocess.duplicate_title_policy=keep_last)"
-        return last, [(row, detail) for row in rows[:-1]]
-    return None, [(row, f"title_id is on rows {numbers} (preprocess.duplicate_title_policy=reject)")
-                  for row in rows]
-
-
 # --- pipeline parts ----------------------------------------------------------------------------------------
-
-class ValidateCatalogRows(beam.PTransform):
-    """CatalogRow → (rows that may go on, reject records): missing title_id, duplicates by policy, no genres."""
-
-    def __init__(self, duplicate_title_policy: str):
-        super().__init__()
-        self._policy = duplicate_title_policy
-
-    def expand(self, rows):
-        with_id = rows | "CheckTitleId" >> beam.ParDo(_check_title_id).with_outputs("rejects", main="rows")
-        # The group by title_id is also what spreads the catalog (read on one worker) for parallel poster reads.
-        unique = (with_id.rows
-                  | "KeyByTitleId" >> beam.Map(lambda row: (row.title_id, row))
-                  | "GroupByTitleId" >> beam.GroupByKey()
-                  | "ResolveDuplicates" >> beam.ParDo(_resolved, self._policy).with_outputs("rejects", main="rows"))
-        with_genres = unique.rows | "CheckGenres" >> beam.ParDo(_check_genres).with_outputs("rejects", main="rows")
-        rejects = ((with_id.rejects, unique.rejects, with_genres.rejects)
-                   | "CatalogRejects" >> beam.Flatten())
-        return with_genres.rows, rejects
-
 
 class WriteSplits(beam.PTransform):
     """Transformed instances → gzip TFRecord shards under `train/` and `eval/`; returns split stat pairs."""
@@ -162,31 +125,6 @@ class _DuplicateImages(beam.PTransform):
                 | "CountBySha256" >> beam.combiners.Count.PerElement()
                 | "Duplicates" >> beam.FlatMapTuple(
                     lambda sha, n: [(("duplicate_images", ""), n - 1)] if n > 1 else []))
-
-
-def _check_title_id(row: CatalogRow):
-    if row.title_id is None:
-        yield beam.pvalue.TaggedOutput("rejects", reject_record(
-            None, row.poster_uri, RejectReason.MISSING_TITLE_ID, f"row {row.row_number} has no title_id"))
-    else:
-        yield row
-
-
-def _resolved(item: tuple[str, list[CatalogRow]], policy: str):
-    kept, rejected = resolve_duplicates(list(item[1]), policy)
-    for row, detail in rejected:
-        yield beam.pvalue.TaggedOutput("rejects", reject_record(
-            row.title_id, row.poster_uri, RejectReason.DUPLICATE_TITLE_ID, f"row {row.row_number}: {detail}"))
-    if kept is not None:
-        yield kept
-
-
-def _check_genres(row: CatalogRow):
-    if not row.genres:
-        yield beam.pvalue.TaggedOutput("rejects", reject_record(
-            row.title_id, row.poster_uri, RejectReason.NO_GENRES, f"row {row.row_number} lists no genres"))
-    else:
-        yield row
 
 
 def _raw_example(row: CatalogRow, poster: ValidPoster) -> dict:

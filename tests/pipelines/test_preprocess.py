@@ -24,7 +24,8 @@ from pipelines.config import Config, PreprocessConfig
 from pipelines.contracts import (FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID,
                                  GENRE_VOCABULARY_NAME, PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX, REJECTS_DIR,
                                  STATS_FILE, SUCCESS_FILE, RejectReason)
-from pipelines.preprocess import ValidateCatalogRows, is_eval, resolve_duplicates
+from pipelines.catalog_validation import ValidateCatalogRows, resolve_duplicates
+from pipelines.preprocess import is_eval
 from pipelines.synthetic_catalog import ACCEPTED, BAD_KINDS, generate_catalog
 from pipelines.transform import make_preprocessing_fn, raw_feature_spec
 
