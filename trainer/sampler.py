@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
-import tensorflow as tf
 
 
 def _check_class_ids(class_ids) -> np.ndarray:
@@ -85,55 +84,3 @@ def pk_batches(
             rng.choice(members[c], size=examples_per_class, replace=len(members[c]) < examples_per_class)
             for c in chosen
         ]).astype(np.int64)
-
-
-def pk_index_dataset(
-    class_ids,
-    classes_per_batch: int,
-    examples_per_class: int,
-    seed: int = 0,
-    epochs: int = 1,
-    num_batches: int | None = None,
-) -> tf.data.Dataset:
-    """A tf.data.Dataset of P×K index batches (int64 [P*K]) for `epochs` epochs, epoch e seeded by (seed, e).
-
-    The indices are computed up front (N * epochs int64 values), so the dataset is an ordinary tensor slice
-    dataset: deterministic, shardable across workers, no Python in the input pipeline.
-    """
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}.")
-    batches = [
-        batch
-        for epoch in range(epochs)
-        for batch in pk_batches(class_ids, classes_per_batch, examples_per_class, seed, epoch, num_batches)
-    ]
-    return tf.data.Dataset.from_tensor_slices(np.stack(batches))
-
-
-def pk_dataset(
-    examples,
-    class_ids,
-    classes_per_batch: int,
-    examples_per_class: int,
-    seed: int = 0,
-    epochs: int = 1,
-    num_batches: int | None = None,
-) -> tf.data.Dataset:
-    """Apply P×K sampling to an in-memory dataset: `examples` is a nest of arrays with N leading rows.
-
-    Returns a dataset whose elements are the same nest gathered at each P×K batch (leading dim P*K), e.g.
-    `pk_dataset((images, genre_ids), genre_ids, P, K)` yields `(images[batch], genre_ids[batch])`.
-    """
-    num_examples = len(np.asarray(class_ids))
-    for array in tf.nest.flatten(examples):
-        if len(array) != num_examples:
-            raise ValueError(
-                f"every array in examples needs {num_examples} rows (one per class id), got {len(array)}."
-            )
-    tensors = tf.nest.map_structure(tf.convert_to_tensor, examples)
-    indices = pk_index_dataset(class_ids, classes_per_batch, examples_per_class, seed, epochs, num_batches)
-    return indices.map(
-        lambda batch: tf.nest.map_structure(lambda t: tf.gather(t, batch), tensors),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )

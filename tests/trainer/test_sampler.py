@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from trainer.sampler import batches_per_epoch, pk_batches, pk_dataset, pk_index_dataset
+from trainer.sampler import batches_per_epoch, pk_batches
 
 # Skewed genre counts like a real catalog: 40 dramas, 25 comedies, ..., one western; ids are not contiguous.
 CLASS_IDS = np.repeat([0, 1, 2, 5, 7, 9], [40, 25, 12, 6, 3, 1])
@@ -71,34 +71,6 @@ def test_an_epoch_is_about_one_pass_over_the_examples():
     assert batches_per_epoch(5, 2, 4) == 1
 
 
-def test_index_dataset_holds_the_generator_batches_epoch_after_epoch():
-    dataset = pk_index_dataset(CLASS_IDS, 3, 4, seed=7, epochs=2)
-    expected = list(pk_batches(CLASS_IDS, 3, 4, seed=7, epoch=0)) + list(pk_batches(CLASS_IDS, 3, 4, seed=7, epoch=1))
-
-    got = [batch.numpy() for batch in dataset]
-
-    assert dataset.element_spec.shape == (12,)
-    np.testing.assert_array_equal(np.stack(got), np.stack(expected))
-
-
-def test_pk_dataset_gathers_in_memory_examples():
-    """Each element is the nest of arrays gathered at one batch's indices."""
-    rng = np.random.default_rng(8)
-    images = rng.random((len(CLASS_IDS), 4, 4, 3)).astype(np.float32)
-    title_ids = np.array([f"tt{i:04d}" for i in range(len(CLASS_IDS))])
-    dataset = pk_dataset({"image": images, "title_id": title_ids, "genre": CLASS_IDS}, CLASS_IDS, 3, 2, seed=9)
-    indices = list(pk_batches(CLASS_IDS, 3, 2, seed=9))
-
-    elements = list(dataset)
-
-    assert len(elements) == len(indices)
-    for element, batch in zip(elements, indices):
-        np.testing.assert_array_equal(element["image"].numpy(), images[batch])
-        assert [t.decode() for t in element["title_id"].numpy()] == title_ids[batch].tolist()
-        counts = Counter(element["genre"].numpy().tolist())
-        assert len(counts) == 3 and set(counts.values()) == {2}
-
-
 def test_fewer_than_two_classes_is_an_error():
     with pytest.raises(ValueError, match="at least 2 classes.*has 1"):
         next(pk_batches(np.zeros(10, int), 1, 2))
@@ -124,6 +96,3 @@ def test_bad_class_ids_are_an_error(class_ids, message):
         next(pk_batches(class_ids, 2, 2))
 
 
-def test_examples_with_the_wrong_number_of_rows_are_an_error():
-    with pytest.raises(ValueError, match="needs 87 rows"):
-        pk_dataset(np.zeros((10, 3)), CLASS_IDS, 2, 2)
