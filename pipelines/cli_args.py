@@ -28,6 +28,8 @@ def beam_argv(config: Config, beam_args: list[str]) -> list[str]:
         if isinstance(value, bool):
             if value:
                 flags.append(f"--{name}")
+        elif isinstance(value, list):  # repeatable flags: --experiments=a --experiments=b
+            flags.extend(f"--{name}={item}" for item in value)
         else:
             flags.append(f"--{name}={value}")
     return flags + list(beam_args)

@@ -141,6 +141,10 @@ CHOICES = {
     "train.triplet_distance": {"L2", "squared-L2", "angular"},
     "train.positives": {"primary_genre", "shared_genre"},
 }
+# Keys outside the all-positive sections above that must be positive when set (0 means "auto" elsewhere).
+POSITIVE = ("train.per_replica_batch_size", "train.classes_per_batch", "train.examples_per_class",
+            "train.steps_per_epoch", "index.nprobe", "index.keep_versions", "index.recall_queries",
+            "index.vectors_per_shard", "index.flat_max_vectors")
 FRACTIONS = {"preprocess.max_reject_fraction", "preprocess.eval_fraction", "embed.max_reject_fraction",
              "index.min_recall_at_10", "nightly.overlap_alert_below"}
 
@@ -189,13 +193,17 @@ def _apply_override(raw: dict, item: str) -> None:
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # an absent section, or one left empty in the file (`train:`)
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part} is not a section")
     node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
 
 
 def _build(cls, raw: Any, prefix: str, source: str):
+    if raw is None:  # a section left empty (`train:`) keeps its defaults
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping")
     hints = typing.get_type_hints(cls)
@@ -254,6 +262,10 @@ def _check_values(config: Config, source: str) -> None:
             value = getattr(section, f.name)
             if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
                 raise ConfigError(f"{source}: {_section_name(config, section)}.{f.name} must be positive, got {value}")
+    for key in POSITIVE:
+        value = _get(config, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{source}: {key} must be positive, got {value}")
     if config.embed.min_batch_size > config.embed.max_batch_size:
         raise ConfigError(f"{source}: embed.min_batch_size must not exceed embed.max_batch_size")
     half_life = config.candidates.recency_half_life_days

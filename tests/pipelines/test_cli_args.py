@@ -26,3 +26,10 @@ def test_boolean_beam_settings_become_bare_flags():
     config = parse_command(command_parser("x", "t"), ["--set", "beam.save_main_session=true"])[1]
     assert "--save_main_session" in beam_argv(config, [])
     assert PipelineOptions(beam_argv(config, [])).view_as(SetupOptions).save_main_session is True
+
+
+def test_list_beam_settings_repeat_the_flag():
+    config = parse_command(command_parser("x", "t"), ["--set", "beam.experiments=[use_runner_v2, no_use_multiple_sdk_containers]"])[1]
+    options = PipelineOptions(beam_argv(config, []))
+    from apache_beam.options.pipeline_options import DebugOptions
+    assert options.view_as(DebugOptions).experiments == ["use_runner_v2", "no_use_multiple_sdk_containers"]

@@ -83,3 +83,13 @@ def test_int_accepted_for_float(tmp_path):
 
 def test_bare_name_finds_the_packaged_config():
     assert load_config("dataflow.yaml").beam["runner"] == "DataflowRunner"
+
+
+def test_override_fills_a_section_left_empty_in_the_file(tmp_path):
+    assert load_config(write(tmp_path, "train:\n"), ["train.metric_epochs=2"]).train.metric_epochs == 2
+
+
+@pytest.mark.parametrize("key", ["train.per_replica_batch_size", "train.examples_per_class", "index.nprobe"])
+def test_sizes_that_must_be_positive_are_checked_when_loading(key):
+    with pytest.raises(ConfigError, match=rf"{key} must be positive, got 0"):
+        load_config(None, [f"{key}=0"])
