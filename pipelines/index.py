@@ -314,7 +314,10 @@ def run(config: Config, embeddings_uri: str, out_uri: str, beam_args: Optional[l
         check_recall(manifest, settings.min_recall_at_10)
         pointer = publish.publish(out_uri, version, keep=settings.keep_versions, required_file=INDEX_MANIFEST_FILE)
     except BaseException:
-        publish.delete_version(out_uri, version)
+        try:  # keeps the version if CURRENT names it: a publish can land although it reported an error
+            publish.discard_version(out_uri, version)
+        except Exception as err:  # noqa: BLE001 — cleanup must not hide why the build failed
+            log.warning("could not clean up unpublished version %s: %s", version_dir, err)
         raise
     manifest["published"] = pointer.to_json()
     return manifest

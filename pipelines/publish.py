@@ -4,16 +4,22 @@ A published root holds version directories and one small JSON object, `CURRENT`,
 and the previously live ones (newest first). Readers look only through `CURRENT`, so a version directory
 being written, or one that failed its checks, is never seen. Swapping `CURRENT` is a compare-and-swap:
 - on GCS, a write with `if_generation_match` (0 when there is no `CURRENT` yet), so of two publishers that
-  read the same `CURRENT` exactly one wins and the other gets `PublishConflict`;
+  read the same `CURRENT` exactly one wins and the other gets `PublishConflict`. The client retries a write
+  whose response was lost; when the retry is refused (412) because the first attempt did land, `CURRENT`
+  holds exactly what we wrote, and that counts as success;
 - on local disk, a temporary file renamed over `CURRENT` with `os.replace`, the check-and-rename done under
   an `fcntl` lock so the same holds between processes on one machine.
 Publishing keeps the last N versions and deletes the rest; `rollback` makes the previous version live again.
 
 `acquire_lock` / `release_lock` guard a whole run (the nightly chain): a create-only object on GCS
-(`if_generation_match=0`) or an `O_EXCL` file locally, holding who took it (owner, host, pid) and when. A
-local lock whose holder was on this host and whose process is gone (killed, crashed) is taken over at once;
-any lock older than `stale_after_s` is taken over too (the only rule for locks on GCS or from other hosts,
-whose process this machine cannot see).
+(`if_generation_match=0`) or, locally, a file written in full under a temporary name and then hard-linked to
+the lock's name (the link fails if the lock exists), so a lock is never seen empty or half-written. It holds
+who took it (owner, host, pid) and when. A local lock whose holder was on this host and whose process is
+gone (killed, crashed) is taken over at once; any lock older than `stale_after_s` is taken over too (the
+only rule for locks on GCS or from other hosts, whose process this machine cannot see). A lock file that
+cannot be read (empty, as an older version of this code could leave it when killed mid-create, or not
+written by `acquire_lock`) names no holder, so it is taken over only by the age rule, its age being its
+modification time (local) or its `updated` time (GCS); without `stale_after_s` it stays until deleted.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Iterator, Optional
@@ -43,10 +50,14 @@ class PublishConflict(RuntimeError):
 class LockHeld(RuntimeError):
     """The lock is taken; `.info` says by whom and since when."""
 
-    def __init__(self, uri: str, info: Optional["LockInfo"]):
+    def __init__(self, uri: str, info: Optional["LockInfo"], age_s: Optional[float] = None):
         self.uri, self.info = uri, info
-        holder = (f"owner {info.owner!r} (host {info.host}, pid {info.pid}) since {info.acquired_at}, "
-                  f"{info.age_s:.0f} s ago") if info else "an unknown holder"
+        if info:
+            holder = (f"owner {info.owner!r} (host {info.host}, pid {info.pid}) since {info.acquired_at}, "
+                      f"{info.age_s:.0f} s ago")
+        else:
+            holder = "an unknown holder (the lock file cannot be read" + (
+                f"; last written {age_s:.0f} s ago)" if age_s is not None else ")")
         super().__init__(f"lock {uri} is held by {holder}; if that run is dead, delete the lock or retry "
                          "with a stale_after_s shorter than its age")
 
@@ -151,6 +162,18 @@ def _swap(root: str, new: Pointer, expected_generation: int) -> Pointer:
     return replace(new, generation=generation)
 
 
+def discard_version(root: str, version: str) -> bool:
+    """Deletes a version directory whose publish failed, unless `CURRENT` names it (live, or in the history
+    rollback goes back to): a publish can land even though it reported an error. True if it was deleted."""
+    pointer = read_current(root)
+    if pointer is not None and version in (pointer.version, *pointer.history):
+        log.warning("not deleting %s: %s names it (version %s, history %s)", version_uri(root, version),
+                    POINTER_FILE, pointer.version, ", ".join(pointer.history) or "none")
+        return False
+    delete_version(root, version)
+    return True
+
+
 def delete_version(root: str, version: str) -> None:
     """Deletes a version directory (one that is not live: a failed build, or one that fell out of history)."""
     uri = version_uri(root, version)
@@ -221,12 +244,22 @@ def _fsync_directory(path: str) -> None:
 
 
 def _gcs_swap(uri: str, data: bytes, expected_generation: int) -> int:
-    from google.api_core.exceptions import PreconditionFailed
+    from google.api_core.exceptions import NotFound, PreconditionFailed
 
     blob = _gcs_blob(uri)
     try:
         blob.upload_from_string(data, content_type="application/json", if_generation_match=expected_generation)
     except PreconditionFailed as err:
+        # The client retries a write whose response was lost, with the same precondition: if the first
+        # attempt landed, the retry is refused. `CURRENT` then holds exactly our bytes (a new serial, our
+        # version, our timestamp): that is our swap, not another publisher's.
+        try:
+            found = _read_pointer(uri)
+        except (NotFound, PreconditionFailed):  # changed again while we looked: certainly not ours now
+            found = None
+        if found is not None and found[0] == json.loads(data):
+            log.info("%s: the swap landed although the write reported 412 (a retried request)", uri)
+            return found[1]
         raise PublishConflict(f"{uri} changed while publishing: another publisher got there first") from err
     return blob.generation
 
@@ -282,18 +315,28 @@ def acquire_lock(uri: str, owner: str, stale_after_s: Optional[float] = None) ->
     held = read(uri)
     if held is None:  # released between our attempt and our look: try once more
         claim = create(uri, info)
-    elif held[0] is not None and (reason := _takeover_reason(uri, held[0], stale_after_s)):
-        log.warning("taking over lock %s from %s: %s", uri, held[0].owner, reason)
+    elif reason := _takeover_reason(uri, held[0], held[2], stale_after_s):
+        log.warning("taking over lock %s from %s: %s", uri, held[0].owner if held[0] else "an unknown holder",
+                    reason)
         if remove(uri, held[1]):
             claim = create(uri, info)
     if claim is None:
         held = read(uri)
-        raise LockHeld(uri, held[0] if held else None)
+        raise LockHeld(uri, held[0] if held else None, held[2] if held else None)
     return Lock(uri, info, claim)
 
 
-def _takeover_reason(uri: str, held: LockInfo, stale_after_s: Optional[float]) -> Optional[str]:
-    """Why the lock `held` may be taken over, or None while its holder may still be working."""
+def _takeover_reason(uri: str, held: Optional[LockInfo], file_age_s: float,
+                     stale_after_s: Optional[float]) -> Optional[str]:
+    """Why the lock `held` may be taken over, or None while its holder may still be working.
+
+    `held` is None for a lock file that cannot be read: it names no process, so only its age (`file_age_s`,
+    since the file was last written) can free it."""
+    if held is None:
+        if stale_after_s is not None and file_age_s >= stale_after_s:
+            return (f"it cannot be read and is stale (last written {file_age_s:.0f} s ago, "
+                    f"limit {stale_after_s:.0f} s)")
+        return None
     if not storage.is_gcs(uri) and held.host == socket.gethostname() and not _process_exists(held.pid):
         return f"its process {held.pid} on this host is gone (killed or crashed)"
     if stale_after_s is not None and held.age_s >= stale_after_s:
@@ -341,7 +384,7 @@ def _decode(data: bytes) -> Optional[LockInfo]:
     try:
         return LockInfo(**json.loads(data))
     except (ValueError, TypeError):
-        return None  # being written right now, or not one of ours
+        return None  # empty (left by an older, non-atomic create) or not one of ours: see `_takeover_reason`
 
 
 def _gcs_create(uri: str, info: LockInfo) -> Optional[int]:
@@ -355,16 +398,19 @@ def _gcs_create(uri: str, info: LockInfo) -> Optional[int]:
     return blob.generation
 
 
-def _gcs_read_lock(uri: str) -> Optional[tuple[Optional[LockInfo], int]]:
+def _gcs_read_lock(uri: str) -> Optional[tuple[Optional[LockInfo], int, float]]:
+    """(holder, or None if unreadable; generation; seconds since the object was written), or None: no lock."""
     from google.api_core.exceptions import NotFound, PreconditionFailed
 
     blob = _gcs_blob(uri, get=True)
     if blob is None:
         return None
     try:
-        return _decode(blob.download_as_bytes(if_generation_match=blob.generation)), blob.generation
+        data = blob.download_as_bytes(if_generation_match=blob.generation)
     except (NotFound, PreconditionFailed):
         return None
+    age_s = (dt.datetime.now(dt.timezone.utc) - blob.updated).total_seconds() if blob.updated else 0.0
+    return _decode(data), blob.generation, age_s
 
 
 def _gcs_remove(uri: str, generation: int) -> bool:
@@ -381,25 +427,34 @@ def _gcs_remove(uri: str, generation: int) -> bool:
 
 
 def _local_create(path: str, info: LockInfo) -> Optional[str]:
+    """Writes the lock in full under a temporary name, then links it to `path` (which fails if `path` exists):
+    the lock appears complete or not at all, so a process killed here never leaves an empty lock."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.new-{uuid.uuid4().hex[:12]}"
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with open(temporary, "xb") as handle:
+            handle.write(_encode(info))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)
     except FileExistsError:
         return None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(_encode(info))
-        handle.flush()
-        os.fsync(handle.fileno())
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
     return info.token
 
 
-def _local_read_lock(path: str) -> Optional[tuple[Optional[LockInfo], str]]:
+def _local_read_lock(path: str) -> Optional[tuple[Optional[LockInfo], str, float]]:
+    """(holder, or None if unreadable; its token, "" if unreadable; seconds since the file was written), or
+    None: no lock."""
     try:
         with open(path, "rb") as handle:
             info = _decode(handle.read())
+            age_s = time.time() - os.fstat(handle.fileno()).st_mtime
     except FileNotFoundError:
         return None
-    return info, info.token if info else ""
+    return info, info.token if info else "", age_s
 
 
 def _local_remove(path: str, token: str) -> bool:

@@ -2,10 +2,13 @@
 
 Outputs are written under a staging prefix and published only when complete: `publish_directory` moves a
 finished staging directory into place and writes `_SUCCESS` last, so readers that require `_SUCCESS`
-never see a half-written dataset.
+never see a half-written dataset. Every file `write_bytes` writes appears whole or not at all (a temporary
+file renamed into place on local disk; a single upload on GCS), so a crash never leaves a truncated
+`_SUCCESS`, stage marker or manifest.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -39,10 +42,34 @@ def read_bytes(uri: str) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    if not is_gcs(uri):
-        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-    with FileSystems.create(uri, compression_type="uncompressed") as handle:
-        handle.write(data)
+    """Writes `data` to `uri`, replacing what was there; readers see the old content or the new, never a part.
+
+    GCS uploads are atomic already. On local disk (where Beam's `FileSystems.create` writes in place) the data
+    goes to a temporary file in the same directory, is flushed to disk, and is renamed over `uri`; a failure
+    or crash before the rename leaves `uri` as it was (a crash may leave a `.<name>.tmp-*` file behind).
+    """
+    if is_gcs(uri):
+        with FileSystems.create(uri, compression_type="uncompressed") as handle:
+            handle.write(data)
+        return
+    _write_local_atomically(os.path.abspath(uri), data)
+
+
+def _write_local_atomically(path: str, data: bytes) -> None:
+    directory, name = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # 0o666: the umask applies, as for open()
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # the data is on disk before the name points at it
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
 
 
 def read_json(uri: str) -> Any:
@@ -105,7 +132,10 @@ def incomplete_message(directory: str) -> str:
 def publish_directory(staging: str, final: str, summary: dict | None = None) -> None:
     """Moves a finished staging directory to `final`, replacing what was there, `_SUCCESS` written last.
 
-    Local disk: the directory is renamed in one step (the old one moved aside first). GCS has no directory
+    Local disk: two renames, then the marker: the old directory is renamed aside, the staging directory is
+    renamed to `final`, `_SUCCESS` is written (atomically, see `write_bytes`) and the old directory deleted.
+    Between the two renames `final` does not exist (readers find nothing, not a mix); if the second rename
+    fails, the old directory is renamed back before the error is raised. GCS has no directory
     rename, so the steps are ordered for readers that require `_SUCCESS`: the old `_SUCCESS` is deleted
     first (from then on readers refuse `final`), the data files are copied, then the files that describe
     them (`METADATA_FILES`), then objects of the old output that are not part of the new one are deleted,
@@ -118,8 +148,16 @@ def publish_directory(staging: str, final: str, summary: dict | None = None) -> 
         if os.path.exists(final):
             old = f"{final}.old-{uuid.uuid4().hex[:8]}"
             os.replace(final, old)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.replace(staging, final)
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            os.replace(staging, final)
+        except BaseException as err:
+            if old:  # put the old output back: a failed publish leaves things as they were
+                try:
+                    os.replace(old, final)
+                except OSError as restore_err:
+                    err.add_note(f"the previous output is kept at {old}: moving it back failed ({restore_err})")
+            raise
         write_bytes(os.path.join(final, SUCCESS_FILE), marker)
         if old:
             shutil.rmtree(old, ignore_errors=True)

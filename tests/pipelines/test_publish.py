@@ -159,3 +159,81 @@ def test_a_lock_of_a_dead_process_on_another_host_waits_for_the_age_limit(tmp_pa
     with pytest.raises(publish.LockHeld, match="another-host"):
         publish.acquire_lock(uri, "retry", stale_after_s=3600)
     assert publish.acquire_lock(uri, "retry", stale_after_s=0).info.owner == "retry"
+
+
+# --- a swap whose response was lost, and cleaning up after a failed publish ----------------------------------
+def test_a_gcs_swap_refused_because_its_own_earlier_attempt_landed_counts_as_success(fake_gcs):
+    """The client retries a CURRENT write whose response was lost; the retry's precondition then fails (412).
+    Simulated for real: CURRENT already holds exactly our bytes when the swap runs with the stale generation."""
+    root = fake_gcs.uri("index")
+    base = publish.publish(root, make_version(root, "v1"))
+    new = publish.Pointer(version=make_version(root, "v2"), history=("v1",), retired=(), serial=base.serial + 1,
+                          published_at=publish._now(), generation=0)
+    uri = storage.join(root, publish.POINTER_FILE)
+    storage.write_bytes(uri, json.dumps(new.to_json(), indent=2).encode("utf-8"))  # the attempt that landed
+    landed = publish.read_current(root)
+    swapped = publish._swap(root, new, base.generation)  # the retry: its expected generation is stale now
+    assert (swapped.version, swapped.generation) == ("v2", landed.generation)
+    assert publish.read_current(root).version == "v2"
+
+
+def test_a_gcs_swap_refused_because_another_publisher_won_is_still_a_conflict(fake_gcs):
+    root = fake_gcs.uri("index")
+    base = publish.publish(root, make_version(root, "v1"))
+    publish.publish(root, make_version(root, "v2"), expected_generation=base.generation)
+    ours = publish.Pointer(version=make_version(root, "v3"), history=("v1",), retired=(), serial=base.serial + 1,
+                           published_at=publish._now(), generation=0)
+    with pytest.raises(publish.PublishConflict):
+        publish._swap(root, ours, base.generation)
+    assert publish.read_current(root).version == "v2"
+
+
+def test_discarding_a_failed_version_keeps_it_when_current_names_it(root):
+    publish.publish(root, make_version(root, "v1"))
+    publish.publish(root, make_version(root, "v2"))
+    make_version(root, "v3")
+    for named in ("v2", "v1"):  # live, and in the history rollback goes back to
+        assert publish.discard_version(root, named) is False
+        assert storage.exists(storage.join(root, named, "manifest.json"))
+    assert publish.discard_version(root, "v3") is True
+    assert not storage.exists(storage.join(root, "v3", "manifest.json"))
+    assert (publish.read_current(root).version, publish.read_current(root).history) == ("v2", ("v1",))
+
+
+# --- locks are never empty; an unreadable one is freed by its age ---------------------------------------------
+def test_a_local_lock_creator_killed_before_linking_leaves_no_lock(tmp_path):
+    """A process killed after writing the lock's content but before it takes the name leaves no lock behind
+    (the old O_EXCL create could leave an empty lock file that no rule would ever take over)."""
+    uri = str(tmp_path / "nightly.lock")
+    code = ("import os, sys; from pipelines import publish; os.link = lambda *args: os._exit(1); "
+            "publish.acquire_lock(sys.argv[1], 'killed-mid-create')")
+    child = subprocess.run([sys.executable, "-c", code, uri], stderr=subprocess.PIPE, text=True)
+    assert child.returncode == 1, child.stderr
+    assert not os.path.exists(uri) and publish.read_lock(uri) is None
+    lock = publish.acquire_lock(uri, "next-run")  # no stale_after_s needed: nothing holds it
+    assert publish.read_lock(uri).owner == "next-run"
+    publish.release_lock(lock)
+    leftovers = os.listdir(tmp_path)  # only the killed process's unlinked temporary file, which nothing reads
+    assert len(leftovers) == 1 and leftovers[0].startswith("nightly.lock.new-")
+
+
+def _write_unreadable_lock(uri: str, age_s: float) -> None:
+    """An empty lock file, as a process killed between create and write could leave it, `age_s` old."""
+    storage.write_bytes(uri, b"")
+    if not storage.is_gcs(uri):
+        os.utime(uri, (os.path.getmtime(uri) - age_s,) * 2)
+
+
+def test_an_unreadable_lock_is_held_until_it_is_older_than_the_age_limit(root):
+    uri = storage.join(root, "nightly.lock")
+    _write_unreadable_lock(uri, age_s=2 * 3600)
+    with pytest.raises(publish.LockHeld, match="cannot be read") as refused:
+        publish.acquire_lock(uri, "next-run")  # no age limit: never taken over
+    assert refused.value.info is None
+    with pytest.raises(publish.LockHeld, match="cannot be read"):
+        publish.acquire_lock(uri, "next-run", stale_after_s=6 * 3600)
+    # local: 2 h old by its mtime; GCS: just written, so only a limit of 0 frees it
+    lock = publish.acquire_lock(uri, "next-run", stale_after_s=3600 if not storage.is_gcs(uri) else 0)
+    assert publish.read_lock(uri).owner == "next-run"
+    publish.release_lock(lock)
+    assert publish.read_lock(uri) is None
