@@ -17,12 +17,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _anonymous_beam_credentials() -> None:
-    """Beam looks for default credentials with ~20 s of retries before going anonymous; skip straight there."""
+def _anonymous_beam_credentials(monkeypatch) -> None:
+    """Beam looks for default credentials with ~20 s of retries before going anonymous; skip straight there.
+
+    Beam caches its credentials in class attributes; they are restored after the test.
+    """
     from apache_beam.internal.gcp import auth
 
-    auth._Credentials._credentials_init = True
-    auth._Credentials._credentials = None
+    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
+    monkeypatch.setattr(auth._Credentials, "_credentials", None)
 
 
 class GcsServer:
@@ -52,7 +55,7 @@ def gcs_emulator(monkeypatch):
     server = create_server("127.0.0.1", port, in_memory=True)
     server.start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    _anonymous_beam_credentials()
+    _anonymous_beam_credentials(monkeypatch)
     client = _anonymous_client()
     bucket = f"posters-{uuid.uuid4().hex[:8]}"
     client.create_bucket(bucket)
@@ -70,7 +73,7 @@ def fake_gcs(monkeypatch):
     server = FakeGCSServer()
     server.start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
-    _anonymous_beam_credentials()
+    _anonymous_beam_credentials(monkeypatch)
     client = _anonymous_client()
     bucket = f"posters-{uuid.uuid4().hex[:8]}"
     client.create_bucket(bucket)

@@ -5,17 +5,22 @@ it builds at 331×331, takes the seed's unfreeze schedule, embeds a poster and e
 """
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from pipelines.config import load_config
 from trainer.backbones import BACKBONES, BackboneError, BackbonePreprocess, build_backbone
-from trainer.export import export_model
+from trainer.export import export_model, load_exported_model
 from trainer.model import build_model, embedding_model, set_trainable, unfrozen_patterns
 
 SMALL_BACKBONES = [name for name in BACKBONES if name != "nasnet_large"]
+SUBPROCESS_TIMEOUT_S = 600  # generous: only a hang gets there, and it must not stall CI
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize("name", SMALL_BACKBONES)
@@ -64,16 +69,33 @@ def test_unknown_backbone_and_imagenet_for_tiny_cnn_are_user_errors():
         build_backbone("tiny_cnn", 32, "imagenet")
 
 
-def test_imagenet_weights_that_cannot_be_downloaded_say_where_to_put_them(monkeypatch):
-    cached = os.path.join(os.path.expanduser("~/.keras/models"),
-                          "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5")
-    if os.path.exists(cached):
-        pytest.skip("the weights are in the Keras cache: nothing to download")
-    # A proxy on a closed port makes the download fail fast, with or without network access.
+# Keras reads KERAS_HOME once, at import: a fresh process is the way to point its weights cache elsewhere.
+_BUILD_WITH_IMAGENET_WEIGHTS = """
+import sys
+from trainer.backbones import BackboneError, build_backbone
+try:
+    build_backbone("mobilenet_v3_small", 224, "imagenet")
+except BackboneError as err:
+    print(err)
+    sys.exit(0)
+sys.exit("built: the ImageNet weights were found after all")
+"""
+
+
+def test_imagenet_weights_that_cannot_be_downloaded_say_where_to_put_them(tmp_path):
+    # An empty KERAS_HOME holds no cached weights; a proxy on a closed port makes the download fail fast, with or
+    # without network access.
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     for variable in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
-        monkeypatch.setenv(variable, "http://127.0.0.1:9")
-    with pytest.raises(BackboneError, match="could not get the ImageNet weights of mobilenet_v3_small.*model.weights"):
-        build_backbone("mobilenet_v3_small", 224, "imagenet")
+        env[variable] = "http://127.0.0.1:9"
+    for variable in ("no_proxy", "NO_PROXY"):
+        env.pop(variable, None)
+    completed = subprocess.run([sys.executable, "-c", _BUILD_WITH_IMAGENET_WEIGHTS], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    message = completed.stdout.strip().splitlines()[-1]  # after Keras' own "Downloading data from …"
+    assert message.startswith("could not get the ImageNet weights of mobilenet_v3_small"), message
+    assert f"into {tmp_path / 'keras' / 'models'};" in message and "model.weights" in message, message
 
 
 def test_nasnet_large_builds_takes_the_seed_schedule_embeds_and_exports(tmp_path):
@@ -103,3 +125,7 @@ def test_nasnet_large_builds_takes_the_seed_schedule_embeds_and_exports(tmp_path
     with open(os.path.join(out, "model_meta.json")) as handle:
         assert json.load(handle) == meta
     assert (meta["backbone"], meta["input_size"], meta["dim"], meta["metric"]) == ("nasnet_large", 331, 128, "angular")
+    # The export serves encoded bytes: the same poster as a PNG (already 331×331, so not resized) gives the vector.
+    embed, loaded_meta = load_exported_model(out)
+    assert loaded_meta == meta
+    np.testing.assert_allclose(embed([tf.io.encode_png(poster[0]).numpy()]), vector, atol=1e-5)

@@ -14,12 +14,16 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_transform as tft
 
 from pipelines import preprocess
+from pipelines.catalog import read_catalog
+from pipelines.config import load_config
 from pipelines.contracts import (EVAL_METRICS_FILE, GENRE_VOCABULARY_NAME, STATS_FILE, TRAIN_MODEL_DIR,
                                  TRAIN_SUMMARY_FILE)
 from pipelines.synthetic_catalog import generate_catalog
+from pipelines.transform import poster_pixels
 from tests.trainer.fixtures import write_preprocess_output
 from trainer import train
 from trainer.data import read_genre_vocabulary, read_split
@@ -29,6 +33,7 @@ CATALOG_SIZE = 800
 CATALOG_SEED = 3
 INPUT_SIZE = 32
 LOCAL_RUN = ["--config", "configs/local.yaml", "--set", f"model.input_size={INPUT_SIZE}"]
+SERVING_TOLERANCE = 1e-4  # on unit-norm embeddings
 
 
 def _read_json(path):
@@ -64,6 +69,32 @@ def test_the_trainer_reads_every_example_and_genre_the_preprocess_wrote(trained)
     posters = read_split(trained["data"], "eval", summary["genres"], INPUT_SIZE).images[:4]
     vectors = embed(list(posters))
     assert vectors.shape == (4, meta["dim"]) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_serving_the_raw_poster_embeds_it_as_the_training_pixels_do(trained):
+    """The exported model, given a catalog poster's raw bytes, sees the pixels that preprocess wrote for training."""
+    summary = _read_json(os.path.join(trained["out"], TRAIN_SUMMARY_FILE))
+    evaluation = read_split(trained["data"], "eval", summary["genres"], INPUT_SIZE)
+    catalog = read_catalog(str(trained["root"] / "catalog" / "catalog.csv"), load_config("configs/local.yaml").catalog)
+    poster_of = {row.title_id: row.poster_uri for row in catalog}
+    picks = range(0, len(evaluation), len(evaluation) // 4)[:4]
+    raw = []
+    for i in picks:
+        with open(poster_of[evaluation.title_ids[i].decode()], "rb") as handle:
+            raw.append(handle.read())
+    training_pngs = [evaluation.images[i] for i in picks]
+    assert all(image[:2] == b"\xff\xd8" for image in raw)  # JPEGs at 64×96: decoded and resized when served
+
+    for original, png in zip(raw, training_pngs):
+        training_pixels = tf.io.decode_png(png, channels=3).numpy()
+        # The serving graph's resize of an image already at the input size leaves it as it is, so serving the
+        # training PNG feeds the embedder exactly the training pixels.
+        np.testing.assert_array_equal(poster_pixels(png, INPUT_SIZE).numpy(), training_pixels)
+        np.testing.assert_array_equal(poster_pixels(original, INPUT_SIZE).numpy(), training_pixels)
+    embed, _ = load_exported_model(os.path.join(trained["out"], TRAIN_MODEL_DIR))
+    served, trained_on = embed(raw), embed(training_pngs)
+    assert np.abs(served[:, None] - served[None]).max() > 10 * SERVING_TOLERANCE  # distinct posters, distinct vectors
+    np.testing.assert_allclose(served, trained_on, atol=SERVING_TOLERANCE)
 
 
 def test_the_hand_made_fixture_has_the_layout_of_a_real_preprocess_output(trained):
