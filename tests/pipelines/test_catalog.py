@@ -153,8 +153,18 @@ def test_a_missing_manifest_is_named(tmp_path):
 
 
 def test_read_catalog_transform_yields_every_row(tmp_path):
-    manifest = write_csv(tmp_path / "catalog.csv", "title_id,title,genres,poster_uri\n" + "".join(
-        f"t{i},T{i},Drama,p/{i}.jpg\n" for i in range(5)))
+    manifest = write_csv(tmp_path / "catalog.csv", "title_id,title,genres,poster_uri\n"
+                                                   "t0,Zero,Drama,p/0.jpg\n"
+                                                   "t1,One,Comedy|Drama,p/1.jpg\n"
+                                                   "t2,Two,Horror,gs://bucket/2.jpg\n"
+                                                   ",No id,Drama,p/3.jpg\n"
+                                                   "t4,Four,,\n")
     with BeamTestPipeline() as pipeline:
         rows = pipeline | ReadCatalog(manifest, CatalogConfig())
-        assert_that(rows, equal_to(read_catalog(manifest, CatalogConfig())))
+        assert_that(rows, equal_to([
+            CatalogRow("t0", "Zero", ("Drama",), str(tmp_path / "p" / "0.jpg"), 1),
+            CatalogRow("t1", "One", ("Comedy", "Drama"), str(tmp_path / "p" / "1.jpg"), 2),
+            CatalogRow("t2", "Two", ("Horror",), "gs://bucket/2.jpg", 3),
+            CatalogRow(None, "No id", ("Drama",), str(tmp_path / "p" / "3.jpg"), 4),
+            CatalogRow("t4", "Four", (), None, 5),
+        ]))

@@ -16,6 +16,7 @@ from pipelines.contracts import (EMBEDDINGS_MANIFEST_FILE, REJECTS_DIR, SUCCESS_
                                  embeddings_schema)
 from pipelines.embeddings_io import read_embeddings
 from pipelines.images import validate_poster
+from pipelines.model_handler import PosterModelHandler
 from pipelines.run_stats import ErrorBudgetExceeded
 from pipelines.synthetic_catalog import BAD_KINDS, generate_catalog
 from tests.pipelines.tiny_model import call_exported_model, export_jpeg_only_model, export_tiny_model
@@ -216,11 +217,41 @@ def test_poster_the_model_cannot_decode_is_rejected_as_inference_failed(catalog_
     assert stats["rows"] == N + 5 - len(failed)
 
 
-def test_multi_processing_mode_gives_the_same_embeddings(first_run, model, catalog_dir, tmp_path, capsys):
+class PidRecordingHandler(PosterModelHandler):
+    """The real model handler, leaving a file named for each process that loads the model."""
+
+    pid_dir = None  # set on the instance, so it travels with the pickled handler to the workers
+
+    def load_model(self):
+        open(os.path.join(self.pid_dir, str(os.getpid())), "w").close()
+        return super().load_model()
+
+
+class PidRecordingHandlers:
+    """Stands in for `PosterModelHandler` in `embed`: `from_config` gives a `PidRecordingHandler`."""
+
+    def __init__(self, pid_dir: str):
+        self.pid_dir = pid_dir
+
+    def from_config(self, model_uri, embed_config):
+        handler = PidRecordingHandler.from_config(model_uri, embed_config)
+        handler.pid_dir = self.pid_dir
+        return handler
+
+
+def test_multi_processing_mode_gives_the_same_embeddings(first_run, model, catalog_dir, tmp_path, capsys,
+                                                         monkeypatch):
+    """Two worker processes: the model handler records the process that loads the model, to show the
+    embedding ran outside the test process."""
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    monkeypatch.setattr(embed, "PosterModelHandler", PidRecordingHandlers(str(pid_dir)))
     out = tmp_path / "embeddings"
     code = embed.main(embed_args(catalog_dir / "catalog.csv", model[0], out, "--runner=DirectRunner",
                                  "--direct_running_mode=multi_processing", "--direct_num_workers=2"))
     assert code == 0
+    worker_pids = {int(name) for name in os.listdir(pid_dir)}
+    assert worker_pids and os.getpid() not in worker_pids
     assert f"embed: {N + 11} read → {N + 5} embeddings ({N + 5} new" in capsys.readouterr().out
     first, now = read_rows(first_run[0]), read_rows(out)
     assert sorted(now) == sorted(first)

@@ -38,10 +38,14 @@ def test_table_has_contract_schema_and_metadata_sorted_by_title():
     assert table.column("title_id").to_pylist() == sorted(r["title_id"] for r in rows)
 
 
-def test_vector_of_wrong_length_is_refused():
-    rows = make_rows(2)
-    rows[1]["embedding"] = np.zeros(DIM + 1, np.float32)
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("lengths", [(DIM, DIM + 1), (DIM + 1, DIM + 1), (DIM - 1,)])
+def test_vector_of_wrong_length_is_refused(lengths):
+    """One vector off, every vector off (a model of another dim), a lone short vector: none becomes a row.
+    The refusal is numpy's (ragged vectors, or too many or too few values for rows × dim)."""
+    rows = make_rows(len(lengths))
+    for row, length in zip(rows, lengths):
+        row["embedding"] = np.zeros(length, np.float32)
+    with pytest.raises(ValueError, match=r"inhomogeneous shape|cannot reshape array of size \d+ into shape"):
         embeddings_table(rows, DIM, "v1")
 
 
@@ -95,14 +99,26 @@ def test_manifest_of_no_rows_points_at_one_empty_file_with_the_schema(tmp_path):
     assert table.num_rows == 0 and table.schema.equals(embeddings_schema(DIM, "v1"), check_metadata=True)
 
 
-def test_publish_replaces_previous_output_and_writes_success_last(tmp_path):
+def test_publish_replaces_previous_output_and_writes_success_last(tmp_path, monkeypatch):
     final = tmp_path / "embeddings"
     final.mkdir()
     (final / "part-99999-000.parquet").write_bytes(b"stale")
     staging = storage.staging_uri(str(final))
     write_with_beam(make_rows(6), staging, max_rows_per_file=100)
     manifest = write_manifest(staging, parquet_files(staging), DIM, "v1", {"new": 6})
+    writes = []  # (file written, what `final` held at that moment)
+    real_write_bytes = storage.write_bytes
+
+    def recording_write_bytes(uri, data):
+        writes.append((os.path.basename(uri), sorted(os.listdir(final)) if os.path.isdir(final) else None))
+        return real_write_bytes(uri, data)
+
+    monkeypatch.setattr(storage, "write_bytes", recording_write_bytes)
     publish_embeddings(staging, str(final), manifest)
+    monkeypatch.undo()
+    # `_SUCCESS` is written once, last, when `final` already holds exactly the new parts and manifest.
+    assert [name for name, _ in writes].count(SUCCESS_FILE) == 1
+    assert writes[-1] == (SUCCESS_FILE, sorted(manifest["files"] + [EMBEDDINGS_MANIFEST_FILE]))
     assert not os.path.exists(staging)
     assert sorted(os.listdir(final)) == sorted(manifest["files"] + [EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE])
     assert json.loads((final / SUCCESS_FILE).read_text())["rows"] == 6

@@ -1,6 +1,7 @@
 """The RunInference model handler: the exported model's vectors, batch sizes from config, out-of-memory backoff."""
 import io
 import logging
+import re
 
 import apache_beam as beam
 import numpy as np
@@ -99,18 +100,21 @@ def test_out_of_memory_on_a_single_poster_is_raised(model_dir):
     assert embedder.batch_limit == 1
 
 
-def test_run_inference_with_out_of_memory_model_embeds_every_poster(model_dir):
-    """In a pipeline, batches of up to 8 hit the memory limit; every poster still comes out, none fails."""
+def test_run_inference_with_out_of_memory_model_embeds_every_poster(model_dir, caplog):
+    """In a pipeline, batches of up to 8 hit the memory limit; every poster still comes out, none fails. The
+    handler's backoff warning shows a batch larger than the model fits did reach it and was split."""
     images = poster_jpegs(12)
     expected = call_exported_model(model_dir, images)
     handler = KeyedModelHandler(SmallMemoryHandler(model_dir, min_batch_size=8, max_batch_size=8))
-    with BeamTestPipeline() as p:
+    with caplog.at_level(logging.WARNING, logger="pipelines.model_handler"), BeamTestPipeline() as p:
         results, failures = (p
                              | beam.Create(list(enumerate(images)))
                              | RunInference(handler).with_exception_handling())
         close = results | beam.MapTuple(lambda i, result: bool(np.allclose(result.inference, expected[i], atol=1e-6)))
         assert_that(close, equal_to([True] * len(images)), label="AllEmbedded")
         assert_that(failures.failed_inferences, equal_to([]), label="NoFailures")
+    too_large = [int(size) for size in re.findall(r"out of memory at a batch of (\d+)", caplog.text)]
+    assert too_large and all(size > FITS for size in too_large), caplog.text
 
 
 def test_model_shared_across_processes_gives_the_same_vectors(model_dir):

@@ -1,12 +1,15 @@
 """`posters nightly`: the real embed → index → candidates chain on a tiny catalog and model. A finished date is
 left alone, an interrupted one resumes where it stopped, the lock keeps a second run out, and a failing gate
 leaves the published `CURRENT` as it was."""
+import glob
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines import nightly, publish
@@ -80,22 +83,47 @@ def test_rerunning_a_finished_date_changes_nothing(inputs, first_night, capsys):
     assert "already finished" in capsys.readouterr().out
 
 
+def item2item_top_k(root, date, k) -> dict[str, list[str]]:
+    """title_id → its first k neighbours' title_ids, read straight from that night's item2item Parquet files."""
+    lists = {}
+    for path in sorted(glob.glob(os.path.join(root, "runs", date, "candidates", "item2item", "*.parquet"))):
+        for row in pq.read_table(path, columns=["title_id", "neighbors"]).to_pylist():
+            lists[row["title_id"]] = [n["title_id"] for n in row["neighbors"]][:k]
+    return lists
+
+
 def test_the_next_night_embeds_only_changed_posters_and_reports_overlap_for_unchanged_ones(inputs, first_night,
-                                                                                           tmp_path):
+                                                                                           tmp_path, caplog):
     root = tmp_path / "root"
     shutil.copytree(first_night, root)
     catalog_dir = tmp_path / "catalog"
     shutil.copytree(inputs["root"] / "catalog", catalog_dir)
     posters = sorted((catalog_dir / "posters").iterdir())
     shutil.copyfile(posters[1], posters[0])  # title 1's poster changes (to title 2's)
-    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", catalog=str(catalog_dir / "catalog.csv"))) == 0
+    changed = posters[0].stem  # posters are named <title_id>.<ext>
+    # An alert threshold of 1.0 flags any night whose lists are not all identical to the previous night's.
+    argv = nightly_argv(inputs, root, "2024-07-02", "--set", "nightly.overlap_alert_below=1.0",
+                        catalog=str(catalog_dir / "catalog.csv"))
+    with caplog.at_level(logging.WARNING, logger="pipelines.nightly"):
+        assert nightly.main(argv) == 0
     summary = summary_of(root, "2024-07-02")
     embeddings = summary["counts"]["embeddings"]
     assert (embeddings["new"], embeddings["changed"], embeddings["unchanged"]) == (0, 1, N_TITLES - 1)
     assert summary["previous_run"] == "2024-07-01"
+
+    # overlap@5 worked out here from both nights' item2item outputs, over the titles whose poster did not change.
+    k = 5
+    yesterday, today = item2item_top_k(root, "2024-07-01", k), item2item_top_k(root, "2024-07-02", k)
+    unchanged = sorted(set(today) - {changed})
+    assert len(unchanged) == N_TITLES - 1 and set(yesterday) == set(today)
+    assert all(len(today[t]) == k and len(yesterday[t]) == k for t in unchanged)
+    expected = sum(len(set(today[t]) & set(yesterday[t])) / k for t in unchanged) / len(unchanged)
+    assert expected < 1.0  # title 2 now has an identical twin (title 1), so some lists did change
     overlap = summary["overlap"]
-    assert overlap["titles_compared"] == N_TITLES - 1 and overlap["against"] == "2024-07-01"
-    assert 0.0 < overlap["overlap_at_k"] <= 1.0 and overlap["alert"] is (overlap["overlap_at_k"] < 0.5)
+    assert (overlap["titles_compared"], overlap["against"], overlap["k"]) == (N_TITLES - 1, "2024-07-01", k)
+    assert overlap["overlap_at_k"] == pytest.approx(expected, abs=1e-4)
+    assert overlap["alert"] is True
+    assert f"overlap@{k} with 2024-07-01 is {expected:.3f}, below 1.000" in caplog.text
 
 
 def test_a_crash_after_the_index_stage_resumes_with_candidates_only(inputs, first_night, tmp_path):
