@@ -43,6 +43,10 @@ def num_shards_for(num_rows: int, max_rows_per_file: int) -> int:
 def embeddings_table(rows: Iterable[dict], dim: int, model_version: str) -> pa.Table:
     """Rows (any order) → a table in the contract schema, sorted by `title_id`; checks each vector's length."""
     rows = sorted(rows, key=lambda row: row["title_id"])
+    for row in rows:
+        if len(row["embedding"]) != dim:
+            raise ValueError(f"title {row['title_id']}: embedding has {len(row['embedding'])} values, "
+                             f"the model's dim is {dim}")
     schema = embeddings_schema(dim, model_version)
     vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32).reshape(len(rows), dim)
     columns = {
