@@ -27,7 +27,7 @@ from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
-from pipelines import publish, storage
+from pipelines import storage
 from pipelines.cli_args import beam_argv, command_parser, parse_command
 from pipelines.config import Config
 from pipelines.contracts import (CANDIDATES_SUMMARY_FILE, INDEX_MANIFEST_FILE, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA,
@@ -202,10 +202,10 @@ def build_pipeline(pipeline: beam.Pipeline, plan: CandidatesPlan) -> None:
 # --- the job ---------------------------------------------------------------------------------------------------
 def resolve_index(index_uri: str) -> tuple[str, str, str]:
     """(version directory, version, model_version) of the live index under `index_uri` (a published root
-    with `CURRENT`, or one version directory); raises FileNotFoundError when there is none."""
-    version_dir = index_uri
-    if not storage.exists(storage.join(index_uri, INDEX_MANIFEST_FILE)):
-        version_dir = publish.current_version_uri(index_uri)
+    with `CURRENT`, or one version directory); raises IndexLoadError when there is none."""
+    from pipelines.index_loader import resolve_version_dir
+
+    version_dir = resolve_version_dir(index_uri)
     manifest = storage.read_json(storage.join(version_dir, INDEX_MANIFEST_FILE))
     return version_dir, manifest["version"], manifest["model_version"]
 

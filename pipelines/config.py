@@ -283,7 +283,3 @@ def _get(config: Config, key: str):
 
 def _section_name(config: Config, section) -> str:
     return next(f.name for f in dataclasses.fields(config) if getattr(config, f.name) is section)
-
-
-def to_dict(config: Config) -> dict:
-    return dataclasses.asdict(config)

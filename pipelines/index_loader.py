@@ -132,7 +132,7 @@ def load_index(uri: str, expected_model_version: Optional[str] = None, mmap: boo
     Raises `IndexLoadError` when a file is missing or does not match the manifest's sha256, or when the index
     was built from another model's embeddings than `expected_model_version`.
     """
-    version_dir = _version_dir(uri)
+    version_dir = resolve_version_dir(uri)
     manifest = _read_manifest(version_dir)
     if expected_model_version is not None and manifest["model_version"] != expected_model_version:
         raise IndexLoadError(f"index {version_dir} holds embeddings of model {manifest['model_version']!r}, "
@@ -149,7 +149,8 @@ def load_index(uri: str, expected_model_version: Optional[str] = None, mmap: boo
                         id_map.column("shard").to_numpy())
 
 
-def _version_dir(uri: str) -> str:
+def resolve_version_dir(uri: str) -> str:
+    """The version directory `uri` names: itself when it holds a manifest, else the one its `CURRENT` names."""
     if storage.exists(storage.join(uri, INDEX_MANIFEST_FILE)):
         return uri
     try:

@@ -177,5 +177,3 @@ def publish_directory(staging: str, final: str, summary: dict | None = None) -> 
     delete_tree(staging)
 
 
-def write_lines(uri: str, lines: Iterable[str]) -> None:
-    write_bytes(uri, "".join(line + "\n" for line in lines).encode("utf-8"))
