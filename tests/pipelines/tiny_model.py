@@ -14,9 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.config import ModelConfig
-from pipelines.contracts import MODEL_META_FILE, SERVING_INPUT, SERVING_OUTPUT, SERVING_SIGNATURE
-from pipelines.transform import poster_pixels
-from trainer.export import export_model, load_exported_model
+from pipelines.contracts import MODEL_META_FILE, SERVING_INPUT, SERVING_SIGNATURE
+from trainer.export import PosterServing, export_model, load_exported_model
 from trainer.model import build_model, embedding_model
 
 GENRES = ["Action", "Comedy", "Drama", "Horror"]
@@ -33,24 +32,17 @@ def export_tiny_model(out_dir: str, input_size: int = 32, dim: int = 16, seed: i
     return export_model(tiny_embedder(input_size, dim, seed), out_dir, "tiny_cnn", input_size, GENRES)
 
 
-class JpegOnlyServing(tf.Module):
-    """The serving contract, but the graph asserts each input starts with the JPEG marker (TF's JPEG decoder
-    would read PNG too): a model that fails on PNG posters."""
-
-    def __init__(self, embedder: keras.Model, input_size: int):
-        super().__init__()
-        self.embedder = embedder
-        self.input_size = input_size
+class JpegOnlyServing(PosterServing):
+    """The real serving graph behind an assertion that each input starts with the JPEG marker (TF's JPEG
+    decoder would read PNG too): a model that fails on PNG posters."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
     def serve(self, image_bytes):
         is_jpeg = tf.debugging.assert_equal(tf.strings.substr(image_bytes, 0, 2), tf.constant(b"\xff\xd8"),
                                             message="not a JPEG")
         with tf.control_dependencies([is_jpeg]):
-            size = self.input_size
-            pixels = tf.map_fn(lambda data: poster_pixels(data, size), image_bytes,
-                               fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
-        return {SERVING_OUTPUT: self.embedder(pixels, training=False)}
+            image_bytes = tf.identity(image_bytes)
+        return PosterServing.serve.python_function(self, image_bytes)
 
 
 def export_jpeg_only_model(out_dir: str, input_size: int = 32, dim: int = 16, seed: int = 0) -> dict:
