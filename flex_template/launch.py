@@ -6,7 +6,7 @@ packaged copy when the working directory has none).
 """
 import sys
 
-from pipelines.nightly import main
+from pipelines.nightly.chain import main
 
 DEFAULT_CONFIG = "configs/dataflow.yaml"
 

@@ -40,7 +40,7 @@ REJECTS_SCHEMA = pa.schema([
 # --- preprocess output ------------------------------------------------------------------------------------
 # Transformed TFRecord features (what the trainer reads):
 #   title_id: bytes; image: bytes, a PNG of the poster already decoded and resized to the model's input
-#   (uint8 RGB, see pipelines.transform.poster_pixels); labels: float32[num_genres] multi-hot;
+#   (uint8 RGB, see pipelines.common.pixels.poster_pixels); labels: float32[num_genres] multi-hot;
 #   primary_genre: int64, vocabulary index of the first listed genre (the first one in the vocabulary; -1 when
 #   none is, which only a vocab_top_k or vocab_frequency_threshold above 1 can cause).
 FEATURE_TITLE_ID = "title_id"
@@ -64,6 +64,10 @@ MODEL_META_FILE = "model_meta.json"
 SERVING_SIGNATURE = "serving_default"
 SERVING_INPUT = "image_bytes"
 SERVING_OUTPUT = "embedding"
+# A second signature on decoded pixels (uint8 [None, input_size, input_size, 3] → the same embedding): for
+# callers that decode themselves (benchmarks of the bare model).
+PIXELS_SIGNATURE = "embed_pixels"
+PIXELS_INPUT = "pixels"
 EMBEDDING_METRIC = "angular"
 # `posters train --out OUT` writes OUT/model/ (the export above), and beside it:
 TRAIN_MODEL_DIR = "model"
@@ -101,7 +105,7 @@ INDEX_ID_MAP_SCHEMA = pa.schema([
 ])
 
 
-# Keys every index manifest carries (pipelines.index writes them, pipelines.index_loader checks them):
+# Keys every index manifest carries (pipelines.index.pipeline writes them, pipelines.index.loader checks them):
 # shards is a list of {"file", "count", "sha256", "bytes"}; id_map is {"file", "sha256"}; metric is the faiss
 # metric ("inner_product" on unit vectors, i.e. the embeddings' "angular"); recall_at_10 was measured at nprobe.
 INDEX_MANIFEST_KEYS = ("version", "factory", "metric", "dim", "nlist", "nprobe", "count", "shards", "id_map",

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from pipelines import storage
+from pipelines.common import storage
 
 
 def _stage(module: str, function: str = "main"):
@@ -40,23 +40,23 @@ def run_demo(config: str, out: Path, n: int, seed: int, overrides: list[str]) ->
             raise SystemExit(f"demo: stage {name} failed with exit code {result}")
         return result
 
-    timed("generate-catalog", lambda: _stage("pipelines.synthetic_catalog", "generate_catalog")(
+    timed("generate-catalog", lambda: _stage("pipelines.synthetic.catalog", "generate_catalog")(
         str(paths["catalog"]), n=n, seed=seed, bad_fraction=0.02, width=150, height=225,
         preview=str(out / "catalog_preview.png")))
     catalog = str(paths["catalog"] / "catalog.csv")
-    timed("preprocess", lambda: _stage("pipelines.preprocess")(
+    timed("preprocess", lambda: _stage("pipelines.preprocess.pipeline")(
         common + ["--catalog", catalog, "--out", str(paths["preprocessed"])]))
     timed("train", lambda: _stage("trainer.train")(
         common + ["--data", str(paths["preprocessed"]), "--out", str(paths["training"])]))
     model = str(paths["training"] / "model")
-    timed("embed", lambda: _stage("pipelines.embed")(
+    timed("embed", lambda: _stage("pipelines.embed.pipeline")(
         common + ["--catalog", catalog, "--model", model, "--out", str(paths["embeddings"])]))
-    timed("index", lambda: _stage("pipelines.index")(
+    timed("index", lambda: _stage("pipelines.index.pipeline")(
         common + ["--embeddings", str(paths["embeddings"]), "--out", str(paths["index"])]))
     history = str(out / "watch_history.csv")
-    timed("watch-history", lambda: _stage("pipelines.synthetic_history", "generate_watch_history")(
+    timed("watch-history", lambda: _stage("pipelines.synthetic.watch_history", "generate_watch_history")(
         catalog, history, n_users=200, seed=seed))
-    timed("candidates", lambda: _stage("pipelines.candidates")(
+    timed("candidates", lambda: _stage("pipelines.candidates.pipeline")(
         common + ["--index", str(paths["index"]), "--embeddings", str(paths["embeddings"]), "--history", history,
                   "--out", str(paths["candidates"])]))
     pictures = _pictures(common, out, paths, catalog)
@@ -66,7 +66,7 @@ def run_demo(config: str, out: Path, n: int, seed: int, overrides: list[str]) ->
 
 def _pictures(common: list[str], out: Path, paths: dict, catalog: str):
     def draw():
-        from pipelines.catalog import read_catalog
+        from pipelines.common.catalog import read_catalog
         from pipelines.config import load_config
 
         rows = read_catalog(catalog, load_config(common[1]).catalog)
@@ -76,8 +76,8 @@ def _pictures(common: list[str], out: Path, paths: dict, catalog: str):
         first = next((r.title_id for r in rows if r.title_id in good and r.genres[:1] == ("Horror",)), good[0])
         second = next((r.title_id for r in rows if r.title_id in good and r.genres[:1] == ("Comedy",)), good[1])
         base = common + ["--index", str(paths["index"]), "--catalog", catalog]
-        code = _stage("pipelines.views", "similar_main")(base + [first, "-k", "10", "--out", str(out / "similar.png")])
-        return code or _stage("pipelines.views", "mix_main")(base + [first, second, "-k", "10",
+        code = _stage("pipelines.similar.contact_sheets", "similar_main")(base + [first, "-k", "10", "--out", str(out / "similar.png")])
+        return code or _stage("pipelines.similar.contact_sheets", "mix_main")(base + [first, second, "-k", "10",
                                                                      "--out", str(out / "mix.png")])
     return draw
 

@@ -2,7 +2,7 @@
 import pytest
 from google.api_core.exceptions import PreconditionFailed
 
-from pipelines import storage
+from pipelines.common import storage
 
 
 @pytest.mark.parametrize("server", ["gcs_emulator", "fake_gcs"])

@@ -13,14 +13,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 OUR_PACKAGES = ("pipelines", "trainer", "configs")
-# "pipelines.embed:main" in cli.py, "pipelines.preprocess" handed to importlib: imports by name.
+# "pipelines.embed.pipeline:main" in cli.py, "pipelines.preprocess.pipeline" handed to importlib: imports by name.
 DOTTED_NAME = re.compile(r"^(?:pipelines|trainer)(?:\.\w+)+(?::\w+)?$")
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "demo_out",
                                     "bench_out", ".pytest_cache")
 
 
 def _module_file(module: str) -> str | None:
-    """`pipelines.embed` → `pipelines/embed.py`, or the package's `__init__.py`; None when neither exists."""
+    """`pipelines.embed.pipeline` → `pipelines/embed.py`, or the package's `__init__.py`; None when neither exists."""
     base = REPO.joinpath(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.exists():
@@ -100,4 +100,4 @@ def test_the_import_walk_sees_imports_by_name_and_relative_imports():
     files = required_files()
     assert {"pipelines/nightly.py", "pipelines/candidates.py", "pipelines/views.py", "configs/local.yaml",
             "configs/dataflow.yaml"} <= files
-    assert "pipelines.nightly" in _imported_modules(REPO / "pipelines" / "cli.py")[0]
+    assert "pipelines.nightly.chain" in _imported_modules(REPO / "pipelines" / "cli.py")[0]

@@ -18,7 +18,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from pipelines import storage
+from pipelines.common import storage
 
 BACKBONE_LAYER = "backbone"  # the name of the backbone inside the poster model
 

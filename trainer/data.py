@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from pipelines import storage
+from pipelines.common import storage
 from pipelines.contracts import (FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID,
                                  GENRE_VOCABULARY_NAME, PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX)
 

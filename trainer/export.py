@@ -2,7 +2,7 @@
 
 The serving signature `SERVING_SIGNATURE` takes `SERVING_INPUT` (tf.string [None], encoded images in any
 format TensorFlow decodes) and returns `SERVING_OUTPUT` (float32 [None, dim], unit vectors). It decodes and
-resizes with `pipelines.transform.poster_pixels`, the very function the preprocess used for the training data,
+resizes with `pipelines.common.pixels.poster_pixels`, the very function the preprocess used for the training data,
 then runs the embedding model (which holds the backbone's own preprocessing), so serving sees the training
 pixels. The directory is self-sufficient: loading needs TensorFlow only, not this package nor Keras.
 
@@ -23,13 +23,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipelines import storage
-from pipelines.contracts import EMBEDDING_METRIC, MODEL_META_FILE, SERVING_INPUT, SERVING_OUTPUT, SERVING_SIGNATURE
-from pipelines.transform import poster_pixels
-
-
-class ExportError(ValueError):
-    """An exported model that cannot be used; the message says what is wrong."""
+from pipelines.common import storage
+from pipelines.common.command_line import command_parser, parse_command
+from pipelines.config import ConfigError
+from pipelines.contracts import (EMBEDDING_METRIC, MODEL_META_FILE, PIXELS_INPUT, PIXELS_SIGNATURE, SERVING_INPUT,
+                                 SERVING_OUTPUT, SERVING_SIGNATURE)
+from pipelines.common.pixels import poster_pixels
 
 
 class PosterServing(tf.Module):
@@ -39,6 +38,12 @@ class PosterServing(tf.Module):
         super().__init__()
         self.embedder = embedder
         self.input_size = input_size
+        self.embed_pixels = tf.function(
+            self._embed_pixels,
+            input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.uint8, name=PIXELS_INPUT)])
+
+    def _embed_pixels(self, pixels):
+        return {SERVING_OUTPUT: self.embedder(pixels, training=False)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
     def serve(self, image_bytes):
@@ -78,7 +83,8 @@ def export_model(embedder: keras.Model, out_uri: str, backbone: str, input_size:
     local = staging if not storage.is_gcs(out_uri) else tempfile.mkdtemp(prefix="poster-export-")
     try:
         module = PosterServing(embedder, input_size)
-        tf.saved_model.save(module, local, signatures={SERVING_SIGNATURE: module.serve})
+        tf.saved_model.save(module, local, signatures={SERVING_SIGNATURE: module.serve,
+                                                          PIXELS_SIGNATURE: module.embed_pixels})
         with open(os.path.join(local, MODEL_META_FILE), "w") as handle:
             json.dump(meta, handle, indent=2, sort_keys=True)
         if storage.is_gcs(out_uri):
@@ -101,44 +107,27 @@ def _upload_tree(local_dir: str, uri: str) -> None:
                 storage.write_bytes(storage.join(uri, os.path.relpath(path, local_dir)), handle.read())
 
 
-def _download_tree(uri: str) -> str:
-    local = tempfile.mkdtemp(prefix="poster-model-")
-    prefix = uri.rstrip("/") + "/"
-    for source in storage.list_files(uri):
-        target = os.path.join(local, source[len(prefix):])
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as handle:
-            handle.write(storage.read_bytes(source))
-    return local
+def main(argv: list[str]) -> int:
+    """`posters export-model --out URI`: the config's model with its initial weights (`model.weights`), untrained,
+    exported exactly as `posters train` exports: for benchmarks and smoke tests of the serving path."""
+    parser = command_parser("export-model", "export the config's model untrained (initial weights), as train does")
+    parser.add_argument("--out", required=True, help="model directory to write (local or gs://)")
+    parser.add_argument("--genres", type=int, default=8, help="size of the placeholder genre head (default: 8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    try:
+        args, config, _ = parse_command(parser, argv)
+    except ConfigError as err:
+        parser.exit(2, f"posters export-model: {err}\n")
+    from trainer.backbones import BackboneError
+    from trainer.model import build_model, embedding_model
 
-
-def load_exported_model(uri: str) -> tuple[Callable[[Sequence[bytes]], np.ndarray], dict]:
-    """An export (local or gs://) → (embed, meta): `embed(list of encoded images)` → float32 [n, dim] unit rows.
-
-    On gs:// the directory must be published whole (`_SUCCESS`, written last) and is copied to a local
-    temporary directory to load (TensorFlow's own gs:// support is optional); locally the publish is one
-    rename, so the meta file is enough.
-    """
-    meta_uri = storage.join(uri, MODEL_META_FILE)
-    if not storage.exists(meta_uri) or (storage.is_gcs(uri) and not storage.is_complete(uri)):
-        raise ExportError(f"{uri} is not a complete model export (no {MODEL_META_FILE} or _SUCCESS): "
-                          "point at the `model/` directory that `posters train` wrote")
-    meta = storage.read_json(meta_uri)
-    if storage.is_gcs(uri):
-        local = _download_tree(uri)
-        try:  # loading reads the variables into memory: the copy is not needed afterwards
-            signature = tf.saved_model.load(local).signatures[SERVING_SIGNATURE]
-        finally:
-            shutil.rmtree(local, ignore_errors=True)
-    else:
-        signature = tf.saved_model.load(uri).signatures[SERVING_SIGNATURE]
-    dim = int(meta["dim"])
-
-    def embed(images: Sequence[bytes]) -> np.ndarray:
-        images = list(images)
-        if not images:
-            return np.zeros((0, dim), np.float32)
-        result = signature(**{SERVING_INPUT: tf.constant(images, dtype=tf.string)})[SERVING_OUTPUT]
-        return result.numpy().astype(np.float32, copy=False)
-
-    return embed, meta
+    keras.utils.set_random_seed(args.seed)
+    try:
+        embedder = embedding_model(build_model(config.model, num_genres=args.genres))
+    except BackboneError as err:
+        parser.exit(2, f"posters export-model: {err}\n")
+    meta = export_model(embedder, args.out, config.model.backbone, config.model.input_size,
+                        [f"genre_{i}" for i in range(args.genres)], extra_meta={"trained": False})
+    print(f"exported {config.model.backbone} at {config.model.input_size}px (untrained, model_version "
+          f"{meta['model_version']}) to {args.out}")
+    return 0

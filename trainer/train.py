@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from pipelines import storage
-from pipelines.cli_args import command_parser, parse_command
+from pipelines.common import storage
+from pipelines.common.command_line import command_parser, parse_command
 from pipelines.config import Config, ConfigError, TrainConfig
 from pipelines.contracts import (EVAL_METRICS_FILE, STATS_FILE, TRAIN_MODEL_DIR, TRAIN_SUMMARY_FILE,
                                  TRAINING_CURVES_FILE)

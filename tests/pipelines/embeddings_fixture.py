@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import storage
+from pipelines.common import storage
 from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE, embeddings_schema
-from pipelines.index_bench import clustered_unit_vectors
+from pipelines.bench.index import clustered_unit_vectors
 
 MODEL_VERSION = "model-test-1"
 

@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from pipelines.config import load_config
 from trainer.backbones import BACKBONES, BackboneError, BackbonePreprocess, build_backbone
-from trainer.export import export_model, load_exported_model
+from trainer.export import export_model
+from pipelines.common.exported_model import load_exported_model
 from trainer.model import build_model, embedding_model, set_trainable, unfrozen_patterns
 
 SMALL_BACKBONES = [name for name in BACKBONES if name != "nasnet_large"]

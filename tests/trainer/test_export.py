@@ -10,8 +10,9 @@ import tensorflow as tf
 from PIL import Image
 
 from pipelines.config import ModelConfig
-from pipelines.transform import poster_pixels
-from trainer.export import ExportError, export_model, load_exported_model, model_version
+from pipelines.common.pixels import poster_pixels
+from trainer.export import export_model, model_version
+from pipelines.common.exported_model import ExportError, load_exported_model
 from trainer.model import build_model, embedding_model
 
 GENRES = ["Action", "Comedy", "Drama"]

@@ -18,7 +18,7 @@ import tensorflow as tf
 from tests.trainer.fixtures import poster_split, tiny_config, write_preprocess_output, write_tiny_config
 from trainer import losses, train
 from trainer.distribute import make_strategy
-from trainer.export import load_exported_model
+from pipelines.common.exported_model import load_exported_model
 from trainer.model import build_model, embedding_model
 
 KILL_EXIT_CODE = 17
@@ -111,7 +111,7 @@ def test_a_finished_run_leaves_nothing_to_resume(finished):
 
 
 def test_outputs_can_go_to_gcs_with_a_local_work_dir(data, config_file, tmp_path, gcs_emulator):
-    from pipelines import storage
+    from pipelines.common import storage
 
     out = gcs_emulator.uri("training")
     args = ["--config", config_file, "--data", data, "--out", out, "--work", str(tmp_path / "work"),

@@ -1,0 +1,305 @@
+"""`posters candidates`: item→item and user→item top-k candidates from the published index (Beam + faiss).
+
+    embeddings ──▶ ItemQueries ───────────────────────────▶ TopNeighbours ──▶ item2item/part-*.parquet
+        └────────▶ UserQueries ◀── ReadWatchHistory
+                       ├────────────────────────────────▶ TopNeighbours ──▶ user/part-*.parquet
+                       └── users and rows without a query ──────────────▶ skipped/part-*.parquet
+
+Every title's query is its own embedding (itself excluded from its neighbours); every user's is the normalised
+weighted average of the titles they watched (`pipelines.candidates.watch_history`; watched titles excluded). Queries are
+searched in batches; the index is loaded once per worker process. The live index version is resolved once,
+before the pipeline starts, so every worker searches the same version even if `CURRENT` moves meanwhile.
+Outputs are written to a staging directory and published whole (`_SUCCESS` last), with a summary.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterator, NamedTuple, Optional
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import Metrics, MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.utils import shared
+
+from pipelines.common import storage
+from pipelines.common.command_line import beam_argv, command_parser, parse_command
+from pipelines.config import Config
+from pipelines.contracts import (CANDIDATES_SUMMARY_FILE, INDEX_MANIFEST_FILE, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA,
+                                 SKIPPED_DIR, SKIPPED_SCHEMA, USER_CANDIDATES_DIR, USER_CANDIDATES_SCHEMA)
+from pipelines.embed.reader import EmbeddingsError, describe_embeddings, embedding_matrix
+from pipelines.candidates.watch_history import ReadWatchHistory, Skip, UserQueries, history_format
+
+log = logging.getLogger(__name__)
+METRICS_NAMESPACE = "candidates"
+
+
+class Query(NamedTuple):
+    key: str  # the title_id or user_id the neighbours are for
+    vector: np.ndarray  # float32 [d], unit length
+    exclude: frozenset  # title_ids never returned for this query (the title itself, what the user watched)
+
+
+@dataclass(frozen=True)
+class CandidatesPlan:
+    """Everything the pipeline needs, resolved before it starts."""
+
+    index_uri: str  # the version directory of the index, pinned
+    index_version: str
+    model_version: str
+    embedding_files: list[str]
+    dim: int
+    history_uri: str
+    out_dir: str  # where the pipeline writes (a staging directory)
+    k: int
+    recency_half_life_days: Optional[float]
+    query_batch_size: int
+
+
+# --- plain functions -------------------------------------------------------------------------------------------
+def top_k_excluding(title_ids: list[str], scores, exclude: frozenset, k: int) -> list[dict]:
+    """The first `k` (title_id, score) of a ranked result that are not in `exclude`, as contract structs."""
+    kept = []
+    for title_id, score in zip(title_ids, scores):
+        if title_id and title_id not in exclude:
+            kept.append({"title_id": title_id, "score": float(score)})
+            if len(kept) == k:
+                break
+    return kept
+
+
+def embedding_vectors(path: str, dim: int) -> Iterator[tuple[str, np.ndarray]]:
+    """(title_id, float32 vector) for every row of one embeddings Parquet file, read in record batches."""
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        for batch in pq.ParquetFile(handle).iter_batches(columns=["title_id", "embedding"]):
+            vectors = embedding_matrix(batch, dim)
+            for title_id, vector in zip(batch.column("title_id").to_pylist(), vectors):
+                yield title_id, vector.copy()
+
+
+def _counted(element, name: str):
+    Metrics.counter(METRICS_NAMESPACE, name).inc()
+    return element
+
+
+# --- PTransforms -----------------------------------------------------------------------------------------------
+class ReadEmbeddingVectors(beam.PTransform):
+    """Embeddings Parquet files (as listed by their manifest) → (title_id, vector)."""
+
+    def __init__(self, files: list[str], dim: int):
+        super().__init__()
+        self._files, self._dim = files, dim
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ListFiles" >> beam.Create(self._files)
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadVectors" >> beam.FlatMap(embedding_vectors, self._dim))
+
+
+class SearchNeighbours(beam.DoFn):
+    """A batch of `Query`s → (key, top-k neighbours) each. The index comes from `index_handle`: every DoFn
+    given the same handle shares one loaded index per worker process."""
+
+    def __init__(self, index_handle: shared.Shared, index_uri: str, model_version: str, k: int):
+        self._index_uri, self._model_version, self._k = index_uri, model_version, k
+        self._shared = index_handle
+        self._index = None
+
+    def setup(self):
+        from pipelines.index.loader import load_index
+
+        uri, model_version = self._index_uri, self._model_version
+        self._index = self._shared.acquire(lambda: load_index(uri, expected_model_version=model_version), tag=uri)
+
+    def process(self, batch: list[Query]):
+        vectors = np.stack([query.vector for query in batch]).astype(np.float32)
+        depth = self._k + max(len(query.exclude) for query in batch)
+        title_ids, scores = self._index.search(vectors, depth)
+        Metrics.counter(METRICS_NAMESPACE, "query_batches").inc()
+        for query, ids, row_scores in zip(batch, title_ids, scores):
+            yield query.key, top_k_excluding(ids, row_scores, query.exclude, self._k)
+
+
+class TopNeighbours(beam.PTransform):
+    """`Query`s → (key, [{title_id, score}] best first), searched in batches in the index `index_handle`
+    loads (one `shared.Shared()` for all the searches of a pipeline, so the index is loaded once per worker)."""
+
+    def __init__(self, plan: CandidatesPlan, index_handle: shared.Shared):
+        super().__init__()
+        self._plan, self._index_handle = plan, index_handle
+
+    def expand(self, queries):
+        plan = self._plan
+        return (queries
+                | "BatchQueries" >> beam.BatchElements(min_batch_size=1, max_batch_size=plan.query_batch_size)
+                | "SearchIndex" >> beam.ParDo(SearchNeighbours(self._index_handle, plan.index_uri,
+                                                               plan.model_version, plan.k)))
+
+
+class WriteCandidates(beam.PTransform):
+    """(key, neighbours) → one Parquet table of the contract (`item2item` or `user`), with versions, counted."""
+
+    def __init__(self, plan: CandidatesPlan, directory: str, schema, key_column: str, list_column: str):
+        super().__init__()
+        self._plan, self._directory, self._schema = plan, directory, schema
+        self._key_column, self._list_column = key_column, list_column
+
+    def expand(self, results):
+        plan, key_column, list_column = self._plan, self._key_column, self._list_column
+
+        def to_row(result):
+            return {key_column: result[0], list_column: result[1], "index_version": plan.index_version,
+                    "model_version": plan.model_version}
+
+        return (results
+                | "ToRows" >> beam.Map(to_row)
+                | "Count" >> beam.Map(_counted, f"{self._directory}_rows")
+                | "WriteParquet" >> beam.io.WriteToParquet(storage.join(plan.out_dir, self._directory, "part"),
+                                                           self._schema, file_name_suffix=".parquet"))
+
+
+class WriteSkipped(beam.PTransform):
+    """`Skip`s → `skipped/part-*.parquet`, counted by reason."""
+
+    def __init__(self, out_dir: str):
+        super().__init__()
+        self._out_dir = out_dir
+
+    def expand(self, skips):
+        return (skips
+                | "CountByReason" >> beam.Map(lambda skip: _counted(skip, f"skipped_{skip.reason}"))
+                | "ToRows" >> beam.Map(Skip._asdict)
+                | "WriteParquet" >> beam.io.WriteToParquet(storage.join(self._out_dir, SKIPPED_DIR, "part"),
+                                                           SKIPPED_SCHEMA, file_name_suffix=".parquet"))
+
+
+def build_pipeline(pipeline: beam.Pipeline, plan: CandidatesPlan) -> None:
+    """Wires the candidates pipeline: item→item, user→item and the skipped rows."""
+    index_handle = shared.Shared()  # both searches share one loaded index per worker process
+    embeddings = pipeline | "ReadEmbeddings" >> ReadEmbeddingVectors(plan.embedding_files, plan.dim)
+    (embeddings
+     | "ItemQueries" >> beam.Map(lambda kv: Query(kv[0], kv[1], frozenset([kv[0]])))
+     | "SimilarTitles" >> TopNeighbours(plan, index_handle)
+     | "WriteItem2Item" >> WriteCandidates(plan, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA, "title_id", "neighbors"))
+    history = pipeline | "ReadWatchHistory" >> ReadWatchHistory(plan.history_uri)
+    users = (history.events, embeddings) | "UserQueries" >> UserQueries(plan.recency_half_life_days)
+    (users.queries
+     | "AsQueries" >> beam.Map(lambda user: Query(user.user_id, user.vector, user.watched))
+     | "UserCandidates" >> TopNeighbours(plan, index_handle)
+     | "WriteUserCandidates" >> WriteCandidates(plan, USER_CANDIDATES_DIR, USER_CANDIDATES_SCHEMA, "user_id",
+                                                "candidates"))
+    ((history.skipped, users.skipped)
+     | "AllSkipped" >> beam.Flatten()
+     | "WriteSkipped" >> WriteSkipped(plan.out_dir))
+
+
+# --- the job ---------------------------------------------------------------------------------------------------
+def resolve_index(index_uri: str) -> tuple[str, str, str]:
+    """(version directory, version, model_version) of the live index under `index_uri` (a published root
+    with `CURRENT`, or one version directory); raises IndexLoadError when there is none."""
+    from pipelines.index.loader import resolve_version_dir
+
+    version_dir = resolve_version_dir(index_uri)
+    manifest = storage.read_json(storage.join(version_dir, INDEX_MANIFEST_FILE))
+    return version_dir, manifest["version"], manifest["model_version"]
+
+
+def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_dir: str,
+                    config: Config) -> CandidatesPlan:
+    """Checks the inputs agree (same model) and pins the index version; raises ValueError for user errors."""
+    history_format(history_uri)
+    if not FileSystems.match([history_uri])[0].metadata_list:
+        raise FileNotFoundError(f"watch history {history_uri!r}: no such file")
+    info = describe_embeddings(embeddings_uri)
+    version_dir, version, index_model = resolve_index(index_uri)
+    if index_model != info.model_version:
+        raise ValueError(f"the index at {version_dir} was built from model {index_model}'s embeddings but "
+                         f"{embeddings_uri} holds model {info.model_version}'s: pass the embeddings the index was "
+                         "built from, or rebuild the index")
+    return CandidatesPlan(index_uri=version_dir, index_version=version, model_version=index_model,
+                          embedding_files=info.files, dim=info.dim, history_uri=history_uri, out_dir=out_dir,
+                          k=config.candidates.k, recency_half_life_days=config.candidates.recency_half_life_days,
+                          query_batch_size=config.candidates.query_batch_size)
+
+
+def pipeline_counters(result) -> dict[str, int]:
+    """Our Beam counters of a finished pipeline, summed over steps."""
+    counters: dict[str, int] = {}
+    for counter in result.metrics().query(MetricsFilter())["counters"]:
+        if counter.key.metric.namespace in (METRICS_NAMESPACE, "watch_history"):
+            value = counter.committed if counter.committed is not None else counter.attempted
+            counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + int(value or 0)
+    return counters
+
+
+def run_candidates(plan: CandidatesPlan, final_out: str, config: Config, beam_args: list[str]) -> dict:
+    """Runs the pipeline into `plan.out_dir` (staging), then publishes it to `final_out`; returns the summary."""
+    started = time.time()
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_argv(config, beam_args)))
+    build_pipeline(pipeline, plan)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = pipeline_counters(result)
+    summary = {
+        "titles": counters.get(f"{ITEM2ITEM_DIR}_rows", 0),
+        "users": counters.get(f"{USER_CANDIDATES_DIR}_rows", 0),
+        "skipped": {key.removeprefix("skipped_"): value for key, value in sorted(counters.items())
+                    if key.startswith("skipped_")},
+        "watches": counters.get("watches", 0),
+        "watches_of_titles_without_embedding": counters.get("watches_without_embedding", 0),
+        "k": plan.k, "index_version": plan.index_version, "model_version": plan.model_version,
+        "index": plan.index_uri, "history": plan.history_uri, "out": final_out,
+        "recency_half_life_days": plan.recency_half_life_days, "seconds": round(time.time() - started, 1),
+    }
+    storage.write_json(storage.join(plan.out_dir, CANDIDATES_SUMMARY_FILE), summary)
+    storage.publish_directory(plan.out_dir, final_out, summary)
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    skipped = ", ".join(f"{n} {reason}" for reason, n in summary["skipped"].items()) or "none"
+    print(f"candidates: {summary['titles']} titles and {summary['users']} users, top {summary['k']} each "
+          f"(index {summary['index_version']}, model {summary['model_version']}); skipped: {skipped}; "
+          f"{summary['seconds']} s → {summary['out']}")
+
+
+def _parse(argv: list[str]):
+    parser = command_parser("candidates", "item→item and user→item top-k candidates from the published index")
+    parser.add_argument("--index", required=True, help="published index root (with CURRENT) or a version dir")
+    parser.add_argument("--embeddings", required=True, help="embeddings the index was built from")
+    parser.add_argument("--history", required=True, help="watch history: *.csv, *.jsonl or *.parquet (or a glob)")
+    parser.add_argument("--out", required=True, help="output directory (replaced whole when the job succeeds)")
+    return parse_command(parser, argv)
+
+
+def run(argv: list[str]) -> dict:
+    """Runs `posters candidates` and returns its summary. Raises ValueError, `EmbeddingsError` or
+    FileNotFoundError for inputs the user must fix; a failed pipeline raises and publishes nothing."""
+    args, config, beam_args = _parse(argv)
+    staging = storage.staging_uri(args.out)
+    plan = plan_candidates(args.index, args.embeddings, args.history, staging, config)
+    log.info("candidates plan: %s", {k: v for k, v in asdict(plan).items() if k != "embedding_files"})
+    try:
+        return run_candidates(plan, args.out, config, beam_args)
+    except BaseException:
+        storage.delete_tree(staging)
+        raise
+
+
+def main(argv: list[str]) -> int:
+    """Exit codes: 0 done, 1 inputs to fix or a failed run (one line saying why), 2 bad usage (argparse)."""
+    from pipelines.index.loader import IndexLoadError
+
+    try:
+        summary = run(argv)
+    except (EmbeddingsError, IndexLoadError, ValueError, FileNotFoundError) as err:
+        print(f"posters candidates: {err}", file=sys.stderr)
+        return 1
+    print_summary(summary)
+    return 0

@@ -1,0 +1,229 @@
+"""The one poster reader and validator, shared by the preprocess and embed pipelines.
+
+`read_poster_bytes` fetches a poster through Beam's FileSystems (local or gs://) with retries on transient
+errors; `validate_poster` checks the bytes cheaply first (size, header, dimensions) and only then decodes, so a
+decompression bomb is refused from its header alone. A poster kept as is (an RGB JPEG) is decoded at 1/8 scale
+in the DCT domain, which reads and entropy-decodes the whole stream (truncation and corruption fail as in a full
+decode) for about two thirds of the cost; a poster that is converted is decoded in full. Anything wrong raises `PosterRejected` with a
+`RejectReason` code. `ReadAndValidatePosters` does both inside a pipeline; `WriteRejects` writes the rejects.
+
+Posters leave here decodable by `tf.io.decode_image` as RGB: an RGB JPEG or PNG keeps its original bytes;
+anything else (grayscale, CMYK, palette, alpha, 16-bit, other formats) is converted to RGB — alpha composited
+on white — and re-encoded as a lossless PNG.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from google.api_core import exceptions as google_errors
+from PIL import Image
+
+from pipelines.common import storage
+from pipelines.common.catalog import CatalogRow
+from pipelines.config import ImageConfig
+from pipelines.contracts import REJECTS_SCHEMA, RejectReason
+
+METRICS_NAMESPACE = "posters"
+# Formats PIL may even try to parse; the rest (EPS, which shells out to Ghostscript, PSD, …) are not posters.
+# (JPEG covers multi-picture JPEGs too: PIL opens them as format "MPO", which we re-encode.)
+POSTER_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+# Formats TensorFlow decodes from the original bytes, when the pixels are already 8-bit RGB.
+KEPT_FORMATS = ("JPEG", "PNG")
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+WHITE = (255, 255, 255, 255)
+
+
+class PosterRejected(Exception):
+    """A poster that cannot be used; `reason` is a `RejectReason` code, `detail` says what was found."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ValidPoster:
+    image_bytes: bytes  # encoded, decodable by tf.io.decode_image as RGB
+    sha256: str  # of the original file bytes
+    width: int
+    height: int
+    converted_from: str | None  # the original PIL mode when the pixels were converted to RGB ("L", "CMYK", …)
+
+
+def validate_poster(data: bytes, config: ImageConfig) -> ValidPoster:
+    """Encoded file bytes → a `ValidPoster`, or `PosterRejected` naming the first check that failed."""
+    if not data:
+        raise PosterRejected(RejectReason.ZERO_BYTES, "the file is empty")
+    if len(data) > config.max_bytes:
+        raise PosterRejected(RejectReason.FILE_TOO_LARGE, f"more than image.max_bytes={config.max_bytes} bytes")
+    image = _open_header(data)
+    width, height = image.size
+    if width * height > config.max_pixels:
+        raise PosterRejected(RejectReason.TOO_MANY_PIXELS,
+                             f"{width}x{height} is more than image.max_pixels={config.max_pixels}")
+    if min(width, height) < config.min_side:
+        raise PosterRejected(RejectReason.TOO_SMALL, f"{width}x{height} has a side below image.min_side="
+                                                     f"{config.min_side}")
+    keep = image.mode == "RGB" and image.format in KEPT_FORMATS and "transparency" not in image.info
+    if keep and image.format == "JPEG":
+        # Kept as is, so only decodability matters: libjpeg's DCT-domain 1/8 downscale skips most of the inverse
+        # DCT and the colour conversion but still entropy-decodes every scan to the end, so a truncated or
+        # corrupted stream fails here exactly as it does in a full decode (tests/pipelines/test_images.py).
+        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+    _decode_fully(image, width, height)
+    sha256 = hashlib.sha256(data).hexdigest()
+    if keep:
+        return ValidPoster(data, sha256, width, height, converted_from=None)
+    converted = _as_rgb(image)
+    buffer = io.BytesIO()
+    # Fast compression: these bytes are decoded once more downstream, not stored for long.
+    converted.save(buffer, format="PNG", compress_level=1)
+    return ValidPoster(buffer.getvalue(), sha256, width, height,
+                       converted_from=None if image.mode == "RGB" else image.mode)
+
+
+def read_poster_bytes(uri: str, retries: int = 3, max_bytes: int | None = None, backoff_s: float = 0.5) -> bytes:
+    """The file's bytes, through Beam's FileSystems; at most `max_bytes + 1` of them when `max_bytes` is given
+    (enough for `validate_poster` to see the file is too large without reading all of it).
+
+    Transient errors (I/O and server errors) are retried `retries` times with exponential backoff; a missing
+    or forbidden file is `PosterRejected(UNREADABLE)` at once, and so is the last transient error.
+    """
+    for attempt in range(retries + 1):
+        try:
+            with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                return handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+        except Exception as err:  # noqa: BLE001 — every failure becomes a reject row, none crashes the job
+            if not _is_transient(err) or attempt == retries:
+                tries = f" after {attempt + 1} attempts" if attempt else ""
+                raise PosterRejected(RejectReason.UNREADABLE, f"{type(err).__name__}{tries}: {err}") from err
+            time.sleep(backoff_s * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def reject_record(title_id: str | None, uri: str | None, reason: str, detail: str) -> dict:
+    """One row of `rejects/` (`contracts.REJECTS_SCHEMA`), counted in the Beam metric `rejected_<reason>`."""
+    assert reason in RejectReason.ALL, reason
+    Metrics.counter(METRICS_NAMESPACE, f"rejected_{reason}").inc()
+    return {"title_id": title_id, "uri": uri, "reason": reason, "detail": detail}
+
+
+class ValidatePosterDoFn(beam.DoFn):
+    """CatalogRow → (CatalogRow, ValidPoster) on the main output, or a reject record on `rejects`."""
+
+    def __init__(self, config: ImageConfig, retries: int):
+        self._config = config
+        self._retries = retries
+        self._accepted = Metrics.counter(METRICS_NAMESPACE, "posters_accepted")
+        self._converted = Metrics.counter(METRICS_NAMESPACE, "posters_converted_to_rgb")
+
+    def process(self, row: CatalogRow):
+        if not row.poster_uri:
+            yield beam.pvalue.TaggedOutput("rejects", reject_record(
+                row.title_id, None, RejectReason.NO_POSTER, f"row {row.row_number} names no poster"))
+            return
+        try:
+            data = read_poster_bytes(row.poster_uri, self._retries, max_bytes=self._config.max_bytes)
+            poster = validate_poster(data, self._config)
+        except PosterRejected as rejected:
+            yield beam.pvalue.TaggedOutput("rejects", reject_record(
+                row.title_id, row.poster_uri, rejected.reason, rejected.detail))
+            return
+        self._accepted.inc()
+        if poster.converted_from:
+            self._converted.inc()
+        yield row, poster
+
+
+class ReadAndValidatePosters(beam.PTransform):
+    """PCollection[CatalogRow] → outputs `posters` (main: (CatalogRow, ValidPoster)) and `rejects` (dicts).
+
+    `posters, rejects = rows | ReadAndValidatePosters(config.image, retries)`
+    """
+
+    def __init__(self, config: ImageConfig, retries: int = 3):
+        super().__init__()
+        self._config = config
+        self._retries = retries
+
+    def expand(self, rows):
+        return rows | "ReadAndValidate" >> beam.ParDo(
+            ValidatePosterDoFn(self._config, self._retries)).with_outputs("rejects", main="posters")
+
+
+class WriteRejects(beam.PTransform):
+    """Reject records → one Parquet file `<out_dir>/part-00000-of-00001.parquet` with `REJECTS_SCHEMA`.
+
+    One shard: rejects are few and small, and an empty run still writes a file with the schema.
+    """
+
+    def __init__(self, out_dir: str):
+        super().__init__()
+        self._out_dir = out_dir
+
+    def expand(self, rejects):
+        return rejects | "WriteRejectsParquet" >> beam.io.WriteToParquet(
+            storage.join(self._out_dir, "part"), schema=REJECTS_SCHEMA, file_name_suffix=".parquet",
+            num_shards=1)
+
+
+def _is_transient(err: Exception) -> bool:
+    """Worth another try: I/O hiccups and server-side errors; not a missing, forbidden or malformed file."""
+    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return False
+    if isinstance(err, google_errors.GoogleAPICallError):
+        return isinstance(err, (google_errors.ServerError, google_errors.TooManyRequests))
+    return isinstance(err, OSError)
+
+
+def _open_header(data: bytes) -> Image.Image:
+    """Parses the header only (PIL decodes lazily); PIL's own bomb check fires here, before any decoding."""
+    try:
+        return Image.open(io.BytesIO(data), formats=POSTER_FORMATS)
+    except Image.DecompressionBombError as err:
+        raise PosterRejected(RejectReason.TOO_MANY_PIXELS, f"header refused by PIL: {err}") from err
+    except Image.UnidentifiedImageError as err:
+        raise PosterRejected(RejectReason.NOT_AN_IMAGE,
+                             f"not a {'/'.join(POSTER_FORMATS)} image; it starts {data[:24]!r}") from err
+    except Exception as err:  # noqa: BLE001 — PIL raises many types for a malformed header
+        raise PosterRejected(RejectReason.NOT_AN_IMAGE,
+                             f"malformed image header ({type(err).__name__}: {err})") from err
+
+
+def _decode_fully(image: Image.Image, width: int, height: int) -> None:
+    """Decodes every byte of pixel data (at the size a `draft` asked for); `width`x`height` as the header says.
+
+    PIL's LOAD_TRUNCATED_IMAGES stays False, so a short file raises here instead of decoding grey padding.
+    """
+    try:
+        image.load()
+    except Exception as err:  # noqa: BLE001
+        raise PosterRejected(RejectReason.TRUNCATED_IMAGE,
+                             f"{image.format} {width}x{height}: the pixel data does not decode in "
+                             f"full ({type(err).__name__}: {err})") from err
+
+
+def _as_rgb(image: Image.Image) -> Image.Image:
+    """Any mode → 8-bit RGB; transparency is composited on white, 16/32-bit grey is scaled to 8 bits."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        pixels = np.asarray(image).astype(np.int64)
+        if pixels.max(initial=0) > 255:  # 16-bit samples
+            pixels = pixels >> 8
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE), rgba).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as err:
+        raise PosterRejected(RejectReason.NOT_AN_IMAGE, f"colour mode {image.mode} cannot be converted to RGB") \
+            from err

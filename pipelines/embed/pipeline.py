@@ -1,0 +1,283 @@
+"""`posters embed`: a catalog through the exported model into Parquet embeddings, incremental and idempotent.
+
+    ReadCatalog → ValidateCatalogRows (catalog_validation) → ReadAndValidatePosters → ClassifyPosters
+        ClassifyPosters ─ new, changed → EmbedPosters (RunInference) ─┐
+                        └ unchanged ──→ CarryOver ────────────────────┴→ WriteEmbeddings
+    ReadPreviousEmbeddings → fingerprints (ClassifyPosters' side input) and vectors (CarryOver)
+    (without --previous every title is new: no side input, no CarryOver join)
+    rejects (catalog rows, posters, inference) → WriteRejects;  every branch → CountStats
+
+A title is carried over from `--previous` without running the model when its poster's sha256 and the model
+version are both unchanged; titles gone from the catalog are dropped. Catalog rows and posters are checked one
+at a time with the preprocess pipeline's own code (same reject reasons) before they reach a RunInference batch;
+the model's own graph decodes and resizes them. Everything is written to a staging directory; the launcher
+checks the accounting (embedded + carried + rejected = read) and the error budget, writes the manifest and
+publishes.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.common import storage
+from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog
+from pipelines.common.command_line import beam_argv, command_parser, parse_command
+from pipelines.config import Config, ConfigError
+from pipelines.contracts import EMBEDDING_METRIC, REJECTS_DIR, RejectReason
+from pipelines.embed.reader import EmbeddingsError, describe_embeddings
+from pipelines.embed.writer import WriteEmbeddings, parquet_files, publish_embeddings, write_manifest
+from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteRejects, reject_record
+from pipelines.embed.model_handler import PosterModelHandler
+from pipelines.common.exported_model import read_model_meta
+from pipelines.common.catalog_rows import ValidateCatalogRows
+from pipelines.common.accounting import (COUNTS_FILE, CountStats, ErrorBudgetExceeded, budget_figures, check_accounting,
+                                 reject_stats, top_reasons, write_stats_and_check_budget)
+from pipelines.common.exported_model import ExportError
+
+METRICS_NAMESPACE = "embed"
+NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
+STATUSES = (NEW, CHANGED, UNCHANGED)
+# embed's own counts besides read / rejected / rejected_by_reason, with their empty values.
+STATS_SECTIONS = {NEW: 0, CHANGED: 0, UNCHANGED: 0, "removed": 0}
+FINGERPRINT_COLUMNS = ["title_id", "image_sha256", "model_version"]
+
+
+# --- plain functions ---------------------------------------------------------------------------------------
+
+def poster_status(title_id: str, image_sha256: str, model_version: str, fingerprints: dict) -> str:
+    """`new` (no previous embedding), `unchanged` (same poster bytes and model version) or `changed`."""
+    previous = fingerprints.get(title_id)
+    if previous is None:
+        return NEW
+    return UNCHANGED if tuple(previous) == (image_sha256, model_version) else CHANGED
+
+
+def summary_line(stats: dict) -> str:
+    reasons = top_reasons(stats) or "none"
+    return (f"embed: {stats['read']} read → {stats['rows']} embeddings ({stats[NEW]} new, {stats[CHANGED]} changed, "
+            f"{stats[UNCHANGED]} unchanged carried over), {stats['removed']} removed, {stats['rejected']} rejected "
+            f"({reasons}); model {stats['model_version']}; {stats['seconds']} s → {stats['out']}")
+
+
+def _title_record(row: CatalogRow, poster: ValidPoster, status: str) -> dict:
+    return {"title_id": row.title_id, "poster_uri": row.poster_uri, "image_sha256": poster.sha256,
+            "genres": list(row.genres), "status": status}
+
+
+def _embedding_row(record: dict, vector, model_version: str) -> dict:
+    """A title record plus its vector → a row of the embeddings schema (`status` rides along for the counts)."""
+    return {"title_id": record["title_id"], "embedding": np.asarray(vector, np.float32),
+            "image_sha256": record["image_sha256"], "model_version": model_version, "genres": record["genres"],
+            "status": record["status"]}
+
+
+# --- pipeline parts ----------------------------------------------------------------------------------------
+
+class ReadPreviousEmbeddings(beam.PTransform):
+    """A previous embeddings location (manifest + `_SUCCESS`) → its rows as dicts.
+
+    When its model version differs from the current one no vector can be reused, so only ids and
+    fingerprints are read.
+    """
+
+    def __init__(self, previous_uri: str | None, model_version: str):
+        super().__init__()
+        self._files, self._columns = [], None
+        if previous_uri:
+            info = describe_embeddings(previous_uri)
+            self._files = info.files
+            self._columns = None if info.model_version == model_version else FINGERPRINT_COLUMNS
+
+    def expand(self, pbegin):
+        if not self._files:
+            return pbegin | "NoPrevious" >> beam.Create([])
+        return (pbegin
+                | "PreviousFiles" >> beam.Create(self._files)
+                | "ReadPreviousParquet" >> beam.io.ReadAllFromParquet(columns=self._columns))
+
+
+class ClassifyPoster(beam.DoFn):
+    """(row, poster) → (record, image bytes) on `embed` for new and changed titles, (title_id, record) on
+    `unchanged`; `fingerprints` maps title_id → (image_sha256, model_version) of the previous run."""
+
+    def __init__(self, model_version: str):
+        self._model_version = model_version
+        self._counters = {status: Metrics.counter(METRICS_NAMESPACE, f"titles_{status}") for status in STATUSES}
+
+    def process(self, item, fingerprints):
+        row, poster = item
+        status = poster_status(row.title_id, poster.sha256, self._model_version, fingerprints)
+        self._counters[status].inc()
+        record = _title_record(row, poster, status)
+        if status == UNCHANGED:
+            yield beam.pvalue.TaggedOutput(UNCHANGED, (row.title_id, record))
+        else:
+            yield record, poster.image_bytes
+
+
+def _carry_over(item):
+    """One title's previous row, catalog presence and unchanged record → a carried row, or `removed`."""
+    title_id, groups = item
+    previous, in_catalog, unchanged = list(groups["previous"]), list(groups["catalog"]), list(groups["unchanged"])
+    if previous and not in_catalog:
+        Metrics.counter(METRICS_NAMESPACE, "titles_removed").inc()
+        yield beam.pvalue.TaggedOutput("removed", title_id)
+    elif previous and unchanged:
+        yield _embedding_row(unchanged[0], previous[0]["embedding"], previous[0]["model_version"])
+
+
+class CarryOver(beam.PTransform):
+    """(previous rows, catalog rows, unchanged records) → (carried embedding rows, removed title ids)."""
+
+    def expand(self, inputs):
+        previous, catalog, unchanged = inputs
+        grouped = ({"previous": previous | "KeyPrevious" >> beam.Map(lambda row: (row["title_id"], row)),
+                    "catalog": catalog | "KeyCatalog" >> beam.FlatMap(
+                        lambda row: [(row.title_id, None)] if row.title_id is not None else []),
+                    "unchanged": unchanged}
+                   | "JoinOnTitleId" >> beam.CoGroupByKey())
+        carried = grouped | "CarryUnchanged" >> beam.FlatMap(_carry_over).with_outputs("removed", main="rows")
+        return carried.rows, carried.removed
+
+
+def _inference_rejects(failure):
+    batch, (error_type, error, _traceback) = failure
+    for record, _image in batch:
+        yield reject_record(record["title_id"], record["poster_uri"], RejectReason.INFERENCE_FAILED,
+                            f"the model failed on its batch of {len(batch)}: {error[:500]}")
+
+
+class EmbedPosters(beam.PTransform):
+    """(record, encoded poster) → (embedding rows, reject records) through RunInference and the model handler.
+
+    A batch the model fails on (after out-of-memory backoff) goes to rejects as `inference_failed`.
+    """
+
+    def __init__(self, handler: PosterModelHandler):
+        super().__init__()
+        self._handler = handler
+
+    def expand(self, posters):
+        results, failures = posters | "RunInference" >> RunInference(
+            KeyedModelHandler(self._handler)).with_exception_handling()
+        rows = results | "ToRows" >> beam.MapTuple(
+            lambda record, result: _embedding_row(record, result.inference, result.model_id))
+        rejects = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_inference_rejects)
+        return rows, rejects
+
+
+def _stat_pairs(name: str):
+    return lambda _: [((name, ""), 1)]
+
+
+def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, out_dir: str, config: Config,
+                   previous_uri: str | None = None) -> None:
+    """Wires the embed pipeline into `pipeline`, every output under `out_dir`."""
+    meta = read_model_meta(model_uri)
+    model_version, dim = meta["model_version"], int(meta["dim"])
+    catalog = pipeline | "ReadCatalog" >> ReadCatalog(catalog_uri, config.catalog)
+    titles, title_rejects = catalog | "ValidateCatalogRows" >> ValidateCatalogRows(
+        config.preprocess.duplicate_title_policy)
+    posters, poster_rejects = titles | "ReadAndValidatePosters" >> ReadAndValidatePosters(
+        config.image, config.preprocess.read_retries)
+
+    if previous_uri:
+        previous = pipeline | "ReadPreviousEmbeddings" >> ReadPreviousEmbeddings(previous_uri, model_version)
+        fingerprints = beam.pvalue.AsDict(previous | "Fingerprints" >> beam.Map(
+            lambda row: (row["title_id"], (row["image_sha256"], row["model_version"]))))
+    else:
+        # A first run: every title is new and none is removed, so there is no side input to build and no join
+        # of the whole catalog by title_id (a shuffle of every row) that could only produce nothing.
+        fingerprints = {}
+    classified = posters | "ClassifyPosters" >> beam.ParDo(
+        ClassifyPoster(model_version), fingerprints).with_outputs(UNCHANGED, main="embed")
+
+    embedded, inference_rejects = classified.embed | "EmbedPosters" >> EmbedPosters(
+        PosterModelHandler.from_config(model_uri, config.embed))
+    if previous_uri:
+        carried, removed = (previous, catalog, classified[UNCHANGED]) | "CarryOver" >> CarryOver()
+        rows = (embedded, carried) | "AllRows" >> beam.Flatten()
+    else:
+        rows, removed = embedded, pipeline | "NoneRemoved" >> beam.Create([])
+    _ = rows | "WriteEmbeddings" >> WriteEmbeddings(out_dir, dim, model_version, config.embed.max_rows_per_file)
+
+    rejects = (title_rejects, poster_rejects, inference_rejects) | "AllRejects" >> beam.Flatten()
+    _ = rejects | "WriteRejects" >> WriteRejects(storage.join(out_dir, REJECTS_DIR))
+    stat_pairs = (
+        catalog | "ReadStats" >> beam.FlatMap(_stat_pairs("read")),
+        rows | "RowStats" >> beam.FlatMap(lambda row: [((row["status"], ""), 1)]),
+        removed | "RemovedStats" >> beam.FlatMap(_stat_pairs("removed")),
+        rejects | "RejectStats" >> beam.FlatMap(reject_stats),
+    ) | "AllStats" >> beam.Flatten()
+    _ = stat_pairs | "CountStats" >> CountStats(storage.join(out_dir, COUNTS_FILE), STATS_SECTIONS)
+
+
+# --- launcher ----------------------------------------------------------------------------------------------
+
+def _parse(argv: list[str]):
+    parser = command_parser("embed", __doc__.splitlines()[0])
+    parser.add_argument("--catalog", required=True, help="catalog manifest (CSV, JSONL or Parquet; local or gs://)")
+    parser.add_argument("--model", required=True, help="exported model directory (SavedModel + model_meta.json)")
+    parser.add_argument("--out", required=True, help="embeddings directory (local or gs://), replaced when complete")
+    parser.add_argument("--previous", help="a previous embeddings directory: unchanged titles are carried over")
+    return parse_command(parser, argv)
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
+    """Runs the pipeline for `posters embed` flags; returns the published stats (also in the manifest).
+
+    Raises `ErrorBudgetExceeded` (nothing published), `CatalogError`, `EmbeddingsError`, `ExportError` or
+    `ConfigError` for what the user must fix.
+    """
+    args, config, beam_args = _parse(sys.argv[1:] if argv is None else argv)
+    if not storage.exists(args.catalog):
+        raise CatalogError(f"catalog manifest not found: {args.catalog}")
+    meta = read_model_meta(args.model)
+    if meta.get("metric", EMBEDDING_METRIC) != EMBEDDING_METRIC:
+        raise ConfigError(f"{args.model}: the model's metric is {meta['metric']!r}; embeddings are {EMBEDDING_METRIC}")
+    staging = storage.staging_uri(args.out)
+    started = time.time()
+    print(f"embed: {args.catalog} with model {meta['model_version']} → {args.out} (staging {staging})", flush=True)
+    try:
+        pipeline = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_argv(config, beam_args)))
+        build_pipeline(pipeline, args.catalog, args.model, staging, config, args.previous)
+        pipeline.run().wait_until_finish()
+        stats = _final_stats(staging, args, config, meta, time.time() - started)
+    except BaseException:
+        storage.delete_tree(staging)
+        raise
+    storage.delete_tree(storage.join(staging, COUNTS_FILE))
+    write_stats_and_check_budget(stats, staging, args.out, "embed.max_reject_fraction", unit="titles")
+    counts = {key: stats[key] for key in ("read", NEW, CHANGED, UNCHANGED, "removed", "rejected", "embedded")}
+    manifest = write_manifest(staging, parquet_files(staging), int(meta["dim"]), meta["model_version"], counts)
+    publish_embeddings(staging, args.out, manifest)
+    return stats
+
+
+def _final_stats(staging: str, args, config: Config, meta: dict, seconds: float) -> dict:
+    stats = storage.read_json(storage.join(staging, COUNTS_FILE))
+    stats.update(budget_figures(stats, config.preprocess.duplicate_title_policy, config.embed.max_reject_fraction),
+                 embedded=stats[NEW] + stats[CHANGED], rows=sum(rows for _, rows in parquet_files(staging)),
+                 model_version=meta["model_version"], catalog=args.catalog, model=args.model,
+                 previous=args.previous, out=args.out, seconds=round(seconds, 1))
+    check_accounting(stats, STATUSES)
+    if stats["rows"] != stats[NEW] + stats[CHANGED] + stats[UNCHANGED]:
+        raise RuntimeError(f"accounting broken: {stats['rows']} rows written, {stats['embedded']} embedded + "
+                           f"{stats[UNCHANGED]} carried over")
+    return stats
+
+
+def main(argv: list[str]) -> int:
+    try:
+        stats = run(argv)
+    except (ConfigError, CatalogError, EmbeddingsError, ExportError, ErrorBudgetExceeded) as err:
+        print(f"posters embed: {err}", file=sys.stderr)
+        return 1
+    print(summary_line(stats), flush=True)
+    return 0

@@ -1,0 +1,362 @@
+"""`posters index`: embeddings (Parquet) → a sharded FAISS index, verified and published atomically.
+
+    posters index --config C --embeddings URI --out URI [beam options]
+    posters index rollback --out URI
+
+The Beam graph, step by step:
+  ReadEmbeddings      the files of the embeddings location, as Arrow tables
+  ToVectorBatches     title ids → stable int64 ids; vectors checked to be unit-norm
+  SampleSmallestIds   the titles with the smallest ids: a uniform, reproducible sample (ids are hash values);
+                      its first `recall_queries` are the recall queries, the rest train the index
+  TrainEmptyIndex     one empty index trained once (coarse quantiser), shared with every shard
+  GroupByShard        shard = id mod S, so every vector lands in exactly one shard
+  BuildShards         each shard: add_with_ids into a copy of the trained index, written with its sha256;
+                      plus the queries' top-k in this shard, exact and approximate (at each nprobe tried)
+  WriteManifest       merged top-k → recall@10 per nprobe, the id map, then `manifest.json` (written last)
+The driver then applies the recall gate and swaps `CURRENT` (pipelines.common.versions); any failure deletes the
+version directory, so nothing half-built is ever published.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+import time
+from typing import Iterable, NamedTuple, Optional
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.parquetio import ReadAllFromParquetBatched
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.common import versions
+
+from pipelines.common import storage
+from pipelines.index import faiss_index as vi
+from pipelines.common.command_line import beam_argv, command_parser, parse_command
+from pipelines.config import Config, ConfigError, IndexConfig
+from pipelines.contracts import (EMBEDDING_METRIC, INDEX_ID_MAP_FILE, INDEX_ID_MAP_SCHEMA, INDEX_MANIFEST_FILE,
+                                 index_shard_name)
+from pipelines.embed.reader import EmbeddingsInfo, describe_embeddings, embedding_matrix
+
+log = logging.getLogger(__name__)
+
+RECALL_K = 10
+
+
+class RecallTooLow(vi.IndexBuildError):
+    """The built index missed the recall gate; nothing was published."""
+
+
+class VectorBatch(NamedTuple):
+    ids: np.ndarray  # int64 [b]
+    title_ids: list
+    vectors: np.ndarray  # float32 [b, dim]
+
+
+class ShardResult(NamedTuple):
+    shard: int
+    file: str
+    count: int
+    sha256: str
+    bytes: int
+    ids: np.ndarray
+    title_ids: list
+    exact: tuple  # (scores, ids) of the recall queries in this shard, exact
+    approx: dict  # nprobe → (scores, ids) of the recall queries in this shard, through the shard's index
+
+
+# --- plain functions --------------------------------------------------------------------------------------
+def to_vector_batch(table: pa.Table, dim: int, model_version: str) -> VectorBatch:
+    """Arrow rows → ids, title ids and a float32 matrix; refuses non-unit vectors and other models' rows."""
+    title_ids = table.column("title_id").to_pylist()
+    versions = set(table.column("model_version").unique().to_pylist())
+    if versions - {model_version}:
+        raise vi.IndexBuildError(f"rows of model_version {sorted(versions - {model_version})} among "
+                                 f"{model_version!r} embeddings; one index holds one model's vectors")
+    vectors = embedding_matrix(table, dim)
+    vi.check_unit_norm(vectors, title_ids)
+    return VectorBatch(vi.stable_ids(title_ids), title_ids, vectors)
+
+
+def concat_batches(batches: Iterable[VectorBatch], dim: int) -> VectorBatch:
+    batches = [b for b in batches if len(b.ids)]
+    if not batches:
+        return empty_batch(dim)
+    return VectorBatch(np.concatenate([b.ids for b in batches]), [t for b in batches for t in b.title_ids],
+                       np.concatenate([b.vectors for b in batches]))
+
+
+def empty_batch(dim: int) -> VectorBatch:
+    return VectorBatch(np.empty(0, np.int64), [], np.empty((0, dim), np.float32))
+
+
+def take_rows(batch: VectorBatch, rows: np.ndarray) -> VectorBatch:
+    return VectorBatch(batch.ids[rows], [batch.title_ids[i] for i in rows], batch.vectors[rows])
+
+
+def smallest_ids(batch: VectorBatch, size: int) -> VectorBatch:
+    """The `size` rows with the smallest ids, in id order."""
+    rows = np.argsort(batch.ids, kind="stable")[:size]
+    return take_rows(batch, rows)
+
+
+def split_by_shard(batch: VectorBatch, num_shards: int) -> Iterable[tuple[int, VectorBatch]]:
+    shards = vi.shard_of(batch.ids, num_shards)
+    for shard in np.unique(shards):
+        yield int(shard), take_rows(batch, np.flatnonzero(shards == shard))
+
+
+def split_sample(sample: VectorBatch, num_queries: int) -> tuple[VectorBatch, VectorBatch]:
+    """(recall queries, training vectors): the smallest ids are queries, the rest train the index.
+
+    A catalog too small to spare any vectors trains on the whole sample.
+    """
+    queries = take_rows(sample, np.arange(min(num_queries, len(sample.ids))))
+    training = take_rows(sample, np.arange(len(queries.ids), len(sample.ids)))
+    return queries, training if len(training.ids) else sample
+
+
+def build_shard(shard: int, batch: VectorBatch, empty_index: bytes, queries: VectorBatch, nprobes: list,
+                version_dir: str) -> ShardResult:
+    """Adds one shard's vectors to a copy of the trained index, writes it, and answers the recall queries."""
+    vi.check_unique_ids(batch.ids, batch.title_ids)
+    index = vi.add_to_shard(empty_index, batch.ids, batch.vectors)
+    data = vi.serialize(index)
+    name = index_shard_name(shard)
+    storage.write_bytes(storage.join(version_dir, name), data)
+    exact = vi.exact_search(queries.vectors, batch.vectors, batch.ids, RECALL_K + 1)
+    approx = {}
+    for nprobe in nprobes:
+        vi.set_search_parameters(index, nprobe)
+        approx[nprobe] = vi.search(index, queries.vectors, RECALL_K + 1)
+    return ShardResult(shard, name, len(batch.ids), vi.sha256_hex(data), len(data), batch.ids, batch.title_ids,
+                       exact, approx)
+
+
+def recall_by_nprobe(results: list[ShardResult], queries: VectorBatch) -> dict:
+    """recall@10 of the merged shard results against merged exact results, the queries' own ids left out."""
+    def merged(parts):
+        return vi.without_self(vi.merge_results(parts, RECALL_K + 1)[1], queries.ids, RECALL_K)
+
+    truth = merged([r.exact for r in results])
+    return {nprobe: vi.recall_at_k(merged([r.approx[nprobe] for r in results]), truth, RECALL_K)
+            for nprobe in results[0].approx}
+
+
+def choose_nprobe(recalls: dict, min_recall: float):
+    """The smallest nprobe that reaches `min_recall`, else the one with the best recall."""
+    passing = [nprobe for nprobe, recall in recalls.items() if recall >= min_recall]
+    if passing:
+        return passing[0]
+    return max(recalls, key=lambda nprobe: (recalls[nprobe], -(nprobe or 0)))
+
+
+def id_map_table(results: list[ShardResult]) -> pa.Table:
+    ids = np.concatenate([r.ids for r in results])
+    order = np.argsort(ids, kind="stable")
+    title_ids = [t for r in results for t in r.title_ids]
+    shards = np.concatenate([np.full(r.count, r.shard, np.int32) for r in results])
+    return pa.table({"title_id": [title_ids[i] for i in order], "id": ids[order], "shard": shards[order]},
+                    schema=INDEX_ID_MAP_SCHEMA)
+
+
+def write_version(results: list[ShardResult], queries: VectorBatch, plan: vi.IndexPlan, info: EmbeddingsInfo,
+                  settings: IndexConfig, version_dir: str, started: float) -> dict:
+    """Writes the id map, then the manifest (last: a version with a manifest is complete); returns it."""
+    results = sorted(results, key=lambda r: r.shard)
+    total = sum(r.count for r in results)
+    assert total == info.rows, f"the shards hold {total} vectors, the embeddings {info.rows}"
+    recalls = recall_by_nprobe(results, queries)
+    nprobe = choose_nprobe(recalls, settings.min_recall_at_10)
+    buffer = io.BytesIO()
+    pq.write_table(id_map_table(results), buffer)
+    storage.write_bytes(storage.join(version_dir, INDEX_ID_MAP_FILE), buffer.getvalue())
+    manifest = {
+        "version": version_dir.rstrip("/").rsplit("/", 1)[-1],
+        "factory": plan.factory, "metric": vi.METRIC_NAME, "embedding_metric": info.metric, "dim": info.dim,
+        "nlist": plan.nlist, "nprobe": nprobe, "count": total,
+        "shards": [{"file": r.file, "count": r.count, "sha256": r.sha256, "bytes": r.bytes} for r in results],
+        "id_map": {"file": INDEX_ID_MAP_FILE, "sha256": vi.sha256_hex(buffer.getvalue())},
+        "model_version": info.model_version, "embeddings_files": info.files,
+        "recall_at_10": recalls[nprobe], "recall_queries": len(queries.ids),
+        "recall_by_nprobe": [{"nprobe": k, "recall_at_10": v} for k, v in recalls.items()],
+        "min_recall_at_10": settings.min_recall_at_10, "train_size": plan.train_size,
+        "build_s": round(time.time() - started, 3),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    storage.write_json(storage.join(version_dir, INDEX_MANIFEST_FILE), manifest)
+    return manifest
+
+
+def check_recall(manifest: dict, min_recall: float) -> None:
+    if manifest["recall_at_10"] < min_recall:
+        tried = ", ".join(f"nprobe {r['nprobe']}: {r['recall_at_10']:.3f}" for r in manifest["recall_by_nprobe"])
+        raise RecallTooLow(f"recall@10 {manifest['recall_at_10']:.3f} is below index.min_recall_at_10 "
+                           f"{min_recall} ({tried}); nothing was published. Raise index.nprobe or "
+                           "index.nlist, turn on index.tune_nprobe, or choose another index.factory")
+
+
+def check_settings(settings: IndexConfig, source: str = "config") -> None:
+    """Refuses index settings that cannot work, naming the key (ConfigError)."""
+    positive = {"flat_max_vectors": settings.flat_max_vectors, "nprobe": settings.nprobe,
+                "vectors_per_shard": settings.vectors_per_shard, "recall_queries": settings.recall_queries,
+                "keep_versions": settings.keep_versions, "nlist": settings.nlist or 1,
+                "train_sample_size": settings.train_sample_size or 1}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{source}: index.{key} must be positive, got {value}")
+    if settings.num_shards < 0:
+        raise ConfigError(f"{source}: index.num_shards must be 0 (chosen by size) or positive")
+
+
+# --- Beam ---------------------------------------------------------------------------------------------------
+class SmallestIds(beam.CombineFn):
+    """Keeps the `size` rows with the smallest ids: a uniform sample, the same on every run."""
+
+    def __init__(self, size: int, dim: int):
+        self.size, self.dim = size, dim
+
+    def create_accumulator(self):
+        return empty_batch(self.dim)
+
+    def add_input(self, accumulator, batch):
+        if len(accumulator.ids) == self.size:  # full: only rows below its largest id can get in
+            batch = take_rows(batch, np.flatnonzero(batch.ids < accumulator.ids[-1]))
+        return smallest_ids(concat_batches([accumulator, batch], self.dim), self.size)
+
+    def merge_accumulators(self, accumulators):
+        return smallest_ids(concat_batches(accumulators, self.dim), self.size)
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class BuildShard(beam.DoFn):
+    def __init__(self, dim: int, nprobes: list, version_dir: str):
+        self.dim, self.nprobes, self.version_dir = dim, nprobes, version_dir
+        self.vectors = Metrics.counter("index", "vectors_indexed")
+        self.shards = Metrics.counter("index", "shards_written")
+
+    def process(self, shard_batches, empty_index, queries):
+        shard, batches = shard_batches
+        result = build_shard(shard, concat_batches(batches, self.dim), empty_index, queries, self.nprobes,
+                             self.version_dir)
+        self.vectors.inc(result.count)
+        self.shards.inc()
+        yield result
+
+
+class BuildShardedIndex(beam.PTransform):
+    """Embedding files → shards, id map and manifest in `version_dir`; outputs the manifest."""
+
+    def __init__(self, info: EmbeddingsInfo, plan: vi.IndexPlan, settings: IndexConfig, version_dir: str,
+                 started: float):
+        super().__init__()
+        self.info, self.plan, self.settings, self.version_dir, self.started = (info, plan, settings, version_dir,
+                                                                             started)
+
+    def expand(self, files):
+        info, plan, settings = self.info, self.plan, self.settings
+        batches = (files
+                   | "ReadEmbeddings" >> ReadAllFromParquetBatched(columns=["title_id", "embedding", "model_version"])
+                   | "ToVectorBatches" >> beam.Map(to_vector_batch, info.dim, info.model_version))
+        sample = (batches
+                  | "SampleSmallestIds" >> beam.CombineGlobally(
+                      SmallestIds(plan.train_size + settings.recall_queries, info.dim))
+                  | "SplitQueriesAndTraining" >> beam.Map(split_sample, settings.recall_queries))
+        queries = sample | "RecallQueries" >> beam.Map(lambda split: split[0])
+        empty_index = (sample
+                       | "TrainEmptyIndex" >> beam.Map(
+                           lambda split: vi.serialize(vi.train_empty_index(plan.factory, info.dim, split[1].vectors))))
+        every_shard = (files.pipeline
+                       | "EveryShard" >> beam.Create([(s, empty_batch(info.dim)) for s in range(plan.num_shards)]))
+        nprobes = vi.nprobe_candidates(settings.nprobe, plan.nlist, settings.tune_nprobe)
+        shards = ((batches | "AssignShards" >> beam.FlatMap(split_by_shard, plan.num_shards), every_shard)
+                  | "WithEveryShard" >> beam.Flatten()
+                  | "GroupByShard" >> beam.GroupByKey()
+                  | "BuildShards" >> beam.ParDo(BuildShard(info.dim, nprobes, self.version_dir),
+                                                beam.pvalue.AsSingleton(empty_index),
+                                                beam.pvalue.AsSingleton(queries)))
+        return (shards
+                | "CollectShards" >> beam.combiners.ToList()
+                | "WriteManifest" >> beam.Map(write_version, beam.pvalue.AsSingleton(queries), plan, info, settings,
+                                              self.version_dir, self.started))
+
+
+# --- entry points ---------------------------------------------------------------------------------------------
+def run(config: Config, embeddings_uri: str, out_uri: str, beam_args: Optional[list[str]] = None,
+        test_pipeline=None) -> dict:
+    """Builds, verifies and publishes an index of `embeddings_uri` under `out_uri`; returns its manifest."""
+    settings = config.index
+    check_settings(settings)
+    started = time.time()
+    info = describe_embeddings(embeddings_uri)
+    if info.rows == 0:
+        raise vi.IndexBuildError(f"{embeddings_uri} holds no embeddings: nothing to index")
+    if info.metric != EMBEDDING_METRIC:
+        raise vi.IndexBuildError(f"{embeddings_uri}: metric {info.metric!r}; the index serves "
+                                 f"{EMBEDDING_METRIC!r} embeddings (unit vectors, inner product)")
+    plan = vi.plan_index(info.rows, info.dim, settings.factory, settings.flat_max_vectors, settings.nlist,
+                         settings.num_shards, settings.vectors_per_shard, settings.train_sample_size)
+    version = versions.new_version()
+    version_dir = versions.version_uri(out_uri, version)
+    log.info("indexing %d vectors of %s as %s in %d shards → %s", info.rows, embeddings_uri, plan.factory,
+             plan.num_shards, version_dir)
+    try:
+        pipeline = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_argv(config, beam_args or [])))
+        with pipeline as p:
+            _ = (p | "EmbeddingFiles" >> beam.Create(info.files)
+                 | "BuildShardedIndex" >> BuildShardedIndex(info, plan, settings, version_dir, started))
+        manifest = storage.read_json(storage.join(version_dir, INDEX_MANIFEST_FILE))
+        check_recall(manifest, settings.min_recall_at_10)
+        pointer = versions.publish(out_uri, version, keep=settings.keep_versions, required_file=INDEX_MANIFEST_FILE)
+    except BaseException:
+        try:  # keeps the version if CURRENT names it: a publish can land although it reported an error
+            versions.discard_version(out_uri, version)
+        except Exception as err:  # noqa: BLE001 — cleanup must not hide why the build failed
+            log.warning("could not clean up unpublished version %s: %s", version_dir, err)
+        raise
+    manifest["published"] = pointer.to_json()
+    return manifest
+
+
+def summary(manifest: dict, out_uri: str) -> str:
+    nprobe = f", nprobe {manifest['nprobe']}" if manifest["nprobe"] else ""
+    return (f"index {manifest['version']}: {manifest['count']:,} vectors in {len(manifest['shards'])} shards "
+            f"({manifest['factory']}{nprobe}), recall@10 {manifest['recall_at_10']:.3f} on "
+            f"{manifest['recall_queries']} queries, built in {manifest['build_s']:.1f} s; "
+            f"live at {storage.join(out_uri, versions.POINTER_FILE)}")
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if argv and argv[0] == "rollback":
+            return rollback_main(argv[1:])
+        parser = command_parser("index", "build, verify and publish a sharded FAISS index of embeddings "
+                                         "(`posters index rollback --out URI` goes back one version)")
+        parser.add_argument("--embeddings", required=True,
+                            help="embeddings directory (or one .parquet file), local or gs://")
+        parser.add_argument("--out", required=True, help="index root: version directories and the CURRENT pointer")
+        args, config, beam_args = parse_command(parser, argv)
+        manifest = run(config, args.embeddings, args.out, beam_args)
+    except (ValueError, FileNotFoundError, versions.PublishConflict) as err:  # ours to explain, not to trace
+        print(f"posters index: {err}", file=sys.stderr)
+        return 1
+    print(summary(manifest, args.out))
+    return 0
+
+
+def rollback_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="posters index rollback",
+                                     description="make the previously published index version live again")
+    parser.add_argument("--out", required=True, help="the index root given to `posters index --out`")
+    args = parser.parse_args(argv)
+    pointer = versions.rollback(args.out)
+    print(f"rolled back: {pointer.version} is live at {args.out} (retired {pointer.retired[0]})")
+    return 0

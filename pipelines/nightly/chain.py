@@ -1,0 +1,285 @@
+"""`posters nightly`: embed → index → candidates for one date, resumable, idempotent and locked.
+
+    posters nightly --config C --date YYYY-MM-DD --catalog URI --model URI --history URI --root URI
+
+Layout under `--root` (a local path or gs://):
+    runs/<date>/embeddings/    this run's embeddings, incremental against the last finished run's
+    runs/<date>/candidates/    item2item/, user/, skipped/
+    runs/<date>/stages/*.json  one marker per finished stage (`pipelines.nightly.run_state`)
+    runs/<date>/summary.json   counts, timings, versions, overlap@k with the previous run; `_SUCCESS` last
+    index/                     the published index (version directories + `CURRENT`)
+    nightly.lock               held while a run works (`pipelines.common.versions.acquire_lock`; create-only on GCS);
+                               a local lock whose process is gone is taken over at once, any lock once it is
+                               older than `nightly.lock_stale_after_s`
+
+A finished date is left as it is; an interrupted one resumes at its first stage without a marker. A gate
+failure (the embed error budget, the index recall gate) stops the run before `CURRENT` moves. Exit codes:
+0 finished (or already finished), 1 a stage failed, 2 bad arguments, 3 another run holds the lock.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common import locks, versions
+
+from pipelines.common import storage
+from pipelines.common.command_line import command_parser, parse_command
+from pipelines.config import Config
+from pipelines.contracts import (INDEX_MANIFEST_FILE, ITEM2ITEM_DIR, NIGHTLY_INDEX_DIR, NIGHTLY_LOCK_FILE,
+                                 NIGHTLY_RUNS_DIR, NIGHTLY_SUMMARY_FILE)
+from pipelines.embed.reader import describe_embeddings
+from pipelines.nightly.run_state import RunState, last_finished_before
+
+log = logging.getLogger(__name__)
+STAGES = ("embed", "index", "candidates")
+EXIT_STAGE_FAILED, EXIT_USAGE, EXIT_LOCKED = 1, 2, 3
+
+
+@dataclass
+class NightlyRun:
+    """One night's inputs and where its outputs go."""
+
+    date: str
+    root: str
+    catalog: str
+    model: str
+    history: str
+    config: Config
+    config_argv: list[str]  # --config/--set, handed on to every stage
+    beam_args: list[str] = field(default_factory=list)
+
+    @property
+    def runs_dir(self) -> str:
+        return storage.join(self.root, NIGHTLY_RUNS_DIR)
+
+    @property
+    def run_dir(self) -> str:
+        return storage.join(self.runs_dir, self.date)
+
+    @property
+    def index_root(self) -> str:
+        return storage.join(self.root, NIGHTLY_INDEX_DIR)
+
+    def output(self, name: str, date: Optional[str] = None) -> str:
+        return storage.join(self.runs_dir, date or self.date, name)
+
+
+# --- the stages: each returns what its marker records ------------------------------------------------------------
+def embed_stage(run: NightlyRun, done: dict, previous_date: Optional[str]) -> dict:
+    from pipelines.embed import pipeline as embed
+
+    previous = ["--previous", run.output("embeddings", previous_date)] if previous_date else []
+    stats = embed.run(run.config_argv + ["--catalog", run.catalog, "--model", run.model,
+                                         "--out", run.output("embeddings")] + previous
+                      + run.beam_args + run.config.nightly.embed_beam_args)
+    counts = {key: stats.get(key) for key in ("read", "new", "changed", "unchanged", "removed", "rejected", "rows")}
+    return {"out": run.output("embeddings"), "model_version": stats["model_version"], "counts": counts,
+            "previous": previous[1] if previous else None}
+
+
+def index_stage(run: NightlyRun, done: dict, previous_date: Optional[str]) -> dict:
+    from pipelines.index import pipeline as index
+
+    embeddings = done["embed"]["out"]
+    manifest = _published_from(run.index_root, embeddings)
+    adopted = manifest is not None  # published by this run before it was interrupted: not built twice
+    if not adopted:
+        manifest = index.run(run.config, embeddings, run.index_root, run.beam_args)
+    return {"version": manifest["version"], "version_dir": versions.version_uri(run.index_root, manifest["version"]),
+            "model_version": manifest["model_version"], "count": manifest["count"],
+            "recall_at_10": manifest["recall_at_10"], "adopted": adopted}
+
+
+def candidates_stage(run: NightlyRun, done: dict, previous_date: Optional[str]) -> dict:
+    from pipelines.candidates import pipeline as candidates
+
+    summary = candidates.run(run.config_argv + ["--index", done["index"]["version_dir"],
+                                                "--embeddings", done["embed"]["out"], "--history", run.history,
+                                                "--out", run.output("candidates")] + run.beam_args)
+    return {"out": run.output("candidates"), "titles": summary["titles"], "users": summary["users"],
+            "skipped": summary["skipped"], "watches": summary["watches"]}
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[NightlyRun, dict, Optional[str]], dict]] = {
+    "embed": embed_stage, "index": index_stage, "candidates": candidates_stage}
+
+
+def _published_from(index_root: str, embeddings: str) -> Optional[dict]:
+    """The live index manifest if it was built from exactly these embeddings' files, else None."""
+    pointer = versions.read_current(index_root)
+    if pointer is None:
+        return None
+    manifest = storage.read_json(storage.join(versions.version_uri(index_root, pointer.version), INDEX_MANIFEST_FILE))
+    return manifest if manifest.get("embeddings_files") == describe_embeddings(embeddings).files else None
+
+
+# --- overlap with yesterday --------------------------------------------------------------------------------------
+def _read_columns(files: list[str], columns: list[str]) -> pa.Table:
+    tables = []
+    for path in files:
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            tables.append(pq.read_table(handle, columns=columns))
+    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
+
+
+def poster_hashes(embeddings_uri: str) -> dict[str, str]:
+    table = _read_columns(describe_embeddings(embeddings_uri).files, ["title_id", "image_sha256"])
+    return dict(zip(table.column("title_id").to_pylist(), table.column("image_sha256").to_pylist()))
+
+
+def item2item_lists(candidates_uri: str) -> dict[str, list[str]]:
+    if not storage.is_complete(candidates_uri):
+        raise FileNotFoundError(storage.incomplete_message(candidates_uri) + " (posters candidates)")
+    pattern = storage.join(candidates_uri, ITEM2ITEM_DIR, "*.parquet")
+    files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    table = _read_columns(files, ["title_id", "neighbors"])
+    return {title: [n["title_id"] for n in neighbours] for title, neighbours in
+            zip(table.column("title_id").to_pylist(), table.column("neighbors").to_pylist())}
+
+
+def overlap_at_k(today: dict[str, list[str]], yesterday: dict[str, list[str]], titles, k: int) -> Optional[float]:
+    """Mean over `titles` (present in both) of |today's top-k ∩ yesterday's top-k| / k' where k' is the
+    longer list's length capped at k; None when no title can be compared."""
+    shares = []
+    for title in titles:
+        if title in today and title in yesterday:
+            now, before = set(today[title][:k]), set(yesterday[title][:k])
+            shares.append(len(now & before) / max(1, len(now), len(before)))
+    return sum(shares) / len(shares) if shares else None
+
+
+def compare_with_previous(run: NightlyRun, previous_date: Optional[str]) -> Optional[dict]:
+    """overlap@k of today's item→item lists with the previous run's, for titles whose poster did not change."""
+    if previous_date is None:
+        return None
+    k = run.config.nightly.overlap_k
+    today_hashes = poster_hashes(run.output("embeddings"))
+    previous_hashes = poster_hashes(run.output("embeddings", previous_date))
+    unchanged = sorted(t for t, sha in today_hashes.items() if previous_hashes.get(t) == sha)
+    value = overlap_at_k(item2item_lists(run.output("candidates")),
+                         item2item_lists(run.output("candidates", previous_date)), unchanged, k)
+    alert = value is not None and value < run.config.nightly.overlap_alert_below
+    if alert:
+        log.warning("overlap@%d with %s is %.3f, below %.3f: today's neighbours differ sharply from yesterday's "
+                    "for unchanged posters; check the model and the index", k, previous_date, value,
+                    run.config.nightly.overlap_alert_below)
+    return {"against": previous_date, "k": k, "titles_compared": len(unchanged),
+            "overlap_at_k": None if value is None else round(value, 4), "alert": alert}
+
+
+# --- the chain ---------------------------------------------------------------------------------------------------
+def run_stages(run: NightlyRun, state: RunState) -> dict:
+    """Runs every stage without a marker, in order; returns the summary (also written as JSON)."""
+    started = time.time()
+    previous_date = last_finished_before(run.runs_dir, run.date)
+    done, stages = {}, {}
+    for stage in STAGES:
+        recorded = state.stage_result(stage)
+        if recorded is not None:
+            done[stage], stages[stage] = recorded, {**recorded, "ran": False}
+            print(f"nightly {run.date}: {stage} finished earlier, skipped", flush=True)
+            continue
+        print(f"nightly {run.date}: {stage} …", flush=True)
+        stage_started = time.time()
+        result = STAGE_FUNCTIONS[stage](run, done, previous_date)
+        result["seconds"] = round(time.time() - stage_started, 1)
+        state.mark_stage_finished(stage, result)
+        done[stage], stages[stage] = result, {**result, "ran": True}
+        print(f"nightly {run.date}: {stage} done in {result['seconds']} s", flush=True)
+    overlap = compare_with_previous(run, previous_date)
+    summary = {
+        "date": run.date, "root": run.root, "run_dir": run.run_dir, "previous_run": previous_date,
+        "versions": {"model": done["embed"]["model_version"], "index": done["index"]["version"]},
+        "counts": {"embeddings": done["embed"]["counts"], "titles": done["candidates"]["titles"],
+                   "users": done["candidates"]["users"], "skipped": done["candidates"]["skipped"]},
+        # A stage that finished in an earlier attempt keeps the time it took then.
+        "timings_s": {**{stage: stages[stage]["seconds"] for stage in STAGES},
+                      "total": round(time.time() - started, 1)},
+        "stages": stages,
+        "overlap": overlap,
+    }
+    storage.write_json(storage.join(run.run_dir, NIGHTLY_SUMMARY_FILE), summary)
+    state.mark_finished(summary)
+    return summary
+
+
+def run_nightly(run: NightlyRun) -> dict:
+    """The chain under the root's lock; a finished date returns its recorded summary and changes nothing.
+    Raises `locks.LockHeld` when another run holds the lock, and whatever a failing stage raised."""
+    state = RunState(run.run_dir)
+    if state.is_finished():
+        return {**state.summary(), "already_finished": True}
+    lock = locks.acquire_lock(storage.join(run.root, NIGHTLY_LOCK_FILE), owner=f"nightly {run.date}",
+                                stale_after_s=run.config.nightly.lock_stale_after_s)
+    try:
+        if state.is_finished():  # finished by the run that held the lock while we waited for it
+            return {**state.summary(), "already_finished": True}
+        return run_stages(run, state)
+    finally:
+        try:
+            locks.release_lock(lock)
+        except locks.LockLost as err:
+            log.warning("%s: another run may have overlapped with this one", err)
+
+
+def print_summary(summary: dict) -> None:
+    if summary.get("already_finished"):
+        print(f"nightly {summary['date']}: already finished, nothing to do ({summary['run_dir']})")
+    ran = [stage for stage, info in summary["stages"].items() if info["ran"]]
+    embeddings = summary["counts"]["embeddings"]
+    overlap = summary["overlap"]
+    print(f"nightly {summary['date']}: model {summary['versions']['model']}, index {summary['versions']['index']}; "
+          f"stages run: {', '.join(ran) or 'none'}; timings (s): "
+          + ", ".join(f"{k} {v}" for k, v in summary["timings_s"].items()))
+    print(f"  embeddings: {embeddings.get('new')} new, {embeddings.get('changed')} changed, "
+          f"{embeddings.get('unchanged')} unchanged, {embeddings.get('removed')} removed, "
+          f"{embeddings.get('rejected')} rejected; candidates for {summary['counts']['titles']} titles and "
+          f"{summary['counts']['users']} users")
+    if overlap:
+        flag = "  ← ALERT: a sudden drop means something broke" if overlap["alert"] else ""
+        print(f"  overlap@{overlap['k']} with {overlap['against']} on {overlap['titles_compared']} unchanged "
+              f"posters: {overlap['overlap_at_k']}{flag}")
+    print(f"  summary: {storage.join(summary['run_dir'], NIGHTLY_SUMMARY_FILE)}")
+
+
+def _parse(argv: list[str]):
+    parser = command_parser("nightly", "the nightly chain: embed → index → candidates for a date")
+    parser.add_argument("--date", default=dt.datetime.now(dt.timezone.utc).date().isoformat(),
+                        help="the run's date, YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--catalog", required=True, help="catalog manifest (CSV, JSONL or Parquet)")
+    parser.add_argument("--model", required=True, help="exported model directory")
+    parser.add_argument("--history", required=True, help="watch history: *.csv, *.jsonl or *.parquet (or a glob)")
+    parser.add_argument("--root", required=True, help="where runs/, index/ and the lock live")
+    args, config, beam_args = parse_command(parser, argv)
+    try:
+        dt.date.fromisoformat(args.date)
+    except ValueError:
+        parser.error(f"--date {args.date!r}: expected YYYY-MM-DD")
+    config_argv = ["--config", args.config] + [arg for item in args.overrides for arg in ("--set", item)]
+    return NightlyRun(date=args.date, root=args.root.rstrip("/"), catalog=args.catalog, model=args.model,
+                      history=args.history, config=config, config_argv=config_argv, beam_args=beam_args)
+
+
+def main(argv: list[str]) -> int:
+    run = _parse(argv)
+    try:
+        summary = run_nightly(run)
+    except locks.LockHeld as err:
+        print(f"posters nightly: {err}", file=sys.stderr)
+        return EXIT_LOCKED
+    except Exception as err:  # noqa: BLE001 — any stage failure: report it, the rerun resumes there
+        log.exception("nightly %s failed", run.date)
+        print(f"posters nightly {run.date}: failed: {type(err).__name__}: {err}\n"
+              f"finished stages are kept under {run.run_dir}; rerun the same command to resume", file=sys.stderr)
+        return EXIT_STAGE_FAILED
+    print_summary(summary)
+    return 0

@@ -1,0 +1,248 @@
+"""`posters preprocess`: a catalog and its posters → tensorflow-transform training data, every row accounted for.
+
+    ReadCatalog → ValidateCatalogRows → ReadAndValidatePosters → AnalyzeAndTransform → WriteSplits
+                          └────────── rejects ──────────┘                 └→ WriteTransformFn
+    rejects → WriteRejects;  every branch → CountStats → stats.json
+
+Everything is written under a staging directory beside `--out`; the launcher then checks the accounting
+(accepted + rejected = read) and the error budget, writes the final `stats.json` and publishes the directory.
+When too much is rejected nothing is published, and the staging directory is kept so the rejects can be read.
+
+tensorflow-transform writes its analysis and the `transform_fn` with TensorFlow's own file I/O, into a work
+directory (under `--temp_location` when given, as on Dataflow; else a local temporary directory); the launcher
+copies the finished `transform_fn/` and `transformed_metadata/` into staging through Beam's FileSystems, so the
+rest of the output goes wherever Beam can write.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import tempfile
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+from pipelines.common import storage
+from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog
+from pipelines.common.command_line import beam_argv, command_parser, parse_command
+from pipelines.config import Config, ConfigError
+from pipelines.contracts import (FEATURE_IMAGE, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID, GENRE_VOCABULARY_NAME,
+                                 PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX, RAW_FEATURE_GENRES, REJECTS_DIR,
+                                 TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR)
+from pipelines.common.catalog_rows import ValidateCatalogRows
+from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteRejects
+from pipelines.common.accounting import (COUNTS_FILE, CountStats, ErrorBudgetExceeded, budget_figures, check_accounting,
+                                 reject_stats, top_reasons, write_stats_and_check_budget)
+
+TFRECORD_SUFFIX = ".tfrecord.gz"
+TRANSFORM_OUTPUT = "transform_output"  # under the work directory: what WriteTransformFn writes
+# preprocess's own counts besides read / rejected / rejected_by_reason, with their empty values.
+STATS_SECTIONS = {"accepted": 0, "genre_counts": {}, "converted_to_rgb": {}, "duplicate_images": 0,
+                  "train_examples": 0, "eval_examples": 0, "titles_without_vocabulary_genre": 0}
+
+
+# --- plain functions ---------------------------------------------------------------------------------------
+
+def is_eval(title_id: str, eval_fraction: float) -> bool:
+    """The stable split: a title is in eval when the sha256 of its id, read as a fraction of 2**64, is below
+    `eval_fraction` — the same on every run, worker and machine, and independent of the catalog's order."""
+    digest = hashlib.sha256(title_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64 < eval_fraction
+
+
+# --- pipeline parts ----------------------------------------------------------------------------------------
+
+class WriteSplits(beam.PTransform):
+    """Transformed instances → gzip TFRecord shards under `train/` and `eval/`; returns split stat pairs."""
+
+    def __init__(self, out_dir: str, transformed_metadata, eval_fraction: float, num_shards: int):
+        super().__init__()
+        self._out_dir = out_dir
+        self._metadata = transformed_metadata
+        self._eval_fraction = eval_fraction
+        self._num_shards = num_shards
+
+    def expand(self, examples):
+        import tensorflow_transform.beam as tft_beam
+
+        train, evaluation = examples | "Split" >> beam.Partition(_split_index, 2, self._eval_fraction)
+        for name, prefix, split in (("Train", PREPROCESS_TRAIN_PREFIX, train),
+                                    ("Eval", PREPROCESS_EVAL_PREFIX, evaluation)):
+            _ = ((split, self._metadata)
+                 | f"Encode{name}" >> tft_beam.EncodeTransformedDataset()
+                 | f"Write{name}" >> beam.io.WriteToTFRecord(
+                     storage.join(self._out_dir, prefix), file_name_suffix=TFRECORD_SUFFIX,
+                     compression_type=beam.io.filesystem.CompressionTypes.GZIP, num_shards=self._num_shards))
+        return ((train | "TrainStats" >> beam.FlatMap(_example_stats, "train_examples")),
+                (evaluation | "EvalStats" >> beam.FlatMap(_example_stats, "eval_examples"))) \
+            | "SplitStats" >> beam.Flatten()
+
+
+def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work_dir: str, config: Config) -> None:
+    """Wires the preprocess pipeline into `pipeline`: data, rejects and counts under `out_dir`; tensorflow-transform's
+    temporary files and its output (`transform_fn/`, `transformed_metadata/`) under `work_dir`."""
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    from pipelines.preprocess.transform import make_preprocessing_fn, raw_feature_spec
+
+    catalog = pipeline | "ReadCatalog" >> ReadCatalog(catalog_uri, config.catalog)
+    rows, catalog_rejects = catalog | "ValidateCatalogRows" >> ValidateCatalogRows(
+        config.preprocess.duplicate_title_policy)
+    posters, poster_rejects = rows | "ReadAndValidatePosters" >> ReadAndValidatePosters(
+        config.image, config.preprocess.read_retries)
+    rejects = (catalog_rejects, poster_rejects) | "AllRejects" >> beam.Flatten()
+    _ = rejects | "WriteRejects" >> WriteRejects(storage.join(out_dir, REJECTS_DIR))
+
+    raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
+    with tft_beam.Context(temp_dir=storage.join(work_dir, "tmp")):
+        raw = posters | "ToRawExamples" >> beam.MapTuple(_raw_example)
+        (examples, metadata), transform_fn = ((raw, raw_metadata)
+                                              | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
+                                                  make_preprocessing_fn(config)))
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(storage.join(work_dir, TRANSFORM_OUTPUT))
+        split_stats = examples | "WriteSplits" >> WriteSplits(
+            out_dir, metadata, config.preprocess.eval_fraction, config.preprocess.num_shards)
+
+    stat_pairs = (
+        catalog | "ReadStats" >> beam.Map(lambda _: (("read", ""), 1)),
+        rejects | "RejectStats" >> beam.FlatMap(reject_stats),
+        posters | "PosterStats" >> beam.FlatMapTuple(_poster_stats),
+        posters | "DuplicateImageStats" >> _DuplicateImages(),
+        split_stats,
+    ) | "AllStats" >> beam.Flatten()
+    _ = stat_pairs | "CountStats" >> CountStats(storage.join(out_dir, COUNTS_FILE), STATS_SECTIONS)
+
+
+class _DuplicateImages(beam.PTransform):
+    """(row, poster) → one stat pair per exact duplicate: a sha256 seen n times counts n - 1."""
+
+    def expand(self, posters):
+        return (posters
+                | "Sha256" >> beam.MapTuple(lambda row, poster: poster.sha256)
+                | "CountBySha256" >> beam.combiners.Count.PerElement()
+                | "Duplicates" >> beam.FlatMapTuple(
+                    lambda sha, n: [(("duplicate_images", ""), n - 1)] if n > 1 else []))
+
+
+def _raw_example(row: CatalogRow, poster: ValidPoster) -> dict:
+    return {FEATURE_TITLE_ID: row.title_id, FEATURE_IMAGE: poster.image_bytes,
+            RAW_FEATURE_GENRES: list(row.genres)}
+
+
+def _title_id_text(example: dict) -> str:
+    value = example[FEATURE_TITLE_ID]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _split_index(example: dict, num_partitions: int, eval_fraction: float) -> int:
+    return int(is_eval(_title_id_text(example), eval_fraction))
+
+
+def _example_stats(example: dict, split_key: str):
+    yield (split_key, ""), 1
+    if int(example[FEATURE_PRIMARY_GENRE]) < 0:
+        yield ("titles_without_vocabulary_genre", ""), 1
+
+
+def _poster_stats(row: CatalogRow, poster: ValidPoster):
+    yield ("accepted", ""), 1
+    for genre in row.genres:
+        yield ("genre_counts", genre), 1
+    if poster.converted_from:
+        yield ("converted_to_rgb", poster.converted_from), 1
+
+
+# --- launcher ----------------------------------------------------------------------------------------------
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
+    """Runs the pipeline for `posters preprocess` flags; returns the published stats.
+
+    Raises `ErrorBudgetExceeded` (nothing published), `CatalogError` or `ConfigError` for what the user must fix.
+    """
+    parser = command_parser("preprocess", __doc__.splitlines()[0])
+    parser.add_argument("--catalog", required=True, help="catalog manifest (CSV, JSONL or Parquet; local or gs://)")
+    parser.add_argument("--out", required=True, help="output directory (local or gs://), replaced when complete")
+    args, config, beam_args = parse_command(parser, sys.argv[1:] if argv is None else argv)
+    check_preprocess_config(config)
+    if not storage.exists(args.catalog):
+        raise CatalogError(f"catalog manifest not found: {args.catalog}")
+    pipeline = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_argv(config, beam_args)))
+    staging, work_dir = storage.staging_uri(args.out), _work_dir(pipeline.options)
+    started = time.time()
+    print(f"preprocess: {args.catalog} → {args.out} (staging {staging})", flush=True)
+    try:
+        build_pipeline(pipeline, args.catalog, staging, work_dir, config)
+        pipeline.run().wait_until_finish()
+        transform_output = storage.join(work_dir, TRANSFORM_OUTPUT)
+        for name in (TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR):
+            _copy_tree(storage.join(transform_output, name), storage.join(staging, name))
+        stats = _final_stats(staging, transform_output, args, config, time.time() - started)
+    except BaseException:
+        storage.delete_tree(staging)
+        raise
+    finally:
+        storage.delete_tree(work_dir)
+    write_stats_and_check_budget(stats, staging, args.out, "preprocess.max_reject_fraction")
+    storage.publish_directory(staging, args.out, summary={k: stats[k] for k in ("read", "accepted", "rejected")})
+    return stats
+
+
+def check_preprocess_config(config: Config) -> None:
+    """The `preprocess` values the generic loader cannot judge; a `ConfigError` names the key."""
+    settings = config.preprocess
+    for key, value, least in (("read_retries", settings.read_retries, 0), ("num_shards", settings.num_shards, 0),
+                              ("vocab_frequency_threshold", settings.vocab_frequency_threshold, 1),
+                              ("vocab_top_k", 1 if settings.vocab_top_k is None else settings.vocab_top_k, 1)):
+        if value < least:
+            raise ConfigError(f"preprocess.{key} must be at least {least}, got {value}")
+
+
+def _work_dir(options: PipelineOptions) -> str:
+    temp_location = options.view_as(GoogleCloudOptions).temp_location
+    if temp_location:
+        return storage.join(temp_location, f"posters-preprocess-{uuid.uuid4().hex[:12]}")
+    return tempfile.mkdtemp(prefix="posters-preprocess-")
+
+
+def _copy_tree(source: str, target: str) -> None:
+    """Copies every file under `source` to `target`, across filesystems (local → gs:// included)."""
+    source = source.rstrip("/")
+    for path in storage.list_files(source):
+        storage.write_bytes(storage.join(target, path[len(source) + 1:]), storage.read_bytes(path))
+
+
+def _final_stats(staging: str, transform_output: str, args, config: Config, seconds: float) -> dict:
+    import tensorflow_transform as tft
+
+    stats = storage.read_json(storage.join(staging, COUNTS_FILE))
+    storage.delete_tree(storage.join(staging, COUNTS_FILE))
+    vocabulary_size = tft.TFTransformOutput(transform_output).vocabulary_size_by_name(GENRE_VOCABULARY_NAME)
+    stats.update(budget_figures(stats, config.preprocess.duplicate_title_policy,
+                                config.preprocess.max_reject_fraction),
+                 vocabulary_size=vocabulary_size, catalog=args.catalog, out=args.out, seconds=round(seconds, 1))
+    check_accounting(stats, ("accepted",))
+    if stats["train_examples"] + stats["eval_examples"] != stats["accepted"]:
+        raise RuntimeError(f"accounting broken: train {stats['train_examples']} + eval {stats['eval_examples']} "
+                           f"!= accepted {stats['accepted']}")
+    return stats
+
+
+def summary_line(stats: dict) -> str:
+    reasons = top_reasons(stats) or "none"
+    return (f"preprocess: {stats['read']} read, {stats['accepted']} accepted ({stats['train_examples']} train / "
+            f"{stats['eval_examples']} eval), {stats['rejected']} rejected ({reasons}); "
+            f"{stats['vocabulary_size']} genres, {stats['duplicate_images']} duplicate images; "
+            f"{stats['seconds']} s → {stats['out']}")
+
+
+def main(argv: list[str]) -> int:
+    try:
+        stats = run(argv)
+    except (ConfigError, CatalogError, ErrorBudgetExceeded) as err:
+        print(f"posters preprocess: {err}", file=sys.stderr)
+        return 1
+    print(summary_line(stats), flush=True)
+    return 0

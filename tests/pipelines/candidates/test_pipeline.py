@@ -1,0 +1,161 @@
+"""`posters candidates` on a small catalog with a Flat (exact) index: item→item and user→item lists equal exact
+search, exclude the title itself / what the user watched, and a failed or mismatched run publishes nothing."""
+import csv
+import glob
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.candidates import pipeline as candidates
+from pipelines.contracts import (CANDIDATES_SUMMARY_FILE, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA, SKIPPED_DIR, SUCCESS_FILE,
+                                 USER_CANDIDATES_DIR, USER_CANDIDATES_SCHEMA, SkipReason)
+from tests.pipelines.candidates.candidate_inputs import build_index, exact_neighbours, unit_vectors, write_embeddings
+
+K = 5
+HALF_LIFE_DAYS = 10
+TITLES = [f"title-{i:03d}" for i in range(48)]
+VECTORS = unit_vectors(len(TITLES), 8, seed=3)
+DAY = 86400.0
+# user → [(title_id, days before the user's latest watch, weight)]
+HISTORY = {
+    "ana": [("title-001", 20, 1.0), ("title-002", 10, 2.0), ("title-003", 0, 1.0), ("not-embedded", 0, 5.0)],
+    "bo": [("title-010", 0, 1.0)],
+    "cy": [("title-020", 3, 0.5), ("title-021", 1, 0.5), ("title-020", 0, 1.0)],  # a rewatch counts twice
+    "ghost": [("not-embedded", 0, 1.0), ("also-missing", 1, 1.0)],
+}
+
+
+def _write_history(path: str) -> str:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user_id", "title_id", "timestamp", "weight"])
+        for user, watches in HISTORY.items():
+            for title, days_ago, weight in watches:
+                writer.writerow([user, title, 1_720_000_000 - days_ago * DAY, weight])
+        writer.writerow(["", "title-005", "", ""])  # no user: skipped as malformed
+    return path
+
+
+def _table(out: str, directory: str):
+    return pq.read_table(sorted(glob.glob(os.path.join(out, directory, "*.parquet")))).to_pylist()
+
+
+def _summary(out: str) -> dict:
+    with open(os.path.join(out, CANDIDATES_SUMMARY_FILE)) as handle:
+        return json.load(handle)
+
+
+def _expected_user_query(user: str) -> np.ndarray:
+    """Σ weight · 0.5^(days_ago / half-life) · embedding over the embedded watches, normalised."""
+    row = {t: i for i, t in enumerate(TITLES)}
+    total = sum(w * 0.5 ** (days / HALF_LIFE_DAYS) * VECTORS[row[t]] for t, days, w in HISTORY[user] if t in row)
+    return total / np.linalg.norm(total)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    root = tmp_path_factory.mktemp("candidates")
+    embeddings = write_embeddings(str(root / "embeddings"), TITLES, VECTORS)
+    manifest = build_index(embeddings, str(root / "index"))
+    history = _write_history(str(root / "history.csv"))
+    out = str(root / "candidates")
+    code = candidates.main(["--config", "configs/local.yaml", "--set", f"candidates.k={K}",
+                            "--set", f"candidates.recency_half_life_days={HALF_LIFE_DAYS}",
+                            "--set", "candidates.query_batch_size=7",
+                            "--index", str(root / "index"), "--embeddings", embeddings, "--history", history,
+                            "--out", out])
+    assert code == 0
+    return {"root": root, "out": out, "manifest": manifest, "embeddings": embeddings, "history": history}
+
+
+def test_item2item_excludes_the_title_itself_and_equals_exact_search(published):
+    rows = {row["title_id"]: row for row in _table(published["out"], ITEM2ITEM_DIR)}
+    assert sorted(rows) == TITLES
+    for i, title in enumerate(TITLES):
+        expected = exact_neighbours(VECTORS[i], TITLES, VECTORS, {title}, K)
+        found = [(n["title_id"], n["score"]) for n in rows[title]["neighbors"]]
+        assert [t for t, _ in found] == [t for t, _ in expected]
+        np.testing.assert_allclose([s for _, s in found], [s for _, s in expected], atol=1e-5)
+
+
+def test_user_candidates_exclude_watched_titles_and_equal_the_exact_average_embedding_neighbours(published):
+    rows = {row["user_id"]: row for row in _table(published["out"], USER_CANDIDATES_DIR)}
+    assert sorted(rows) == ["ana", "bo", "cy"]
+    for user, row in rows.items():
+        watched = {t for t, _, _ in HISTORY[user]}
+        expected = exact_neighbours(_expected_user_query(user), TITLES, VECTORS, watched, K)
+        found = [(c["title_id"], c["score"]) for c in row["candidates"]]
+        assert not watched & {t for t, _ in found}
+        assert [t for t, _ in found] == [t for t, _ in expected]
+        np.testing.assert_allclose([s for _, s in found], [s for _, s in expected], atol=1e-5)
+
+
+def test_users_and_rows_that_give_no_query_are_written_with_their_reason_and_counted(published):
+    skipped = {(row["user_id"], row["title_id"], row["reason"]) for row in _table(published["out"], SKIPPED_DIR)}
+    assert skipped == {("ghost", "", SkipReason.NO_EMBEDDED_TITLE), ("", "title-005", SkipReason.MALFORMED_WATCH)}
+    summary = _summary(published["out"])
+    assert summary["skipped"] == {SkipReason.NO_EMBEDDED_TITLE: 1, SkipReason.MALFORMED_WATCH: 1}
+    assert (summary["titles"], summary["users"], summary["watches"]) == (48, 3, 10)
+    assert summary["watches_of_titles_without_embedding"] == 3
+
+
+def test_outputs_carry_the_contract_schema_and_the_index_and_model_versions(published):
+    out, manifest = published["out"], published["manifest"]
+    assert os.path.exists(os.path.join(out, SUCCESS_FILE))
+    for directory, schema in ((ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA), (USER_CANDIDATES_DIR, USER_CANDIDATES_SCHEMA)):
+        table = pq.read_table(sorted(glob.glob(os.path.join(out, directory, "*.parquet"))))
+        assert table.schema.remove_metadata().equals(schema)
+        assert set(table.column("index_version").to_pylist()) == {manifest["version"]}
+        assert set(table.column("model_version").to_pylist()) == {"model-a"}
+    assert not [name for name in os.listdir(published["root"]) if name.startswith(".staging")]
+
+
+def test_embeddings_of_another_model_than_the_index_are_refused_and_nothing_is_published(published, tmp_path,
+                                                                                          capsys):
+    other = write_embeddings(str(tmp_path / "other"), TITLES, VECTORS, model_version="model-b")
+    code = candidates.main(["--config", "configs/local.yaml", "--index", str(published["root"] / "index"),
+                            "--embeddings", other, "--history", published["history"], "--out", str(tmp_path / "out")])
+    assert code == 1
+    assert "model model-a's embeddings" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_failed_run_publishes_nothing_and_leaves_the_previous_output_in_place(published, tmp_path):
+    out = str(tmp_path / "out")
+    argv = ["--config", "configs/local.yaml", "--index", str(published["root"] / "index"),
+            "--embeddings", published["embeddings"], "--out", out]
+    assert candidates.main(argv + ["--history", published["history"]]) == 0
+    before = _table(out, ITEM2ITEM_DIR)
+    unreadable = tmp_path / "history.parquet"
+    unreadable.write_bytes(b"this is not parquet")
+    assert candidates.main(argv + ["--history", str(unreadable)]) != 0
+    assert _table(out, ITEM2ITEM_DIR) == before
+    assert sorted(os.listdir(tmp_path)) == ["history.parquet", "out"]
+
+
+def test_item2item_and_user_searches_share_one_loaded_index(published, tmp_path, monkeypatch):
+    """The DirectRunner runs every step in this process: one worker, so one load of the index."""
+    from pipelines.index import loader as index_loader
+
+    loads = []
+
+    def counting_load_index(uri, **kwargs):
+        loads.append(uri)
+        return real_load_index(uri, **kwargs)
+
+    real_load_index = index_loader.load_index
+    monkeypatch.setattr(index_loader, "load_index", counting_load_index)
+    assert candidates.main(["--config", "configs/local.yaml", "--index", str(published["root"] / "index"),
+                            "--embeddings", published["embeddings"], "--history", published["history"],
+                            "--out", str(tmp_path / "out")]) == 0
+    assert len(loads) == 1
+    assert _summary(str(tmp_path / "out"))["users"] == 3
+
+
+def test_top_k_skips_excluded_titles_and_short_results():
+    found = candidates.top_k_excluding(["a", "b", "c", "d"], [0.9, 0.8, 0.7, 0.6], frozenset({"b"}), 2)
+    assert found == [{"title_id": "a", "score": pytest.approx(0.9)}, {"title_id": "c", "score": pytest.approx(0.7)}]
+    assert candidates.top_k_excluding(["a"], [0.9], frozenset({"a"}), 3) == []

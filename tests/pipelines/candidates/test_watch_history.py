@@ -1,0 +1,181 @@
+"""Watch history: every format reads the same, bad rows come out as skips with a reason, and a user's query is
+the normalised weighted average of what they watched, with recency decay."""
+import csv
+import json
+from datetime import datetime, timezone
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines.contracts import SkipReason
+from pipelines.candidates.watch_history import (ReadWatchHistory, Skip, UserQueries, UserQuery, WatchEvent, history_format,
+                                     parse_timestamp, read_watch_history, user_queries, user_query, watch_weights,
+                                     weighted_query)
+
+ROWS = [
+    {"user_id": "u1", "title_id": "t1", "timestamp": "2024-01-01T00:00:00+00:00", "weight": 1.0},
+    {"user_id": "u1", "title_id": "t2", "timestamp": "2024-01-11T00:00:00+00:00", "weight": 0.5},
+    {"user_id": "u2", "title_id": "t3", "timestamp": None, "weight": None},
+]
+EXPECTED = [
+    WatchEvent("u1", "t1", datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp(), 1.0),
+    WatchEvent("u1", "t2", datetime(2024, 1, 11, tzinfo=timezone.utc).timestamp(), 0.5),
+    WatchEvent("u2", "t3", None, 1.0),
+]
+
+
+def _write(path, rows, fmt):
+    if fmt == "csv":
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["user_id", "title_id", "timestamp", "weight"])
+            writer.writeheader()
+            writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    elif fmt == "jsonl":
+        with open(path, "w") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_every_format_reads_the_same_events(tmp_path, fmt):
+    path = _write(tmp_path / f"history.{fmt}", ROWS, fmt)
+    assert read_watch_history(path) == EXPECTED
+
+
+def test_parquet_timestamps_may_be_a_timestamp_column(tmp_path):
+    when = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+    table = pa.table({"user_id": ["u"], "title_id": ["t"], "timestamp": pa.array([when], pa.timestamp("s", "UTC"))})
+    pq.write_table(table, tmp_path / "h.parquet")
+    assert read_watch_history(str(tmp_path / "h.parquet")) == [WatchEvent("u", "t", when.timestamp(), 1.0)]
+
+
+def test_timestamps_parse_from_epoch_seconds_iso_strings_and_naive_datetimes_as_utc():
+    assert parse_timestamp(1_700_000_000) == 1_700_000_000.0
+    assert parse_timestamp("1700000000") == 1_700_000_000.0
+    assert parse_timestamp("2023-11-14T22:13:20Z") == 1_700_000_000.0
+    assert parse_timestamp(datetime(2023, 11, 14, 22, 13, 20)) == 1_700_000_000.0
+    assert parse_timestamp("") is None
+
+
+def test_unusable_rows_come_out_as_skips_with_a_reason(tmp_path):
+    path = tmp_path / "h.jsonl"
+    path.write_text("\n".join([
+        json.dumps({"user_id": "u1", "title_id": "t1"}),
+        json.dumps({"user_id": "", "title_id": "t1"}),
+        json.dumps({"user_id": "u1", "title_id": "t1", "weight": "lots"}),
+        json.dumps({"user_id": "u1", "title_id": "t1", "weight": -1}),
+        json.dumps({"user_id": "u1", "title_id": "t1", "timestamp": "yesterday-ish"}),
+        "{not json",
+        "[1, 2]",
+    ]) + "\n")
+    events = read_watch_history(str(path))
+    assert events[0] == WatchEvent("u1", "t1", None, 1.0)
+    assert all(isinstance(e, Skip) and e.reason == SkipReason.MALFORMED_WATCH for e in events[1:])
+    assert len(events) == 7
+
+
+def test_a_file_without_a_user_id_column_is_an_error_naming_its_columns(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("customer,title_id\nc1,t1\n")
+    with pytest.raises(ValueError, match="no column user_id.*customer, title_id"):
+        read_watch_history(str(path))
+
+
+def test_the_format_comes_from_the_file_name():
+    assert history_format("gs://b/history/part-*.parquet") == "parquet"
+    assert history_format("/data/history.csv.gz") == "csv"
+    assert history_format("h.ndjson") == "jsonl"
+    with pytest.raises(ValueError, match=r"\*.csv, \*.jsonl or \*.parquet"):
+        history_format("history.xlsx")
+
+
+def test_the_query_is_the_normalised_weighted_average():
+    """(1·[1,0] + 3·[0,1]) / |…| = [1,3]/√10."""
+    query = weighted_query(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([1.0, 3.0]))
+    np.testing.assert_allclose(query, np.array([1.0, 3.0]) / np.sqrt(10), rtol=1e-6)
+    assert query.dtype == np.float32
+
+
+def test_recency_halves_a_watch_weight_every_half_life_before_the_latest_watch():
+    """Ages 0, 10 and 20 days with a 10-day half-life: factors 1, 1/2, 1/4; an undated watch is not decayed."""
+    day = 86400.0
+    weights = watch_weights(np.array([2.0, 2.0, 2.0, 2.0]), [20 * day, 10 * day, 0.0, None], half_life_days=10)
+    np.testing.assert_allclose(weights, [2.0, 1.0, 0.5, 2.0])
+    np.testing.assert_allclose(watch_weights(np.array([2.0]), [0.0], None), [2.0])
+
+
+def test_a_user_query_uses_only_embedded_titles_but_excludes_everything_watched():
+    vectors = {"a": np.array([1.0, 0.0], np.float32)}
+    query = user_query("u", [(WatchEvent("u", "a", None, 1.0), vectors["a"]),
+                             (WatchEvent("u", "gone", None, 1.0), None)], None)
+    assert isinstance(query, UserQuery)
+    np.testing.assert_allclose(query.vector, [1.0, 0.0])
+    assert query.watched == {"a", "gone"}
+
+
+def test_users_without_an_embedded_title_or_with_zero_weight_are_skipped_with_the_reason():
+    vectors = {"a": np.array([1.0, 0.0], np.float32)}
+    results = user_queries([WatchEvent("u1", "gone", None, 1.0), WatchEvent("u2", "a", None, 0.0)], vectors, None)
+    assert [(r.user_id, r.reason) for r in results] == [("u1", SkipReason.NO_EMBEDDED_TITLE),
+                                                         ("u2", SkipReason.ZERO_WEIGHT)]
+
+
+def test_the_beam_transforms_give_what_the_plain_functions_give(tmp_path):
+    path = _write(tmp_path / "history.csv", ROWS + [{"user_id": "", "title_id": "t9", "timestamp": None,
+                                                     "weight": None}], "csv")
+    embeddings = {"t1": np.array([1.0, 0.0], np.float32), "t2": np.array([0.0, 1.0], np.float32)}
+    as_tuple = lambda r: (r.user_id, tuple(round(float(x), 5) for x in r.vector),  # noqa: E731
+                          tuple(sorted(r.watched)))
+    # Worked by hand for u1: t1 (weight 1.0) is 10 days older than t2 (weight 0.5), so with a 10-day half-life
+    # both count 0.5; 0.5·[1,0] + 0.5·[0,1] normalised is [1/√2, 1/√2]. u2 watched only t3, which has no
+    # embedding, so u2 is skipped.
+    hand_worked = [("u1", (0.70711, 0.70711), ("t1", "t2"))]
+    plain = user_queries(EXPECTED, embeddings, half_life_days=10)
+    assert [as_tuple(r) for r in plain if isinstance(r, UserQuery)] == hand_worked
+    assert [(r.user_id, r.reason) for r in plain if isinstance(r, Skip)] == [("u2", SkipReason.NO_EMBEDDED_TITLE)]
+    with BeamTestPipeline() as pipeline:
+        history = pipeline | ReadWatchHistory(path)
+        vectors = pipeline | "Embeddings" >> beam.Create(sorted(embeddings.items()))
+        users = (history.events, vectors) | UserQueries(half_life_days=10)
+        assert_that(history.skipped | "SkipReasons" >> beam.Map(lambda s: (s.title_id, s.reason)),
+                    equal_to([("t9", SkipReason.MALFORMED_WATCH)]), label="MalformedRows")
+        assert_that(users.queries | "QueryTuples" >> beam.Map(as_tuple),
+                    equal_to(hand_worked), label="Queries")
+        assert_that(users.skipped | "SkippedUsers" >> beam.Map(lambda s: (s.user_id, s.reason)),
+                    equal_to([("u2", SkipReason.NO_EMBEDDED_TITLE)]), label="SkippedUsers")
+
+
+def test_the_synthetic_history_is_deterministic_and_users_mostly_watch_their_favourite_genres(tmp_path):
+    from pipelines.common.catalog import read_catalog
+    from pipelines.config import CatalogConfig
+    from pipelines.synthetic.catalog import generate_catalog
+    from pipelines.synthetic.watch_history import DAYS, END, generate_watch_history
+
+    generate_catalog(tmp_path / "catalog", n=40, seed=4, width=64, height=96)
+    catalog = str(tmp_path / "catalog" / "catalog.csv")
+    first = generate_watch_history(catalog, str(tmp_path / "a.csv"), n_users=30, seed=9)
+    generate_watch_history(catalog, str(tmp_path / "b.csv"), n_users=30, seed=9)
+    generate_watch_history(catalog, str(tmp_path / "c.csv"), n_users=30, seed=10)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
+
+    events = read_watch_history(str(tmp_path / "a.csv"))
+    assert all(isinstance(e, WatchEvent) for e in events) and len(events) == first["events"]
+    assert all(0.2 <= e.weight <= 1.0 and END.timestamp() - DAYS * 86400 <= e.timestamp <= END.timestamp()
+               for e in events)
+    genres = {row.title_id: set(row.genres) for row in read_catalog(catalog, CatalogConfig())}
+    favourites = first["favourite_genres"]
+    assert len(favourites) == 30 and all(1 <= len(f) <= 3 for f in favourites.values())
+    liked = [bool(genres[e.title_id] & set(favourites[e.user_id])) for e in events]
+    assert sum(liked) / len(liked) > 0.8
+    watched = {}
+    for e in events:
+        watched.setdefault(e.user_id, []).append(e.title_id)
+    assert all(1 <= len(titles) <= 30 and len(set(titles)) == len(titles) for titles in watched.values())

@@ -1,0 +1,275 @@
+"""The embed pipeline end to end on DirectRunner: a generated catalog, a real tiny exported model, real Parquet."""
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
+from PIL import Image
+
+from pipelines.embed import pipeline as embed
+
+from pipelines.bench import embed as embed_bench
+from pipelines.config import load_config
+from pipelines.contracts import (EMBEDDINGS_MANIFEST_FILE, REJECTS_DIR, SUCCESS_FILE, RejectReason,
+                                 embeddings_schema)
+from pipelines.embed.reader import read_embeddings
+from pipelines.common.posters import validate_poster
+from pipelines.embed.model_handler import PosterModelHandler
+from pipelines.common.accounting import ErrorBudgetExceeded
+from pipelines.synthetic.catalog import BAD_KINDS, generate_catalog
+from tests.pipelines.embed.tiny_model import call_exported_model, export_jpeg_only_model, export_tiny_model
+
+N = 24
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("model"))
+    return path, export_tiny_model(path, input_size=32, dim=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def catalog_dir(tmp_path_factory):
+    """N clean posters plus one row of every broken kind (6 of them must be rejected, 5 converted and kept)."""
+    out = tmp_path_factory.mktemp("catalog")
+    generate_catalog(out, n=N + len(BAD_KINDS), seed=3, bad_fraction=len(BAD_KINDS) / (N + len(BAD_KINDS)),
+                     width=64, height=96)
+    return out
+
+
+def embed_args(catalog, model_dir, out, *extra):
+    return ["--catalog", str(catalog), "--model", model_dir, "--out", str(out),
+            "--set", "embed.min_batch_size=4", "--set", "embed.max_batch_size=8",
+            "--set", "embed.max_reject_fraction=0.3", *extra]
+
+
+def run_embed(*args):
+    return embed.run(embed_args(*args), test_pipeline=BeamTestPipeline())
+
+
+def read_rows(out) -> dict:
+    table = read_embeddings(str(out))
+    return {tid: (vec, sha, genres) for tid, vec, sha, genres in
+            zip(table.title_ids, table.vectors, table.image_sha256, table.genres)}
+
+
+def manifest_rows(catalog_csv):
+    with open(catalog_csv, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_manifest_rows(catalog_csv, rows):
+    with open(catalog_csv, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def expected_vectors(catalog_dir, model_dir, title_ids):
+    """What the exported model gives, called directly on the validated bytes of each title's poster."""
+    config = load_config("configs/local.yaml").image
+    uris = {row["title_id"]: catalog_dir / row["poster_uri"] for row in manifest_rows(catalog_dir / "catalog.csv")}
+    images = [validate_poster(uris[tid].read_bytes(), config).image_bytes for tid in title_ids]
+    return call_exported_model(model_dir, images)
+
+
+@pytest.fixture(scope="module")
+def first_run(model, catalog_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "embeddings"
+    stats = run_embed(catalog_dir / "catalog.csv", model[0], out, "--set", "embed.max_rows_per_file=7")
+    return out, stats
+
+
+def test_output_has_contract_schema_metadata_and_a_manifest(first_run, model):
+    out, stats = first_run
+    meta = model[1]
+    manifest = json.loads((out / EMBEDDINGS_MANIFEST_FILE).read_text())
+    assert (out / SUCCESS_FILE).exists()
+    assert manifest["rows"] == stats["rows"] == N + 5
+    assert (manifest["dim"], manifest["model_version"], manifest["metric"]) == (16, meta["model_version"], "angular")
+    assert manifest["counts"]["new"] == N + 5 and manifest["counts"]["rejected"] == 6
+    for name in manifest["files"]:
+        parquet = pq.ParquetFile(out / name)
+        assert parquet.schema_arrow.equals(embeddings_schema(16, meta["model_version"]), check_metadata=True)
+        assert parquet.metadata.num_rows <= 7
+        ids = parquet.read().column("title_id").to_pylist()
+        assert ids == sorted(ids)
+
+
+def test_vectors_are_unit_norm_and_equal_the_exported_model(first_run, model, catalog_dir):
+    rows = read_rows(first_run[0])
+    title_ids = sorted(rows)
+    vectors = np.stack([rows[tid][0] for tid in title_ids])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(vectors, expected_vectors(catalog_dir, model[0], title_ids), atol=1e-5)
+
+
+def test_every_catalog_row_is_an_embedding_or_a_reject_with_its_reason(first_run, catalog_dir):
+    out, stats = first_run
+    bad = {row["title_id"]: row["expected"] for row in json.loads((catalog_dir / "bad_rows.json").read_text())}
+    rejects = pq.read_table(out / REJECTS_DIR).to_pylist()
+    assert {r["title_id"]: r["reason"] for r in rejects} == {t: e for t, e in bad.items() if e != "accepted"}
+    assert all(r["detail"] and r["uri"] for r in rejects if r["reason"] != RejectReason.UNREADABLE)
+    all_ids = {row["title_id"] for row in manifest_rows(catalog_dir / "catalog.csv")}
+    assert set(read_rows(out)) == all_ids - {r["title_id"] for r in rejects}
+    assert stats["read"] == len(all_ids) and stats["rejected_by_reason"] == {
+        reason: 1 for reason in (RejectReason.NOT_AN_IMAGE, RejectReason.TOO_MANY_PIXELS, RejectReason.TOO_SMALL,
+                                 RejectReason.TRUNCATED_IMAGE, RejectReason.UNREADABLE, RejectReason.ZERO_BYTES)}
+
+
+def test_too_many_rejects_fails_naming_reasons_and_publishes_nothing(model, catalog_dir, tmp_path):
+    out = tmp_path / "embeddings"
+    with pytest.raises(ErrorBudgetExceeded, match=r"6 of 35 titles rejected .*top reasons: not_an_image 1"):
+        run_embed(catalog_dir / "catalog.csv", model[0], out, "--set", "embed.max_reject_fraction=0.1")
+    assert not out.exists()
+
+
+def test_rows_superseded_under_keep_last_do_not_count_against_the_error_budget(first_run, model, catalog_dir,
+                                                                                tmp_path):
+    """Four titles listed twice: half the rows are rejected as duplicates, over the 30 % budget, yet under
+    keep_last they are superseded, not errors, and the run publishes one embedding per title."""
+    catalog = tmp_path / "catalog"
+    shutil.copytree(catalog_dir, catalog)
+    good = [row for row in manifest_rows(catalog / "catalog.csv") if row["title_id"] in read_rows(first_run[0])][:4]
+    write_manifest_rows(catalog / "catalog.csv", good + good)
+    stats = run_embed(catalog / "catalog.csv", model[0], tmp_path / "kept", "--set",
+                      "preprocess.duplicate_title_policy=keep_last")
+    assert (stats["read"], stats["rejected"], stats["duplicate_titles_kept_last"], stats["rows"]) == (8, 4, 4, 4)
+    with pytest.raises(ErrorBudgetExceeded, match=r"8 of 8 titles rejected .*top reasons: duplicate_title_id 8"):
+        run_embed(catalog / "catalog.csv", model[0], tmp_path / "refused")
+
+
+def test_incremental_run_embeds_new_and_changed_carries_unchanged_drops_removed(first_run, model, catalog_dir,
+                                                                                 tmp_path):
+    previous_out, _ = first_run
+    previous = read_rows(previous_out)
+    catalog = tmp_path / "catalog"
+    shutil.copytree(catalog_dir, catalog)
+    rows = [row for row in manifest_rows(catalog / "catalog.csv")]
+    good = [row for row in rows if row["title_id"] in previous]
+    removed, changed = good[:3], good[3:7]
+    for row in changed:  # a new poster for the same title
+        Image.new("RGB", (64, 96), (200, 30, 30)).save(catalog / row["poster_uri"], "JPEG")
+    added = [dict(good[10], title_id=f"new{i}") for i in range(2)]  # new titles reusing an existing poster
+    write_manifest_rows(catalog / "catalog.csv", [r for r in rows if r not in removed] + added)
+
+    out = tmp_path / "embeddings"
+    stats = run_embed(catalog / "catalog.csv", model[0], out, "--previous", str(previous_out))
+
+    counts = json.loads((out / EMBEDDINGS_MANIFEST_FILE).read_text())["counts"]
+    assert {k: counts[k] for k in ("new", "changed", "unchanged", "removed")} == {
+        "new": 2, "changed": 4, "unchanged": len(previous) - 7, "removed": 3}
+    assert counts == {k: stats[k] for k in counts}
+    now = read_rows(out)
+    assert set(now) == set(previous) - {r["title_id"] for r in removed} | {"new0", "new1"}
+    for tid in set(previous) & set(now) - {r["title_id"] for r in changed}:
+        np.testing.assert_array_equal(now[tid][0], previous[tid][0])  # carried over, not recomputed
+    changed_ids = [r["title_id"] for r in changed]
+    np.testing.assert_allclose(np.stack([now[t][0] for t in changed_ids]),
+                               expected_vectors(catalog, model[0], changed_ids), atol=1e-5)
+    assert all(now[t][1] != previous[t][1] for t in changed_ids)
+
+
+def test_rerun_on_same_inputs_gives_the_same_rows(first_run, model, catalog_dir, tmp_path):
+    previous_out, _ = first_run
+    out = tmp_path / "again"
+    run_embed(catalog_dir / "catalog.csv", model[0], out, "--set", "embed.max_rows_per_file=7")
+    first, again = (json.loads((d / EMBEDDINGS_MANIFEST_FILE).read_text()) for d in (previous_out, out))
+    assert again["files"] == first["files"]
+    for name in first["files"]:
+        a, b = pq.read_table(previous_out / name), pq.read_table(out / name)
+        assert a.drop(["embedding"]).equals(b.drop(["embedding"]))
+        np.testing.assert_allclose(np.stack(a.column("embedding").to_numpy(zero_copy_only=False)),
+                                   np.stack(b.column("embedding").to_numpy(zero_copy_only=False)), atol=1e-6)
+
+    # Incremental into the same place it reads from: everything carried over, rows identical to the bit.
+    before = {name: pq.read_table(out / name) for name in again["files"]}
+    stats = run_embed(catalog_dir / "catalog.csv", model[0], out, "--previous", str(out),
+                      "--set", "embed.max_rows_per_file=7")
+    assert (stats["new"], stats["changed"], stats["unchanged"], stats["removed"]) == (0, 0, N + 5, 0)
+    assert all(pq.read_table(out / name).equals(table) for name, table in before.items())
+
+
+def test_new_model_version_reembeds_every_title(first_run, catalog_dir, tmp_path):
+    other = str(tmp_path / "model_b")
+    export_tiny_model(other, input_size=32, dim=8, seed=1)
+    out = tmp_path / "embeddings"
+    stats = run_embed(catalog_dir / "catalog.csv", other, out, "--previous", str(first_run[0]))
+    assert (stats["new"], stats["changed"], stats["unchanged"]) == (0, N + 5, 0)
+    assert read_embeddings(str(out)).vectors.shape == (N + 5, 8)
+
+
+def test_poster_the_model_cannot_decode_is_rejected_as_inference_failed(catalog_dir, tmp_path):
+    """A model whose graph accepts JPEG only fails on the posters that reach it as PNG (a PNG named .jpg, and the
+    grayscale, CMYK, alpha and palette posters validation converts to PNG); with batches of one, only those
+    titles are lost, each with reason inference_failed."""
+    model_dir = str(tmp_path / "jpeg_only")
+    export_jpeg_only_model(model_dir, input_size=32, dim=16, seed=0)
+    out = tmp_path / "embeddings"
+    stats = run_embed(catalog_dir / "catalog.csv", model_dir, out, "--set", "embed.min_batch_size=1",
+                      "--set", "embed.max_batch_size=1", "--set", "embed.max_reject_fraction=0.5")
+    bad = {row["title_id"]: row["expected"] for row in json.loads((catalog_dir / "bad_rows.json").read_text())}
+    failed = {r["title_id"] for r in pq.read_table(out / REJECTS_DIR).to_pylist()
+              if r["reason"] == RejectReason.INFERENCE_FAILED}
+    assert failed == {t for t, expected in bad.items() if expected == "accepted"}
+    assert stats["rows"] == N + 5 - len(failed)
+
+
+class PidRecordingHandler(PosterModelHandler):
+    """The real model handler, leaving a file named for each process that loads the model."""
+
+    pid_dir = None  # set on the instance, so it travels with the pickled handler to the workers
+
+    def load_model(self):
+        open(os.path.join(self.pid_dir, str(os.getpid())), "w").close()
+        return super().load_model()
+
+
+class PidRecordingHandlers:
+    """Stands in for `PosterModelHandler` in `embed`: `from_config` gives a `PidRecordingHandler`."""
+
+    def __init__(self, pid_dir: str):
+        self.pid_dir = pid_dir
+
+    def from_config(self, model_uri, embed_config):
+        handler = PidRecordingHandler.from_config(model_uri, embed_config)
+        handler.pid_dir = self.pid_dir
+        return handler
+
+
+def test_multi_processing_mode_gives_the_same_embeddings(first_run, model, catalog_dir, tmp_path, capsys,
+                                                         monkeypatch):
+    """Two worker processes: the model handler records the process that loads the model, to show the
+    embedding ran outside the test process."""
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    monkeypatch.setattr(embed, "PosterModelHandler", PidRecordingHandlers(str(pid_dir)))
+    out = tmp_path / "embeddings"
+    code = embed.main(embed_args(catalog_dir / "catalog.csv", model[0], out, "--runner=DirectRunner",
+                                 "--direct_running_mode=multi_processing", "--direct_num_workers=2"))
+    assert code == 0
+    worker_pids = {int(name) for name in os.listdir(pid_dir)}
+    assert worker_pids and os.getpid() not in worker_pids
+    assert f"embed: {N + 11} read → {N + 5} embeddings ({N + 5} new" in capsys.readouterr().out
+    first, now = read_rows(first_run[0]), read_rows(out)
+    assert sorted(now) == sorted(first)
+    np.testing.assert_allclose(np.stack([now[t][0] for t in sorted(now)]),
+                               np.stack([first[t][0] for t in sorted(first)]), atol=1e-5)
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".staging")]
+
+
+def test_bench_embed_runs_and_writes_its_figures(tmp_path, capsys):
+    """Not a timed test: the benchmark runs on a few posters and reports every figure it promises."""
+    out = tmp_path / "embed.json"
+    assert embed_bench.main(["--n", "6", "--batch", "4", "--set", "model.input_size=32", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    for key in ("bare_images_per_s", "decode_model_images_per_s", "pipeline_images_per_s", "validate_images_per_s"):
+        assert figures[key] > 0
+    assert figures["pipeline_vs_decode_model"] == pytest.approx(
+        figures["pipeline_images_per_s"] / figures["decode_model_images_per_s"], abs=1e-3)
+    assert (figures["embedded"], figures["batch_size"]) == (6, 4)
+    assert "pipeline / decode+model" in capsys.readouterr().out

@@ -1,0 +1,284 @@
+"""`posters nightly`: the real embed → index → candidates chain on a tiny catalog and model. A finished date is
+left alone, an interrupted one resumes where it stopped, the lock keeps a second run out, and a failing gate
+leaves the published `CURRENT` as it was."""
+import glob
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.nightly import chain as nightly
+
+from pipelines.common import locks, versions
+from pipelines.contracts import INDEX_CURRENT_FILE, NIGHTLY_LOCK_FILE, SUCCESS_FILE
+from pipelines.nightly.run_state import RunState
+from pipelines.synthetic.catalog import generate_catalog
+from pipelines.synthetic.watch_history import generate_watch_history
+from tests.pipelines.embed.tiny_model import export_tiny_model
+
+N_TITLES = 16
+FAST = ["--set", "embed.min_batch_size=4", "--set", "embed.max_batch_size=8", "--set", "candidates.k=5",
+        "--set", "nightly.overlap_k=5"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nightly_inputs")
+    generate_catalog(root / "catalog", n=N_TITLES, seed=2, width=64, height=96)
+    catalog = str(root / "catalog" / "catalog.csv")
+    history = str(root / "history.csv")
+    generate_watch_history(catalog, history, n_users=12, seed=2)
+    model = str(root / "model")
+    export_tiny_model(model, input_size=32, dim=16, seed=0)
+    return {"root": root, "catalog": catalog, "history": history, "model": model}
+
+
+def nightly_argv(inputs, root, date, *extra, catalog=None, history=None):
+    return ["--config", "configs/local.yaml", *FAST, "--date", date, "--catalog", catalog or inputs["catalog"],
+            "--model", inputs["model"], "--history", history or inputs["history"], "--root", str(root), *extra]
+
+
+def summary_of(root, date) -> dict:
+    with open(os.path.join(root, "runs", date, "summary.json")) as handle:
+        return json.load(handle)
+
+
+def snapshot(root) -> dict:
+    """Every file under `root` with its size and modification time."""
+    found = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            stat = os.stat(os.path.join(folder, name))
+            found[os.path.relpath(os.path.join(folder, name), root)] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="module")
+def first_night(inputs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("nightly_root")
+    assert nightly.main(nightly_argv(inputs, root, "2024-07-01")) == 0
+    return root
+
+
+def test_a_night_runs_every_stage_publishes_the_index_and_writes_its_summary(first_night):
+    summary = summary_of(first_night, "2024-07-01")
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": True, "index": True,
+                                                                         "candidates": True}
+    assert summary["counts"]["embeddings"]["new"] == N_TITLES
+    assert summary["counts"]["titles"] == N_TITLES and summary["counts"]["users"] == 12
+    assert versions.read_current(str(first_night / "index")).version == summary["versions"]["index"]
+    assert set(summary["timings_s"]) == {"embed", "index", "candidates", "total"}
+    assert summary["previous_run"] is None and summary["overlap"] is None
+    assert os.path.exists(first_night / "runs" / "2024-07-01" / SUCCESS_FILE)
+    assert not os.path.exists(first_night / NIGHTLY_LOCK_FILE)
+
+
+def test_rerunning_a_finished_date_changes_nothing(inputs, first_night, capsys):
+    before = snapshot(first_night)
+    assert nightly.main(nightly_argv(inputs, first_night, "2024-07-01")) == 0
+    assert snapshot(first_night) == before
+    assert "already finished" in capsys.readouterr().out
+
+
+def item2item_top_k(root, date, k) -> dict[str, list[str]]:
+    """title_id → its first k neighbours' title_ids, read straight from that night's item2item Parquet files."""
+    lists = {}
+    for path in sorted(glob.glob(os.path.join(root, "runs", date, "candidates", "item2item", "*.parquet"))):
+        for row in pq.read_table(path, columns=["title_id", "neighbors"]).to_pylist():
+            lists[row["title_id"]] = [n["title_id"] for n in row["neighbors"]][:k]
+    return lists
+
+
+def test_the_next_night_embeds_only_changed_posters_and_reports_overlap_for_unchanged_ones(inputs, first_night,
+                                                                                           tmp_path, caplog):
+    root = tmp_path / "root"
+    shutil.copytree(first_night, root)
+    catalog_dir = tmp_path / "catalog"
+    shutil.copytree(inputs["root"] / "catalog", catalog_dir)
+    posters = sorted((catalog_dir / "posters").iterdir())
+    shutil.copyfile(posters[1], posters[0])  # title 1's poster changes (to title 2's)
+    changed = posters[0].stem  # posters are named <title_id>.<ext>
+    # An alert threshold of 1.0 flags any night whose lists are not all identical to the previous night's.
+    argv = nightly_argv(inputs, root, "2024-07-02", "--set", "nightly.overlap_alert_below=1.0",
+                        catalog=str(catalog_dir / "catalog.csv"))
+    with caplog.at_level(logging.WARNING, logger="pipelines.nightly.chain"):
+        assert nightly.main(argv) == 0
+    summary = summary_of(root, "2024-07-02")
+    embeddings = summary["counts"]["embeddings"]
+    assert (embeddings["new"], embeddings["changed"], embeddings["unchanged"]) == (0, 1, N_TITLES - 1)
+    assert summary["previous_run"] == "2024-07-01"
+
+    # overlap@5 worked out here from both nights' item2item outputs, over the titles whose poster did not change.
+    k = 5
+    yesterday, today = item2item_top_k(root, "2024-07-01", k), item2item_top_k(root, "2024-07-02", k)
+    unchanged = sorted(set(today) - {changed})
+    assert len(unchanged) == N_TITLES - 1 and set(yesterday) == set(today)
+    assert all(len(today[t]) == k and len(yesterday[t]) == k for t in unchanged)
+    expected = sum(len(set(today[t]) & set(yesterday[t])) / k for t in unchanged) / len(unchanged)
+    assert expected < 1.0  # title 2 now has an identical twin (title 1), so some lists did change
+    overlap = summary["overlap"]
+    assert (overlap["titles_compared"], overlap["against"], overlap["k"]) == (N_TITLES - 1, "2024-07-01", k)
+    assert overlap["overlap_at_k"] == pytest.approx(expected, abs=1e-4)
+    assert overlap["alert"] is True
+    assert f"overlap@{k} with 2024-07-01 is {expected:.3f}, below 1.000" in caplog.text
+
+
+def test_a_crash_after_the_index_stage_resumes_with_candidates_only(inputs, first_night, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(first_night, root)
+    history = tmp_path / "history.parquet"
+    history.write_bytes(b"not parquet: the candidates stage fails on it")
+    argv = nightly_argv(inputs, root, "2024-07-02", history=str(history))
+    assert nightly.main(argv) == nightly.EXIT_STAGE_FAILED
+    state = RunState(str(root / "runs" / "2024-07-02"))
+    assert state.stage_result("index") is not None and state.stage_result("candidates") is None
+    published = versions.read_current(str(root / "index")).version
+    assert published == state.stage_result("index")["version"]
+    index_versions = sorted(os.listdir(root / "index"))
+
+    shutil.copyfile(inputs["root"] / "history.csv", tmp_path / "fixed.csv")
+    history.unlink()
+    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", history=str(tmp_path / "fixed.csv"))) == 0
+    summary = summary_of(root, "2024-07-02")
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "index": False,
+                                                                         "candidates": True}
+    assert summary["versions"]["index"] == published
+    assert sorted(os.listdir(root / "index")) == index_versions
+
+
+def test_a_run_killed_after_the_index_stage_leaves_its_lock_and_the_rerun_runs_candidates_only(
+        inputs, first_night, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(first_night, root)
+    argv = nightly_argv(inputs, root, "2024-07-02")
+    killed_in_candidates = ("import os, sys; from pipelines.nightly import chain as nightly; "
+                            "nightly.STAGE_FUNCTIONS['candidates'] = lambda *args: os._exit(9); "
+                            "nightly.main(sys.argv[1:])")
+    child = subprocess.run([sys.executable, "-c", killed_in_candidates, *argv], capture_output=True, text=True)
+    assert child.returncode == 9, child.stderr[-2000:]
+    assert locks.read_lock(str(root / NIGHTLY_LOCK_FILE)).owner == "nightly 2024-07-02"  # never released
+
+    assert nightly.main(argv) == 0  # the 06:30 retry: the lock's process is gone, so it resumes
+    summary = summary_of(root, "2024-07-02")
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "index": False,
+                                                                         "candidates": True}
+    assert not os.path.exists(root / NIGHTLY_LOCK_FILE)
+
+
+def test_an_index_published_just_before_a_crash_is_adopted_not_built_again(inputs, first_night, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(first_night, root)
+    run_dir = root / "runs" / "2024-07-01"
+    for marker in ("stages/index.json", "stages/candidates.json", SUCCESS_FILE):  # as if killed after publishing
+        (run_dir / marker).unlink()
+    index_versions = sorted(os.listdir(root / "index"))
+    assert nightly.main(nightly_argv(inputs, root, "2024-07-01")) == 0
+    summary = summary_of(root, "2024-07-01")
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "index": True,
+                                                                         "candidates": True}
+    assert summary["stages"]["index"]["adopted"] is True
+    assert sorted(os.listdir(root / "index")) == index_versions
+
+
+def test_a_failing_recall_gate_exits_non_zero_and_leaves_current_untouched(inputs, first_night, tmp_path, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(first_night, root)
+    current = (root / "index" / INDEX_CURRENT_FILE).read_bytes()
+    ivf_that_misses = ["--set", "index.factory=IVF4,Flat", "--set", "index.nprobe=1", "--set",
+                       "index.tune_nprobe=false", "--set", "index.min_recall_at_10=0.99"]
+    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", *ivf_that_misses)) == nightly.EXIT_STAGE_FAILED
+    assert "RecallTooLow" in capsys.readouterr().err
+    assert (root / "index" / INDEX_CURRENT_FILE).read_bytes() == current
+    state = RunState(str(root / "runs" / "2024-07-02"))
+    assert state.stage_result("embed") is not None and state.stage_result("index") is None
+    assert not state.is_finished()
+    assert not os.path.exists(root / NIGHTLY_LOCK_FILE)
+
+
+def test_a_held_lock_keeps_a_second_run_out(inputs, tmp_path, capsys):
+    root = tmp_path / "root"
+    lock = locks.acquire_lock(str(root / NIGHTLY_LOCK_FILE), owner="nightly 2024-07-01")
+    try:
+        assert nightly.main(nightly_argv(inputs, root, "2024-07-02")) == nightly.EXIT_LOCKED
+        assert "nightly 2024-07-01" in capsys.readouterr().err
+        assert sorted(os.listdir(root)) == [NIGHTLY_LOCK_FILE]
+    finally:
+        locks.release_lock(lock)
+
+
+def test_a_held_lock_on_gcs_keeps_a_second_run_out(inputs, fake_gcs):
+    root = fake_gcs.uri("nightly")
+    lock = locks.acquire_lock(f"{root}/{NIGHTLY_LOCK_FILE}", owner="nightly 2024-07-01")
+    try:
+        assert nightly.main(nightly_argv(inputs, root, "2024-07-02")) == nightly.EXIT_LOCKED
+        names = [blob.name for blob in fake_gcs.client.list_blobs(fake_gcs.bucket)]
+        assert names == [f"nightly/{NIGHTLY_LOCK_FILE}"]
+    finally:
+        locks.release_lock(lock)
+    second = locks.acquire_lock(f"{root}/{NIGHTLY_LOCK_FILE}", owner="nightly 2024-07-02")
+    locks.release_lock(second)
+
+
+def test_overlap_at_k_counts_shared_neighbours_of_the_titles_given():
+    today = {"a": ["b", "c", "d"], "b": ["a", "c", "d"], "new": ["a"]}
+    yesterday = {"a": ["c", "b", "x"], "b": ["x", "y", "z"]}
+    assert nightly.overlap_at_k(today, yesterday, ["a", "b", "new"], k=3) == pytest.approx((2 / 3 + 0) / 2)
+    assert nightly.overlap_at_k(today, yesterday, ["a"], k=1) == 0.0
+    assert nightly.overlap_at_k(today, yesterday, [], k=3) is None
+
+
+def _upload_tree(gcs, local_dir, prefix: str) -> str:
+    bucket = gcs.client.bucket(gcs.bucket)
+    for folder, _, files in os.walk(local_dir):
+        for name in files:
+            path = os.path.join(folder, name)
+            bucket.blob(f"{prefix}/{os.path.relpath(path, local_dir)}").upload_from_filename(path)
+    return gcs.uri(prefix)
+
+
+def test_the_whole_chain_runs_on_gcs(inputs, gcs_emulator):
+    """Catalog, model, history, embeddings, index and candidates all on gs:// URIs of a local GCS server.
+
+    gcp-storage-emulator, because Beam's file sinks finalise with batch requests that fake-gcs-server lacks;
+    the lock's preconditions are tested against fake-gcs-server above."""
+    gcs = gcs_emulator
+    catalog = _upload_tree(gcs, inputs["root"] / "catalog", "in/catalog")
+    model = _upload_tree(gcs, inputs["model"], "in/model")
+    gcs.client.bucket(gcs.bucket).blob("in/history.csv").upload_from_filename(inputs["history"])
+    root = gcs.uri("nightly")
+    argv = nightly_argv(inputs, root, "2024-07-01", catalog=f"{catalog}/catalog.csv", history=gcs.uri("in/history.csv"))
+    argv[argv.index("--model") + 1] = model
+    assert nightly.main(argv) == 0
+    names = {blob.name for blob in gcs.client.list_blobs(gcs.bucket, prefix="nightly/")}
+    version = versions.read_current(f"{root}/index").version
+    assert {f"nightly/index/{INDEX_CURRENT_FILE}", f"nightly/index/{version}/manifest.json",
+            "nightly/runs/2024-07-01/_SUCCESS", "nightly/runs/2024-07-01/embeddings/_SUCCESS",
+            "nightly/runs/2024-07-01/candidates/_SUCCESS"} <= names
+    assert any(name.startswith("nightly/runs/2024-07-01/candidates/user/") for name in names)
+    summary = json.loads(gcs.client.bucket(gcs.bucket).blob("nightly/runs/2024-07-01/summary.json")
+                         .download_as_bytes())
+    assert summary["counts"]["titles"] == N_TITLES and summary["versions"]["index"] == version
+    assert summary["stages"]["index"]["version_dir"].startswith("gs://")
+    assert f"nightly/{NIGHTLY_LOCK_FILE}" not in names
+
+
+def test_the_flex_template_runs_nightly_with_the_dataflow_config_unless_given_one():
+    import importlib.util
+
+    from pipelines.common.command_line import beam_argv
+    from pipelines.config import load_config
+
+    spec = importlib.util.spec_from_file_location("launch", "flex_template/launch.py")
+    launch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch)
+    argv = launch.nightly_argv(["--date=2024-07-01", "--root=gs://b/r", "--project=p"])
+    assert argv[:2] == ["--config", "configs/dataflow.yaml"]
+    run = nightly._parse(argv + ["--catalog=gs://b/c.csv", "--model=gs://b/m", "--history=gs://b/h.csv"])
+    assert "--runner=DataflowRunner" in beam_argv(run.config, run.beam_args) and run.date == "2024-07-01"
+    assert run.config.nightly.embed_beam_args == load_config("configs/dataflow.yaml").nightly.embed_beam_args
+    assert launch.nightly_argv(["--config=configs/local.yaml"]) == ["--config=configs/local.yaml"]

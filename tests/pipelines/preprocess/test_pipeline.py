@@ -1,0 +1,311 @@
+"""The preprocess pipeline: every row accounted for, rejects with reasons, the stable split, the genre vocabulary,
+staging → publish, the error budget, and the same run in multi_processing mode and on gs:// URIs."""
+import csv
+import functools
+import glob
+import json
+import os
+from collections import Counter
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+from pipelines.preprocess import pipeline as preprocess
+
+from pipelines.common import storage
+from pipelines.common.catalog import CatalogRow
+from pipelines.config import Config, PreprocessConfig
+from pipelines.contracts import (FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID,
+                                 GENRE_VOCABULARY_NAME, PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX, REJECTS_DIR,
+                                 STATS_FILE, SUCCESS_FILE, RejectReason)
+from pipelines.common.catalog_rows import ValidateCatalogRows, resolve_duplicates
+from pipelines.preprocess.pipeline import is_eval
+from pipelines.synthetic.catalog import ACCEPTED, BAD_KINDS, generate_catalog
+from pipelines.preprocess.transform import make_preprocessing_fn, raw_feature_spec
+
+INPUT_SIZE = 32
+N = 4 * len(BAD_KINDS)  # with bad_fraction 0.5: every bad kind twice (both huge_header variants), and as many good rows
+# Rows appended to the generated manifest, each testing one catalog-level rule; {good} is a good poster's file.
+EXTRA_ROWS = [
+    ("twice", "Twice", "Drama", "{good}"),
+    ("twice", "Twice again", "Comedy", "{good}"),
+    ("", "No id", "Drama", "{good}"),
+    ("nogenres", "No genres", "", "{good}"),
+    ("noposter", "No poster", "Drama", ""),
+    ("copy", "Same poster as another title", "Drama|Horror", "{good}"),
+]
+
+
+def catalog_with_extra_rows(directory) -> tuple[str, list[dict]]:
+    generate_catalog(directory, n=N, seed=11, bad_fraction=0.5, width=64, height=96)
+    bad_rows = json.loads((directory / "bad_rows.json").read_text())
+    bad_ids = {row["title_id"] for row in bad_rows}
+    manifest = directory / "catalog.csv"
+    with manifest.open(newline="") as handle:
+        good = next(row["poster_uri"] for row in csv.DictReader(handle) if row["title_id"] not in bad_ids)
+    with manifest.open("a", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(
+            (tid, title, genres, uri.format(good=good)) for tid, title, genres, uri in EXTRA_ROWS)
+    return str(manifest), bad_rows
+
+
+def preprocess_args(catalog: str, out: str, *extra: str) -> list[str]:
+    return ["--config", "configs/local.yaml", "--catalog", catalog, "--out", out,
+            "--set", f"model.input_size={INPUT_SIZE}", "--set", "preprocess.max_reject_fraction=0.5", *extra]
+
+
+def read_examples(out_dir: str, prefix: str) -> list[dict]:
+    spec = tft.TFTransformOutput(out_dir).transformed_feature_spec()
+    files = sorted(glob.glob(os.path.join(out_dir, prefix + "*")))
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
+        lambda record: tf.io.parse_single_example(record, spec))
+    examples = [{name: value.numpy() for name, value in example.items()} for example in dataset]
+    return sorted(examples, key=lambda example: example[FEATURE_TITLE_ID])
+
+
+def read_rejects(out_dir: str) -> list[dict]:
+    return pq.read_table(os.path.join(out_dir, REJECTS_DIR)).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tmp_path_factory):
+    """One DirectRunner run of `posters preprocess` on a generated catalog with bad rows and extra rows."""
+    root = tmp_path_factory.mktemp("preprocess")
+    catalog, bad_rows = catalog_with_extra_rows(root / "catalog")
+    out = str(root / "out")
+    assert preprocess.main(preprocess_args(catalog, out)) == 0
+    stats = json.loads((root / "out" / STATS_FILE).read_text())
+    return {"root": root, "catalog": catalog, "bad_rows": bad_rows, "out": out, "stats": stats,
+            "rejects": read_rejects(out), "train": read_examples(out, PREPROCESS_TRAIN_PREFIX),
+            "eval": read_examples(out, PREPROCESS_EVAL_PREFIX)}
+
+
+# --- the full run ---------------------------------------------------------------------------------------------
+
+def test_every_bad_row_the_generator_recorded_is_found_with_its_reason(preprocessed):
+    rejected = {r["title_id"]: r["reason"] for r in preprocessed["rejects"]}
+    for bad in preprocessed["bad_rows"]:
+        assert rejected.get(bad["title_id"], ACCEPTED) == bad["expected"], bad
+
+
+def test_no_good_row_is_rejected(preprocessed):
+    bad_ids = {bad["title_id"] for bad in preprocessed["bad_rows"] if bad["expected"] != ACCEPTED}
+    generated_rejects = {r["title_id"] for r in preprocessed["rejects"] if (r["title_id"] or "").startswith("tt")}
+    assert generated_rejects == bad_ids
+
+
+def test_catalog_rules_reject_with_their_reasons(preprocessed):
+    extra = Counter((r["title_id"], r["reason"]) for r in preprocessed["rejects"]
+                    if not (r["title_id"] or "").startswith("tt"))
+    assert extra == Counter({(None, RejectReason.MISSING_TITLE_ID): 1, ("nogenres", RejectReason.NO_GENRES): 1,
+                             ("noposter", RejectReason.NO_POSTER): 1, ("twice", RejectReason.DUPLICATE_TITLE_ID): 2})
+
+
+def test_every_row_is_accounted_for(preprocessed):
+    stats, examples = preprocessed["stats"], preprocessed["train"] + preprocessed["eval"]
+    assert stats["read"] == N + len(EXTRA_ROWS)
+    assert stats["accepted"] + stats["rejected"] == stats["read"]
+    assert stats["rejected"] == len(preprocessed["rejects"]) == sum(stats["rejected_by_reason"].values())
+    assert stats["accepted"] == len(examples) == stats["train_examples"] + stats["eval_examples"]
+    assert Counter(r["reason"] for r in preprocessed["rejects"]) == stats["rejected_by_reason"]
+
+
+def test_the_split_is_a_stable_hash_of_title_id(preprocessed):
+    train_ids = {e[FEATURE_TITLE_ID].decode() for e in preprocessed["train"]}
+    eval_ids = {e[FEATURE_TITLE_ID].decode() for e in preprocessed["eval"]}
+    assert eval_ids and train_ids and not train_ids & eval_ids
+    assert all(is_eval(title_id, 0.2) for title_id in eval_ids)
+    assert not any(is_eval(title_id, 0.2) for title_id in train_ids)
+
+
+def test_vocabulary_labels_and_primary_genre_follow_the_catalog(preprocessed):
+    with open(preprocessed["catalog"], newline="") as handle:
+        genres = {row["title_id"]: row["genres"].split("|") for row in csv.DictReader(handle)}
+    examples = preprocessed["train"] + preprocessed["eval"]
+    counts = Counter(g for e in examples for g in genres[e[FEATURE_TITLE_ID].decode()])
+    vocabulary = tft.TFTransformOutput(preprocessed["out"]).vocabulary_by_name(GENRE_VOCABULARY_NAME)
+    vocabulary = [genre.decode() for genre in vocabulary]
+    assert sorted(vocabulary) == sorted(counts) and preprocessed["stats"]["genre_counts"] == dict(counts)
+    assert [counts[g] for g in vocabulary] == sorted(counts.values(), reverse=True)  # most frequent first
+    for example in examples:
+        listed = genres[example[FEATURE_TITLE_ID].decode()]
+        assert [vocabulary[i] for i in np.flatnonzero(example[FEATURE_LABELS])] == sorted(
+            listed, key=vocabulary.index)
+        assert vocabulary[example[FEATURE_PRIMARY_GENRE]] == listed[0]
+
+
+def test_images_are_pngs_at_the_model_input_size(preprocessed):
+    image = tf.io.decode_png(preprocessed["train"][0][FEATURE_IMAGE])
+    assert image.shape == (INPUT_SIZE, INPUT_SIZE, 3) and image.dtype == tf.uint8
+
+
+def test_conversions_and_duplicate_images_are_counted(preprocessed):
+    stats = preprocessed["stats"]
+    assert stats["converted_to_rgb"] == {"L": 2, "CMYK": 2, "RGBA": 2, "P": 2}
+    assert stats["duplicate_images"] == 1  # "copy" shares its poster file with a good generated title
+    assert stats["duplicate_titles_kept_last"] == 0
+
+
+def test_outputs_are_published_whole_and_staging_is_gone(preprocessed):
+    out = preprocessed["out"]
+    assert os.path.exists(os.path.join(out, SUCCESS_FILE))
+    assert sorted(os.listdir(out)) == sorted([SUCCESS_FILE, STATS_FILE, REJECTS_DIR, "train", "eval",
+                                              "transform_fn", "transformed_metadata"])
+    assert not [name for name in os.listdir(preprocessed["root"]) if name.startswith(".staging")]
+
+
+def _raw_example_recording_pid(pid_dir: str, raw_example, row, poster):
+    """`preprocess._raw_example`, leaving a file named for the process that ran it."""
+    open(os.path.join(pid_dir, str(os.getpid())), "w").close()
+    return raw_example(row, poster)
+
+
+def test_multi_processing_mode_gives_the_same_outputs(preprocessed, monkeypatch):
+    """Two worker processes: any state that would not survive Dataflow's serialisation breaks this run. The
+    transform step records the process it runs in, to show the work left the test process."""
+    pid_dir = preprocessed["root"] / "multi_pids"
+    pid_dir.mkdir()
+    monkeypatch.setattr(preprocess, "_raw_example",
+                        functools.partial(_raw_example_recording_pid, str(pid_dir), preprocess._raw_example))
+    out = str(preprocessed["root"] / "out_multi")
+    args = preprocess_args(preprocessed["catalog"], out,
+                           "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    assert preprocess.main(args) == 0
+    worker_pids = {int(name) for name in os.listdir(pid_dir)}
+    assert worker_pids and os.getpid() not in worker_pids
+    stats = json.loads(open(os.path.join(out, STATS_FILE)).read())
+    ignore = {"seconds", "out"}
+    assert {k: v for k, v in stats.items() if k not in ignore} == {
+        k: v for k, v in preprocessed["stats"].items() if k not in ignore}
+    for prefix, split in ((PREPROCESS_TRAIN_PREFIX, "train"), (PREPROCESS_EVAL_PREFIX, "eval")):
+        ours = read_examples(out, prefix)
+        assert [e[FEATURE_TITLE_ID] for e in ours] == [e[FEATURE_TITLE_ID] for e in preprocessed[split]]
+        assert all(a[FEATURE_IMAGE] == b[FEATURE_IMAGE] for a, b in zip(ours, preprocessed[split]))
+
+
+# --- error budget, gs:// ------------------------------------------------------------------------------------
+
+def test_over_the_error_budget_nothing_is_published(tmp_path, capsys):
+    generate_catalog(tmp_path / "catalog", n=4, seed=1, bad_fraction=0.5, width=64, height=96)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "previous.txt").write_text("the last good run")
+    code = preprocess.main(preprocess_args(str(tmp_path / "catalog" / "catalog.csv"), str(out),
+                                           "--set", "preprocess.max_reject_fraction=0.25"))
+    assert code == 1
+    message = capsys.readouterr().err
+    assert "2 of 4 rows rejected (50.0%)" in message and "zero_bytes 1" in message and "truncated_image 1" in message
+    assert os.listdir(out) == ["previous.txt"]
+    staging = [p for p in tmp_path.iterdir() if p.name.startswith(".staging-out")]
+    assert len(staging) == 1 and str(staging[0]) in message  # kept, so the rejects can be read
+    assert len(read_rejects(str(staging[0]))) == 2
+
+
+def test_runs_on_gcs_uris(gcs_emulator, tmp_path):
+    generate_catalog(tmp_path / "catalog", n=6, seed=2, width=64, height=96)
+    bucket = gcs_emulator.client.bucket(gcs_emulator.bucket)
+    for path in (tmp_path / "catalog").rglob("*"):
+        if path.is_file():
+            bucket.blob(f"catalog/{path.relative_to(tmp_path / 'catalog')}").upload_from_filename(str(path))
+    out = gcs_emulator.uri("preprocessed")
+    assert preprocess.main(preprocess_args(gcs_emulator.uri("catalog/catalog.csv"), out)) == 0
+    stats = storage.read_json(storage.join(out, STATS_FILE))
+    assert (stats["read"], stats["accepted"], stats["rejected"]) == (6, 6, 0)
+    files = storage.list_files(out)
+    assert storage.join(out, SUCCESS_FILE) in files
+    assert any(f.startswith(storage.join(out, "transform_fn/saved_model.pb")) for f in files)
+    assert [f for f in files if "/train/part" in f] and [f for f in files if "/rejects/part" in f]
+    assert not [f for f in storage.list_files(gcs_emulator.uri()) if "/.staging-" in f]
+
+
+@pytest.mark.parametrize("setting", ["preprocess.vocab_top_k=0", "preprocess.read_retries=-1",
+                                     "preprocess.vocab_frequency_threshold=0"])
+def test_a_bad_preprocess_setting_names_its_key(tmp_path, capsys, setting):
+    assert preprocess.main(preprocess_args(str(tmp_path / "c.csv"), str(tmp_path / "out"), "--set", setting)) == 1
+    assert setting.split("=")[0] in capsys.readouterr().err
+
+
+def test_a_missing_catalog_is_a_clear_error(tmp_path, capsys):
+    assert preprocess.main(preprocess_args(str(tmp_path / "nothing.csv"), str(tmp_path / "out"))) == 1
+    assert "catalog manifest not found" in capsys.readouterr().err
+
+
+# --- the parts ------------------------------------------------------------------------------------------------
+
+def row(title_id, number, genres=("Drama",), poster="p.jpg") -> CatalogRow:
+    return CatalogRow(title_id, "", tuple(genres), poster, number)
+
+
+def test_reject_policy_rejects_every_row_of_a_duplicated_title_id():
+    kept, rejected = resolve_duplicates([row("a", 7), row("a", 2)], "reject")
+    assert kept is None and [(r.row_number, "rows 2, 7" in detail) for r, detail in rejected] == [(2, True), (7, True)]
+
+
+def test_keep_last_policy_keeps_the_row_furthest_down():
+    kept, rejected = resolve_duplicates([row("a", 9), row("a", 2), row("a", 5)], "keep_last")
+    assert kept.row_number == 9 and [r.row_number for r, _ in rejected] == [2, 5]
+    assert all("superseded by row 9" in detail for _, detail in rejected)
+
+
+@pytest.mark.parametrize("policy, kept_ids", [("reject", ["b"]), ("keep_last", ["a", "b"])])
+def test_validate_catalog_rows(policy, kept_ids):
+    rows = [row("a", 1), row("a", 2), row("b", 3), row(None, 4), row("c", 5, genres=())]
+    pipeline = BeamTestPipeline()
+    valid, rejects = pipeline | beam.Create(rows) | ValidateCatalogRows(policy)
+    assert_that(valid | "Ids" >> beam.Map(lambda r: r.title_id), equal_to(kept_ids), label="Valid")
+    duplicates = [("a", RejectReason.DUPLICATE_TITLE_ID)] * (2 if policy == "reject" else 1)
+    assert_that(rejects | "Reasons" >> beam.Map(lambda r: (r["title_id"], r["reason"])),
+                equal_to(duplicates + [(None, RejectReason.MISSING_TITLE_ID), ("c", RejectReason.NO_GENRES)]),
+                label="Rejects")
+    pipeline.run().wait_until_finish()
+
+
+def test_is_eval_is_pinned_and_near_the_fraction():
+    """Pinned: changing the hash would move titles between train and eval from one run to the next."""
+    ids = [f"tt{i:07d}" for i in range(1, 2001)]
+    assert [i for i in ids[:30] if is_eval(i, 0.2)] == ["tt0000014", "tt0000017", "tt0000022", "tt0000025",
+                                                        "tt0000030"]
+    assert 0.17 < sum(is_eval(i, 0.2) for i in ids) / len(ids) < 0.23
+    assert not any(is_eval(i, 0.0) for i in ids) and all(is_eval(i, 1.0) for i in ids)
+
+
+# Five titles: Drama is listed 3 times, Comedy 2, Horror and Western once each. "b" lists Horror before Comedy;
+# "d" lists only Western.
+VOCABULARY_TITLES = {"a": ["Drama", "Comedy"], "b": ["Horror", "Comedy"], "c": ["Drama"], "d": ["Western"],
+                     "e": ["Drama"]}
+
+
+@pytest.mark.parametrize("settings, vocabulary, expected", [
+    # Genres seen twice or more, most frequent first: Drama, Comedy. b's primary genre is Comedy (Horror is out);
+    # d has no labels and primary_genre -1.
+    ({"vocab_frequency_threshold": 2}, [b"Drama", b"Comedy"],
+     [("a", [1.0, 1.0], 0), ("b", [0.0, 1.0], 1), ("c", [1.0, 0.0], 0), ("d", [0.0, 0.0], -1), ("e", [1.0, 0.0], 0)]),
+    # The single most frequent genre: Drama. b and d have none of it, so no labels and primary_genre -1.
+    ({"vocab_top_k": 1}, [b"Drama"],
+     [("a", [1.0], 0), ("b", [0.0], -1), ("c", [1.0], 0), ("d", [0.0], -1), ("e", [1.0], 0)]),
+], ids=["frequency_threshold", "top_k"])
+def test_preprocessing_fn_vocabulary_labels_and_primary_genre(tmp_path, settings, vocabulary, expected):
+    config = Config(preprocess=PreprocessConfig(**settings))
+    config.model.input_size = 8
+    png = tf.io.encode_png(tf.fill([12, 10, 3], tf.constant(200, tf.uint8))).numpy()
+    instances = [{"title_id": tid, "image": png, "genres": listed} for tid, listed in VOCABULARY_TITLES.items()]
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
+    with BeamTestPipeline() as pipeline, tft_beam.Context(temp_dir=str(tmp_path)):
+        (transformed, _), transform_fn = ((pipeline | beam.Create(instances), metadata)
+                                          | tft_beam.AnalyzeAndTransformDataset(make_preprocessing_fn(config)))
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / "out"))
+        summary = transformed | beam.Map(lambda e: (e[FEATURE_TITLE_ID].decode(), list(e[FEATURE_LABELS]),
+                                                   int(e[FEATURE_PRIMARY_GENRE]),
+                                                   tf.io.decode_png(e[FEATURE_IMAGE]).shape.as_list()))
+        assert_that(summary, equal_to([(tid, labels, primary, [8, 8, 3]) for tid, labels, primary in expected]))
+    output = tft.TFTransformOutput(str(tmp_path / "out"))
+    assert output.vocabulary_by_name(GENRE_VOCABULARY_NAME) == vocabulary
+    assert output.transformed_feature_spec()[FEATURE_LABELS].shape == [len(vocabulary)]
