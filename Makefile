@@ -8,7 +8,7 @@ DATAFLOW_CONFIG ?= configs/dataflow.yaml
 BUCKET ?= gs://YOUR_BUCKET/posters
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test bench clean \
+.PHONY: help install demo test lint bench clean \
         dataflow-preprocess dataflow-embed dataflow-index dataflow-candidates dataflow-nightly flex-template
 
 help:  ## list the targets
@@ -27,8 +27,11 @@ install: $(VENV)/.installed  ## create the virtual environment and install the p
 demo: install  ## run the main job end to end on the embedded synthetic catalog (DirectRunner)
 	$(BIN)/posters demo --config $(CONFIG) --out $(DEMO_OUT)
 
-test: install  ## run the whole test suite
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+test: install  ## run the whole test suite (one worker per CPU)
+	$(BIN)/python -m pytest -q -n auto $(PYTEST_ARGS)
+
+lint: install  ## ruff, configured in ruff.toml
+	$(BIN)/ruff check .
 
 bench: install  ## the benchmarks (embed and index), written as JSON under bench_out/
 	$(BIN)/posters bench embed --config $(CONFIG) --json bench_out/embed.json

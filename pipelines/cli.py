@@ -10,14 +10,16 @@ import sys
 
 SUBCOMMANDS = {
     "generate-catalog": ("pipelines.synthetic.catalog:main", "write a synthetic poster catalog (JPEGs + manifest)"),
-    "preprocess": ("pipelines.preprocess.pipeline:main", "validate a catalog and write tensorflow-transform training data"),
+    "preprocess": ("pipelines.preprocess.pipeline:main",
+                   "validate a catalog and write tensorflow-transform training data"),
     "train": ("trainer.train:main", "two-phase training (genre warm-up, triplet metric learning) and export"),
     "export-model": ("trainer.export:main", "export the config's model untrained (benchmarks, smoke tests)"),
     "embed": ("pipelines.embed.pipeline:main", "embed a catalog with an exported model into Parquet (incremental)"),
     "index": ("pipelines.index.pipeline:main", "build, verify and publish a sharded FAISS index; `index rollback`"),
     "candidates": ("pipelines.candidates.pipeline:main", "item→item and user→item candidates from the published index"),
     "nightly": ("pipelines.nightly.chain:main", "the nightly chain: embed → index → candidates for a date"),
-    "similar": ("pipelines.similar.contact_sheets:similar_main", "contact sheet of a poster and its nearest neighbours"),
+    "similar": ("pipelines.similar.contact_sheets:similar_main",
+                "contact sheet of a poster and its nearest neighbours"),
     "mix": ("pipelines.similar.contact_sheets:mix_main", "contact sheet of the neighbours of averaged posters"),
     "bench": ("pipelines.bench.cli:main", "benchmarks: `bench embed`, `bench index`"),
     "demo": ("pipelines.demo:main", "the main job end to end on the embedded synthetic catalog"),

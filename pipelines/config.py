@@ -1,30 +1,41 @@
-"""The one config loader: YAML files → typed, validated dataclasses, with `--set key.path=value` overrides.
+"""The one config model: YAML files → pydantic models, with `--set key.path=value` overrides.
 
-Every pipeline and the trainer read their settings through `load_config`. An unknown key, a value of the wrong
-type or a value outside its allowed set is a `ConfigError` that names the key and the file.
+Every pipeline and the trainer read their settings through `load_config`; every rule about a value is
+declared here, on its field (types, choices, bounds) or in a model validator (rules between fields), and
+nowhere else. An unknown key, a value of the wrong type or outside its allowed set is a `ConfigError` whose
+one line names the file (or the `--set` override), the key, and what is allowed.
 """
 from __future__ import annotations
 
-import dataclasses
 import typing
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Positive = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegative = Annotated[int, Field(ge=0)]
 
 
 class ConfigError(ValueError):
     """A configuration file or override the user must fix; the message names the key and the source."""
 
 
-@dataclass
-class CatalogConfig:
+class Section(BaseModel):
+    # Unknown keys are errors; values are not coerced across types (a quoted "3" is not an int), except that
+    # an int is accepted where a float is expected.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class CatalogConfig(Section):
     # Manifest column → contract column (`title_id`, `title`, `genres`, `poster_uri`).
-    columns: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str] = Field(default_factory=dict)
     # Separators tried, in order, when `genres` is one string.
-    genre_separators: list[str] = field(default_factory=lambda: ["|", ","])
+    genre_separators: list[str] = Field(default_factory=lambda: ["|", ","])
     # When the manifest has no poster column: posters are `<poster_root>/<title_id><poster_suffix>`.
     poster_root: Optional[str] = None
     poster_suffix: str = ".jpg"
@@ -32,121 +43,113 @@ class CatalogConfig:
     encoding: str = "utf-8"
 
 
-@dataclass
-class ImageConfig:
-    min_side: int = 32
-    max_pixels: int = 40_000_000
-    max_bytes: int = 50_000_000
+class ImageConfig(Section):
+    min_side: Positive = 32
+    max_pixels: Positive = 40_000_000
+    max_bytes: Positive = 50_000_000
 
 
-@dataclass
-class PreprocessConfig:
-    duplicate_title_policy: str = "reject"  # reject | keep_last
-    max_reject_fraction: float = 0.2
-    eval_fraction: float = 0.2
-    vocab_top_k: Optional[int] = None
-    vocab_frequency_threshold: int = 1
-    num_shards: int = 0  # 0: let the runner decide
-    read_retries: int = 3
+class PreprocessConfig(Section):
+    duplicate_title_policy: Literal["reject", "keep_last"] = "reject"
+    max_reject_fraction: Fraction = 0.2
+    eval_fraction: Fraction = 0.2
+    vocab_top_k: Optional[Positive] = None
+    vocab_frequency_threshold: Positive = 1
+    num_shards: NonNegative = 0  # 0: let the runner decide
+    read_retries: NonNegative = 3
 
 
-@dataclass
-class ModelConfig:
-    backbone: str = "tiny_cnn"
+class ModelConfig(Section):
+    backbone: str = "tiny_cnn"  # checked against the trainer's registry when the model is built
     weights: str = "none"  # imagenet | none | /path/to/weights.h5
-    input_size: int = 64
-    embedding_dim: int = 128
+    input_size: Positive = 64
+    embedding_dim: Positive = 128
 
 
-@dataclass
-class TrainConfig:
-    strategy: str = "auto"  # auto | mirrored | multi_worker | default
-    per_replica_batch_size: int = 32
+class TrainConfig(Section):
+    strategy: Literal["auto", "mirrored", "multi_worker", "default"] = "auto"
+    per_replica_batch_size: Positive = 32
     seed: int = 42
-    warmup_epochs: int = 2
-    warmup_learning_rate: float = 1e-3
+    warmup_epochs: NonNegative = 2
+    warmup_learning_rate: PositiveFloat = 1e-3
     # One list of layer-name prefixes per warm-up epoch to make trainable; [] keeps the previous set.
-    unfreeze_schedule: list[list[str]] = field(default_factory=list)
-    metric_epochs: int = 3
-    metric_learning_rate: float = 1e-3
-    triplet_margin: float = 0.1
-    triplet_distance: str = "angular"  # L2 | squared-L2 | angular
-    positives: str = "primary_genre"  # primary_genre | shared_genre
-    classes_per_batch: int = 8
-    examples_per_class: int = 4
-    steps_per_epoch: Optional[int] = None
+    unfreeze_schedule: list[list[str]] = Field(default_factory=list)
+    metric_epochs: NonNegative = 3
+    metric_learning_rate: PositiveFloat = 1e-3
+    triplet_margin: Annotated[float, Field(ge=0)] = 0.1
+    triplet_distance: Literal["L2", "squared-L2", "angular"] = "angular"
+    positives: Literal["primary_genre", "shared_genre"] = "primary_genre"
+    # P × K batches: semi-hard mining needs at least two classes and two examples of each.
+    classes_per_batch: Annotated[int, Field(ge=2)] = 8
+    examples_per_class: Annotated[int, Field(ge=2)] = 4
+    steps_per_epoch: Optional[Positive] = None
 
 
-@dataclass
-class EmbedConfig:
-    min_batch_size: int = 8
-    max_batch_size: int = 64
-    max_rows_per_file: int = 100_000
-    max_reject_fraction: float = 0.2
+class EmbedConfig(Section):
+    min_batch_size: Positive = 8
+    max_batch_size: Positive = 64
+    max_rows_per_file: Positive = 100_000
+    max_reject_fraction: Fraction = 0.2
     # One model per machine instead of one per worker process (Beam's multi-process sharing): for models
     # that do not fit in memory, or on the accelerator, once per process.
     share_model_across_processes: bool = False
 
+    @model_validator(mode="after")
+    def _batch_bounds(self):
+        if self.min_batch_size > self.max_batch_size:
+            raise ValueError("embed.min_batch_size must not exceed embed.max_batch_size")
+        return self
 
-@dataclass
-class IndexConfig:
+
+class IndexConfig(Section):
     factory: Optional[str] = None  # a faiss index_factory string; None: chosen by size
-    flat_max_vectors: int = 50_000  # up to this many vectors: exact search (Flat); above: IVF
-    nlist: Optional[int] = None  # IVF inverted lists; None: about 2·sqrt(n), a power of two
-    nprobe: int = 4  # lists searched per query; with tune_nprobe, the smallest value tried
+    flat_max_vectors: Positive = 50_000  # up to this many vectors: exact search (Flat); above: IVF
+    nlist: Optional[Positive] = None  # IVF inverted lists; None: about 2·sqrt(n), a power of two
+    nprobe: Positive = 4  # lists searched per query; with tune_nprobe, the smallest value tried
     tune_nprobe: bool = True  # raise nprobe (steps of √2, up to nlist/4) until recall@10 reaches min_recall_at_10
-    num_shards: int = 0  # 0: ceil(n / vectors_per_shard)
-    vectors_per_shard: int = 500_000
-    train_sample_size: Optional[int] = None  # None: 64 per inverted list (at least 10,000)
-    recall_queries: int = 500  # sample titles whose recall@10 against exact search goes in the manifest
-    min_recall_at_10: float = 0.95  # below this the build fails and nothing is published
-    keep_versions: int = 3  # published versions kept (the live one included); older ones are deleted
+    num_shards: NonNegative = 0  # 0: ceil(n / vectors_per_shard)
+    vectors_per_shard: Positive = 500_000
+    train_sample_size: Optional[Positive] = None  # None: 64 per inverted list (at least 10,000)
+    recall_queries: Positive = 500  # sample titles whose recall@10 against exact search goes in the manifest
+    min_recall_at_10: Fraction = 0.95  # below this the build fails and nothing is published
+    keep_versions: Positive = 3  # published versions kept (the live one included); older ones are deleted
 
 
-@dataclass
-class CandidatesConfig:
-    k: int = 20  # neighbours per title and candidates per user
-    recency_half_life_days: Optional[float] = None  # a watch's weight halves every this many days; None: no decay
-    query_batch_size: int = 256  # queries searched together (the largest batch; Beam sizes them adaptively)
+class CandidatesConfig(Section):
+    k: Positive = 20  # neighbours per title and candidates per user
+    # A watch's weight halves every this many days; None: no decay.
+    recency_half_life_days: Optional[PositiveFloat] = None
+    query_batch_size: Positive = 256  # queries searched together (the largest batch; Beam sizes them adaptively)
 
 
-@dataclass
-class NightlyConfig:
+class NightlyConfig(Section):
     # A lock older than this is taken over (its run is presumed dead); None: a held lock always refuses.
-    lock_stale_after_s: Optional[float] = 6 * 3600
-    overlap_k: int = 10  # overlap@k of today's item→item lists with yesterday's, for unchanged posters
-    overlap_alert_below: float = 0.5  # an overlap@k below this is flagged in the summary and the log
+    lock_stale_after_s: Optional[PositiveFloat] = 6 * 3600
+    overlap_k: Positive = 10  # overlap@k of today's item→item lists with yesterday's, for unchanged posters
+    overlap_alert_below: Fraction = 0.5  # an overlap@k below this is flagged in the summary and the log
     # Beam flags for the embed stage only (e.g. a GPU accelerator on Dataflow), after the shared ones.
-    embed_beam_args: list[str] = field(default_factory=list)
+    embed_beam_args: list[str] = Field(default_factory=list)
 
 
-@dataclass
-class Config:
-    catalog: CatalogConfig = field(default_factory=CatalogConfig)
-    image: ImageConfig = field(default_factory=ImageConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
-    index: IndexConfig = field(default_factory=IndexConfig)
-    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
-    nightly: NightlyConfig = field(default_factory=NightlyConfig)
+class Config(Section):
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
+    nightly: NightlyConfig = Field(default_factory=NightlyConfig)
     # Beam pipeline options (flag name → value) added before those given on the command line.
-    beam: dict[str, Any] = field(default_factory=dict)
+    beam: dict[str, Any] = Field(default_factory=dict)
 
-
-CHOICES = {
-    "preprocess.duplicate_title_policy": {"reject", "keep_last"},
-    "train.strategy": {"auto", "mirrored", "multi_worker", "default"},
-    "train.triplet_distance": {"L2", "squared-L2", "angular"},
-    "train.positives": {"primary_genre", "shared_genre"},
-}
-# Keys outside the all-positive sections above that must be positive when set (0 means "auto" elsewhere).
-POSITIVE = ("train.per_replica_batch_size", "train.classes_per_batch", "train.examples_per_class",
-            "train.steps_per_epoch", "index.nprobe", "index.keep_versions", "index.recall_queries",
-            "index.vectors_per_shard", "index.flat_max_vectors")
-FRACTIONS = {"preprocess.max_reject_fraction", "preprocess.eval_fraction", "embed.max_reject_fraction",
-             "index.min_recall_at_10", "nightly.overlap_alert_below"}
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_keep_defaults(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):  # `train:` with nothing under it
+            return {key: ({} if value is None and key in cls.model_fields else value) for key, value in raw.items()}
+        return raw
 
 
 def packaged_config_path(name: str) -> Path:
@@ -160,30 +163,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     source = "defaults"
     if path is not None:
         source = str(path)
-        file = Path(path)
-        if not file.exists():
-            # `configs/local.yaml` or `local.yaml` outside a checkout (installed workers): the packaged copy.
-            packaged = packaged_config_path(file.name)
-            if not packaged.exists():
-                raise ConfigError(f"config file not found: {path}")
-            file = packaged
-        try:
-            raw = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{source}: not valid YAML: {err}") from err
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections")
-    config = _build(Config, raw, "", source)
-    _check_values(config, source)
+        raw = _read_yaml(Path(path), source)
+    config = _validate(raw, source)
     if not overrides:
         return config
-    # Validate the file alone first, so an error in an override names the override, not the file.
+    # The file alone is validated first, so an error in an override names the override, not the file.
     for item in overrides:
         _apply_override(raw, item)
-    source = "--set " + " ".join(overrides)
-    config = _build(Config, raw, "", source)
-    _check_values(config, source)
-    return config
+    return _validate(raw, "--set " + " ".join(overrides))
+
+
+def _read_yaml(file: Path, source: str) -> dict:
+    if not file.exists():
+        # `configs/local.yaml` or `local.yaml` outside a checkout (installed workers): the packaged copy.
+        packaged = packaged_config_path(file.name)
+        if not packaged.exists():
+            raise ConfigError(f"config file not found: {source}")
+        file = packaged
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    return raw
 
 
 def _apply_override(raw: dict, item: str) -> None:
@@ -201,85 +204,74 @@ def _apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
 
 
-def _build(cls, raw: Any, prefix: str, source: str):
-    if raw is None:  # a section left empty (`train:`) keeps its defaults
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
-    values = {}
-    for name, value in raw.items():
-        hint = hints[name]
-        key = prefix + name
-        if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, value, key + ".", source)
-        else:
-            values[name] = _coerce(hint, value, key, source)
-    return cls(**values)
+def _validate(raw: dict, source: str) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_describe(err.errors()[0])}") from None
 
 
-def _coerce(hint, value, key: str, source: str):
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Union:  # Optional[X]
-        if value is None:
-            return None
-        return _coerce(next(a for a in args if a is not type(None)), value, key, source)
-    if hint is Any:
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
-        return [_coerce(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, f"{key}.{k}", source) for k, v in value.items()}
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r}")
-    return value
+def _describe(error: dict) -> str:
+    """One pydantic error → today's wording: the dotted key, what it got, what is allowed."""
+    loc = [part for part in error["loc"] if not _is_union_branch(part)]
+    key = ".".join(str(part) for part in loc) or "top level"
+    value, kind, ctx = error.get("input"), error["type"], error.get("ctx", {})
+    if kind == "extra_forbidden":
+        known = ", ".join(sorted(_model_at(loc[:-1]).model_fields))
+        return f"unknown key {key} (known: {known})"
+    if kind == "literal_error":
+        choices = sorted(typing.get_args(_annotation_at(loc)) or [])
+        return f"{key} is {value!r}; choose one of {', '.join(map(str, choices))}"
+    if kind == "greater_than" and ctx.get("gt") == 0:
+        return f"{key} must be positive, got {value}"
+    if kind in ("greater_than_equal", "less_than_equal") and _annotation_at(loc) is not None:
+        low, high = _bounds(loc)
+        if (low, high) == (0.0, 1.0):
+            return f"{key} must be between 0 and 1, got {value}"
+        return f"{key} must be at least {low}, got {value}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{key} must be a mapping, got {value!r}"
+    if kind == "list_type":
+        return f"{key} must be a list, got {value!r}"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"{key} must be {kind.split('_')[0]}, got {value!r}"
+    return f"{key}: {error['msg']}, got {value!r}"
 
 
-def _check_values(config: Config, source: str) -> None:
-    for key, allowed in CHOICES.items():
-        value = _get(config, key)
-        if value not in allowed:
-            raise ConfigError(f"{source}: {key} is {value!r}; choose one of {', '.join(sorted(allowed))}")
-    for key in FRACTIONS:
-        value = _get(config, key)
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{source}: {key} must be between 0 and 1, got {value}")
-    for section in (config.image, config.model, config.embed, config.candidates, config.nightly):
-        for f in dataclasses.fields(section):
-            value = getattr(section, f.name)
-            if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
-                raise ConfigError(f"{source}: {_section_name(config, section)}.{f.name} must be positive, got {value}")
-    for key in POSITIVE:
-        value = _get(config, key)
-        if value is not None and value <= 0:
-            raise ConfigError(f"{source}: {key} must be positive, got {value}")
-    if config.embed.min_batch_size > config.embed.max_batch_size:
-        raise ConfigError(f"{source}: embed.min_batch_size must not exceed embed.max_batch_size")
-    half_life = config.candidates.recency_half_life_days
-    if half_life is not None and half_life <= 0:
-        raise ConfigError(f"{source}: candidates.recency_half_life_days must be positive (or null for no decay), "
-                          f"got {half_life}")
+def _is_union_branch(part: Any) -> bool:
+    # pydantic names the branch of an Optional/Annotated it tried (`int`, `constrained-int`, …) in the loc.
+    return isinstance(part, str) and (part in ("int", "float", "str", "bool", "none") or part.startswith("constrained"))
 
 
-def _get(config: Config, key: str):
-    node = config
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
+def _model_at(loc: list) -> type[BaseModel]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return model
 
 
-def _section_name(config: Config, section) -> str:
-    return next(f.name for f in dataclasses.fields(config) if getattr(config, f.name) is section)
+def _annotation_at(loc: list) -> Any:
+    """The field's type with Optional and Annotated peeled off (None when `loc` is not a field)."""
+    if not loc or not isinstance(loc[-1], str):
+        return None
+    fields = _model_at(loc[:-1]).model_fields
+    if loc[-1] not in fields:
+        return None
+    annotation = fields[loc[-1]].annotation
+    while typing.get_origin(annotation) in (typing.Union, Annotated):
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return annotation
+
+
+def _bounds(loc: list) -> tuple[Optional[float], Optional[float]]:
+    field = _model_at(loc[:-1]).model_fields[loc[-1]]
+    low = high = None
+    for meta in field.metadata:
+        low = getattr(meta, "ge", None) if getattr(meta, "ge", None) is not None else low
+        high = getattr(meta, "le", None) if getattr(meta, "le", None) is not None else high
+    return low, high

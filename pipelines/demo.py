@@ -76,7 +76,8 @@ def _pictures(common: list[str], out: Path, paths: dict, catalog: str):
         first = next((r.title_id for r in rows if r.title_id in good and r.genres[:1] == ("Horror",)), good[0])
         second = next((r.title_id for r in rows if r.title_id in good and r.genres[:1] == ("Comedy",)), good[1])
         base = common + ["--index", str(paths["index"]), "--catalog", catalog]
-        code = _stage("pipelines.similar.contact_sheets", "similar_main")(base + [first, "-k", "10", "--out", str(out / "similar.png")])
+        code = _stage("pipelines.similar.contact_sheets", "similar_main")(
+            base + [first, "-k", "10", "--out", str(out / "similar.png")])
         return code or _stage("pipelines.similar.contact_sheets", "mix_main")(base + [first, second, "-k", "10",
                                                                      "--out", str(out / "mix.png")])
     return draw

@@ -20,7 +20,8 @@ NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-inf
 
 
 def _module_file(module: str) -> str | None:
-    """`pipelines.embed.pipeline` → `pipelines/embed.py`, or the package's `__init__.py`; None when neither exists."""
+    """`pipelines.embed.pipeline` → `pipelines/embed/pipeline.py`, or a package's `__init__.py`; None when neither
+    exists."""
     base = REPO.joinpath(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.exists():
@@ -98,6 +99,6 @@ def test_installing_the_sdist_installs_the_modules_and_configs_the_workers_load(
 def test_the_import_walk_sees_imports_by_name_and_relative_imports():
     """The walk must not miss what cli.py loads with importlib, or the check would pass vacuously."""
     files = required_files()
-    assert {"pipelines/nightly.py", "pipelines/candidates.py", "pipelines/views.py", "configs/local.yaml",
-            "configs/dataflow.yaml"} <= files
+    assert {"pipelines/nightly/chain.py", "pipelines/candidates/pipeline.py", "pipelines/similar/contact_sheets.py",
+            "configs/local.yaml", "configs/dataflow.yaml"} <= files
     assert "pipelines.nightly.chain" in _imported_modules(REPO / "pipelines" / "cli.py")[0]

@@ -13,8 +13,15 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.common import storage
-from pipelines.contracts import (FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID,
-                                 GENRE_VOCABULARY_NAME, PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX)
+from pipelines.contracts import (
+    FEATURE_IMAGE,
+    FEATURE_LABELS,
+    FEATURE_PRIMARY_GENRE,
+    FEATURE_TITLE_ID,
+    GENRE_VOCABULARY_NAME,
+    PREPROCESS_EVAL_PREFIX,
+    PREPROCESS_TRAIN_PREFIX,
+)
 
 SPLIT_PREFIXES = {"train": PREPROCESS_TRAIN_PREFIX, "eval": PREPROCESS_EVAL_PREFIX}
 

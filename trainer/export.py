@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -25,10 +24,17 @@ import tensorflow as tf
 
 from pipelines.common import storage
 from pipelines.common.command_line import command_parser, parse_command
-from pipelines.config import ConfigError
-from pipelines.contracts import (EMBEDDING_METRIC, MODEL_META_FILE, PIXELS_INPUT, PIXELS_SIGNATURE, SERVING_INPUT,
-                                 SERVING_OUTPUT, SERVING_SIGNATURE)
 from pipelines.common.pixels import poster_pixels
+from pipelines.config import ConfigError
+from pipelines.contracts import (
+    EMBEDDING_METRIC,
+    MODEL_META_FILE,
+    PIXELS_INPUT,
+    PIXELS_SIGNATURE,
+    SERVING_INPUT,
+    SERVING_OUTPUT,
+    SERVING_SIGNATURE,
+)
 
 
 class PosterServing(tf.Module):
@@ -76,7 +82,7 @@ def export_model(embedder: keras.Model, out_uri: str, backbone: str, input_size:
         "metric": EMBEDDING_METRIC,
         "genres": list(genres),
         "model_version": model_version(embedder, backbone, input_size),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **(extra_meta or {}),
     }
     staging = storage.staging_uri(out_uri)

@@ -18,7 +18,8 @@ tiles the [B, B] distance matrix B times): 256 → ~70 MB of float32, 1024 → ~
 """
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
+from typing import Union
 
 import keras
 import tensorflow as tf

@@ -11,7 +11,7 @@ only on (seed, e, b), so a run is reproducible.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -24,8 +24,8 @@ import faiss
 import numpy as np
 
 from pipelines.common import storage
-from pipelines.index import faiss_index as vi
 from pipelines.config import IndexConfig
+from pipelines.index import faiss_index as vi
 from pipelines.index.loader import ShardedIndex
 
 K = 10

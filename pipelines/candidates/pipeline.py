@@ -16,24 +16,32 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics, MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
-from pipelines.common import storage
-from pipelines.common.command_line import beam_argv, command_parser, parse_command
-from pipelines.config import Config
-from pipelines.contracts import (CANDIDATES_SUMMARY_FILE, INDEX_MANIFEST_FILE, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA,
-                                 SKIPPED_DIR, SKIPPED_SCHEMA, USER_CANDIDATES_DIR, USER_CANDIDATES_SCHEMA)
-from pipelines.embed.reader import EmbeddingsError, describe_embeddings, embedding_matrix
 from pipelines.candidates.watch_history import ReadWatchHistory, Skip, UserQueries, history_format
+from pipelines.common import storage
+from pipelines.common.command_line import command_parser, make_pipeline, parse_command
+from pipelines.config import Config
+from pipelines.contracts import (
+    CANDIDATES_SUMMARY_FILE,
+    INDEX_MANIFEST_FILE,
+    ITEM2ITEM_DIR,
+    ITEM2ITEM_SCHEMA,
+    SKIPPED_DIR,
+    SKIPPED_SCHEMA,
+    USER_CANDIDATES_DIR,
+    USER_CANDIDATES_SCHEMA,
+)
+from pipelines.embed.reader import EmbeddingsError, describe_embeddings, embedding_matrix
 
 log = logging.getLogger(__name__)
 METRICS_NAMESPACE = "candidates"
@@ -238,10 +246,9 @@ def pipeline_counters(result) -> dict[str, int]:
     return counters
 
 
-def run_candidates(plan: CandidatesPlan, final_out: str, config: Config, beam_args: list[str]) -> dict:
+def run_candidates(plan: CandidatesPlan, final_out: str, pipeline: beam.Pipeline) -> dict:
     """Runs the pipeline into `plan.out_dir` (staging), then publishes it to `final_out`; returns the summary."""
     started = time.time()
-    pipeline = beam.Pipeline(options=PipelineOptions(beam_argv(config, beam_args)))
     build_pipeline(pipeline, plan)
     result = pipeline.run()
     result.wait_until_finish()
@@ -278,15 +285,16 @@ def _parse(argv: list[str]):
     return parse_command(parser, argv)
 
 
-def run(argv: list[str]) -> dict:
+def run(argv: list[str] | None = None, save_main_session: bool = True,
+        test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs `posters candidates` and returns its summary. Raises ValueError, `EmbeddingsError` or
     FileNotFoundError for inputs the user must fix; a failed pipeline raises and publishes nothing."""
-    args, config, beam_args = _parse(argv)
+    args, config, beam_args = _parse(sys.argv[1:] if argv is None else argv)
     staging = storage.staging_uri(args.out)
     plan = plan_candidates(args.index, args.embeddings, args.history, staging, config)
     log.info("candidates plan: %s", {k: v for k, v in asdict(plan).items() if k != "embedding_files"})
     try:
-        return run_candidates(plan, args.out, config, beam_args)
+        return run_candidates(plan, args.out, make_pipeline(config, beam_args, save_main_session, test_pipeline))
     except BaseException:
         storage.delete_tree(staging)
         raise

@@ -13,9 +13,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import IO, Any, Iterable, Iterator, NamedTuple, Optional
+from datetime import UTC, datetime
+from typing import IO, Any, NamedTuple, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -72,7 +73,7 @@ def parse_timestamp(value: Any) -> Optional[float]:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):

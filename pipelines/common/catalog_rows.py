@@ -8,8 +8,8 @@ from __future__ import annotations
 import apache_beam as beam
 
 from pipelines.common.catalog import CatalogRow
-from pipelines.contracts import RejectReason
 from pipelines.common.posters import reject_record
+from pipelines.contracts import RejectReason
 
 
 def resolve_duplicates(rows: list[CatalogRow], policy: str) -> tuple[CatalogRow | None, list[tuple[CatalogRow, str]]]:

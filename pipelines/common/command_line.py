@@ -1,7 +1,11 @@
-"""Flags every subcommand shares: `--config`, `--set key.path=value`; unknown flags go to Beam untouched."""
+"""Flags every subcommand shares (`--config`, `--set key.path=value`; unknown flags go to Beam untouched) and the
+one way a stage makes its Beam pipeline from them."""
 from __future__ import annotations
 
 import argparse
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from pipelines.config import Config, load_config
 
@@ -33,3 +37,14 @@ def beam_argv(config: Config, beam_args: list[str]) -> list[str]:
         else:
             flags.append(f"--{name}={value}")
     return flags + list(beam_args)
+
+
+def make_pipeline(config: Config, beam_args: list[str], save_main_session: bool = True,
+                  test_pipeline: beam.Pipeline | None = None) -> beam.Pipeline:
+    """The pipeline a stage's `run` builds on: `test_pipeline` when a test passes one, else a new one with the
+    config's and the command line's Beam options (`save_main_session` as in Beam's examples)."""
+    if test_pipeline is not None:
+        return test_pipeline
+    options = PipelineOptions(beam_argv(config, beam_args))
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    return beam.Pipeline(options=options)

@@ -20,8 +20,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 from pipelines.common import storage
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 class LockHeld(RuntimeError):
     """The lock is taken; `.info` says by whom and since when."""
 
-    def __init__(self, uri: str, info: Optional["LockInfo"], age_s: Optional[float] = None):
+    def __init__(self, uri: str, info: Optional[LockInfo], age_s: Optional[float] = None):
         self.uri, self.info = uri, info
         if info:
             holder = (f"owner {info.owner!r} (host {info.host}, pid {info.pid}) since {info.acquired_at}, "
@@ -57,7 +58,7 @@ class LockInfo:
 
     @property
     def age_s(self) -> float:
-        return (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(self.acquired_at)).total_seconds()
+        return (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(self.acquired_at)).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def _gcs_read_lock(uri: str) -> Optional[tuple[Optional[LockInfo], int, float]]:
         data = blob.download_as_bytes(if_generation_match=blob.generation)
     except (NotFound, PreconditionFailed):
         return None
-    age_s = (dt.datetime.now(dt.timezone.utc) - blob.updated).total_seconds() if blob.updated else 0.0
+    age_s = (dt.datetime.now(dt.UTC) - blob.updated).total_seconds() if blob.updated else 0.0
     return _decode(data), blob.generation, age_s
 
 

@@ -4,8 +4,9 @@
 errors; `validate_poster` checks the bytes cheaply first (size, header, dimensions) and only then decodes, so a
 decompression bomb is refused from its header alone. A poster kept as is (an RGB JPEG) is decoded at 1/8 scale
 in the DCT domain, which reads and entropy-decodes the whole stream (truncation and corruption fail as in a full
-decode) for about two thirds of the cost; a poster that is converted is decoded in full. Anything wrong raises `PosterRejected` with a
-`RejectReason` code. `ReadAndValidatePosters` does both inside a pipeline; `WriteRejects` writes the rejects.
+decode) for about two thirds of the cost; a poster that is converted is decoded in full. Anything wrong raises
+`PosterRejected` with a `RejectReason` code. `ReadAndValidatePosters` does both inside a pipeline; `WriteRejects`
+writes the rejects.
 
 Posters leave here decodable by `tf.io.decode_image` as RGB: an RGB JPEG or PNG keeps its original bytes;
 anything else (grayscale, CMYK, palette, alpha, 16-bit, other formats) is converted to RGB — alpha composited

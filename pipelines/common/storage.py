@@ -8,19 +8,24 @@ file renamed into place on local disk; a single upload on GCS), so a crash never
 """
 from __future__ import annotations
 
-import datetime as dt
-
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.contracts import (CANDIDATES_SUMMARY_FILE, EMBEDDINGS_MANIFEST_FILE, MODEL_META_FILE, STATS_FILE,
-                                 SUCCESS_FILE)
+from pipelines.contracts import (
+    CANDIDATES_SUMMARY_FILE,
+    EMBEDDINGS_MANIFEST_FILE,
+    MODEL_META_FILE,
+    STATS_FILE,
+    SUCCESS_FILE,
+)
 
 # Files that describe a directory's data: on GCS they are copied after the data they describe.
 METADATA_FILES = (EMBEDDINGS_MANIFEST_FILE, STATS_FILE, CANDIDATES_SUMMARY_FILE, MODEL_META_FILE)
@@ -190,4 +195,4 @@ def gcs_blob(uri: str, get: bool = False):
 
 def utc_now() -> str:
     """Now, UTC, ISO 8601 to the second."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -19,11 +19,10 @@ import fcntl
 import json
 import logging
 import os
-import socket
-import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional
+from typing import Optional
 
 from pipelines.common import storage
 from pipelines.contracts import INDEX_CURRENT_FILE
@@ -53,7 +52,7 @@ class Pointer:
 
 def new_version() -> str:
     """A fresh version name that sorts by creation time: `20250102T030405Z-1a2b3c`."""
-    return f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 def version_uri(root: str, version: str) -> str:
@@ -161,7 +160,7 @@ def _delete_versions(root: str, versions: set[str]) -> None:
     for version in sorted(versions):
         try:
             delete_version(root, version)
-        except Exception as err:  # the swap succeeded; a leftover old version is only wasted space
+        except Exception as err:  # noqa: BLE001 — the swap succeeded; a leftover old version is only wasted space
             log.warning("could not delete old version %s: %s", version_uri(root, version), err)
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -76,7 +77,7 @@ class PosterModelHandler(ModelHandler[bytes, PredictionResult, PosterEmbedder]):
         self.model_uri = model_uri
 
     @classmethod
-    def from_config(cls, model_uri: str, embed_config) -> "PosterModelHandler":
+    def from_config(cls, model_uri: str, embed_config) -> PosterModelHandler:
         return cls(model_uri, embed_config.min_batch_size, embed_config.max_batch_size,
                    embed_config.share_model_across_processes)
 

@@ -23,22 +23,28 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.common import storage
+from pipelines.common.accounting import (
+    COUNTS_FILE,
+    CountStats,
+    ErrorBudgetExceeded,
+    budget_figures,
+    check_accounting,
+    reject_stats,
+    top_reasons,
+    write_stats_and_check_budget,
+)
 from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog
-from pipelines.common.command_line import beam_argv, command_parser, parse_command
+from pipelines.common.catalog_rows import ValidateCatalogRows
+from pipelines.common.command_line import command_parser, make_pipeline, parse_command
+from pipelines.common.exported_model import ExportError, read_model_meta
+from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteRejects, reject_record
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import EMBEDDING_METRIC, REJECTS_DIR, RejectReason
+from pipelines.embed.model_handler import PosterModelHandler
 from pipelines.embed.reader import EmbeddingsError, describe_embeddings
 from pipelines.embed.writer import WriteEmbeddings, parquet_files, publish_embeddings, write_manifest
-from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteRejects, reject_record
-from pipelines.embed.model_handler import PosterModelHandler
-from pipelines.common.exported_model import read_model_meta
-from pipelines.common.catalog_rows import ValidateCatalogRows
-from pipelines.common.accounting import (COUNTS_FILE, CountStats, ErrorBudgetExceeded, budget_figures, check_accounting,
-                                 reject_stats, top_reasons, write_stats_and_check_budget)
-from pipelines.common.exported_model import ExportError
 
 METRICS_NAMESPACE = "embed"
 NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
@@ -229,7 +235,8 @@ def _parse(argv: list[str]):
     return parse_command(parser, argv)
 
 
-def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
+def run(argv: list[str] | None = None, save_main_session: bool = True,
+        test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs the pipeline for `posters embed` flags; returns the published stats (also in the manifest).
 
     Raises `ErrorBudgetExceeded` (nothing published), `CatalogError`, `EmbeddingsError`, `ExportError` or
@@ -245,7 +252,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     started = time.time()
     print(f"embed: {args.catalog} with model {meta['model_version']} → {args.out} (staging {staging})", flush=True)
     try:
-        pipeline = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_argv(config, beam_args)))
+        pipeline = make_pipeline(config, beam_args, save_main_session, test_pipeline)
         build_pipeline(pipeline, args.catalog, args.model, staging, config, args.previous)
         pipeline.run().wait_until_finish()
         stats = _final_stats(staging, args, config, meta, time.time() - started)

@@ -15,18 +15,17 @@ import hashlib
 import io
 import os
 import tempfile
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import faiss
 import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import versions
-
-from pipelines.common import storage
-from pipelines.index import faiss_index as vi
+from pipelines.common import storage, versions
 from pipelines.contracts import INDEX_MANIFEST_FILE, INDEX_MANIFEST_KEYS
+from pipelines.index import faiss_index as vi
 
 _CHUNK = 16 << 20
 

@@ -23,7 +23,8 @@ import io
 import logging
 import sys
 import time
-from typing import Iterable, NamedTuple, Optional
+from collections.abc import Iterable
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -31,17 +32,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.common import versions
-
-from pipelines.common import storage
-from pipelines.index import faiss_index as vi
-from pipelines.common.command_line import beam_argv, command_parser, parse_command
-from pipelines.config import Config, ConfigError, IndexConfig
-from pipelines.contracts import (EMBEDDING_METRIC, INDEX_ID_MAP_FILE, INDEX_ID_MAP_SCHEMA, INDEX_MANIFEST_FILE,
-                                 index_shard_name)
+from pipelines.common import storage, versions
+from pipelines.common.command_line import command_parser, make_pipeline, parse_command
+from pipelines.config import Config, IndexConfig
+from pipelines.contracts import (
+    EMBEDDING_METRIC,
+    INDEX_ID_MAP_FILE,
+    INDEX_ID_MAP_SCHEMA,
+    INDEX_MANIFEST_FILE,
+    index_shard_name,
+)
 from pipelines.embed.reader import EmbeddingsInfo, describe_embeddings, embedding_matrix
+from pipelines.index import faiss_index as vi
 
 log = logging.getLogger(__name__)
 
@@ -201,19 +204,6 @@ def check_recall(manifest: dict, min_recall: float) -> None:
                            "index.nlist, turn on index.tune_nprobe, or choose another index.factory")
 
 
-def check_settings(settings: IndexConfig, source: str = "config") -> None:
-    """Refuses index settings that cannot work, naming the key (ConfigError)."""
-    positive = {"flat_max_vectors": settings.flat_max_vectors, "nprobe": settings.nprobe,
-                "vectors_per_shard": settings.vectors_per_shard, "recall_queries": settings.recall_queries,
-                "keep_versions": settings.keep_versions, "nlist": settings.nlist or 1,
-                "train_sample_size": settings.train_sample_size or 1}
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{source}: index.{key} must be positive, got {value}")
-    if settings.num_shards < 0:
-        raise ConfigError(f"{source}: index.num_shards must be 0 (chosen by size) or positive")
-
-
 # --- Beam ---------------------------------------------------------------------------------------------------
 class SmallestIds(beam.CombineFn):
     """Keeps the `size` rows with the smallest ids: a uniform sample, the same on every run."""
@@ -289,11 +279,10 @@ class BuildShardedIndex(beam.PTransform):
 
 
 # --- entry points ---------------------------------------------------------------------------------------------
-def run(config: Config, embeddings_uri: str, out_uri: str, beam_args: Optional[list[str]] = None,
-        test_pipeline=None) -> dict:
+def build_and_publish(config: Config, embeddings_uri: str, out_uri: str, beam_args: Optional[list[str]] = None,
+                      save_main_session: bool = True, test_pipeline=None) -> dict:
     """Builds, verifies and publishes an index of `embeddings_uri` under `out_uri`; returns its manifest."""
     settings = config.index
-    check_settings(settings)
     started = time.time()
     info = describe_embeddings(embeddings_uri)
     if info.rows == 0:
@@ -308,7 +297,7 @@ def run(config: Config, embeddings_uri: str, out_uri: str, beam_args: Optional[l
     log.info("indexing %d vectors of %s as %s in %d shards → %s", info.rows, embeddings_uri, plan.factory,
              plan.num_shards, version_dir)
     try:
-        pipeline = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_argv(config, beam_args or [])))
+        pipeline = make_pipeline(config, beam_args or [], save_main_session, test_pipeline)
         with pipeline as p:
             _ = (p | "EmbeddingFiles" >> beam.Create(info.files)
                  | "BuildShardedIndex" >> BuildShardedIndex(info, plan, settings, version_dir, started))
@@ -333,22 +322,32 @@ def summary(manifest: dict, out_uri: str) -> str:
             f"live at {storage.join(out_uri, versions.POINTER_FILE)}")
 
 
+def _parse(argv: list[str]):
+    parser = command_parser("index", "build, verify and publish a sharded FAISS index of embeddings "
+                                     "(`posters index rollback --out URI` goes back one version)")
+    parser.add_argument("--embeddings", required=True, help="embeddings directory (or one .parquet file), local or gs://")
+    parser.add_argument("--out", required=True, help="index root: version directories and the CURRENT pointer")
+    return parse_command(parser, argv)
+
+
+def run(argv: list[str] | None = None, save_main_session: bool = True, test_pipeline=None) -> dict:
+    """Runs `posters index` for these flags: builds, verifies and publishes; returns the published manifest."""
+    args, config, beam_args = _parse(sys.argv[1:] if argv is None else argv)
+    manifest = build_and_publish(config, args.embeddings, args.out, beam_args, save_main_session, test_pipeline)
+    manifest["out"] = args.out
+    return manifest
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if argv and argv[0] == "rollback":
             return rollback_main(argv[1:])
-        parser = command_parser("index", "build, verify and publish a sharded FAISS index of embeddings "
-                                         "(`posters index rollback --out URI` goes back one version)")
-        parser.add_argument("--embeddings", required=True,
-                            help="embeddings directory (or one .parquet file), local or gs://")
-        parser.add_argument("--out", required=True, help="index root: version directories and the CURRENT pointer")
-        args, config, beam_args = parse_command(parser, argv)
-        manifest = run(config, args.embeddings, args.out, beam_args)
+        manifest = run(argv)
     except (ValueError, FileNotFoundError, versions.PublishConflict) as err:  # ours to explain, not to trace
         print(f"posters index: {err}", file=sys.stderr)
         return 1
-    print(summary(manifest, args.out))
+    print(summary(manifest, manifest["out"]))
     return 0
 
 

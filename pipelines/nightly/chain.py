@@ -22,20 +22,25 @@ import datetime as dt
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import locks, versions
-
-from pipelines.common import storage
+from pipelines.common import locks, storage, versions
 from pipelines.common.command_line import command_parser, parse_command
 from pipelines.config import Config
-from pipelines.contracts import (INDEX_MANIFEST_FILE, ITEM2ITEM_DIR, NIGHTLY_INDEX_DIR, NIGHTLY_LOCK_FILE,
-                                 NIGHTLY_RUNS_DIR, NIGHTLY_SUMMARY_FILE)
+from pipelines.contracts import (
+    INDEX_MANIFEST_FILE,
+    ITEM2ITEM_DIR,
+    NIGHTLY_INDEX_DIR,
+    NIGHTLY_LOCK_FILE,
+    NIGHTLY_RUNS_DIR,
+    NIGHTLY_SUMMARY_FILE,
+)
 from pipelines.embed.reader import describe_embeddings
 from pipelines.nightly.run_state import RunState, last_finished_before
 
@@ -93,7 +98,7 @@ def index_stage(run: NightlyRun, done: dict, previous_date: Optional[str]) -> di
     manifest = _published_from(run.index_root, embeddings)
     adopted = manifest is not None  # published by this run before it was interrupted: not built twice
     if not adopted:
-        manifest = index.run(run.config, embeddings, run.index_root, run.beam_args)
+        manifest = index.build_and_publish(run.config, embeddings, run.index_root, run.beam_args)
     return {"version": manifest["version"], "version_dir": versions.version_uri(run.index_root, manifest["version"]),
             "model_version": manifest["model_version"], "count": manifest["count"],
             "recall_at_10": manifest["recall_at_10"], "adopted": adopted}
@@ -253,7 +258,7 @@ def print_summary(summary: dict) -> None:
 
 def _parse(argv: list[str]):
     parser = command_parser("nightly", "the nightly chain: embed → index → candidates for a date")
-    parser.add_argument("--date", default=dt.datetime.now(dt.timezone.utc).date().isoformat(),
+    parser.add_argument("--date", default=dt.datetime.now(dt.UTC).date().isoformat(),
                         help="the run's date, YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--catalog", required=True, help="catalog manifest (CSV, JSONL or Parquet)")
     parser.add_argument("--model", required=True, help="exported model directory")

@@ -25,16 +25,33 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from pipelines.common import storage
+from pipelines.common.accounting import (
+    COUNTS_FILE,
+    CountStats,
+    ErrorBudgetExceeded,
+    budget_figures,
+    check_accounting,
+    reject_stats,
+    top_reasons,
+    write_stats_and_check_budget,
+)
 from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog
-from pipelines.common.command_line import beam_argv, command_parser, parse_command
-from pipelines.config import Config, ConfigError
-from pipelines.contracts import (FEATURE_IMAGE, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID, GENRE_VOCABULARY_NAME,
-                                 PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX, RAW_FEATURE_GENRES, REJECTS_DIR,
-                                 TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR)
 from pipelines.common.catalog_rows import ValidateCatalogRows
+from pipelines.common.command_line import command_parser, make_pipeline, parse_command
 from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteRejects
-from pipelines.common.accounting import (COUNTS_FILE, CountStats, ErrorBudgetExceeded, budget_figures, check_accounting,
-                                 reject_stats, top_reasons, write_stats_and_check_budget)
+from pipelines.config import Config, ConfigError
+from pipelines.contracts import (
+    FEATURE_IMAGE,
+    FEATURE_PRIMARY_GENRE,
+    FEATURE_TITLE_ID,
+    GENRE_VOCABULARY_NAME,
+    PREPROCESS_EVAL_PREFIX,
+    PREPROCESS_TRAIN_PREFIX,
+    RAW_FEATURE_GENRES,
+    REJECTS_DIR,
+    TRANSFORM_FN_DIR,
+    TRANSFORMED_METADATA_DIR,
+)
 
 TFRECORD_SUFFIX = ".tfrecord.gz"
 TRANSFORM_OUTPUT = "transform_output"  # under the work directory: what WriteTransformFn writes
@@ -157,7 +174,8 @@ def _poster_stats(row: CatalogRow, poster: ValidPoster):
 
 # --- launcher ----------------------------------------------------------------------------------------------
 
-def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
+def run(argv: list[str] | None = None, save_main_session: bool = True,
+        test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs the pipeline for `posters preprocess` flags; returns the published stats.
 
     Raises `ErrorBudgetExceeded` (nothing published), `CatalogError` or `ConfigError` for what the user must fix.
@@ -166,10 +184,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     parser.add_argument("--catalog", required=True, help="catalog manifest (CSV, JSONL or Parquet; local or gs://)")
     parser.add_argument("--out", required=True, help="output directory (local or gs://), replaced when complete")
     args, config, beam_args = parse_command(parser, sys.argv[1:] if argv is None else argv)
-    check_preprocess_config(config)
     if not storage.exists(args.catalog):
         raise CatalogError(f"catalog manifest not found: {args.catalog}")
-    pipeline = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_argv(config, beam_args)))
+    pipeline = make_pipeline(config, beam_args, save_main_session, test_pipeline)
     staging, work_dir = storage.staging_uri(args.out), _work_dir(pipeline.options)
     started = time.time()
     print(f"preprocess: {args.catalog} → {args.out} (staging {staging})", flush=True)
@@ -188,16 +205,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     write_stats_and_check_budget(stats, staging, args.out, "preprocess.max_reject_fraction")
     storage.publish_directory(staging, args.out, summary={k: stats[k] for k in ("read", "accepted", "rejected")})
     return stats
-
-
-def check_preprocess_config(config: Config) -> None:
-    """The `preprocess` values the generic loader cannot judge; a `ConfigError` names the key."""
-    settings = config.preprocess
-    for key, value, least in (("read_retries", settings.read_retries, 0), ("num_shards", settings.num_shards, 0),
-                              ("vocab_frequency_threshold", settings.vocab_frequency_threshold, 1),
-                              ("vocab_top_k", 1 if settings.vocab_top_k is None else settings.vocab_top_k, 1)):
-        if value < least:
-            raise ConfigError(f"preprocess.{key} must be at least {least}, got {value}")
 
 
 def _work_dir(options: PipelineOptions) -> str:

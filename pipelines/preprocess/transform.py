@@ -10,8 +10,14 @@ import tensorflow as tf
 
 from pipelines.common.pixels import poster_pixels
 from pipelines.config import Config
-from pipelines.contracts import (FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID,
-                                 GENRE_VOCABULARY_NAME, RAW_FEATURE_GENRES)
+from pipelines.contracts import (
+    FEATURE_IMAGE,
+    FEATURE_LABELS,
+    FEATURE_PRIMARY_GENRE,
+    FEATURE_TITLE_ID,
+    GENRE_VOCABULARY_NAME,
+    RAW_FEATURE_GENRES,
+)
 
 
 def raw_feature_spec() -> dict:

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from pipelines.common import storage
 from pipelines.candidates.pipeline import top_k_excluding
+from pipelines.candidates.watch_history import weighted_query
+from pipelines.common import storage
 from pipelines.common.catalog import CatalogError
 from pipelines.common.command_line import command_parser, parse_command
 from pipelines.embed.reader import EmbeddingsError
-from pipelines.candidates.watch_history import weighted_query
 
 POSTER_SIZE = (150, 225)
 CAPTION_HEIGHT = 36

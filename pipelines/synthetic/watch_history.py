@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from pipelines.contracts import WATCH_HISTORY_COLUMNS
 
 FAVOURITE_SHARE = 0.85
 DAYS = 90
-END = datetime(2024, 6, 30, tzinfo=timezone.utc)
+END = datetime(2024, 6, 30, tzinfo=UTC)
 
 
 def _titles_by_genre(catalog_rows) -> dict[str, list[str]]:

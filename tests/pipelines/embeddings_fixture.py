@@ -6,15 +6,16 @@
 from __future__ import annotations
 
 import io
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.bench.index import clustered_unit_vectors
 from pipelines.common import storage
 from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE, embeddings_schema
-from pipelines.bench.index import clustered_unit_vectors
 
 MODEL_VERSION = "model-test-1"
 

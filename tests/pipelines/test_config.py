@@ -1,4 +1,4 @@
-"""The one config loader: typed values, named errors, overrides, and the shipped configs all load."""
+"""The one config model: typed values, named errors, overrides, and the shipped configs all load."""
 import pytest
 
 from pipelines.config import Config, ConfigError, load_config, packaged_config_path
@@ -19,7 +19,8 @@ def test_shipped_configs_load(name):
 def test_seed_model_settings():
     config = load_config(packaged_config_path("nasnet_large.yaml"))
     assert (config.model.backbone, config.model.input_size, config.model.weights) == ("nasnet_large", 331, "imagenet")
-    assert (config.model.embedding_dim, config.train.triplet_distance, config.train.triplet_margin) == (128, "angular", 0.1)
+    assert (config.model.embedding_dim, config.train.triplet_distance, config.train.triplet_margin) == (
+        128, "angular", 0.1)
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
@@ -39,7 +40,8 @@ def test_wrong_type_names_key(tmp_path):
 
 
 def test_bad_choice_lists_choices(tmp_path):
-    with pytest.raises(ConfigError, match=r"train\.triplet_distance is 'cosine'; choose one of L2, angular, squared-L2"):
+    choices = r"train\.triplet_distance is 'cosine'; choose one of L2, angular, squared-L2"
+    with pytest.raises(ConfigError, match=choices):
         load_config(write(tmp_path, "train:\n  triplet_distance: cosine\n"))
 
 
@@ -89,7 +91,35 @@ def test_override_fills_a_section_left_empty_in_the_file(tmp_path):
     assert load_config(write(tmp_path, "train:\n"), ["train.metric_epochs=2"]).train.metric_epochs == 2
 
 
-@pytest.mark.parametrize("key", ["train.per_replica_batch_size", "train.examples_per_class", "index.nprobe"])
+@pytest.mark.parametrize("key", ["train.per_replica_batch_size", "index.nprobe", "index.nlist", "image.min_side",
+                                 "candidates.recency_half_life_days"])
 def test_sizes_that_must_be_positive_are_checked_when_loading(key):
     with pytest.raises(ConfigError, match=rf"{key} must be positive, got 0"):
         load_config(None, [f"{key}=0"])
+
+
+@pytest.mark.parametrize("key, least", [("train.examples_per_class", 2), ("train.classes_per_batch", 2),
+                                        ("index.num_shards", 0), ("preprocess.read_retries", 0)])
+def test_lower_bounds_are_checked_when_loading(key, least):
+    with pytest.raises(ConfigError, match=rf"--set {key}=-1: {key} must be at least {least}, got -1"):
+        load_config(None, [f"{key}=-1"])
+
+
+def test_a_rule_between_two_keys_names_both():
+    with pytest.raises(ConfigError, match="embed.min_batch_size must not exceed embed.max_batch_size"):
+        load_config(None, ["embed.min_batch_size=128", "embed.max_batch_size=64"])
+
+
+def test_a_quoted_number_is_not_an_int():
+    with pytest.raises(ConfigError, match=r"index\.nprobe must be int, got '8'"):
+        load_config(None, ["index.nprobe='8'"])
+
+
+def test_a_section_that_is_not_a_mapping_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"c\.yaml: train must be a mapping, got 3"):
+        load_config(write(tmp_path, "train: 3\n"))
+
+
+def test_config_values_round_trip_through_a_dump():
+    config = load_config("local.yaml", ["train.unfreeze_schedule=[[a], []]"])
+    assert Config.model_validate(config.model_dump()) == config

@@ -17,9 +17,19 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from pipelines.contracts import (FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID,
-                                 GENRE_VOCABULARY_NAME, PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX,
-                                 STATS_FILE, SUCCESS_FILE, TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR)
+from pipelines.contracts import (
+    FEATURE_IMAGE,
+    FEATURE_LABELS,
+    FEATURE_PRIMARY_GENRE,
+    FEATURE_TITLE_ID,
+    GENRE_VOCABULARY_NAME,
+    PREPROCESS_EVAL_PREFIX,
+    PREPROCESS_TRAIN_PREFIX,
+    STATS_FILE,
+    SUCCESS_FILE,
+    TRANSFORM_FN_DIR,
+    TRANSFORMED_METADATA_DIR,
+)
 from trainer.data import PosterSplit
 
 GENRES = ("Action", "Comedy", "Drama", "Horror")
@@ -119,11 +129,9 @@ def tiny_config(*overrides: str):
 
 def write_tiny_config(path: str, *overrides: str) -> str:
     """The tiny configuration as a YAML file for `posters train --config`."""
-    import dataclasses
-
     import yaml
 
     config = tiny_config(*overrides)
     with open(path, "w") as handle:
-        yaml.safe_dump({"model": dataclasses.asdict(config.model), "train": dataclasses.asdict(config.train)}, handle)
+        yaml.safe_dump({"model": config.model.model_dump(), "train": config.train.model_dump()}, handle)
     return path

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pipelines.common.exported_model import load_exported_model
 from pipelines.config import load_config
 from trainer.backbones import BACKBONES, BackboneError, BackbonePreprocess, build_backbone
 from trainer.export import export_model
-from pipelines.common.exported_model import load_exported_model
 from trainer.model import build_model, embedding_model, set_trainable, unfrozen_patterns
 
 SMALL_BACKBONES = [name for name in BACKBONES if name != "nasnet_large"]

@@ -81,7 +81,8 @@ def _train_tiny(strategy, per_replica_batch: int) -> dict:
 
     from tests.trainer.fixtures import poster_split, tiny_config
     from trainer.model import build_model
-    from trainer.train import read_history, train_genres, train_metric
+    from trainer.phases import train_genres, train_metric
+    from trainer.train import read_history
 
     # A wide margin keeps the triplet loss (and so phase 2's gradients) away from zero on these easy posters.
     config = tiny_config(f"train.per_replica_batch_size={per_replica_batch}", "train.steps_per_epoch=3",
@@ -123,7 +124,7 @@ def _mining_step(strategy, labels, embeddings) -> dict:
 
     from tests.trainer.fixtures import tiny_config
     from trainer.model import MetricLearner
-    from trainer.train import triplet_loss_fn
+    from trainer.phases import triplet_loss_fn
 
     with strategy.scope():
         inputs = keras.Input((2,))
@@ -142,9 +143,9 @@ def _measure() -> dict:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
+    from tests.trainer.fixtures import tiny_config
     from trainer import losses
     from trainer.distribute import make_strategy
-    from tests.trainer.fixtures import tiny_config
 
     two = make_strategy("mirrored")
     one = tf.distribute.OneDeviceStrategy("/cpu:0")

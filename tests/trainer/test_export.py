@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines.config import ModelConfig
-from pipelines.common.pixels import poster_pixels
-from trainer.export import export_model, model_version
 from pipelines.common.exported_model import ExportError, load_exported_model
+from pipelines.common.pixels import poster_pixels
+from pipelines.config import ModelConfig
+from trainer.export import export_model, model_version
 from trainer.model import build_model, embedding_model
 
 GENRES = ["Action", "Comedy", "Drama"]

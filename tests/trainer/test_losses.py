@@ -14,10 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from trainer import losses
 from trainer.losses import TripletSemiHardLoss, shared_genre_mask, triplet_semihard_loss

@@ -5,7 +5,7 @@ import pytest
 from keras import layers
 
 from pipelines.config import ModelConfig
-from trainer.model import (build_model, embedding_model, matches, set_trainable, unfrozen_patterns)
+from trainer.model import build_model, embedding_model, matches, set_trainable, unfrozen_patterns
 
 TINY = ModelConfig(backbone="tiny_cnn", weights="none", input_size=32, embedding_dim=16)
 

@@ -17,17 +17,22 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipelines.preprocess import pipeline as preprocess
 from pipelines.common.catalog import read_catalog
-from pipelines.config import load_config
-from pipelines.contracts import (EVAL_METRICS_FILE, GENRE_VOCABULARY_NAME, STATS_FILE, TRAIN_MODEL_DIR,
-                                 TRAIN_SUMMARY_FILE)
-from pipelines.synthetic.catalog import generate_catalog
+from pipelines.common.exported_model import load_exported_model
 from pipelines.common.pixels import poster_pixels
+from pipelines.config import load_config
+from pipelines.contracts import (
+    EVAL_METRICS_FILE,
+    GENRE_VOCABULARY_NAME,
+    STATS_FILE,
+    TRAIN_MODEL_DIR,
+    TRAIN_SUMMARY_FILE,
+)
+from pipelines.preprocess import pipeline as preprocess
+from pipelines.synthetic.catalog import generate_catalog
 from tests.trainer.fixtures import write_preprocess_output
 from trainer import train
 from trainer.data import read_genre_vocabulary, read_split
-from pipelines.common.exported_model import load_exported_model
 
 CATALOG_SIZE = 800
 CATALOG_SEED = 3

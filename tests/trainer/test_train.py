@@ -13,13 +13,10 @@ import sys
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from tests.trainer.fixtures import poster_split, tiny_config, write_preprocess_output, write_tiny_config
-from trainer import losses, train
-from trainer.distribute import make_strategy
 from pipelines.common.exported_model import load_exported_model
-from trainer.model import build_model, embedding_model
+from tests.trainer.fixtures import poster_split, write_preprocess_output, write_tiny_config
+from trainer import train
 
 KILL_EXIT_CODE = 17
 RESUME_TOLERANCE = 1e-4  # on unit-norm embeddings
@@ -121,55 +118,6 @@ def test_outputs_can_go_to_gcs_with_a_local_work_dir(data, config_file, tmp_path
     embed, meta = load_exported_model(storage.join(out, "model"))
     assert set(metrics) == {"baseline", "phase1", "phase2"} and embed([]).shape == (0, meta["dim"])
     assert storage.exists(storage.join(out, "training_curves.png"))
-
-
-def test_progressive_unfreezing_trains_only_the_unfrozen_blocks(tmp_path):
-    config = tiny_config('train.unfreeze_schedule=[["block_3"], ["block_2"]]')
-    keras.utils.set_random_seed(0)
-    model = build_model(config.model, num_genres=4)
-    backbone = model.get_layer("backbone")
-
-    def snapshot():
-        return {w.path: w.numpy().copy() for w in backbone.weights + model.get_layer("embedding").weights}
-
-    class Snapshots(keras.callbacks.Callback):
-        taken = [snapshot()]
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.taken.append(snapshot())
-
-    train.train_genres(model, poster_split(48), config, make_strategy("default"), str(tmp_path),
-                       callbacks=[Snapshots()], verbose=0)
-    start, after_1, after_2 = Snapshots.taken
-
-    def changed(before, after):
-        return {path for path in before if not np.array_equal(before[path], after[path])}
-
-    assert changed(start, after_1) == {"block_3_conv/kernel", "embedding/kernel", "embedding/bias"}
-    assert changed(after_1, after_2) == {"block_3_conv/kernel", "block_2_conv/kernel", "embedding/kernel",
-                                         "embedding/bias"}
-
-
-def test_shared_genre_positives_train(tmp_path):
-    """With `train.positives=shared_genre` phase 2's loss takes as positives every pair that shares a genre."""
-    config = tiny_config("train.positives=shared_genre", "train.metric_epochs=1", "train.steps_per_epoch=1")
-    settings, split = config.train, poster_split(48)
-    keras.utils.set_random_seed(0)
-    model = build_model(config.model, num_genres=4)
-    # The one batch the epoch trains on, embedded by the weights it starts from (the loss reported is theirs).
-    batch = train.metric_learning_batches(split, settings, steps=1, first_epoch=0)[0]
-    pixels = np.stack([tf.io.decode_png(split.images[i], channels=3).numpy() for i in batch])
-    embeddings = embedding_model(model)(pixels, training=False)
-    margin, metric = settings.triplet_margin, settings.triplet_distance
-    shared = float(losses.triplet_semihard_loss(None, embeddings, margin, metric,
-                                                positive_mask=losses.shared_genre_mask(split.labels[batch])))
-    primary = float(losses.triplet_semihard_loss(split.primary_genre[batch], embeddings, margin, metric))
-    assert abs(shared - primary) > 1e-3  # the batch tells the two kinds of positives apart
-
-    info = train.train_metric(model, split, config, make_strategy("default"), str(tmp_path), verbose=0)
-    loss = train.read_history(str(tmp_path), "phase2")["loss"]
-    assert info["global_batch"] == 16 and len(loss) == 1
-    np.testing.assert_allclose(loss[0], shared, rtol=1e-4)
 
 
 def test_empty_train_split_is_a_clear_error(tmp_path, config_file, capsys):

@@ -3,7 +3,8 @@ schema, and a published index built from them by the real index pipeline."""
 from __future__ import annotations
 
 import io
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -42,10 +43,10 @@ def write_embeddings(uri: str, title_ids: Sequence[str], vectors: np.ndarray, mo
 
 def build_index(embeddings_uri: str, index_uri: str, overrides: Sequence[str] = ()) -> dict:
     """Builds and publishes an index with the real index pipeline (DirectRunner); returns its manifest."""
-    from pipelines.index import pipeline as index
     from pipelines.config import load_config
+    from pipelines.index import pipeline as index
 
-    return index.run(load_config("configs/local.yaml", list(overrides)), embeddings_uri, index_uri)
+    return index.build_and_publish(load_config("configs/local.yaml", list(overrides)), embeddings_uri, index_uri)
 
 
 def exact_neighbours(query: np.ndarray, title_ids: Sequence[str], vectors: np.ndarray, exclude, k: int):

@@ -10,8 +10,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.candidates import pipeline as candidates
-from pipelines.contracts import (CANDIDATES_SUMMARY_FILE, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA, SKIPPED_DIR, SUCCESS_FILE,
-                                 USER_CANDIDATES_DIR, USER_CANDIDATES_SCHEMA, SkipReason)
+from pipelines.contracts import (
+    CANDIDATES_SUMMARY_FILE,
+    ITEM2ITEM_DIR,
+    ITEM2ITEM_SCHEMA,
+    SKIPPED_DIR,
+    SUCCESS_FILE,
+    USER_CANDIDATES_DIR,
+    USER_CANDIDATES_SCHEMA,
+    SkipReason,
+)
 from tests.pipelines.candidates.candidate_inputs import build_index, exact_neighbours, unit_vectors, write_embeddings
 
 K = 5

@@ -2,7 +2,7 @@
 the normalised weighted average of what they watched, with recency decay."""
 import csv
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import apache_beam as beam
 import numpy as np
@@ -12,10 +12,21 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipelines.candidates.watch_history import (
+    ReadWatchHistory,
+    Skip,
+    UserQueries,
+    UserQuery,
+    WatchEvent,
+    history_format,
+    parse_timestamp,
+    read_watch_history,
+    user_queries,
+    user_query,
+    watch_weights,
+    weighted_query,
+)
 from pipelines.contracts import SkipReason
-from pipelines.candidates.watch_history import (ReadWatchHistory, Skip, UserQueries, UserQuery, WatchEvent, history_format,
-                                     parse_timestamp, read_watch_history, user_queries, user_query, watch_weights,
-                                     weighted_query)
 
 ROWS = [
     {"user_id": "u1", "title_id": "t1", "timestamp": "2024-01-01T00:00:00+00:00", "weight": 1.0},
@@ -23,8 +34,8 @@ ROWS = [
     {"user_id": "u2", "title_id": "t3", "timestamp": None, "weight": None},
 ]
 EXPECTED = [
-    WatchEvent("u1", "t1", datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp(), 1.0),
-    WatchEvent("u1", "t2", datetime(2024, 1, 11, tzinfo=timezone.utc).timestamp(), 0.5),
+    WatchEvent("u1", "t1", datetime(2024, 1, 1, tzinfo=UTC).timestamp(), 1.0),
+    WatchEvent("u1", "t2", datetime(2024, 1, 11, tzinfo=UTC).timestamp(), 0.5),
     WatchEvent("u2", "t3", None, 1.0),
 ]
 
@@ -50,7 +61,7 @@ def test_every_format_reads_the_same_events(tmp_path, fmt):
 
 
 def test_parquet_timestamps_may_be_a_timestamp_column(tmp_path):
-    when = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+    when = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
     table = pa.table({"user_id": ["u"], "title_id": ["t"], "timestamp": pa.array([when], pa.timestamp("s", "UTC"))})
     pq.write_table(table, tmp_path / "h.parquet")
     assert read_watch_history(str(tmp_path / "h.parquet")) == [WatchEvent("u", "t", when.timestamp(), 1.0)]

@@ -6,10 +6,18 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
+from pipelines.common.accounting import (
+    CountStats,
+    ErrorBudgetExceeded,
+    budget_figures,
+    check_accounting,
+    check_error_budget,
+    reject_stats,
+    stats_from_counts,
+    top_reasons,
+    write_stats_and_check_budget,
+)
 from pipelines.contracts import STATS_FILE, RejectReason
-from pipelines.common.accounting import (CountStats, ErrorBudgetExceeded, budget_figures, check_accounting,
-                                 check_error_budget, reject_stats, stats_from_counts, top_reasons,
-                                 write_stats_and_check_budget)
 
 SECTIONS = {"accepted": 0, "genre_counts": {}}
 

@@ -1,6 +1,11 @@
 """Beam flags pass through untouched: the config's `beam:` section first, the command line's last (and winning)."""
-from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions, SetupOptions,
-                                                  StandardOptions, WorkerOptions)
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    WorkerOptions,
+)
 
 from pipelines.common.command_line import beam_argv, command_parser, parse_command
 
@@ -29,7 +34,8 @@ def test_boolean_beam_settings_become_bare_flags():
 
 
 def test_list_beam_settings_repeat_the_flag():
-    config = parse_command(command_parser("x", "t"), ["--set", "beam.experiments=[use_runner_v2, no_use_multiple_sdk_containers]"])[1]
+    flags = ["--set", "beam.experiments=[use_runner_v2, no_use_multiple_sdk_containers]"]
+    config = parse_command(command_parser("x", "t"), flags)[1]
     options = PipelineOptions(beam_argv(config, []))
     from apache_beam.options.pipeline_options import DebugOptions
     assert options.view_as(DebugOptions).experiments == ["use_runner_v2", "no_use_multiple_sdk_containers"]

@@ -14,10 +14,16 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from pipelines.common.catalog import CatalogRow
+from pipelines.common.posters import (
+    PosterRejected,
+    ReadAndValidatePosters,
+    WriteRejects,
+    read_poster_bytes,
+    reject_record,
+    validate_poster,
+)
 from pipelines.config import ImageConfig
 from pipelines.contracts import REJECTS_SCHEMA, RejectReason
-from pipelines.common.posters import (PosterRejected, ReadAndValidatePosters, WriteRejects, read_poster_bytes,
-                              reject_record, validate_poster)
 from pipelines.synthetic.catalog import jpeg_declaring, png_declaring
 
 CONFIG = ImageConfig(min_side=32, max_pixels=1_000_000, max_bytes=1_000_000)

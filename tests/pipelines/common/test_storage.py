@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import storage

@@ -1,15 +1,10 @@
 """Versioned publishing (CURRENT pointer, keep N, rollback, compare-and-swap), on disk and on GCS."""
 import json
-import os
-import subprocess
-import sys
 import threading
 
 import pytest
 
-from pipelines.common import versions
-
-from pipelines.common import storage
+from pipelines.common import storage, versions
 
 
 def make_version(root: str, name: str) -> str:
@@ -98,7 +93,7 @@ def test_a_gcs_swap_refused_because_its_own_earlier_attempt_landed_counts_as_suc
     root = fake_gcs.uri("index")
     base = versions.publish(root, make_version(root, "v1"))
     new = versions.Pointer(version=make_version(root, "v2"), history=("v1",), retired=(), serial=base.serial + 1,
-                          published_at=versions._now(), generation=0)
+                          published_at=storage.utc_now(), generation=0)
     uri = storage.join(root, versions.POINTER_FILE)
     storage.write_bytes(uri, json.dumps(new.to_json(), indent=2).encode("utf-8"))  # the attempt that landed
     landed = versions.read_current(root)
@@ -112,7 +107,7 @@ def test_a_gcs_swap_refused_because_another_publisher_won_is_still_a_conflict(fa
     base = versions.publish(root, make_version(root, "v1"))
     versions.publish(root, make_version(root, "v2"), expected_generation=base.generation)
     ours = versions.Pointer(version=make_version(root, "v3"), history=("v1",), retired=(), serial=base.serial + 1,
-                           published_at=versions._now(), generation=0)
+                           published_at=storage.utc_now(), generation=0)
     with pytest.raises(versions.PublishConflict):
         versions._swap(root, ours, base.generation)
     assert versions.read_current(root).version == "v2"

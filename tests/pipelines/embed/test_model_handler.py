@@ -12,9 +12,9 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
+from pipelines.common.exported_model import load_exported_model
 from pipelines.config import EmbedConfig
 from pipelines.embed.model_handler import PosterEmbedder, PosterModelHandler
-from pipelines.common.exported_model import load_exported_model
 from tests.pipelines.embed.tiny_model import call_exported_model, export_tiny_model
 
 FITS = 3  # the "accelerator" below runs out of memory on batches larger than this

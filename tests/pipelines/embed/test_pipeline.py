@@ -10,16 +10,14 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
 from PIL import Image
 
-from pipelines.embed import pipeline as embed
-
 from pipelines.bench import embed as embed_bench
-from pipelines.config import load_config
-from pipelines.contracts import (EMBEDDINGS_MANIFEST_FILE, REJECTS_DIR, SUCCESS_FILE, RejectReason,
-                                 embeddings_schema)
-from pipelines.embed.reader import read_embeddings
-from pipelines.common.posters import validate_poster
-from pipelines.embed.model_handler import PosterModelHandler
 from pipelines.common.accounting import ErrorBudgetExceeded
+from pipelines.common.posters import validate_poster
+from pipelines.config import load_config
+from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, REJECTS_DIR, SUCCESS_FILE, RejectReason, embeddings_schema
+from pipelines.embed import pipeline as embed
+from pipelines.embed.model_handler import PosterModelHandler
+from pipelines.embed.reader import read_embeddings
 from pipelines.synthetic.catalog import BAD_KINDS, generate_catalog
 from tests.pipelines.embed.tiny_model import call_exported_model, export_jpeg_only_model, export_tiny_model
 

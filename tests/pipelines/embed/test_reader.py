@@ -10,8 +10,13 @@ import pytest
 from pipelines.common import storage
 from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE
 from pipelines.embed.reader import EmbeddingsError, describe_embeddings, embedding_matrix, read_embeddings
-from tests.pipelines.embeddings_fixture import (MODEL_VERSION, embeddings_table, title_ids, unit_vectors,
-                                                write_embeddings)
+from tests.pipelines.embeddings_fixture import (
+    MODEL_VERSION,
+    embeddings_table,
+    title_ids,
+    unit_vectors,
+    write_embeddings,
+)
 
 
 def write_parquet(uri: str, table: pa.Table) -> None:

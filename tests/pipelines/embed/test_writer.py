@@ -11,8 +11,15 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.common import storage
 from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE, embeddings_schema
-from pipelines.embed.writer import (WriteEmbeddings, embeddings_table, num_shards_for, parquet_files,
-                                         publish_embeddings, shard_of, write_manifest)
+from pipelines.embed.writer import (
+    WriteEmbeddings,
+    embeddings_table,
+    num_shards_for,
+    parquet_files,
+    publish_embeddings,
+    shard_of,
+    write_manifest,
+)
 
 DIM = 4
 

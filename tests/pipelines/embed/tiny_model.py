@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipelines.common.exported_model import load_exported_model
 from pipelines.config import ModelConfig
 from pipelines.contracts import MODEL_META_FILE, SERVING_INPUT, SERVING_SIGNATURE
 from trainer.export import PosterServing, export_model
-from pipelines.common.exported_model import load_exported_model
 from trainer.model import build_model, embedding_model
 
 GENRES = ["Action", "Comedy", "Drama", "Horror"]

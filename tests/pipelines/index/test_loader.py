@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from apache_beam.testing import test_pipeline
 
-from pipelines.index import pipeline as index
-
 from pipelines.common import versions
 from pipelines.config import load_config
 from pipelines.contracts import INDEX_ID_MAP_FILE, index_shard_name
+from pipelines.index import pipeline as index
 from pipelines.index.loader import IndexLoadError, load_index
 from tests.pipelines.embeddings_fixture import MODEL_VERSION, title_ids, unit_vectors, write_embeddings
 
@@ -20,7 +19,7 @@ IVF_SHARDED = ["index.flat_max_vectors=100", "index.nlist=32", "index.num_shards
 
 
 def build(embeddings: str, out: str, overrides: list[str]) -> str:
-    index.run(load_config(None, overrides), embeddings, out, test_pipeline=test_pipeline.TestPipeline())
+    index.build_and_publish(load_config(None, overrides), embeddings, out, test_pipeline=test_pipeline.TestPipeline())
     return out
 
 

@@ -1,29 +1,27 @@
 """`posters index`: the Beam build, its manifest, the recall gate and publishing, on real faiss and DirectRunner."""
 import os
 
+import apache_beam as beam
 import faiss
 import numpy as np
 import pyarrow.parquet as pq
-import apache_beam as beam
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.index import pipeline as index
-
-from pipelines.common import versions
-
-from pipelines.common import storage
-from pipelines.index import faiss_index as vi
+from pipelines.common import storage, versions
 from pipelines.config import ConfigError, load_config
 from pipelines.contracts import INDEX_ID_MAP_FILE, INDEX_MANIFEST_FILE, index_shard_name
+from pipelines.index import faiss_index as vi
+from pipelines.index import pipeline as index
 from tests.pipelines.embeddings_fixture import MODEL_VERSION, title_ids, unit_vectors, write_embeddings
 
 IVF_SHARDED = ["index.flat_max_vectors=100", "index.nlist=32", "index.num_shards=3", "index.recall_queries=100"]
 
 
 def build(embeddings: str, out: str, *overrides: str) -> dict:
-    return index.run(load_config(None, list(overrides)), embeddings, out, test_pipeline=test_pipeline.TestPipeline())
+    return index.build_and_publish(load_config(None, list(overrides)), embeddings, out,
+                                   test_pipeline=test_pipeline.TestPipeline())
 
 
 def shard_ids(path: str) -> list[int]:
@@ -32,8 +30,8 @@ def shard_ids(path: str) -> list[int]:
     if isinstance(shard, faiss.IndexIDMap2):
         return faiss.vector_to_array(shard.id_map).tolist()
     lists = shard.invlists
-    return [i for l in range(shard.nlist)
-            for i in faiss.rev_swig_ptr(lists.get_ids(l), lists.list_size(l)).tolist()]
+    return [i for list_no in range(shard.nlist)
+            for i in faiss.rev_swig_ptr(lists.get_ids(list_no), lists.list_size(list_no)).tolist()]
 
 
 def version_dirs(out: str) -> list[str]:

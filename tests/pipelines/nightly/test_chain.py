@@ -12,10 +12,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.nightly import chain as nightly
-
 from pipelines.common import locks, versions
 from pipelines.contracts import INDEX_CURRENT_FILE, NIGHTLY_LOCK_FILE, SUCCESS_FILE
+from pipelines.nightly import chain as nightly
 from pipelines.nightly.run_state import RunState
 from pipelines.synthetic.catalog import generate_catalog
 from pipelines.synthetic.watch_history import generate_watch_history

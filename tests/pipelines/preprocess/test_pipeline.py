@@ -18,18 +18,27 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from pipelines.preprocess import pipeline as preprocess
-
 from pipelines.common import storage
 from pipelines.common.catalog import CatalogRow
-from pipelines.config import Config, PreprocessConfig
-from pipelines.contracts import (FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE, FEATURE_TITLE_ID,
-                                 GENRE_VOCABULARY_NAME, PREPROCESS_EVAL_PREFIX, PREPROCESS_TRAIN_PREFIX, REJECTS_DIR,
-                                 STATS_FILE, SUCCESS_FILE, RejectReason)
 from pipelines.common.catalog_rows import ValidateCatalogRows, resolve_duplicates
+from pipelines.config import Config, PreprocessConfig
+from pipelines.contracts import (
+    FEATURE_IMAGE,
+    FEATURE_LABELS,
+    FEATURE_PRIMARY_GENRE,
+    FEATURE_TITLE_ID,
+    GENRE_VOCABULARY_NAME,
+    PREPROCESS_EVAL_PREFIX,
+    PREPROCESS_TRAIN_PREFIX,
+    REJECTS_DIR,
+    STATS_FILE,
+    SUCCESS_FILE,
+    RejectReason,
+)
+from pipelines.preprocess import pipeline as preprocess
 from pipelines.preprocess.pipeline import is_eval
-from pipelines.synthetic.catalog import ACCEPTED, BAD_KINDS, generate_catalog
 from pipelines.preprocess.transform import make_preprocessing_fn, raw_feature_spec
+from pipelines.synthetic.catalog import ACCEPTED, BAD_KINDS, generate_catalog
 
 INPUT_SIZE = 32
 N = 4 * len(BAD_KINDS)  # with bad_fraction 0.5: every bad kind twice (both huge_header variants), and as many good rows

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.similar import contact_sheets as views
 from pipelines.common.catalog import read_catalog
 from pipelines.config import CatalogConfig
 from pipelines.index.loader import load_index
+from pipelines.similar import contact_sheets as views
 from pipelines.synthetic.catalog import generate_catalog
 from tests.pipelines.candidates.candidate_inputs import build_index, exact_neighbours, unit_vectors, write_embeddings
 

@@ -15,8 +15,17 @@ from pipelines import cli
 from pipelines.config import ImageConfig
 from pipelines.contracts import CATALOG_COLUMNS, RejectReason
 from pipelines.synthetic.art import render_poster
-from pipelines.synthetic.catalog import (BAD_KIND_EXPECTED, BAD_KINDS, BAD_ROWS_FILE, GENRES, MANIFEST_FILE,
-                                         SUMMARY_FILE, assign_bad_kinds, generate_catalog, sample_genres)
+from pipelines.synthetic.catalog import (
+    BAD_KIND_EXPECTED,
+    BAD_KINDS,
+    BAD_ROWS_FILE,
+    GENRES,
+    MANIFEST_FILE,
+    SUMMARY_FILE,
+    assign_bad_kinds,
+    generate_catalog,
+    sample_genres,
+)
 
 N = 80
 BAD_FRACTION = 0.3  # 24 bad rows: every kind at least twice, so both huge-header variants appear

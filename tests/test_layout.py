@@ -1,0 +1,53 @@
+"""The import graph reads like the README's diagram: stages on top, shared parts below, one direction only."""
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("preprocess", "embed", "index", "candidates", "nightly", "similar")
+# Where a stage may reach into another: the data flows downstream (index reads what embed wrote, …).
+UPSTREAM = {"preprocess": set(), "embed": set(), "index": {"embed"}, "candidates": {"embed", "index"},
+            "nightly": {"embed", "index", "candidates"}, "similar": {"embed", "index", "candidates"}}
+
+
+def imports_of(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def modules(package: str):
+    return sorted((REPO / package).rglob("*.py"))
+
+
+def test_nothing_in_pipelines_imports_the_trainer():
+    offenders = {str(p.relative_to(REPO)): sorted(n for n in imports_of(p) if n.split(".")[0] == "trainer")
+                 for p in modules("pipelines")}
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_the_trainer_uses_only_the_shared_parts_of_pipelines():
+    allowed = ("pipelines.common", "pipelines.config", "pipelines.contracts")
+    offenders = {str(p.relative_to(REPO)): sorted(n for n in imports_of(p) if n.startswith("pipelines")
+                                                  and not n.startswith(allowed))
+                 for p in modules("trainer")}
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_shared_parts_import_no_stage_and_stages_import_only_upstream_stages():
+    wrong = {}
+    for path in modules("pipelines"):
+        parts = path.relative_to(REPO / "pipelines").parts
+        here = parts[0] if len(parts) > 1 else None
+        if here not in STAGES and here != "common":
+            continue  # the entry point, the demo, the synthetic data and the benchmarks sit above the stages
+        allowed = set() if here == "common" else UPSTREAM[here] | {here}
+        reached = {name.split(".")[1] for name in imports_of(path)
+                   if name.startswith("pipelines.") and name.split(".")[1] in STAGES}
+        if reached - allowed:
+            wrong[str(path.relative_to(REPO))] = sorted(reached - allowed)
+    assert wrong == {}

@@ -1,0 +1,176 @@
+"""The seed's two training phases, as Keras fits with their callbacks.
+
+    phase 1  genre warm-up: BinaryCrossentropy(from_logits) on the multi-hot genres, the backbone unfrozen
+             step by step from `train.unfreeze_schedule` (one step per epoch), BatchNormalization frozen
+    phase 2  metric learning: semi-hard triplet loss on the L2-normalised embedding, P×K batches, negatives
+             mined over the global batch (all replicas)
+
+Each phase checkpoints under `work/<phase>/` (BackupAndRestore), logs a CSV history and TensorBoard scalars;
+`trainer/train.py` decides when to run them, resumes them and exports the result.
+"""
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from pipelines.common import storage
+from pipelines.config import Config, TrainConfig
+from trainer import losses
+from trainer.data import PosterSplit, TrainingDataError, genre_dataset, indexed_dataset
+from trainer.distribute import check_divides, global_batch_size
+from trainer.model import MetricLearner, embedding_model, set_trainable, unfrozen_patterns
+from trainer.sampler import batches_per_epoch, pk_batches
+
+# --- phase 1 ------------------------------------------------------------------------------------------------
+
+class ProgressiveUnfreezing(keras.callbacks.Callback):
+    """At each warm-up epoch, makes trainable what the schedule has unfrozen so far.
+
+    Keras captures the trainable variables when it traces the train step, so the step is retraced whenever
+    the set changes. The optimizer was built over every variable the schedule will ever unfreeze: Adam's
+    moments of the layers already training carry over, newly unfrozen layers start from zero moments.
+    """
+
+    def __init__(self, schedule: list[list[str]]):
+        super().__init__()
+        self.schedule = schedule
+        self.trainable_by_epoch: dict[int, list[str]] = {}
+        self._patterns = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        patterns = unfrozen_patterns(self.schedule, epoch)
+        if patterns != self._patterns:
+            self.trainable_by_epoch[epoch] = set_trainable(self.model, patterns)
+            self.model.make_train_function(force=True)
+            self._patterns = patterns
+            print(f"warm-up epoch {epoch + 1}: {len(self.trainable_by_epoch[epoch])} backbone layers trainable "
+                  f"({', '.join(patterns) or 'heads only'})", flush=True)
+
+
+def train_genres(model: keras.Model, train: PosterSplit, config: Config, strategy, work: str,
+                 callbacks=(), verbose=2) -> dict:
+    """Phase 1 on `model` (built under `strategy`). Returns {"steps_per_epoch", "global_batch", "trainable"}."""
+    settings = config.train
+    batch = global_batch_size(settings.per_replica_batch_size, strategy)
+    steps = settings.steps_per_epoch or max(1, len(train) // batch)
+    schedule = settings.unfreeze_schedule
+    # A resumed run skips the batches of the epochs already trained: it sees the stream it would have seen.
+    dataset = genre_dataset(train, batch, config.model.input_size, settings.seed,
+                            skip_batches=resumed_epoch(work, "phase1") * steps)
+    with strategy.scope():
+        optimizer = keras.optimizers.Adam(settings.warmup_learning_rate)
+        set_trainable(model, unfrozen_patterns(schedule, len(schedule)))
+        optimizer.build(model.trainable_variables)
+        model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")])
+    unfreezing = ProgressiveUnfreezing(schedule)
+    # shuffle=False: the dataset shuffles itself (seeded); Keras' own flag applies to arrays only.
+    model.fit(dataset, epochs=settings.warmup_epochs, steps_per_epoch=steps, verbose=verbose, shuffle=False,
+              callbacks=[*_hygiene_callbacks(work, "phase1"), unfreezing, *callbacks])
+    return {"steps_per_epoch": steps, "global_batch": batch,
+            "trainable_backbone_layers": {str(e + 1): len(v) for e, v in unfreezing.trainable_by_epoch.items()}}
+
+
+# --- phase 2 ------------------------------------------------------------------------------------------------
+
+def triplet_loss_fn(settings: TrainConfig):
+    """(targets, embeddings) → the semi-hard triplet loss of the batch, positives by `train.positives`."""
+    margin, metric = settings.triplet_margin, settings.triplet_distance
+
+    def primary_genre_loss(genre_ids, embeddings):
+        return losses.triplet_semihard_loss(genre_ids, embeddings, margin, metric)
+
+    def shared_genre_loss(multi_hot, embeddings):
+        return losses.triplet_semihard_loss(None, embeddings, margin, metric,
+                                            positive_mask=losses.shared_genre_mask(multi_hot))
+
+    return shared_genre_loss if settings.positives == "shared_genre" else primary_genre_loss
+
+
+def metric_learning_batches(train: PosterSplit, settings: TrainConfig, steps: int, first_epoch: int) -> np.ndarray:
+    """Index batches [epochs × steps, P×K] from `first_epoch` on, over the posters that have a primary genre.
+
+    The sampler fixes each epoch's batches by (seed, epoch), so a resumed run sees the batches it would have.
+    """
+    eligible = np.flatnonzero(train.primary_genre >= 0)
+    try:
+        batches = [batch for epoch in range(first_epoch, settings.metric_epochs)
+                   for batch in pk_batches(train.primary_genre[eligible], settings.classes_per_batch,
+                                           settings.examples_per_class, settings.seed, epoch, steps)]
+    except ValueError as err:
+        raise TrainingDataError(f"phase 2 (train.classes_per_batch, train.examples_per_class): {err}") from err
+    if not batches:  # train.metric_epochs = 0, or every epoch already trained
+        return np.zeros((0, settings.classes_per_batch * settings.examples_per_class), np.int64)
+    return eligible[np.stack(batches)]
+
+
+def train_metric(model: keras.Model, train: PosterSplit, config: Config, strategy, work: str,
+                 callbacks=(), verbose=2) -> dict:
+    """Phase 2 on `model`'s embedding (L2-normalised). Returns {"steps_per_epoch", "global_batch"}."""
+    settings = config.train
+    batch = settings.classes_per_batch * settings.examples_per_class
+    check_divides(batch, strategy, "train.classes_per_batch × train.examples_per_class")
+    eligible = int((train.primary_genre >= 0).sum())
+    steps = settings.steps_per_epoch or batches_per_epoch(eligible, settings.classes_per_batch,
+                                                          settings.examples_per_class)
+    indices = metric_learning_batches(train, settings, steps, first_epoch=resumed_epoch(work, "phase2"))
+    targets = train.labels if settings.positives == "shared_genre" else train.primary_genre
+    dataset = indexed_dataset(train, indices, targets, config.model.input_size)
+    # Phase 2 trains what phase 1 ended with (the schedule's last step reached).
+    set_trainable(model, unfrozen_patterns(settings.unfreeze_schedule, max(settings.warmup_epochs - 1, 0)))
+    with strategy.scope():
+        learner = MetricLearner(embedding_model(model), triplet_loss_fn(settings), name="metric_learner")
+        optimizer = keras.optimizers.Adam(settings.metric_learning_rate)
+        optimizer.build(learner.trainable_variables)
+        learner.compile(optimizer=optimizer)
+    learner.fit(dataset, epochs=settings.metric_epochs, steps_per_epoch=steps, verbose=verbose, shuffle=False,
+                callbacks=[*_hygiene_callbacks(work, "phase2"), *callbacks])
+    return {"steps_per_epoch": steps, "global_batch": batch}
+
+
+# --- checkpoints, logs, resuming ----------------------------------------------------------------------------
+
+def _hygiene_callbacks(work: str, phase: str) -> list[keras.callbacks.Callback]:
+    if not storage.is_gcs(work):
+        os.makedirs(os.path.join(work, phase), exist_ok=True)  # CSVLogger does not create its directory
+    # BackupAndRestore first: it restores weights and the epoch before any other callback sees the epoch.
+    return [keras.callbacks.BackupAndRestore(storage.join(work, phase, "backup")),
+            keras.callbacks.CSVLogger(storage.join(work, phase, "history.csv"), append=True),
+            EpochSummaries(storage.join(work, "logs", phase))]
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """TensorBoard event files of each epoch's metrics (`tensorboard --logdir OUT/work/logs`).
+
+    Written with TensorFlow's own summary writer: Keras' TensorBoard callback needs the `tensorboard` package,
+    which TensorFlow no longer installs and which training does not otherwise need.
+    """
+
+    SCALAR = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+    def __init__(self, log_dir: str):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self._writer.as_default():
+            for name, value in (logs or {}).items():
+                tf.summary.write(f"epoch_{name}", float(value), step=epoch, metadata=self.SCALAR)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        self._writer.close()
+
+
+def resumed_epoch(work: str, phase: str) -> int:
+    """The epoch a phase's BackupAndRestore checkpoint resumes at (0: none)."""
+    metadata = storage.join(work, phase, "backup", "training_metadata.json")
+    return int(storage.read_json(metadata)["epoch"]) if storage.exists(metadata) else 0
