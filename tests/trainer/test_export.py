@@ -101,3 +101,36 @@ def test_export_to_gcs_and_load_from_it(exported, gcs_emulator):
     assert loaded_meta == meta
     posters = [_poster(3, "JPEG")]
     np.testing.assert_allclose(embed(posters), load_exported_model(local_out)[0](posters), atol=1e-6)
+
+
+def test_the_pixel_signature_gives_the_serving_signatures_vectors(exported):
+    """`embed_pixels` on decoded pixels equals `serving_default` on the encoded bytes (the benchmarks' bare model)."""
+    _, out, _ = exported
+    from pipelines.contracts import PIXELS_INPUT, PIXELS_SIGNATURE, SERVING_OUTPUT
+
+    posters = [_poster(seed, "PNG") for seed in range(3)]
+    pixels = np.stack([poster_pixels(tf.constant(poster), SIZE).numpy() for poster in posters])
+    by_pixels = tf.saved_model.load(out).signatures[PIXELS_SIGNATURE](**{PIXELS_INPUT: tf.constant(pixels)})
+    np.testing.assert_allclose(by_pixels[SERVING_OUTPUT].numpy(), load_exported_model(out)[0](posters), atol=1e-6)
+
+
+def test_export_model_command_writes_an_untrained_export_of_the_config(tmp_path, capsys):
+    from trainer.export import main
+
+    out = str(tmp_path / "model")
+    assert main(["--config", "configs/local.yaml", "--out", out, "--set", f"model.input_size={SIZE}",
+                 "--set", "model.embedding_dim=16", "--genres", "3"]) == 0
+    embed, meta = load_exported_model(out)
+    assert (meta["trained"], meta["input_size"], meta["dim"], len(meta["genres"])) == (False, SIZE, 16, 3)
+    vectors = embed([_poster(0, "JPEG"), _poster(1, "PNG")])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert meta["model_version"] in capsys.readouterr().out
+
+
+def test_export_model_command_refuses_an_unknown_backbone_in_one_line(tmp_path, capsys):
+    from trainer.export import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--out", str(tmp_path / "m"), "--set", "model.backbone=resnet9000"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
