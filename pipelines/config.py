@@ -7,18 +7,26 @@ one line names the file (or the `--set` override), the key, and what is allowed.
 """
 from __future__ import annotations
 
+import codecs
 import typing
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Positive = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegative = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+# The trainer's backbone registry (`trainer.backbones.BACKBONES`), named here because pipelines never import the
+# trainer; tests/trainer/test_backbones.py checks the two agree.
+BackboneName = Literal["nasnet_large", "nasnet_mobile", "efficientnet_v2_b0", "mobilenet_v3_small", "tiny_cnn"]
+# Index factory strings are tried at these dimensions (one must build): a factory may fit only some (PQ32 needs a
+# multiple of 32), and the embeddings' dimension is known only when the index is built.
+_FACTORY_TRIAL_DIMS = (128, 768)
 
 
 class ConfigError(ValueError):
@@ -27,8 +35,8 @@ class ConfigError(ValueError):
 
 class Section(BaseModel):
     # Unknown keys are errors; values are not coerced across types (a quoted "3" is not an int), except that
-    # an int is accepted where a float is expected.
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+    # an int is accepted where a float is expected. NaN and ±inf are no float's value.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, allow_inf_nan=False)
 
 
 class CatalogConfig(Section):
@@ -41,6 +49,16 @@ class CatalogConfig(Section):
     poster_suffix: str = ".jpg"
     # Text encoding of CSV manifests; undecodable bytes are replaced, never fatal.
     encoding: str = "utf-8"
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"catalog.encoding {encoding!r} is not a text encoding Python knows "
+                             "(e.g. utf-8, latin-1, cp1252)") from None
+        return encoding
 
 
 class ImageConfig(Section):
@@ -60,7 +78,7 @@ class PreprocessConfig(Section):
 
 
 class ModelConfig(Section):
-    backbone: str = "tiny_cnn"  # checked against the trainer's registry when the model is built
+    backbone: BackboneName = "tiny_cnn"
     weights: str = "none"  # imagenet | none | /path/to/weights.h5
     input_size: Positive = 64
     embedding_dim: Positive = 128
@@ -76,7 +94,7 @@ class TrainConfig(Section):
     unfreeze_schedule: list[list[str]] = Field(default_factory=list)
     metric_epochs: NonNegative = 3
     metric_learning_rate: PositiveFloat = 1e-3
-    triplet_margin: Annotated[float, Field(ge=0)] = 0.1
+    triplet_margin: NonNegativeFloat = 0.1
     triplet_distance: Literal["L2", "squared-L2", "angular"] = "angular"
     positives: Literal["primary_genre", "shared_genre"] = "primary_genre"
     # P × K batches: semi-hard mining needs at least two classes and two examples of each.
@@ -114,17 +132,39 @@ class IndexConfig(Section):
     min_recall_at_10: Fraction = 0.95  # below this the build fails and nothing is published
     keep_versions: Positive = 3  # published versions kept (the live one included); older ones are deleted
 
+    @field_validator("factory")
+    @classmethod
+    def _faiss_can_build(cls, factory: Optional[str]) -> Optional[str]:
+        if factory is None:
+            return factory
+        import faiss  # only a config that names a factory pays for importing faiss
+
+        problems = []
+        for dim in _FACTORY_TRIAL_DIMS:
+            try:
+                faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+                return factory
+            except RuntimeError as err:
+                problems.append(str(err).rsplit(": ", 1)[-1].strip())
+        raise ValueError(f"index.factory {factory!r} is not a faiss index_factory string faiss can build "
+                         f"({problems[-1]}); e.g. Flat, IVF1024,Flat, IVF1024_HNSW32,Flat, IVF1024,PQ32x8")
+
 
 class CandidatesConfig(Section):
     k: Positive = 20  # neighbours per title and candidates per user
     # A watch's weight halves every this many days; None: no decay.
     recency_half_life_days: Optional[PositiveFloat] = None
     query_batch_size: Positive = 256  # queries searched together (the largest batch; Beam sizes them adaptively)
+    # A watch weighing more than this (or negative, NaN, inf) is skipped as `bad_weight`.
+    max_watch_weight: PositiveFloat = 1000.0
+    # A watch dated more than this after the run's start is skipped as `future_timestamp` (clocks drift).
+    max_clock_skew_s: NonNegativeFloat = 300.0
 
 
 class NightlyConfig(Section):
     # A lock older than this is taken over (its run is presumed dead); None: a held lock always refuses.
-    lock_stale_after_s: Optional[PositiveFloat] = 6 * 3600
+    # At least a minute: 0 would let every nightly take over a running one's lock.
+    lock_stale_after_s: Optional[Annotated[float, Field(ge=60)]] = 6 * 3600
     overlap_k: Positive = 10  # overlap@k of today's item→item lists with yesterday's, for unchanged posters
     overlap_alert_below: Fraction = 0.5  # an overlap@k below this is flagged in the summary and the log
     # Beam flags for the embed stage only (e.g. a GPU accelerator on Dataflow), after the shared ones.
@@ -175,15 +215,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 def _read_yaml(file: Path, source: str) -> dict:
     if not file.exists():
-        # `configs/local.yaml` or `local.yaml` outside a checkout (installed workers): the packaged copy.
+        # Only a bare name (`local.yaml`) means a packaged config; a path that names a directory is that file,
+        # and a missing one is an error, never silently another file.
         packaged = packaged_config_path(file.name)
-        if not packaged.exists():
+        if file.parent != Path(".") or not packaged.exists():
             raise ConfigError(f"config file not found: {source}")
         file = packaged
     try:
         raw = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: not valid YAML: {err}") from err
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     return raw
@@ -201,7 +242,19 @@ def _apply_override(raw: dict, item: str) -> None:
         node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {item}: the value is not valid YAML: {_yaml_problem(err)}") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message → one line: what is wrong and where."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(err).split())
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
 def _validate(raw: dict, source: str) -> Config:
@@ -222,13 +275,16 @@ def _describe(error: dict) -> str:
     if kind == "literal_error":
         choices = sorted(typing.get_args(_annotation_at(loc)) or [])
         return f"{key} is {value!r}; choose one of {', '.join(map(str, choices))}"
+    if kind == "finite_number":
+        return f"{key} must be a finite number, got {value}"
     if kind == "greater_than" and ctx.get("gt") == 0:
         return f"{key} must be positive, got {value}"
     if kind in ("greater_than_equal", "less_than_equal") and _annotation_at(loc) is not None:
         low, high = _bounds(loc)
+        low = ctx.get("ge", low)  # a bound inside an Optional is not on the field's own metadata
         if (low, high) == (0.0, 1.0):
             return f"{key} must be between 0 and 1, got {value}"
-        return f"{key} must be at least {low}, got {value}"
+        return f"{key} must be at least {low:g}, got {value}"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     if kind in ("model_type", "model_attributes_type", "dict_type"):

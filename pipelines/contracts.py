@@ -149,8 +149,13 @@ class SkipReason:
     MALFORMED_WATCH = "malformed_watch"  # a row without user_id/title_id, or with a bad timestamp or weight
     NO_EMBEDDED_TITLE = "no_embedded_title"  # none of the user's watched titles has an embedding
     ZERO_WEIGHT = "zero_weight"  # the weighted average of the user's watched titles is zero
+    BAD_WEIGHT = "bad_weight"  # a weight that is negative, NaN, infinite or above candidates.max_watch_weight
+    FUTURE_TIMESTAMP = "future_timestamp"  # dated after the run started, by more than candidates.max_clock_skew_s
+    TIMESTAMP_NOT_SECONDS = "timestamp_not_seconds"  # a number past the year 3000 in seconds: milliseconds or finer
+    NON_FINITE_QUERY = "non_finite_query"  # the user's query is not finite (a watched title's embedding is NaN/inf)
 
-    ALL = (MALFORMED_WATCH, NO_EMBEDDED_TITLE, ZERO_WEIGHT)
+    ALL = (MALFORMED_WATCH, NO_EMBEDDED_TITLE, ZERO_WEIGHT, BAD_WEIGHT, FUTURE_TIMESTAMP, TIMESTAMP_NOT_SECONDS,
+           NON_FINITE_QUERY)
 
 
 SKIPPED_SCHEMA = pa.schema([

@@ -27,7 +27,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.utils import shared
 
-from pipelines.candidates.watch_history import ReadWatchHistory, Skip, UserQueries, history_format
+from pipelines.candidates.watch_history import (
+    ReadWatchHistory,
+    Skip,
+    UserQueries,
+    WatchLimits,
+    history_format,
+    watch_limits,
+)
 from pipelines.common import storage
 from pipelines.common.command_line import command_parser, make_pipeline, parse_command
 from pipelines.config import Config
@@ -67,6 +74,7 @@ class CandidatesPlan:
     k: int
     recency_half_life_days: Optional[float]
     query_batch_size: int
+    watch_limits: WatchLimits  # the weights and timestamps a usable watch row has, judged at the plan's time
 
 
 # --- plain functions -------------------------------------------------------------------------------------------
@@ -195,7 +203,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: CandidatesPlan) -> None:
      | "ItemQueries" >> beam.Map(lambda kv: Query(kv[0], kv[1], frozenset([kv[0]])))
      | "SimilarTitles" >> TopNeighbours(plan, index_handle)
      | "WriteItem2Item" >> WriteCandidates(plan, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA, "title_id", "neighbors"))
-    history = pipeline | "ReadWatchHistory" >> ReadWatchHistory(plan.history_uri)
+    history = pipeline | "ReadWatchHistory" >> ReadWatchHistory(plan.history_uri, plan.watch_limits)
     users = (history.events, embeddings) | "UserQueries" >> UserQueries(plan.recency_half_life_days)
     (users.queries
      | "AsQueries" >> beam.Map(lambda user: Query(user.user_id, user.vector, user.watched))
@@ -233,7 +241,8 @@ def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_d
     return CandidatesPlan(index_uri=version_dir, index_version=version, model_version=index_model,
                           embedding_files=info.files, dim=info.dim, history_uri=history_uri, out_dir=out_dir,
                           k=config.candidates.k, recency_half_life_days=config.candidates.recency_half_life_days,
-                          query_batch_size=config.candidates.query_batch_size)
+                          query_batch_size=config.candidates.query_batch_size,
+                          watch_limits=watch_limits(config.candidates))
 
 
 def pipeline_counters(result) -> dict[str, int]:

@@ -6,13 +6,19 @@ watched; with a recency half-life, a watch's weight also halves every `half_life
 latest watch. (The reference time cancels out in the normalisation, so the user's own latest watch is as good
 as "now" and keeps reruns deterministic.) Undated watches get no decay.
 
-Rows that cannot be used are never dropped silently: they come out as `Skip` records with a reason.
+Rows that cannot be used are never dropped silently: they come out as `Skip` records with a reason. A usable
+row's weight is finite, from 0 to `candidates.max_watch_weight`; its timestamp is no later than the run's start
+plus `candidates.max_clock_skew_s` (one watch dated in the future would otherwise be the "latest" one and decay
+every other watch to nothing) and reads as seconds (a number past the year 3000 is taken for milliseconds). A
+user whose query comes out zero or not finite is skipped too, never searched.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,12 +31,16 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 
+from pipelines.config import CandidatesConfig
 from pipelines.contracts import WATCH_HISTORY_COLUMNS, SkipReason
 
 _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 _COMPRESSIONS = (".gz", ".bz2", ".zst", ".deflate")
 SKIPPED_TAG = "skipped"
 METRICS_NAMESPACE = "watch_history"
+# Seconds since the epoch of 1 January 3000: a larger number is not a timestamp in seconds (2024 in milliseconds
+# is 1.7e12, past the year 50000 in seconds).
+LATEST_PLAUSIBLE_SECONDS = datetime(3000, 1, 1, tzinfo=UTC).timestamp()
 
 
 class WatchEvent(NamedTuple):
@@ -47,6 +57,19 @@ class Skip(NamedTuple):
     title_id: str
     reason: str
     detail: str
+
+
+class WatchLimits(NamedTuple):
+    """What a usable row is: weight in [0, max_weight], timestamp at most `now + max_clock_skew_s`."""
+
+    now: float  # seconds since the epoch: the run's start, fixed once so every worker judges alike
+    max_weight: float
+    max_clock_skew_s: float
+
+
+def watch_limits(config: CandidatesConfig, now: Optional[float] = None) -> WatchLimits:
+    """The config's limits, judged at `now` (None: this moment)."""
+    return WatchLimits(time.time() if now is None else now, config.max_watch_weight, config.max_clock_skew_s)
 
 
 @dataclass(frozen=True)
@@ -84,20 +107,50 @@ def parse_timestamp(value: Any) -> Optional[float]:
     raise ValueError(f"not a timestamp: {value!r}")
 
 
-def watch_event(row: dict) -> WatchEvent | Skip:
+def watch_event(row: dict, limits: WatchLimits) -> WatchEvent | Skip:
     """One history row → a `WatchEvent`, or a `Skip` that says what is wrong with it."""
     user_id, title_id = (str(row.get(c) or "").strip() for c in ("user_id", "title_id"))
     if not user_id or not title_id:
         return Skip(user_id, title_id, SkipReason.MALFORMED_WATCH, f"missing user_id or title_id: {row}")
+    raw_weight = row.get("weight")
     try:
         timestamp = parse_timestamp(row.get("timestamp"))
-        raw_weight = row.get("weight")
         weight = 1.0 if raw_weight is None or raw_weight == "" else float(raw_weight)
-    except ValueError as err:
+    except (ValueError, TypeError, OverflowError) as err:
         return Skip(user_id, title_id, SkipReason.MALFORMED_WATCH, str(err))
-    if not np.isfinite(weight) or weight < 0:
-        return Skip(user_id, title_id, SkipReason.MALFORMED_WATCH, f"weight must be >= 0, got {raw_weight!r}")
+    problem = weight_problem(weight, limits) or timestamp_problem(timestamp, limits)
+    if problem:
+        return Skip(user_id, title_id, *problem)
     return WatchEvent(user_id, title_id, timestamp, weight)
+
+
+def weight_problem(weight: float, limits: WatchLimits) -> Optional[tuple[str, str]]:
+    """(reason, detail) when a watch's weight is not a finite number from 0 to `limits.max_weight`."""
+    if math.isfinite(weight) and 0 <= weight <= limits.max_weight:
+        return None
+    return SkipReason.BAD_WEIGHT, (f"weight must be a finite number from 0 to candidates.max_watch_weight "
+                                   f"({limits.max_weight:g}), got {weight!r}")
+
+
+def timestamp_problem(timestamp: Optional[float], limits: WatchLimits) -> Optional[tuple[str, str]]:
+    """(reason, detail) when a timestamp is not finite, not in seconds, or later than the run allows."""
+    if timestamp is None:
+        return None
+    if not math.isfinite(timestamp):
+        return SkipReason.MALFORMED_WATCH, f"not a timestamp: {timestamp!r}"
+    if timestamp > LATEST_PLAUSIBLE_SECONDS:
+        return SkipReason.TIMESTAMP_NOT_SECONDS, (f"timestamp {timestamp:.0f} is past the year 3000 in seconds since "
+                                                  "the epoch (milliseconds?): give seconds or ISO 8601")
+    latest = limits.now + limits.max_clock_skew_s
+    if timestamp > latest:
+        return SkipReason.FUTURE_TIMESTAMP, (f"timestamp {_iso(timestamp)} is after the run started "
+                                             f"({_iso(limits.now)}) by more than candidates.max_clock_skew_s "
+                                             f"({limits.max_clock_skew_s:g} s)")
+    return None
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 def _rows(handle: IO[bytes], fmt: str, source: str) -> Iterator[dict | Skip]:
@@ -129,22 +182,24 @@ def _require_columns(names: Iterable[str], source: str) -> None:
         raise ValueError(f"watch history {source}: no column {', '.join(missing)} (columns: {', '.join(names)})")
 
 
-def read_watch_events(handle: IO[bytes], fmt: str, source: str = "") -> Iterator[WatchEvent | Skip]:
+def read_watch_events(handle: IO[bytes], fmt: str, limits: WatchLimits,
+                      source: str = "") -> Iterator[WatchEvent | Skip]:
     """Every row of one history file, as `WatchEvent`s and `Skip`s; a file that cannot be parsed raises."""
     for row in _rows(handle, fmt, source):
-        yield row if isinstance(row, Skip) else watch_event(row)
+        yield row if isinstance(row, Skip) else watch_event(row, limits)
 
 
-def read_watch_history(uri: str) -> list[WatchEvent | Skip]:
-    """Every row of the history at `uri` (a file or a glob), outside Beam."""
+def read_watch_history(uri: str, limits: Optional[WatchLimits] = None) -> list[WatchEvent | Skip]:
+    """Every row of the history at `uri` (a file or a glob), outside Beam (None: the default limits, now)."""
     fmt = history_format(uri)
+    limits = limits or watch_limits(CandidatesConfig())
     paths = [m.path for m in FileSystems.match([uri])[0].metadata_list]
     if not paths:
         raise FileNotFoundError(f"watch history {uri!r}: no such file")
     events: list[WatchEvent | Skip] = []
     for path in sorted(paths):
         with FileSystems.open(path) as handle:
-            events.extend(read_watch_events(handle, fmt, path))
+            events.extend(read_watch_events(handle, fmt, limits, path))
     return events
 
 
@@ -161,10 +216,22 @@ def watch_weights(weights: np.ndarray, timestamps: list[Optional[float]],
 
 
 def weighted_query(vectors: np.ndarray, weights: np.ndarray) -> Optional[np.ndarray]:
-    """The unit-length weighted average of `vectors` [n, d], or None when it is zero."""
-    total = (np.asarray(weights, dtype=np.float64)[:, None] * np.asarray(vectors, dtype=np.float64)).sum(axis=0)
-    norm = np.linalg.norm(total)
-    return (total / norm).astype(np.float32) if norm > 1e-12 else None
+    """The unit-length weighted average of `vectors` [n, d], or None when it is zero.
+
+    The weights are scaled to a largest of 1 before summing (the direction is the same), so finite inputs never
+    overflow, whatever their size; a NaN or infinite input gives a vector that is not finite, for the caller to
+    refuse."""
+    weights = np.asarray(weights, dtype=np.float64)
+    largest = np.max(np.abs(weights)) if weights.size else 0.0
+    if largest == 0:
+        return None
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf inputs: a non-finite result, not a warning
+        total = ((weights / largest)[:, None] * np.asarray(vectors, dtype=np.float64)).sum(axis=0)
+        norm = np.linalg.norm(total)
+    if np.isfinite(norm) and norm <= 1e-12:
+        return None
+    with np.errstate(invalid="ignore"):
+        return (total / norm).astype(np.float32)
 
 
 def user_query(user_id: str, watches: Iterable[tuple[WatchEvent, Optional[np.ndarray]]],
@@ -178,9 +245,17 @@ def user_query(user_id: str, watches: Iterable[tuple[WatchEvent, Optional[np.nda
                     f"none of {len(watched)} watched titles has an embedding")
     weights = watch_weights(np.array([e.weight for e, _ in embedded]), [e.timestamp for e, _ in embedded],
                             half_life_days)
-    vector = weighted_query(np.stack([v for _, v in embedded]), weights)
+    vectors = np.stack([v for _, v in embedded])
+    not_finite = sorted({e.title_id for e, v in embedded if not np.isfinite(v).all()})
+    if not_finite:
+        return Skip(user_id, "", SkipReason.NON_FINITE_QUERY,
+                    f"the embeddings of {', '.join(not_finite[:5])} are not finite")
+    vector = weighted_query(vectors, weights)
     if vector is None:
         return Skip(user_id, "", SkipReason.ZERO_WEIGHT, "the weighted average of the watched titles is zero")
+    if not np.isfinite(vector).all():
+        return Skip(user_id, "", SkipReason.NON_FINITE_QUERY, "the weighted average of the watched titles is not "
+                    "finite")
     return UserQuery(user_id, vector, watched)
 
 
@@ -195,20 +270,20 @@ def user_queries(events: Iterable[WatchEvent], embeddings: dict[str, np.ndarray]
 
 # --- Beam ----------------------------------------------------------------------------------------------------
 class ReadWatchHistory(beam.PTransform):
-    """history URI (file or glob) → `WatchEvent`s; malformed rows on the `skipped` output as `Skip`s."""
+    """history URI (file or glob) → `WatchEvent`s; unusable rows on the `skipped` output as `Skip`s."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, limits: WatchLimits):
         super().__init__()
-        self._uri = uri
+        self._uri, self._limits = uri, limits
         self._format = history_format(uri)
 
     def expand(self, pbegin):
-        fmt = self._format
+        fmt, limits = self._format, self._limits
 
         def parse(readable):
             watches = Metrics.counter(METRICS_NAMESPACE, "watches")
             with readable.open() as handle:
-                for item in read_watch_events(handle, fmt, readable.metadata.path):
+                for item in read_watch_events(handle, fmt, limits, readable.metadata.path):
                     if isinstance(item, Skip):
                         yield beam.pvalue.TaggedOutput(SKIPPED_TAG, item)
                     else:

@@ -1,4 +1,5 @@
 """The `posters` entry point lists every subcommand, and each subcommand answers --help."""
+import re
 import subprocess
 import sys
 
@@ -25,3 +26,24 @@ def test_each_subcommand_has_help(name):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage:" in result.stdout
+
+
+def _our_stderr_lines(stderr: str) -> list[str]:
+    """stderr without TensorFlow's and absl's start-up log lines (`I0000 …`, `WARNING: All log messages …`)."""
+    noise = re.compile(r"^([IWE]\d{4} |WARNING: All log messages before absl)")
+    return [line for line in stderr.splitlines() if line.strip() and not noise.match(line)]
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.backbone=[oops", "posters embed: --set model.backbone=[oops: the value is not valid YAML: "),
+    ("preprocess.read_retries=-1", "posters embed: --set preprocess.read_retries=-1: preprocess.read_retries must "
+                                   "be at least 0, got -1"),
+])
+def test_a_bad_override_is_one_line_on_stderr_and_no_traceback(tmp_path, override, expected):
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "embed", "--set", override,
+                             "--catalog", str(tmp_path / "catalog.csv"), "--model", str(tmp_path / "model"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = _our_stderr_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr[-2000:]

@@ -123,3 +123,87 @@ def test_a_section_that_is_not_a_mapping_is_named(tmp_path):
 def test_config_values_round_trip_through_a_dump():
     config = load_config("local.yaml", ["train.unfreeze_schedule=[[a], []]"])
     assert Config.model_validate(config.model_dump()) == config
+
+
+def test_a_missing_config_path_with_a_directory_is_an_error_not_the_packaged_copy(tmp_path):
+    """`--config /missing/local.yaml` used to load the packaged local.yaml without a word."""
+    for path in (tmp_path / "local.yaml", "/missing/local.yaml", "elsewhere/dataflow.yaml"):
+        with pytest.raises(ConfigError, match=rf"config file not found: {path}$"):
+            load_config(path)
+
+
+def test_a_config_file_beside_the_cwd_wins_over_the_packaged_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local.yaml").write_text("candidates:\n  k: 3\n")
+    assert load_config("local.yaml").candidates.k == 3
+
+
+def test_the_nightly_lock_must_go_stale_after_a_minute_at_least_or_never():
+    with pytest.raises(ConfigError, match=r"nightly\.lock_stale_after_s must be at least 60, got 0"):
+        load_config(None, ["nightly.lock_stale_after_s=0"])
+    assert load_config(None, ["nightly.lock_stale_after_s=60"]).nightly.lock_stale_after_s == 60
+    assert load_config(None, ["nightly.lock_stale_after_s=null"]).nightly.lock_stale_after_s is None
+
+
+def test_an_override_that_is_not_yaml_is_one_line_naming_the_override():
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["model.backbone=[oops"])
+    message = str(caught.value)
+    assert message.startswith("--set model.backbone=[oops: the value is not valid YAML: expected ',' or ']'")
+    assert "\n" not in message
+
+
+def test_invalid_yaml_in_a_file_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"c\.yaml: not valid YAML: .*\(line 2, column 1\)$") as caught:
+        load_config(write(tmp_path, "train: [unclosed\n"))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_negative_read_retries_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"preprocess\.read_retries must be at least 0, got -1"):
+        load_config("local.yaml", ["preprocess.read_retries=-1"])
+
+
+def test_the_catalog_encoding_must_be_one_python_knows():
+    with pytest.raises(ConfigError, match=r"--set catalog\.encoding=nope: catalog\.encoding 'nope' is not a text "
+                                          "encoding"):
+        load_config(None, ["catalog.encoding=nope"])
+    assert load_config(None, ["catalog.encoding=latin-1"]).catalog.encoding == "latin-1"
+
+
+def test_the_index_factory_must_be_one_faiss_can_build():
+    with pytest.raises(ConfigError, match=r"index\.factory 'Bogus' is not a faiss index_factory string .*"
+                                          "could not parse index string Bogus"):
+        load_config(None, ["index.factory=Bogus"])
+    # PQ32 fits only dimensions that are multiples of 32: still accepted, the build checks the actual dimension.
+    for factory in ("Flat", "IVF64,Flat", "IVF4096_HNSW32,Flat", "IVF4096,PQ32x8", "HNSW32"):
+        assert load_config(None, [f"index.factory={factory}"]).index.factory == factory
+
+
+def test_an_unknown_backbone_is_refused_when_loading_with_the_choices():
+    with pytest.raises(ConfigError, match=r"model\.backbone is 'resnet_9000'; choose one of efficientnet_v2_b0, "
+                                          "mobilenet_v3_small, nasnet_large, nasnet_mobile, tiny_cnn"):
+        load_config(None, ["model.backbone=resnet_9000"])
+
+
+@pytest.mark.parametrize("key", ["train.warmup_learning_rate", "train.metric_learning_rate", "train.triplet_margin",
+                                 "candidates.recency_half_life_days", "preprocess.max_reject_fraction",
+                                 "preprocess.eval_fraction", "embed.max_reject_fraction", "index.min_recall_at_10",
+                                 "nightly.overlap_alert_below", "nightly.lock_stale_after_s",
+                                 "candidates.max_watch_weight"])
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_nan_and_infinite_numbers_are_refused(key, value):
+    with pytest.raises(ConfigError, match=rf"{key} must be a finite number, got {value.lstrip('.').replace('.', '')}"):
+        load_config(None, [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("key, message", [("train.warmup_learning_rate", "must be positive"),
+                                          ("train.metric_learning_rate", "must be positive"),
+                                          ("train.triplet_margin", "must be at least 0"),
+                                          ("candidates.recency_half_life_days", "must be positive"),
+                                          ("candidates.max_watch_weight", "must be positive"),
+                                          ("candidates.max_clock_skew_s", "must be at least 0"),
+                                          ("preprocess.eval_fraction", "must be between 0 and 1")])
+def test_negative_rates_margins_half_lives_and_fractions_are_refused(key, message):
+    with pytest.raises(ConfigError, match=rf"{key} {message}, got -0.5"):
+        load_config(None, [f"{key}=-0.5"])

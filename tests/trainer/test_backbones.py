@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import typing
 
 import keras
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from pipelines.common.exported_model import load_exported_model
-from pipelines.config import load_config
+from pipelines.config import BackboneName, load_config
 from trainer.backbones import BACKBONES, BackboneError, BackbonePreprocess, build_backbone
 from trainer.export import export_model
 from trainer.model import build_model, embedding_model, set_trainable, unfrozen_patterns
@@ -130,3 +131,8 @@ def test_nasnet_large_builds_takes_the_seed_schedule_embeds_and_exports(tmp_path
     embed, loaded_meta = load_exported_model(out)
     assert loaded_meta == meta
     np.testing.assert_allclose(embed([tf.io.encode_png(poster[0]).numpy()]), vector, atol=1e-5)
+
+
+def test_the_configs_backbone_names_are_the_registrys():
+    """pipelines/config.py may not import the trainer, so it names the backbones itself: they must agree."""
+    assert set(typing.get_args(BackboneName)) == set(BACKBONES)

@@ -167,3 +167,37 @@ def test_top_k_skips_excluded_titles_and_short_results():
     found = candidates.top_k_excluding(["a", "b", "c", "d"], [0.9, 0.8, 0.7, 0.6], frozenset({"b"}), 2)
     assert found == [{"title_id": "a", "score": pytest.approx(0.9)}, {"title_id": "c", "score": pytest.approx(0.7)}]
     assert candidates.top_k_excluding(["a"], [0.9], frozenset({"a"}), 3) == []
+
+
+def test_watches_with_bad_weights_or_timestamps_are_skipped_and_no_user_gets_non_finite_candidates(published,
+                                                                                                   tmp_path):
+    """Weights of 1e308 used to give a NaN query that still got K published candidates; a watch dated 2099 (or in
+    milliseconds) became every user's "latest" one and decided the query alone. Now each such row is skipped with
+    its reason, and every published user's list is the exact neighbours of their usable watches."""
+    now = 1_720_000_000
+    rows = [("huge", "title-001", now, 1e308), ("huge", "title-002", now, 1e308),
+            ("nan", "title-003", now, "nan"),
+            ("future", "title-010", now - DAY, 1.0), ("future", "title-011", "2099-01-01T00:00:00Z", 0.01),
+            ("millis", "title-020", now * 1000, 1.0), ("millis", "title-021", now - DAY, 1.0)]
+    history = tmp_path / "history.csv"
+    with open(history, "w", newline="") as handle:
+        csv.writer(handle).writerows([("user_id", "title_id", "timestamp", "weight"), *rows])
+    out = str(tmp_path / "out")
+    assert candidates.main(["--config", "configs/local.yaml", "--set", f"candidates.k={K}",
+                            "--set", f"candidates.recency_half_life_days={HALF_LIFE_DAYS}",
+                            "--index", str(published["root"] / "index"), "--embeddings", published["embeddings"],
+                            "--history", str(history), "--out", out]) == 0
+    skipped = {(row["user_id"], row["title_id"], row["reason"]) for row in _table(out, SKIPPED_DIR)}
+    assert skipped == {("huge", "title-001", SkipReason.BAD_WEIGHT), ("huge", "title-002", SkipReason.BAD_WEIGHT),
+                       ("nan", "title-003", SkipReason.BAD_WEIGHT),
+                       ("future", "title-011", SkipReason.FUTURE_TIMESTAMP),
+                       ("millis", "title-020", SkipReason.TIMESTAMP_NOT_SECONDS)}
+    users = {row["user_id"]: row["candidates"] for row in _table(out, USER_CANDIDATES_DIR)}
+    assert sorted(users) == ["future", "millis"]
+    for user, watched in (("future", "title-010"), ("millis", "title-021")):
+        i = TITLES.index(watched)
+        expected = exact_neighbours(VECTORS[i], TITLES, VECTORS, {watched}, K)
+        assert [c["title_id"] for c in users[user]] == [t for t, _ in expected]
+        np.testing.assert_allclose([c["score"] for c in users[user]], [s for _, s in expected], atol=1e-5)
+    assert _summary(out)["skipped"] == {SkipReason.BAD_WEIGHT: 3, SkipReason.FUTURE_TIMESTAMP: 1,
+                                        SkipReason.TIMESTAMP_NOT_SECONDS: 1}

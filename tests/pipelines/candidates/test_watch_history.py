@@ -18,6 +18,7 @@ from pipelines.candidates.watch_history import (
     UserQueries,
     UserQuery,
     WatchEvent,
+    WatchLimits,
     history_format,
     parse_timestamp,
     read_watch_history,
@@ -33,6 +34,10 @@ ROWS = [
     {"user_id": "u1", "title_id": "t2", "timestamp": "2024-01-11T00:00:00+00:00", "weight": 0.5},
     {"user_id": "u2", "title_id": "t3", "timestamp": None, "weight": None},
 ]
+NOW = datetime(2024, 7, 1, tzinfo=UTC).timestamp()
+LIMITS = WatchLimits(now=NOW, max_weight=1000.0, max_clock_skew_s=300.0)
+
+
 EXPECTED = [
     WatchEvent("u1", "t1", datetime(2024, 1, 1, tzinfo=UTC).timestamp(), 1.0),
     WatchEvent("u1", "t2", datetime(2024, 1, 11, tzinfo=UTC).timestamp(), 0.5),
@@ -88,7 +93,9 @@ def test_unusable_rows_come_out_as_skips_with_a_reason(tmp_path):
     ]) + "\n")
     events = read_watch_history(str(path))
     assert events[0] == WatchEvent("u1", "t1", None, 1.0)
-    assert all(isinstance(e, Skip) and e.reason == SkipReason.MALFORMED_WATCH for e in events[1:])
+    assert [e.reason for e in events[1:]] == [SkipReason.MALFORMED_WATCH, SkipReason.MALFORMED_WATCH,
+                                              SkipReason.BAD_WEIGHT, SkipReason.MALFORMED_WATCH,
+                                              SkipReason.MALFORMED_WATCH, SkipReason.MALFORMED_WATCH]
     assert len(events) == 7
 
 
@@ -152,7 +159,7 @@ def test_the_beam_transforms_give_what_the_plain_functions_give(tmp_path):
     assert [as_tuple(r) for r in plain if isinstance(r, UserQuery)] == hand_worked
     assert [(r.user_id, r.reason) for r in plain if isinstance(r, Skip)] == [("u2", SkipReason.NO_EMBEDDED_TITLE)]
     with BeamTestPipeline() as pipeline:
-        history = pipeline | ReadWatchHistory(path)
+        history = pipeline | ReadWatchHistory(path, LIMITS)
         vectors = pipeline | "Embeddings" >> beam.Create(sorted(embeddings.items()))
         users = (history.events, vectors) | UserQueries(half_life_days=10)
         assert_that(history.skipped | "SkipReasons" >> beam.Map(lambda s: (s.title_id, s.reason)),
@@ -190,3 +197,77 @@ def test_the_synthetic_history_is_deterministic_and_users_mostly_watch_their_fav
     for e in events:
         watched.setdefault(e.user_id, []).append(e.title_id)
     assert all(1 <= len(titles) <= 30 and len(set(titles)) == len(titles) for titles in watched.values())
+
+
+def _reasons(tmp_path, rows, limits=LIMITS):
+    """(title_id, reason or "ok") of every row, read back through a JSONL file."""
+    path = tmp_path / "h.jsonl"
+    path.write_text("".join(json.dumps({"user_id": "u", **row}) + "\n" for row in rows))
+    return [(e.title_id, e.reason if isinstance(e, Skip) else "ok") for e in read_watch_history(str(path), limits)]
+
+
+def test_weights_must_be_finite_and_within_the_configured_bound(tmp_path):
+    rows = [{"title_id": "huge", "weight": 1e308}, {"title_id": "inf", "weight": "inf"},
+            {"title_id": "nan", "weight": "nan"}, {"title_id": "negative", "weight": -0.5},
+            {"title_id": "above", "weight": 1000.5}, {"title_id": "at-bound", "weight": 1000},
+            {"title_id": "zero", "weight": 0}, {"title_id": "a-list", "weight": [1]}]
+    assert _reasons(tmp_path, rows) == [("huge", SkipReason.BAD_WEIGHT), ("inf", SkipReason.BAD_WEIGHT),
+                                        ("nan", SkipReason.BAD_WEIGHT), ("negative", SkipReason.BAD_WEIGHT),
+                                        ("above", SkipReason.BAD_WEIGHT), ("at-bound", "ok"), ("zero", "ok"),
+                                        ("a-list", SkipReason.MALFORMED_WATCH)]
+    tighter = LIMITS._replace(max_weight=5.0)
+    assert _reasons(tmp_path, [{"title_id": "six", "weight": 6}], tighter) == [("six", SkipReason.BAD_WEIGHT)]
+
+
+def test_a_watch_dated_after_the_run_started_beyond_the_clock_skew_is_skipped(tmp_path):
+    rows = [{"title_id": "2099", "timestamp": "2099-01-01T00:00:00Z"},
+            {"title_id": "skew-ok", "timestamp": NOW + 299}, {"title_id": "too-late", "timestamp": NOW + 301},
+            {"title_id": "past", "timestamp": NOW - 86400}]
+    assert _reasons(tmp_path, rows) == [("2099", SkipReason.FUTURE_TIMESTAMP), ("skew-ok", "ok"),
+                                        ("too-late", SkipReason.FUTURE_TIMESTAMP), ("past", "ok")]
+    skip = read_watch_history(str(tmp_path / "h.jsonl"), LIMITS)[0]
+    assert "2099-01-01T00:00:00+00:00 is after the run started (2024-07-01T00:00:00+00:00)" in skip.detail
+
+
+def test_a_millisecond_timestamp_is_skipped_as_not_seconds(tmp_path):
+    rows = [{"title_id": "ms", "timestamp": NOW * 1000}, {"title_id": "ms-text", "timestamp": str(int(NOW * 1000))},
+            {"title_id": "seconds", "timestamp": NOW}, {"title_id": "nan", "timestamp": "nan"}]
+    assert _reasons(tmp_path, rows) == [("ms", SkipReason.TIMESTAMP_NOT_SECONDS),
+                                        ("ms-text", SkipReason.TIMESTAMP_NOT_SECONDS), ("seconds", "ok"),
+                                        ("nan", SkipReason.MALFORMED_WATCH)]
+
+
+def test_one_future_watch_no_longer_decides_a_users_query(tmp_path):
+    """A 2099 watch of weight 0.01 used to be the "latest" one: with a 10-day half-life every real watch decayed to
+    nothing and the 0.01 watch alone made the query. Skipped, it leaves the user's real watch as the query."""
+    rows = [{"title_id": "real", "timestamp": NOW - 86400, "weight": 1.0},
+            {"title_id": "future", "timestamp": "2099-01-01T00:00:00Z", "weight": 0.01}]
+    path = tmp_path / "h.jsonl"
+    path.write_text("".join(json.dumps({"user_id": "u", **row}) + "\n" for row in rows))
+    events = read_watch_history(str(path), LIMITS)
+    assert [(e.title_id, e.reason) for e in events if isinstance(e, Skip)] == [("future", SkipReason.FUTURE_TIMESTAMP)]
+    embeddings = {"real": np.array([1.0, 0.0], np.float32), "future": np.array([0.0, 1.0], np.float32)}
+    [query] = user_queries([e for e in events if isinstance(e, WatchEvent)], embeddings, half_life_days=10)
+    np.testing.assert_allclose(query.vector, [1.0, 0.0])
+
+
+def test_huge_weights_do_not_overflow_the_weighted_average():
+    """1e308 + 1e308 is inf in float64: the weights are scaled before summing, so the average stays finite."""
+    query = weighted_query(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([1e308, 1e308]))
+    np.testing.assert_allclose(query, [2 ** -0.5, 2 ** -0.5], rtol=1e-6)
+    tiny = weighted_query(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([1e-300, 3e-300]))
+    np.testing.assert_allclose(tiny, np.array([1.0, 3.0]) / np.sqrt(10), rtol=1e-6)
+
+
+def test_a_user_whose_query_is_not_finite_or_zero_is_skipped_never_searched():
+    vectors = {"nan": np.array([np.nan, 0.0], np.float32), "ok": np.array([1.0, 0.0], np.float32),
+               "opposite": np.array([-1.0, 0.0], np.float32), "inf": np.array([np.inf, 0.0], np.float32)}
+    results = user_queries([WatchEvent("a", "nan", None, 1.0), WatchEvent("a", "ok", None, 1.0),
+                            WatchEvent("b", "ok", None, 1.0), WatchEvent("b", "opposite", None, 1.0),
+                            WatchEvent("c", "inf", None, 1.0), WatchEvent("d", "ok", None, float("inf"))],
+                           vectors, None)
+    assert [(r.user_id, r.reason) for r in results] == [("a", SkipReason.NON_FINITE_QUERY),
+                                                         ("b", SkipReason.ZERO_WEIGHT),
+                                                         ("c", SkipReason.NON_FINITE_QUERY),
+                                                         ("d", SkipReason.NON_FINITE_QUERY)]
+    assert "nan" in results[0].detail
