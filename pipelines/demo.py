@@ -121,7 +121,7 @@ def print_summary(summary: dict) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="posters demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/local.yaml")
+    parser.add_argument("--config", default="local.yaml")
     parser.add_argument("--out", default="demo_out", help="directory for everything the demo makes")
     parser.add_argument("--n", type=int, default=1200, help="posters in the synthetic catalog")
     parser.add_argument("--seed", type=int, default=7)

@@ -262,7 +262,7 @@ def report_lines(result: dict) -> list[str]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="posters bench embed", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/local.yaml")
+    parser.add_argument("--config", default="local.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     parser.add_argument("--json", help="write the figures here as JSON")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="titles to embed (default: %(default)s)")

@@ -12,7 +12,8 @@ from pipelines.config import Config, load_config
 
 def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"posters {prog}", description=description)
-    parser.add_argument("--config", default="configs/local.yaml", help="YAML config (default: %(default)s)")
+    parser.add_argument("--config", default="local.yaml",
+                        help="YAML config (default: %(default)s, the packaged one unless the current directory has it)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override one config key, e.g. --set train.metric_epochs=5 (repeatable)")
     return parser
