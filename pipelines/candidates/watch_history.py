@@ -28,7 +28,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 
 from pipelines.config import CandidatesConfig
@@ -189,20 +188,6 @@ def read_watch_events(handle: IO[bytes], fmt: str, limits: WatchLimits,
         yield row if isinstance(row, Skip) else watch_event(row, limits)
 
 
-def read_watch_history(uri: str, limits: Optional[WatchLimits] = None) -> list[WatchEvent | Skip]:
-    """Every row of the history at `uri` (a file or a glob), outside Beam (None: the default limits, now)."""
-    fmt = history_format(uri)
-    limits = limits or watch_limits(CandidatesConfig())
-    paths = [m.path for m in FileSystems.match([uri])[0].metadata_list]
-    if not paths:
-        raise FileNotFoundError(f"watch history {uri!r}: no such file")
-    events: list[WatchEvent | Skip] = []
-    for path in sorted(paths):
-        with FileSystems.open(path) as handle:
-            events.extend(read_watch_events(handle, fmt, limits, path))
-    return events
-
-
 def watch_weights(weights: np.ndarray, timestamps: list[Optional[float]],
                   half_life_days: Optional[float]) -> np.ndarray:
     """Each watch's weight, halved every `half_life_days` before the latest dated watch (None: no decay)."""
@@ -257,15 +242,6 @@ def user_query(user_id: str, watches: Iterable[tuple[WatchEvent, Optional[np.nda
         return Skip(user_id, "", SkipReason.NON_FINITE_QUERY, "the weighted average of the watched titles is not "
                     "finite")
     return UserQuery(user_id, vector, watched)
-
-
-def user_queries(events: Iterable[WatchEvent], embeddings: dict[str, np.ndarray],
-                 half_life_days: Optional[float]) -> list[UserQuery | Skip]:
-    """`user_query` for every user in `events`, outside Beam (sorted by user_id)."""
-    by_user: dict[str, list] = {}
-    for event in events:
-        by_user.setdefault(event.user_id, []).append((event, embeddings.get(event.title_id)))
-    return [user_query(user, watches, half_life_days) for user, watches in sorted(by_user.items())]
 
 
 # --- Beam ----------------------------------------------------------------------------------------------------
