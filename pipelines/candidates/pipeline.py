@@ -290,6 +290,8 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
     """Runs `posters candidates` and returns its summary. Raises ValueError, `EmbeddingsError` or
     FileNotFoundError for inputs the user must fix; a failed pipeline raises and publishes nothing."""
     args, config, beam_args = _parse(sys.argv[1:] if argv is None else argv)
+    storage.check_output_location(args.out, {"--index": args.index, "--embeddings": args.embeddings,
+                                             "--history": args.history})
     staging = storage.staging_uri(args.out)
     plan = plan_candidates(args.index, args.embeddings, args.history, staging, config)
     log.info("candidates plan: %s", {k: v for k, v in asdict(plan).items() if k != "embedding_files"})

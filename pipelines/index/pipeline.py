@@ -333,6 +333,7 @@ def _parse(argv: list[str]):
 def run(argv: list[str] | None = None, save_main_session: bool = True, test_pipeline=None) -> dict:
     """Runs `posters index` for these flags: builds, verifies and publishes; returns the published manifest."""
     args, config, beam_args = _parse(sys.argv[1:] if argv is None else argv)
+    storage.check_output_location(args.out, {"--embeddings": args.embeddings})
     manifest = build_and_publish(config, args.embeddings, args.out, beam_args, save_main_session, test_pipeline)
     manifest["out"] = args.out
     return manifest
