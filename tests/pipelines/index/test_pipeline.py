@@ -185,3 +185,13 @@ def test_an_out_that_is_or_holds_the_embeddings_is_refused_before_any_work(embed
         assert index.main(["--config", "configs/local.yaml", "--embeddings", embeddings, "--out", out]) == 1
         assert f"posters index: --out {out} " in capsys.readouterr().err
     assert sorted(os.listdir(embeddings)) == before and sorted(os.listdir(tmp_path)) == ["embeddings"]
+
+
+def test_an_empty_current_stops_the_build_before_it_starts_naming_the_file(embeddings, tmp_path, capsys):
+    out = tmp_path / "index"
+    out.mkdir()
+    (out / versions.POINTER_FILE).write_bytes(b"")
+    assert index.main(["--config", "configs/local.yaml", "--embeddings", embeddings, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"posters index: {out / versions.POINTER_FILE} is empty: ") and "\n" not in err
+    assert os.listdir(out) == [versions.POINTER_FILE]  # nothing was built
