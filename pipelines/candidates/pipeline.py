@@ -41,7 +41,7 @@ from pipelines.contracts import (
     USER_CANDIDATES_DIR,
     USER_CANDIDATES_SCHEMA,
 )
-from pipelines.embed.reader import EmbeddingsError, describe_embeddings, embedding_matrix
+from pipelines.embed.reader import EmbeddingsError, describe_embeddings, embedding_matrix, parquet_errors
 
 log = logging.getLogger(__name__)
 METRICS_NAMESPACE = "candidates"
@@ -83,7 +83,7 @@ def top_k_excluding(title_ids: list[str], scores, exclude: frozenset, k: int) ->
 
 def embedding_vectors(path: str, dim: int) -> Iterator[tuple[str, np.ndarray]]:
     """(title_id, float32 vector) for every row of one embeddings Parquet file, read in record batches."""
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
+    with FileSystems.open(path, compression_type="uncompressed") as handle, parquet_errors(path):
         for batch in pq.ParquetFile(handle).iter_batches(columns=["title_id", "embedding"]):
             vectors = embedding_matrix(batch, dim)
             for title_id, vector in zip(batch.column("title_id").to_pylist(), vectors):

@@ -41,7 +41,7 @@ from pipelines.contracts import (
     NIGHTLY_RUNS_DIR,
     NIGHTLY_SUMMARY_FILE,
 )
-from pipelines.embed.reader import describe_embeddings
+from pipelines.embed.reader import describe_embeddings, parquet_errors
 from pipelines.nightly.run_state import RunState, last_finished_before
 
 log = logging.getLogger(__name__)
@@ -128,16 +128,16 @@ def _published_from(index_root: str, embeddings: str) -> Optional[dict]:
 
 
 # --- overlap with yesterday --------------------------------------------------------------------------------------
-def _read_columns(files: list[str], columns: list[str]) -> pa.Table:
+def _read_columns(files: list[str], columns: list[str], written_by: str) -> pa.Table:
     tables = []
     for path in files:
-        with FileSystems.open(path, compression_type="uncompressed") as handle:
+        with FileSystems.open(path, compression_type="uncompressed") as handle, parquet_errors(path, written_by):
             tables.append(pq.read_table(handle, columns=columns))
     return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
 
 
 def poster_hashes(embeddings_uri: str) -> dict[str, str]:
-    table = _read_columns(describe_embeddings(embeddings_uri).files, ["title_id", "image_sha256"])
+    table = _read_columns(describe_embeddings(embeddings_uri).files, ["title_id", "image_sha256"], "posters embed")
     return dict(zip(table.column("title_id").to_pylist(), table.column("image_sha256").to_pylist()))
 
 
@@ -146,7 +146,7 @@ def item2item_lists(candidates_uri: str) -> dict[str, list[str]]:
         raise FileNotFoundError(storage.incomplete_message(candidates_uri) + " (posters candidates)")
     pattern = storage.join(candidates_uri, ITEM2ITEM_DIR, "*.parquet")
     files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    table = _read_columns(files, ["title_id", "neighbors"])
+    table = _read_columns(files, ["title_id", "neighbors"], "posters candidates")
     return {title: [n["title_id"] for n in neighbours] for title, neighbours in
             zip(table.column("title_id").to_pylist(), table.column("neighbors").to_pylist())}
 

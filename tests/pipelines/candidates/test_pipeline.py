@@ -21,6 +21,7 @@ from pipelines.contracts import (
     USER_CANDIDATES_SCHEMA,
     SkipReason,
 )
+from pipelines.embed.reader import EmbeddingsError
 from tests.pipelines.candidates.candidate_inputs import build_index, exact_neighbours, unit_vectors, write_embeddings
 
 K = 5
@@ -172,6 +173,21 @@ def test_an_out_that_is_an_existing_file_is_refused_and_the_file_kept(published,
                             "--out", str(out)]) == 1
     assert "is an existing file" in capsys.readouterr().err
     assert out.read_bytes() == b"somebody's file" and sorted(os.listdir(tmp_path)) == ["candidates.parquet"]
+
+
+def test_truncated_embeddings_are_a_one_line_error_naming_the_file(published, tmp_path, capsys):
+    embeddings = tmp_path / "embeddings"
+    shutil.copytree(published["embeddings"], embeddings)
+    part = embeddings / "part-00000.parquet"
+    part.write_bytes(part.read_bytes()[:100])
+    with pytest.raises(EmbeddingsError, match=f"^{part} is not a readable Parquet file"):
+        list(candidates.embedding_vectors(str(part), 8))
+    assert candidates.main(["--config", "configs/local.yaml", "--index", str(published["root"] / "index"),
+                            "--embeddings", str(embeddings), "--history", published["history"],
+                            "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"posters candidates: {part} is not a readable Parquet file") and "\n" not in err
+    assert "rerun `posters embed`" in err and not os.path.exists(tmp_path / "out")
 
 
 def test_item2item_and_user_searches_share_one_loaded_index(published, tmp_path, monkeypatch):
