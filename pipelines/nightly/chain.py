@@ -105,7 +105,7 @@ def index_stage(run: NightlyRun, done: dict, previous_date: Optional[str]) -> di
     from pipelines.index import pipeline as index
 
     embeddings = done["embed"]["out"]
-    manifest = _published_from(run.index_root, embeddings)
+    manifest = _published_from(run.root, run.index_root, embeddings)
     adopted = manifest is not None  # published by this run before it was interrupted: not built twice
     if not adopted:
         manifest = index.build_and_publish(run.config, embeddings, run.index_root, run.beam_args, run_date=run.date,
@@ -129,13 +129,19 @@ STAGE_FUNCTIONS: dict[str, Callable[[NightlyRun, dict, Optional[str]], dict]] = 
     "embed": embed_stage, "index": index_stage, "candidates": candidates_stage}
 
 
-def _published_from(index_root: str, embeddings: str) -> Optional[dict]:
-    """The live index manifest if it was built from exactly these embeddings' files, else None."""
+def _published_from(root: str, index_root: str, embeddings: str) -> Optional[dict]:
+    """The live index manifest if it was built from exactly these embeddings' files, else None. The files are
+    compared by their place under the nightly root, so a copied or moved root adopts the index its copy holds."""
     pointer = versions.read_current(index_root)
     if pointer is None:
         return None
     manifest = storage.read_json(storage.join(versions.version_uri(index_root, pointer.version), INDEX_MANIFEST_FILE))
-    return manifest if manifest.get("embeddings_files") == describe_embeddings(embeddings).files else None
+    ours = [path[len(root) + 1:] if path.startswith(root + "/") else path
+            for path in describe_embeddings(embeddings).files]
+    built_from = manifest.get("embeddings_files") or []
+    same = len(built_from) == len(ours) and all(
+        path == mine or path.endswith("/" + mine) for path, mine in zip(built_from, ours))
+    return manifest if same else None
 
 
 # --- overlap with yesterday --------------------------------------------------------------------------------------

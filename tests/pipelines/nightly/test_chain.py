@@ -326,25 +326,25 @@ def test_a_root_that_holds_an_input_is_refused_before_any_work(inputs, tmp_path,
     assert snapshot(tmp_path) == before and not os.path.exists(model_root)
 
 
-def test_markers_are_relative_to_the_root_so_a_copied_root_reads_its_own_outputs(inputs, first_night, tmp_path):
+def test_markers_are_relative_to_the_root_so_a_copied_root_reads_its_own_outputs(inputs, tmp_path):
     """Markers used to hold `--root` as given: a copied root resumed from the original's embeddings."""
-    original = tmp_path / "original"
-    shutil.copytree(first_night, original)
-    run_dir = original / "runs" / "2024-07-01"
-    for marker in ("stages/index.json", "stages/candidates.json", SUCCESS_FILE):  # as if killed after embed
-        (run_dir / marker).unlink()
-    marker = json.loads((run_dir / "stages" / "embed.json").read_text())
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    ivf_that_misses = ["--set", "index.factory=IVF4,Flat", "--set", "index.nprobe=1", "--set",
+                       "index.tune_nprobe=false", "--set", "index.min_recall_at_10=0.99"]
+    assert nightly.main(nightly_argv(inputs, original, "2024-07-01", *ivf_that_misses)) == nightly.EXIT_STAGE_FAILED
+    marker = json.loads((original / "runs" / "2024-07-01" / "stages" / "embed.json").read_text())
     assert marker["out"] == "runs/2024-07-01/embeddings" and marker["relative_to_root"] == ["out"]
-    copy = tmp_path / "copy"
     shutil.copytree(original, copy)
-    shutil.rmtree(original / "runs" / "2024-07-01" / "embeddings")  # the copy must not need the original's
+    shutil.rmtree(original)  # the copy must not need anything of the original's
     assert nightly.main(nightly_argv(inputs, copy, "2024-07-01")) == 0
     summary = summary_of(copy, "2024-07-01")
-    assert summary["stages"]["embed"]["ran"] is False
-    assert summary["stages"]["embed"]["out"] == str(copy / "runs" / "2024-07-01" / "embeddings")
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "index": True,
+                                                                         "candidates": True}
+    embeddings = str(copy / "runs" / "2024-07-01" / "embeddings")
+    assert summary["stages"]["embed"]["out"] == embeddings
     manifest = json.loads((copy / "index" / summary["versions"]["index"] / "manifest.json").read_text())
-    assert all(path.startswith(str(copy / "runs" / "2024-07-01" / "embeddings")) for path in
-               manifest["embeddings_files"])
+    assert manifest["embeddings_files"] and all(path.startswith(embeddings + "/")
+                                                for path in manifest["embeddings_files"])
     assert summary["stages"]["index"]["version_dir"] == str(copy / "index" / summary["versions"]["index"])
 
 
