@@ -47,7 +47,8 @@ def list_with_times(root: str) -> dict[str, float]:
     root = root.rstrip("/")
     if storage.is_gcs(root):
         found = FileSystems.match([storage.join(root, "**")])[0].metadata_list
-        return {m.path: m.last_updated_in_seconds for m in found}
+        # An object without an update time counts as written now: never removed on a guess.
+        return {m.path: m.last_updated_in_seconds or time.time() for m in found}
     listed = {}
     for folder, directories, files in os.walk(root):
         for name in directories + files:
@@ -73,7 +74,7 @@ def find_leftovers(root: str, older_than_h: float, stale_after_s: Optional[float
         found = _leftover_dir(root, path)
         if found:
             newest[found] = max(newest.get(found, 0.0), updated)
-    named = _named_versions(root, {directory for directory, kind in newest if kind == PARTIAL_VERSION}, listed)
+    named = _named_versions({directory for directory, kind in newest if kind == PARTIAL_VERSION}, listed)
     held = _held_prefixes(root, listed, stale_after_s, own_lock)
     now = time.time() if now is None else now
     leftovers = []
@@ -99,7 +100,7 @@ def _leftover_dir(root: str, path: str) -> Optional[tuple[str, str]]:
     return None
 
 
-def _named_versions(root: str, version_dirs: Iterable[str], listed: dict[str, float]) -> set[str]:
+def _named_versions(version_dirs: Iterable[str], listed: dict[str, float]) -> set[str]:
     """The version directories among `version_dirs` that must stay: named by their `CURRENT` (live, history,
     retired), or complete (a manifest) beside no `CURRENT` at all."""
     keep = set()
@@ -120,8 +121,7 @@ def _held_prefixes(root: str, listed: dict[str, float], stale_after_s: Optional[
                    own_lock: Optional[locks.Lock]) -> list[str]:
     """Where live nightly locks under `root` (or at it) hold their runs' staging directories."""
     held = []
-    lock_uris = {path for path in listed if path.rsplit("/", 1)[-1] == NIGHTLY_LOCK_FILE}
-    for uri in sorted(lock_uris | ({storage.join(root, NIGHTLY_LOCK_FILE)} & set(listed))):
+    for uri in sorted(path for path in listed if path.rsplit("/", 1)[-1] == NIGHTLY_LOCK_FILE):
         holder = locks.live_holder(uri, stale_after_s)
         if holder is None or (own_lock is not None and holder.token and holder.token == own_lock.info.token):
             continue
