@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "index": ("pipelines.index.pipeline:main", "build, verify and publish a sharded FAISS index; `index rollback`"),
     "candidates": ("pipelines.candidates.pipeline:main", "item→item and user→item candidates from the published index"),
     "nightly": ("pipelines.nightly.chain:main", "the nightly chain: embed → index → candidates for a date"),
+    "gc": ("pipelines.common.retention:main",
+           "remove partial index versions and staging directories that killed runs left behind"),
     "similar": ("pipelines.similar.contact_sheets:similar_main",
                 "contact sheet of a poster and its nearest neighbours"),
     "mix": ("pipelines.similar.contact_sheets:mix_main", "contact sheet of the neighbours of averaged posters"),

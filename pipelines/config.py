@@ -171,6 +171,12 @@ class NightlyConfig(Section):
     embed_beam_args: list[str] = Field(default_factory=list)
 
 
+class RetentionConfig(Section):
+    # `posters gc` (and the end of every nightly) removes partial index versions and staging directories
+    # that nothing changed for this long; 0: any, however recent (only when no run can be writing there).
+    older_than_hours: Annotated[float, Field(ge=0)] = 24.0
+
+
 class Config(Section):
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
@@ -181,6 +187,7 @@ class Config(Section):
     index: IndexConfig = Field(default_factory=IndexConfig)
     candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
     nightly: NightlyConfig = Field(default_factory=NightlyConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     # Beam pipeline options (flag name → value) added before those given on the command line.
     beam: dict[str, Any] = Field(default_factory=dict)
 

@@ -38,7 +38,7 @@ from trainer.plots import training_curves_png
 
 STATE_FILE = "state.json"
 PHASES = ("phase1", "phase2")
-USER_ERRORS = (ConfigError, TrainingDataError, BackboneError, StrategyError)
+USER_ERRORS = (ConfigError, TrainingDataError, BackboneError, StrategyError, storage.OutputLocationError)
 
 
 def read_history(work: str, phase: str) -> dict[str, list[float]]:
@@ -104,6 +104,9 @@ def run(config: Config, data_dir: str, out_dir: str, work_dir: str | None = None
 
     `callbacks` are added to both phases' `fit` (tests use them to interrupt training).
     """
+    storage.check_output_location(out_dir, {"--data": data_dir})
+    if work_dir:  # the work directory is cleared when a run starts afresh
+        storage.check_output_location(work_dir, {"--data": data_dir}, flag="--work")
     started = time.time()
     keras.utils.set_random_seed(config.train.seed)
     strategy = make_strategy(config.train.strategy)

@@ -48,7 +48,7 @@ from pipelines.contracts import (
     USER_CANDIDATES_DIR,
     USER_CANDIDATES_SCHEMA,
 )
-from pipelines.embed.reader import EmbeddingsError, describe_embeddings, embedding_matrix
+from pipelines.embed.reader import EmbeddingsError, describe_embeddings, embedding_matrix, parquet_errors
 
 log = logging.getLogger(__name__)
 METRICS_NAMESPACE = "candidates"
@@ -91,7 +91,7 @@ def top_k_excluding(title_ids: list[str], scores, exclude: frozenset, k: int) ->
 
 def embedding_vectors(path: str, dim: int) -> Iterator[tuple[str, np.ndarray]]:
     """(title_id, float32 vector) for every row of one embeddings Parquet file, read in record batches."""
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
+    with FileSystems.open(path, compression_type="uncompressed") as handle, parquet_errors(path):
         for batch in pq.ParquetFile(handle).iter_batches(columns=["title_id", "embedding"]):
             vectors = embedding_matrix(batch, dim)
             for title_id, vector in zip(batch.column("title_id").to_pylist(), vectors):
@@ -299,6 +299,8 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
     """Runs `posters candidates` and returns its summary. Raises ValueError, `EmbeddingsError` or
     FileNotFoundError for inputs the user must fix; a failed pipeline raises and publishes nothing."""
     args, config, beam_args = _parse(sys.argv[1:] if argv is None else argv)
+    storage.check_output_location(args.out, {"--index": args.index, "--embeddings": args.embeddings,
+                                             "--history": args.history})
     staging = storage.staging_uri(args.out)
     plan = plan_candidates(args.index, args.embeddings, args.history, staging, config)
     log.info("candidates plan: %s", {k: v for k, v in asdict(plan).items() if k != "embedding_files"})

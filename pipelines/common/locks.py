@@ -137,6 +137,16 @@ def read_lock(uri: str) -> Optional[LockInfo]:
     return held[0] if held else None
 
 
+def live_holder(uri: str, stale_after_s: Optional[float] = None) -> Optional[LockInfo]:
+    """Who holds the lock at `uri` while its holder may still be working, judged by the rule `acquire_lock`
+    takes locks over by; None when there is no lock or it could be taken over. A live lock that cannot be
+    read comes back as a `LockInfo` with an empty owner (it names no run)."""
+    held = (_gcs_read_lock if storage.is_gcs(uri) else _local_read_lock)(uri)
+    if held is None or _takeover_reason(uri, held[0], held[2], stale_after_s):
+        return None
+    return held[0] or LockInfo(owner="", host="", pid=0, acquired_at="")
+
+
 @contextlib.contextmanager
 def held_lock(uri: str, owner: str, stale_after_s: Optional[float] = None) -> Iterator[Lock]:
     lock = acquire_lock(uri, owner, stale_after_s)

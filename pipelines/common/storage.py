@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fnmatch
 import json
 import os
+import posixpath
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -191,6 +193,69 @@ def gcs_blob(uri: str, get: bool = False):
     bucket_name, _, name = uri[len("gs://"):].partition("/")
     bucket = gcs.Client().bucket(bucket_name)
     return bucket.get_blob(name) if get else bucket.blob(name)
+
+
+class OutputLocationError(ValueError):
+    """An output that would overwrite or delete an input, or that names an existing file; nothing was done."""
+
+
+_GLOB_CHARS = "*?["
+
+
+def normalized_location(uri: str) -> str:
+    """`uri` as an absolute location to compare: gs:// with `..` and trailing slashes resolved, a local path
+    made absolute with symlinks resolved (so two spellings of one directory compare equal)."""
+    if is_gcs(uri):
+        bucket, _, name = uri[len("gs://"):].partition("/")
+        name = posixpath.normpath("/" + name).lstrip("/")
+        return f"gs://{bucket}/{name}".rstrip("/")
+    return os.path.realpath(os.path.abspath(os.path.expanduser(uri)))
+
+
+def _inside(path: str, parent: str) -> bool:
+    """True when `path` is `parent` or lies under it (whole path components, not string prefixes)."""
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _glob_base(uri: str) -> str:
+    """The directory above a glob's first wildcard (`gs://b/h/*.csv` → `gs://b/h`)."""
+    head = uri[:min(uri.index(c) for c in _GLOB_CHARS if c in uri)]
+    return head.rsplit("/", 1)[0] if "/" in head else "."
+
+
+def check_output_location(out: str, inputs: dict[str, str | None], flag: str = "--out",
+                          may_be: tuple[str, ...] = ()) -> None:
+    """Refuses an output location before any work starts: one that is, contains or lies inside an input
+    (`inputs`: flag or name → URI; None values are skipped; a glob is compared through the directory above
+    its wildcard, and only for containing it), or that is an existing file. `may_be` names inputs the output
+    may be exactly (read whole before the output is published, like `embed --previous`).
+
+    Publishing replaces the output directory whole, so any of these would delete or overwrite an input (or
+    move a file aside). Raises `OutputLocationError` with one line naming both locations.
+    """
+    target = normalized_location(out)
+    if (os.path.isfile(target) if not is_gcs(out) else exists(target)):
+        raise OutputLocationError(f"{flag} {out} is an existing file; an output is a directory: choose a new "
+                                  "location or delete the file")
+    for name, uri in inputs.items():
+        relation = _overlap(target, uri) if uri else None
+        if relation and not (relation == "is" and name in may_be):
+            raise OutputLocationError(f"{flag} {out} {relation} the input {name} {uri}: publishing there would "
+                                      "delete or replace that input; choose an output outside every input")
+
+
+def _overlap(target: str, uri: str) -> str | None:
+    """How the normalised output `target` overlaps the input `uri` ("is", "contains", "lies inside"), or None."""
+    if any(c in uri for c in _GLOB_CHARS):  # the files it matches: only containing them (or being one) clashes
+        if fnmatch.fnmatch(target, normalized_location(uri)):
+            return "is matched by"
+        return "contains" if _inside(normalized_location(_glob_base(uri)), target) else None
+    source = normalized_location(uri)
+    if source == target:
+        return "is"
+    if _inside(source, target):
+        return "contains"
+    return "lies inside" if _inside(target, source) else None
 
 
 def utc_now() -> str:

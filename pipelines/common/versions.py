@@ -10,6 +10,10 @@ being written, or one that failed its checks, is never seen. Swapping `CURRENT` 
 - on local disk, a temporary file renamed over `CURRENT` with `os.replace`, the check-and-rename done under
   an `fcntl` lock so the same holds between processes on one machine.
 Publishing keeps the last N versions and deletes the rest; `rollback` makes the previous version live again.
+A publish may carry the run date it was built for (the nightly's `--date`): `CURRENT` records it for the live
+version and its history, and a publish for an earlier date than the live version's is refused (`OlderRunDate`)
+unless `allow_older`, so re-running an old night cannot silently take a newer index off the air. Rollback is
+always allowed.
 """
 from __future__ import annotations
 
@@ -36,6 +40,14 @@ class PublishConflict(RuntimeError):
     """`CURRENT` changed between reading it and swapping it: another publisher won; nothing was published."""
 
 
+class OlderRunDate(ValueError):
+    """A publish for an earlier run date than the live version's; nothing was published."""
+
+
+class UnreadablePointer(ValueError):
+    """`CURRENT` exists but is not a pointer (empty, truncated, or not ours); the message names it and what to do."""
+
+
 @dataclass(frozen=True)
 class Pointer:
     version: str
@@ -44,10 +56,20 @@ class Pointer:
     serial: int  # publishes and rollbacks so far
     published_at: str
     generation: int  # compare-and-swap token: the GCS object generation, or the serial locally; 0: none yet
+    run_dates: tuple[tuple[str, str], ...] = ()  # (version, run date YYYY-MM-DD) of the live and history versions
+
+    @property
+    def run_date(self) -> Optional[str]:
+        """The run date the live version was published for (None: published without one)."""
+        return dict(self.run_dates).get(self.version)
 
     def to_json(self) -> dict:
-        return {"version": self.version, "history": list(self.history), "retired": list(self.retired),
+        data = {"version": self.version, "history": list(self.history), "retired": list(self.retired),
                 "serial": self.serial, "published_at": self.published_at}
+        if self.run_dates:
+            data["run_date"] = self.run_date
+            data["run_dates"] = dict(self.run_dates)
+        return data
 
 
 def new_version() -> str:
@@ -67,7 +89,8 @@ def read_current(root: str) -> Optional[Pointer]:
     data, generation = found
     return Pointer(version=data["version"], history=tuple(data.get("history", ())),
                    retired=tuple(data.get("retired", ())), serial=int(data.get("serial", 0)),
-                   published_at=data.get("published_at", ""), generation=generation)
+                   published_at=data.get("published_at", ""), generation=generation,
+                   run_dates=tuple(sorted(data.get("run_dates", {}).items())))
 
 
 def current_version_uri(root: str) -> str:
@@ -78,12 +101,15 @@ def current_version_uri(root: str) -> str:
 
 
 def publish(root: str, version: str, keep: int = 3, expected_generation: Optional[int] = None,
-            required_file: Optional[str] = None) -> Pointer:
+            required_file: Optional[str] = None, run_date: Optional[str] = None,
+            allow_older: bool = False) -> Pointer:
     """Makes `version` (a directory under `root`) live, keeping it and the `keep - 1` previous versions.
 
     `expected_generation`: publish only if `CURRENT` is still the one with this generation (0: none yet);
     None: whatever is live now. `required_file`: a file that must exist in the version directory (its
-    completion marker). Raises `PublishConflict` when another publisher swapped `CURRENT` first.
+    completion marker). `run_date` (YYYY-MM-DD): the date the version was built for, recorded in `CURRENT`.
+    Raises `PublishConflict` when another publisher swapped `CURRENT` first, and `OlderRunDate` when
+    `run_date` is earlier than the live version's and not `allow_older`.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
@@ -91,11 +117,16 @@ def publish(root: str, version: str, keep: int = 3, expected_generation: Optiona
         raise FileNotFoundError(f"{version_uri(root, version)} has no {required_file}: not a complete version")
     old = read_current(root)
     _check_expected(root, old, expected_generation)
+    if not allow_older:
+        check_run_date(root, old, run_date)
     history = (old.version, *old.history) if old else ()
     if version in history:
         raise ValueError(f"version {version} was already published under {root}")
+    dates = {**dict(old.run_dates if old else ()), **({version: run_date} if run_date else {})}
+    kept = (version, *history[:keep - 1])
     new = Pointer(version=version, history=history[:keep - 1], retired=(), serial=(old.serial + 1) if old else 1,
-                  published_at=storage.utc_now(), generation=0)
+                  published_at=storage.utc_now(), generation=0,
+                  run_dates=tuple(sorted((v, d) for v, d in dates.items() if v in kept)))
     new = _swap(root, new, old.generation if old else 0)
     if old:
         _delete_versions(root, {old.version, *old.history, *old.retired} - {new.version, *new.history})
@@ -110,9 +141,20 @@ def rollback(root: str, expected_generation: Optional[int] = None) -> Pointer:
     _check_expected(root, old, expected_generation)
     if not old.history:
         raise ValueError(f"{root}: version {old.version} has no previous version to roll back to")
+    kept = old.history
     new = Pointer(version=old.history[0], history=old.history[1:], retired=(old.version, *old.retired),
-                  serial=old.serial + 1, published_at=storage.utc_now(), generation=0)
+                  serial=old.serial + 1, published_at=storage.utc_now(), generation=0,
+                  run_dates=tuple((v, d) for v, d in old.run_dates if v in kept))
     return _swap(root, new, old.generation)
+
+
+def check_run_date(root: str, live: Optional[Pointer], run_date: Optional[str]) -> None:
+    """Raises `OlderRunDate` when `run_date` is earlier than the run date of the live version under `root`
+    (ISO dates compare as strings); a publish without a run date, or over a version without one, passes."""
+    if run_date and live is not None and live.run_date and run_date < live.run_date:
+        raise OlderRunDate(f"{storage.join(root, POINTER_FILE)}: the live index {live.version} was published for "
+                           f"{live.run_date}, later than {run_date}; nothing was published (pass --allow-older to "
+                           "replace it with an older night's index, or `posters index rollback` to go back)")
 
 
 def _check_expected(root: str, old: Optional[Pointer], expected_generation: Optional[int]) -> None:
@@ -169,12 +211,29 @@ def _read_pointer(uri: str) -> Optional[tuple[dict, int]]:
         blob = storage.gcs_blob(uri, get=True)
         if blob is None:
             return None
-        return json.loads(blob.download_as_bytes(if_generation_match=blob.generation)), blob.generation
+        return _parse_pointer(uri, blob.download_as_bytes(if_generation_match=blob.generation)), blob.generation
     if not os.path.exists(uri):
         return None
     with open(uri, "rb") as handle:
-        data = json.load(handle)
+        data = _parse_pointer(uri, handle.read())
     return data, int(data.get("serial", 0))
+
+
+def _parse_pointer(uri: str, raw: bytes) -> dict:
+    """`CURRENT`'s bytes → its object; anything else is an `UnreadablePointer` naming the file and the fix."""
+    problem = "is empty" if not raw.strip() else None
+    if problem is None:
+        try:
+            data = json.loads(raw)
+            if isinstance(data, dict) and isinstance(data.get("version"), str):
+                return data
+            problem = "names no version"
+        except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+            problem = f"is not valid JSON ({err})"
+    root = uri.rsplit("/", 1)[0]
+    raise UnreadablePointer(f"{uri} {problem}: it must name the live index version; write "
+                            f'{{"version": "<a version directory under {root}>"}} into it, or delete it and '
+                            "publish again with `posters index`")
 
 
 def _local_swap(path: str, data: bytes, expected_generation: int, serial: int) -> int:
@@ -224,7 +283,7 @@ def _gcs_swap(uri: str, data: bytes, expected_generation: int) -> int:
         # version, our timestamp): that is our swap, not another publisher's.
         try:
             found = _read_pointer(uri)
-        except (NotFound, PreconditionFailed):  # changed again while we looked: certainly not ours now
+        except (NotFound, PreconditionFailed, UnreadablePointer):  # changed again while we looked: not ours
             found = None
         if found is not None and found[0] == json.loads(data):
             log.info("%s: the swap landed although the write reported 412 (a retried request)", uri)

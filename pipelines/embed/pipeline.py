@@ -243,6 +243,11 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
     `ConfigError` for what the user must fix.
     """
     args, config, beam_args = _parse(sys.argv[1:] if argv is None else argv)
+    # --out may be --previous itself: the previous rows are read whole before the new ones are published.
+    storage.check_output_location(args.out, {"--catalog": args.catalog, "--model": args.model,
+                                             "--previous": args.previous,
+                                             "catalog.poster_root": config.catalog.poster_root},
+                                  may_be=("--previous",))
     if not storage.exists(args.catalog):
         raise CatalogError(f"catalog manifest not found: {args.catalog}")
     meta = read_model_meta(args.model)
@@ -283,7 +288,8 @@ def _final_stats(staging: str, args, config: Config, meta: dict, seconds: float)
 def main(argv: list[str]) -> int:
     try:
         stats = run(argv)
-    except (ConfigError, CatalogError, EmbeddingsError, ExportError, ErrorBudgetExceeded) as err:
+    except (ConfigError, CatalogError, EmbeddingsError, ExportError, ErrorBudgetExceeded,
+            storage.OutputLocationError) as err:
         print(f"posters embed: {err}", file=sys.stderr)
         return 1
     print(summary_line(stats), flush=True)

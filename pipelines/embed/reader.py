@@ -11,7 +11,9 @@ model_version in its metadata; anything else is an `EmbeddingsError` that says w
 """
 from __future__ import annotations
 
+import contextlib
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +102,17 @@ def embedding_matrix(table: pa.Table, dim: int) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float32).reshape(len(column), dim)
 
 
+@contextlib.contextmanager
+def parquet_errors(path: str, written_by: str = "posters embed") -> Iterator[None]:
+    """Turns pyarrow's errors while reading the Parquet file `path` (a truncated file: "magic bytes not found")
+    into an `EmbeddingsError` that names the file and what to do."""
+    try:
+        yield
+    except pa.ArrowException as err:
+        raise EmbeddingsError(f"{path} is not a readable Parquet file ({err}); it is truncated or damaged: "
+                              f"rerun `{written_by}` to write it again") from err
+
+
 def _embedding_files(uri: str) -> tuple[list[str], dict | None]:
     uri = uri.rstrip("/")
     if uri.endswith(".parquet"):
@@ -121,7 +134,7 @@ def _embedding_files(uri: str) -> tuple[list[str], dict | None]:
 
 
 def _file_metadata(path: str) -> tuple[int, str, str, int]:
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
+    with FileSystems.open(path, compression_type="uncompressed") as handle, parquet_errors(path):
         parquet = pq.ParquetFile(handle)
         schema, num_rows = parquet.schema_arrow, parquet.metadata.num_rows
     metadata = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
@@ -138,7 +151,7 @@ def _file_metadata(path: str) -> tuple[int, str, str, int]:
 
 
 def _read_file(path: str, info: EmbeddingsInfo) -> pa.Table:
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
+    with FileSystems.open(path, compression_type="uncompressed") as handle, parquet_errors(path):
         table = pq.read_table(handle, columns=[f.name for f in embeddings_schema(info.dim, info.model_version)])
     versions = pc.unique(table.column("model_version")).to_pylist()
     if any(v != info.model_version for v in versions):

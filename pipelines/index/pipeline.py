@@ -280,10 +280,18 @@ class BuildShardedIndex(beam.PTransform):
 
 # --- entry points ---------------------------------------------------------------------------------------------
 def build_and_publish(config: Config, embeddings_uri: str, out_uri: str, beam_args: Optional[list[str]] = None,
-                      save_main_session: bool = True, test_pipeline=None) -> dict:
-    """Builds, verifies and publishes an index of `embeddings_uri` under `out_uri`; returns its manifest."""
+                      save_main_session: bool = True, test_pipeline=None, run_date: Optional[str] = None,
+                      allow_older: bool = False) -> dict:
+    """Builds, verifies and publishes an index of `embeddings_uri` under `out_uri`; returns its manifest.
+
+    `run_date` (the nightly's date) is recorded in `CURRENT`; an index for an earlier date than the live one's
+    raises `versions.OlderRunDate` (before anything is built, and again at the swap) unless `allow_older`.
+    """
     settings = config.index
     started = time.time()
+    live = versions.read_current(out_uri)  # an unreadable CURRENT is refused here, before the build
+    if not allow_older:
+        versions.check_run_date(out_uri, live, run_date)
     info = describe_embeddings(embeddings_uri)
     if info.rows == 0:
         raise vi.IndexBuildError(f"{embeddings_uri} holds no embeddings: nothing to index")
@@ -303,7 +311,8 @@ def build_and_publish(config: Config, embeddings_uri: str, out_uri: str, beam_ar
                  | "BuildShardedIndex" >> BuildShardedIndex(info, plan, settings, version_dir, started))
         manifest = storage.read_json(storage.join(version_dir, INDEX_MANIFEST_FILE))
         check_recall(manifest, settings.min_recall_at_10)
-        pointer = versions.publish(out_uri, version, keep=settings.keep_versions, required_file=INDEX_MANIFEST_FILE)
+        pointer = versions.publish(out_uri, version, keep=settings.keep_versions, required_file=INDEX_MANIFEST_FILE,
+                                   run_date=run_date, allow_older=allow_older)
     except BaseException:
         try:  # keeps the version if CURRENT names it: a publish can land although it reported an error
             versions.discard_version(out_uri, version)
@@ -333,6 +342,7 @@ def _parse(argv: list[str]):
 def run(argv: list[str] | None = None, save_main_session: bool = True, test_pipeline=None) -> dict:
     """Runs `posters index` for these flags: builds, verifies and publishes; returns the published manifest."""
     args, config, beam_args = _parse(sys.argv[1:] if argv is None else argv)
+    storage.check_output_location(args.out, {"--embeddings": args.embeddings})
     manifest = build_and_publish(config, args.embeddings, args.out, beam_args, save_main_session, test_pipeline)
     manifest["out"] = args.out
     return manifest

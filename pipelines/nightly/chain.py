@@ -1,6 +1,6 @@
 """`posters nightly`: embed → index → candidates for one date, resumable, idempotent and locked.
 
-    posters nightly --config C --date YYYY-MM-DD --catalog URI --model URI --history URI --root URI
+    posters nightly --config C --date YYYY-MM-DD --catalog URI --model URI --history URI --root URI [--allow-older]
 
 Layout under `--root` (a local path or gs://):
     runs/<date>/embeddings/    this run's embeddings, incremental against the last finished run's
@@ -13,13 +13,17 @@ Layout under `--root` (a local path or gs://):
                                older than `nightly.lock_stale_after_s`
 
 A finished date is left as it is; an interrupted one resumes at its first stage without a marker. A gate
-failure (the embed error budget, the index recall gate) stops the run before `CURRENT` moves. Exit codes:
-0 finished (or already finished), 1 a stage failed, 2 bad arguments, 3 another run holds the lock.
+failure (the embed error budget, the index recall gate) stops the run before `CURRENT` moves. A date earlier
+than the one the live index was published for is refused before any work (an old night would take a newer
+index off the air) unless `--allow-older`. A finished run ends by removing what killed runs left behind
+(`pipelines.common.retention`), reported in its summary. Exit codes: 0 finished (or already finished), 1 a
+stage failed or the date is older than the live index's, 2 bad arguments, 3 another run holds the lock.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -30,9 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common import locks, storage, versions
+from pipelines.common import locks, retention, storage, versions
 from pipelines.common.command_line import command_parser, parse_command
-from pipelines.config import Config
+from pipelines.config import Config, ConfigError
 from pipelines.contracts import (
     INDEX_MANIFEST_FILE,
     ITEM2ITEM_DIR,
@@ -41,12 +45,17 @@ from pipelines.contracts import (
     NIGHTLY_RUNS_DIR,
     NIGHTLY_SUMMARY_FILE,
 )
-from pipelines.embed.reader import describe_embeddings
+from pipelines.embed.reader import describe_embeddings, parquet_errors
 from pipelines.nightly.run_state import RunState, last_finished_before
 
 log = logging.getLogger(__name__)
 STAGES = ("embed", "index", "candidates")
 EXIT_STAGE_FAILED, EXIT_USAGE, EXIT_LOCKED = 1, 2, 3
+DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")  # what `date.fromisoformat` also accepts: 20260102, 2026-W01-5
+
+
+class UsageError(ValueError):
+    """A flag the user must fix; one line."""
 
 
 @dataclass
@@ -61,6 +70,7 @@ class NightlyRun:
     config: Config
     config_argv: list[str]  # --config/--set, handed on to every stage
     beam_args: list[str] = field(default_factory=list)
+    allow_older: bool = False  # publish even if the live index was published for a later date
 
     @property
     def runs_dir(self) -> str:
@@ -95,10 +105,11 @@ def index_stage(run: NightlyRun, done: dict, previous_date: Optional[str]) -> di
     from pipelines.index import pipeline as index
 
     embeddings = done["embed"]["out"]
-    manifest = _published_from(run.index_root, embeddings)
+    manifest = _published_from(run.root, run.index_root, embeddings)
     adopted = manifest is not None  # published by this run before it was interrupted: not built twice
     if not adopted:
-        manifest = index.build_and_publish(run.config, embeddings, run.index_root, run.beam_args)
+        manifest = index.build_and_publish(run.config, embeddings, run.index_root, run.beam_args, run_date=run.date,
+                                           allow_older=run.allow_older)
     return {"version": manifest["version"], "version_dir": versions.version_uri(run.index_root, manifest["version"]),
             "model_version": manifest["model_version"], "count": manifest["count"],
             "recall_at_10": manifest["recall_at_10"], "adopted": adopted}
@@ -118,26 +129,32 @@ STAGE_FUNCTIONS: dict[str, Callable[[NightlyRun, dict, Optional[str]], dict]] = 
     "embed": embed_stage, "index": index_stage, "candidates": candidates_stage}
 
 
-def _published_from(index_root: str, embeddings: str) -> Optional[dict]:
-    """The live index manifest if it was built from exactly these embeddings' files, else None."""
+def _published_from(root: str, index_root: str, embeddings: str) -> Optional[dict]:
+    """The live index manifest if it was built from exactly these embeddings' files, else None. The files are
+    compared by their place under the nightly root, so a copied or moved root adopts the index its copy holds."""
     pointer = versions.read_current(index_root)
     if pointer is None:
         return None
     manifest = storage.read_json(storage.join(versions.version_uri(index_root, pointer.version), INDEX_MANIFEST_FILE))
-    return manifest if manifest.get("embeddings_files") == describe_embeddings(embeddings).files else None
+    ours = [path[len(root) + 1:] if path.startswith(root + "/") else path
+            for path in describe_embeddings(embeddings).files]
+    built_from = manifest.get("embeddings_files") or []
+    same = len(built_from) == len(ours) and all(
+        path == mine or path.endswith("/" + mine) for path, mine in zip(built_from, ours))
+    return manifest if same else None
 
 
 # --- overlap with yesterday --------------------------------------------------------------------------------------
-def _read_columns(files: list[str], columns: list[str]) -> pa.Table:
+def _read_columns(files: list[str], columns: list[str], written_by: str) -> pa.Table:
     tables = []
     for path in files:
-        with FileSystems.open(path, compression_type="uncompressed") as handle:
+        with FileSystems.open(path, compression_type="uncompressed") as handle, parquet_errors(path, written_by):
             tables.append(pq.read_table(handle, columns=columns))
     return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
 
 
 def poster_hashes(embeddings_uri: str) -> dict[str, str]:
-    table = _read_columns(describe_embeddings(embeddings_uri).files, ["title_id", "image_sha256"])
+    table = _read_columns(describe_embeddings(embeddings_uri).files, ["title_id", "image_sha256"], "posters embed")
     return dict(zip(table.column("title_id").to_pylist(), table.column("image_sha256").to_pylist()))
 
 
@@ -146,7 +163,7 @@ def item2item_lists(candidates_uri: str) -> dict[str, list[str]]:
         raise FileNotFoundError(storage.incomplete_message(candidates_uri) + " (posters candidates)")
     pattern = storage.join(candidates_uri, ITEM2ITEM_DIR, "*.parquet")
     files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    table = _read_columns(files, ["title_id", "neighbors"])
+    table = _read_columns(files, ["title_id", "neighbors"], "posters candidates")
     return {title: [n["title_id"] for n in neighbours] for title, neighbours in
             zip(table.column("title_id").to_pylist(), table.column("neighbors").to_pylist())}
 
@@ -182,8 +199,20 @@ def compare_with_previous(run: NightlyRun, previous_date: Optional[str]) -> Opti
 
 
 # --- the chain ---------------------------------------------------------------------------------------------------
-def run_stages(run: NightlyRun, state: RunState) -> dict:
-    """Runs every stage without a marker, in order; returns the summary (also written as JSON)."""
+def clean_up(run: NightlyRun, own_lock: Optional[locks.Lock]) -> dict:
+    """`posters gc` on the run's root once the night's outputs are published: what it removed. A failure here
+    is logged and reported, never fatal (the night itself succeeded)."""
+    try:
+        return retention.collect_garbage(run.root, run.config.retention.older_than_hours,
+                                         stale_after_s=run.config.nightly.lock_stale_after_s, own_lock=own_lock)
+    except Exception as err:  # noqa: BLE001 — leftovers stay for the next night or `posters gc`
+        log.warning("nightly %s: cleaning up %s failed: %s", run.date, run.root, err)
+        return {"root": run.root, "error": f"{type(err).__name__}: {err}", "removed": []}
+
+
+def run_stages(run: NightlyRun, state: RunState, lock: Optional[locks.Lock] = None) -> dict:
+    """Runs every stage without a marker, in order, then cleans up the root (`clean_up`; `lock` is the run's
+    own, which protects nothing from it); returns the summary (also written as JSON)."""
     started = time.time()
     previous_date = last_finished_before(run.runs_dir, run.date)
     done, stages = {}, {}
@@ -211,6 +240,7 @@ def run_stages(run: NightlyRun, state: RunState) -> dict:
                       "total": round(time.time() - started, 1)},
         "stages": stages,
         "overlap": overlap,
+        "gc": clean_up(run, lock),
     }
     storage.write_json(storage.join(run.run_dir, NIGHTLY_SUMMARY_FILE), summary)
     state.mark_finished(summary)
@@ -220,20 +250,30 @@ def run_stages(run: NightlyRun, state: RunState) -> dict:
 def run_nightly(run: NightlyRun) -> dict:
     """The chain under the root's lock; a finished date returns its recorded summary and changes nothing.
     Raises `locks.LockHeld` when another run holds the lock, and whatever a failing stage raised."""
-    state = RunState(run.run_dir)
+    storage.check_output_location(run.root, {"--catalog": run.catalog, "--model": run.model,
+                                             "--history": run.history,
+                                             "catalog.poster_root": run.config.catalog.poster_root}, flag="--root")
+    state = RunState(run.run_dir, run.root)
     if state.is_finished():
-        return {**state.summary(), "already_finished": True}
+        return _already_finished(run, state)
     lock = locks.acquire_lock(storage.join(run.root, NIGHTLY_LOCK_FILE), owner=f"nightly {run.date}",
-                                stale_after_s=run.config.nightly.lock_stale_after_s)
+                              stale_after_s=run.config.nightly.lock_stale_after_s)
     try:
         if state.is_finished():  # finished by the run that held the lock while we waited for it
-            return {**state.summary(), "already_finished": True}
-        return run_stages(run, state)
+            return _already_finished(run, state)
+        if not run.allow_older and state.stage_result("index") is None:  # refused before any work
+            versions.check_run_date(run.index_root, versions.read_current(run.index_root), run.date)
+        return run_stages(run, state, lock)
     finally:
         try:
             locks.release_lock(lock)
         except locks.LockLost as err:
             log.warning("%s: another run may have overlapped with this one", err)
+
+
+def _already_finished(run: NightlyRun, state: RunState) -> dict:
+    # Where the run is now (its root may have been copied or moved since it finished).
+    return {**state.summary(), "root": run.root, "run_dir": run.run_dir, "already_finished": True}
 
 
 def print_summary(summary: dict) -> None:
@@ -253,6 +293,10 @@ def print_summary(summary: dict) -> None:
         flag = "  ← ALERT: a sudden drop means something broke" if overlap["alert"] else ""
         print(f"  overlap@{overlap['k']} with {overlap['against']} on {overlap['titles_compared']} unchanged "
               f"posters: {overlap['overlap_at_k']}{flag}")
+    cleanup = summary.get("gc")
+    if cleanup and not summary.get("already_finished"):
+        removed = ", ".join(f"{item['kind']} {item['uri']}" for item in cleanup["removed"]) or "nothing left over"
+        print(f"  gc: {'failed: ' + cleanup['error'] if cleanup.get('error') else 'removed ' + removed}")
     print(f"  summary: {storage.join(summary['run_dir'], NIGHTLY_SUMMARY_FILE)}")
 
 
@@ -264,23 +308,44 @@ def _parse(argv: list[str]):
     parser.add_argument("--model", required=True, help="exported model directory")
     parser.add_argument("--history", required=True, help="watch history: *.csv, *.jsonl or *.parquet (or a glob)")
     parser.add_argument("--root", required=True, help="where runs/, index/ and the lock live")
+    parser.add_argument("--allow-older", action="store_true",
+                        help="publish this date's index even if the live one was published for a later date")
     args, config, beam_args = parse_command(parser, argv)
-    try:
-        dt.date.fromisoformat(args.date)
-    except ValueError:
-        parser.error(f"--date {args.date!r}: expected YYYY-MM-DD")
+    check_date(args.date)
     config_argv = ["--config", args.config] + [arg for item in args.overrides for arg in ("--set", item)]
     return NightlyRun(date=args.date, root=args.root.rstrip("/"), catalog=args.catalog, model=args.model,
-                      history=args.history, config=config, config_argv=config_argv, beam_args=beam_args)
+                      history=args.history, config=config, config_argv=config_argv, beam_args=beam_args,
+                      allow_older=args.allow_older)
+
+
+def check_date(date: str) -> None:
+    """Accepts only YYYY-MM-DD (a real day): one spelling per day, so one run directory per day, and dates
+    that sort as strings. Raises `UsageError`."""
+    try:
+        if not DATE_PATTERN.fullmatch(date):
+            raise ValueError(date)
+        dt.date.fromisoformat(date)
+    except ValueError:
+        raise UsageError(f"--date {date!r}: expected a date as YYYY-MM-DD, e.g. 2026-01-02") from None
 
 
 def main(argv: list[str]) -> int:
-    run = _parse(argv)
+    try:
+        run = _parse(argv)
+    except (UsageError, ConfigError) as err:
+        print(f"posters nightly: {err}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         summary = run_nightly(run)
+    except storage.OutputLocationError as err:
+        print(f"posters nightly: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except locks.LockHeld as err:
         print(f"posters nightly: {err}", file=sys.stderr)
         return EXIT_LOCKED
+    except versions.OlderRunDate as err:
+        print(f"posters nightly {run.date}: {err}", file=sys.stderr)
+        return EXIT_STAGE_FAILED
     except Exception as err:  # noqa: BLE001 — any stage failure: report it, the rerun resumes there
         log.exception("nightly %s failed", run.date)
         print(f"posters nightly {run.date}: failed: {type(err).__name__}: {err}\n"

@@ -3,6 +3,9 @@
 A run directory (`<root>/runs/<date>/`) holds `stages/<stage>.json` for every stage that finished, written
 only after the stage's outputs are complete, and `_SUCCESS` once the whole run finished (its summary inside).
 A crash leaves the markers of the stages before it; the rerun starts at the first stage without one.
+
+Locations under the nightly root are stored relative to it (and listed under `RELATIVE_KEY`) and resolved
+against the root the marker is read under, so a copied or moved root reads its own outputs, not the original's.
 """
 from __future__ import annotations
 
@@ -14,13 +17,33 @@ from pipelines.common import storage
 from pipelines.contracts import SUCCESS_FILE
 
 STAGES_DIR = "stages"
+RELATIVE_KEY = "relative_to_root"  # the keys of a marker whose values are paths relative to the nightly root
+
+
+def relative_to_root(result: dict[str, Any], root: str) -> dict[str, Any]:
+    """`result` with every top-level location under `root` made relative to it (their keys listed)."""
+    prefix = root.rstrip("/") + "/"
+    relative = sorted(key for key, value in result.items() if isinstance(value, str) and value.startswith(prefix))
+    if not relative:
+        return dict(result)
+    return {**result, **{key: result[key][len(prefix):] for key in relative}, RELATIVE_KEY: relative}
+
+
+def resolved_against_root(marker: dict[str, Any], root: str) -> dict[str, Any]:
+    """A marker written by `relative_to_root`, its relative locations joined to `root` (the one read under)."""
+    result = {key: value for key, value in marker.items() if key != RELATIVE_KEY}
+    for key in marker.get(RELATIVE_KEY, ()):
+        result[key] = storage.join(root, result[key])
+    return result
 
 
 class RunState:
-    """The markers under one run directory (a local path or gs:// URI)."""
+    """The markers under one run directory (a local path or gs:// URI); with `root`, locations under it are
+    stored relative to it."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, root: Optional[str] = None):
         self.run_dir = run_dir.rstrip("/")
+        self.root = root.rstrip("/") if root else None
 
     def _marker(self, stage: str) -> str:
         return storage.join(self.run_dir, STAGES_DIR, f"{stage}.json")
@@ -28,10 +51,13 @@ class RunState:
     def stage_result(self, stage: str) -> Optional[dict[str, Any]]:
         """What `stage` recorded when it finished, or None when it has not finished."""
         marker = self._marker(stage)
-        return storage.read_json(marker) if storage.exists(marker) else None
+        if not storage.exists(marker):
+            return None
+        found = storage.read_json(marker)
+        return resolved_against_root(found, self.root) if self.root else found
 
     def mark_stage_finished(self, stage: str, result: dict[str, Any]) -> None:
-        storage.write_json(self._marker(stage), result)
+        storage.write_json(self._marker(stage), relative_to_root(result, self.root) if self.root else result)
 
     def is_finished(self) -> bool:
         return storage.exists(storage.join(self.run_dir, SUCCESS_FILE))

@@ -184,6 +184,8 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
     parser.add_argument("--catalog", required=True, help="catalog manifest (CSV, JSONL or Parquet; local or gs://)")
     parser.add_argument("--out", required=True, help="output directory (local or gs://), replaced when complete")
     args, config, beam_args = parse_command(parser, sys.argv[1:] if argv is None else argv)
+    storage.check_output_location(args.out, {"--catalog": args.catalog,
+                                             "catalog.poster_root": config.catalog.poster_root})
     if not storage.exists(args.catalog):
         raise CatalogError(f"catalog manifest not found: {args.catalog}")
     pipeline = make_pipeline(config, beam_args, save_main_session, test_pipeline)
@@ -248,7 +250,7 @@ def summary_line(stats: dict) -> str:
 def main(argv: list[str]) -> int:
     try:
         stats = run(argv)
-    except (ConfigError, CatalogError, ErrorBudgetExceeded) as err:
+    except (ConfigError, CatalogError, ErrorBudgetExceeded, storage.OutputLocationError) as err:
         print(f"posters preprocess: {err}", file=sys.stderr)
         return 1
     print(summary_line(stats), flush=True)

@@ -157,6 +157,21 @@ def test_incomplete_preprocess_output_is_refused(tmp_path, config_file, capsys):
     assert "not a complete preprocess output" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("out", ["", "model", "../"])
+def test_an_out_that_is_inside_or_holds_the_data_is_refused(tmp_path, data, config_file, capsys, out):
+    """`--out` (and `--work`, which a fresh run clears) may not overlap `--data`."""
+    target = os.path.normpath(os.path.join(data, out)) if out else data
+    before = sorted(os.listdir(data))
+    assert train.main(["--config", config_file, "--data", data, "--out", target]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"posters train: --out {target} ") and f"the input --data {data}" in err
+    assert sorted(os.listdir(data)) == before
+    assert train.main(["--config", config_file, "--data", data, "--out", str(tmp_path / "out"),
+                       "--work", data]) == 1
+    assert f"posters train: --work {data} is the input --data {data}" in capsys.readouterr().err
+    assert sorted(os.listdir(data)) == before
+
+
 def _train_until_killed(data: str, out: str, config_file: str) -> None:
     from pipelines.config import load_config
 

@@ -4,6 +4,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,6 +21,7 @@ from pipelines.contracts import (
     USER_CANDIDATES_SCHEMA,
     SkipReason,
 )
+from pipelines.embed.reader import EmbeddingsError
 from tests.pipelines.candidates.candidate_inputs import build_index, exact_neighbours, unit_vectors, write_embeddings
 
 K = 5
@@ -142,6 +144,50 @@ def test_a_failed_run_publishes_nothing_and_leaves_the_previous_output_in_place(
     assert candidates.main(argv + ["--history", str(unreadable)]) != 0
     assert _table(out, ITEM2ITEM_DIR) == before
     assert sorted(os.listdir(tmp_path)) == ["history.parquet", "out"]
+
+
+def test_an_out_that_is_the_index_root_is_refused_before_any_work_and_the_index_is_kept(published, tmp_path,
+                                                                                          capsys):
+    """`candidates --out <index root>` used to exit 0 after deleting every index version and CURRENT."""
+    index_root = tmp_path / "index"
+    shutil.copytree(published["root"] / "index", index_root)
+    before = sorted(p.relative_to(index_root) for p in index_root.rglob("*"))
+    argv = ["--config", "configs/local.yaml", "--index", str(index_root), "--embeddings", published["embeddings"],
+            "--history", published["history"]]
+    assert candidates.main(argv + ["--out", str(index_root)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"posters candidates: --out {index_root} is the input --index {index_root}: publishing there "
+                   "would delete or replace that input; choose an output outside every input")
+    assert sorted(p.relative_to(index_root) for p in index_root.rglob("*")) == before
+    assert candidates.main(argv + ["--out", str(tmp_path)]) == 1  # the directory holding the index
+    assert "contains the input --index" in capsys.readouterr().err
+    assert sorted(p.relative_to(index_root) for p in index_root.rglob("*")) == before
+
+
+def test_an_out_that_is_an_existing_file_is_refused_and_the_file_kept(published, tmp_path, capsys):
+    """It used to be renamed to `*.old-xxxx` and a directory put in its place, exit 0."""
+    out = tmp_path / "candidates.parquet"
+    out.write_bytes(b"somebody's file")
+    assert candidates.main(["--config", "configs/local.yaml", "--index", str(published["root"] / "index"),
+                            "--embeddings", published["embeddings"], "--history", published["history"],
+                            "--out", str(out)]) == 1
+    assert "is an existing file" in capsys.readouterr().err
+    assert out.read_bytes() == b"somebody's file" and sorted(os.listdir(tmp_path)) == ["candidates.parquet"]
+
+
+def test_truncated_embeddings_are_a_one_line_error_naming_the_file(published, tmp_path, capsys):
+    embeddings = tmp_path / "embeddings"
+    shutil.copytree(published["embeddings"], embeddings)
+    part = embeddings / "part-00000.parquet"
+    part.write_bytes(part.read_bytes()[:100])
+    with pytest.raises(EmbeddingsError, match=f"^{part} is not a readable Parquet file"):
+        list(candidates.embedding_vectors(str(part), 8))
+    assert candidates.main(["--config", "configs/local.yaml", "--index", str(published["root"] / "index"),
+                            "--embeddings", str(embeddings), "--history", published["history"],
+                            "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"posters candidates: {part} is not a readable Parquet file") and "\n" not in err
+    assert "rerun `posters embed`" in err and not os.path.exists(tmp_path / "out")
 
 
 def test_item2item_and_user_searches_share_one_loaded_index(published, tmp_path, monkeypatch):

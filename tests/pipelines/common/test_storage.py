@@ -89,3 +89,59 @@ def test_a_local_publish_whose_rename_fails_puts_the_old_output_back(tmp_path):
     assert storage.is_complete(final) and read_embeddings(final).title_ids == title_ids(5)
     assert json.loads(storage.read_bytes(storage.join(final, SUCCESS_FILE))) == {"rows": 5}
     assert sorted(os.listdir(tmp_path / "run")) == ["embeddings"]
+
+
+# --- an output may not be, contain or lie inside an input, nor be an existing file ---------------------------
+@pytest.fixture(params=["local", "gcs"])
+def base(request, tmp_path):
+    """A directory on local disk or on fake-gcs-server holding `catalog/catalog.csv` and `index/CURRENT`."""
+    found = str(tmp_path) if request.param == "local" else request.getfixturevalue("fake_gcs").uri("data")
+    storage.write_bytes(storage.join(found, "catalog", "catalog.csv"), b"title_id\n")
+    storage.write_bytes(storage.join(found, "index", "CURRENT"), b"{}")
+    return found.rstrip("/")
+
+
+@pytest.mark.parametrize("out, relation", [
+    ("catalog", "contains"),  # the directory that holds the catalog (what `embed --out DIR` deleted)
+    ("", "contains"),
+    ("catalog/catalog.csv", "is an existing file"),
+    ("index", "is"),  # `candidates --out <index root>`
+    ("index/", "is"),
+    ("other/../index", "is"),
+    ("index/2026-01-01", "lies inside"),
+])
+def test_an_output_that_overlaps_an_input_or_is_a_file_is_refused(base, out, relation):
+    inputs = {"--catalog": storage.join(base, "catalog", "catalog.csv"), "--index": storage.join(base, "index")}
+    target = f"{base}/{out}" if out else base
+    with pytest.raises(storage.OutputLocationError, match=relation) as refused:
+        storage.check_output_location(target, inputs)
+    assert "\n" not in str(refused.value) and target in str(refused.value)
+
+
+@pytest.mark.parametrize("out", ["embeddings", "catalog-2", "index2", "candidates/2026-01-01"])
+def test_an_output_beside_the_inputs_is_allowed(base, out):
+    storage.check_output_location(f"{base}/{out}", {"--catalog": storage.join(base, "catalog", "catalog.csv"),
+                                                    "--index": storage.join(base, "index"), "--previous": None})
+
+
+def test_a_symlinked_spelling_of_an_input_directory_is_the_same_directory(tmp_path):
+    (tmp_path / "catalog").mkdir()
+    os.symlink(tmp_path / "catalog", tmp_path / "link")
+    with pytest.raises(storage.OutputLocationError, match="is the input"):
+        storage.check_output_location(str(tmp_path / "link"), {"--catalog": str(tmp_path / "catalog")})
+
+
+def test_a_glob_input_is_refused_only_when_the_output_holds_what_it_matches(tmp_path):
+    history = str(tmp_path / "history" / "*.csv")
+    with pytest.raises(storage.OutputLocationError, match="contains the input --history"):
+        storage.check_output_location(str(tmp_path / "history"), {"--history": history})
+    with pytest.raises(storage.OutputLocationError, match="is matched by"):
+        storage.check_output_location(str(tmp_path / "history" / "out.csv"), {"--history": history})
+    storage.check_output_location(str(tmp_path / "history" / "candidates"), {"--history": history})
+
+
+def test_an_output_may_be_an_input_it_is_allowed_to_replace(tmp_path):
+    previous = str(tmp_path / "embeddings")
+    storage.check_output_location(previous, {"--previous": previous}, may_be=("--previous",))
+    with pytest.raises(storage.OutputLocationError, match="lies inside"):
+        storage.check_output_location(previous + "/new", {"--previous": previous}, may_be=("--previous",))

@@ -123,3 +123,49 @@ def test_discarding_a_failed_version_keeps_it_when_current_names_it(root):
     assert versions.discard_version(root, "v3") is True
     assert not storage.exists(storage.join(root, "v3", "manifest.json"))
     assert (versions.read_current(root).version, versions.read_current(root).history) == ("v2", ("v1",))
+
+
+# --- publishing is monotonic in the run date --------------------------------------------------------------------
+def test_an_older_run_date_cannot_replace_a_newer_live_version_unless_allowed(root):
+    versions.publish(root, make_version(root, "v2"), run_date="2026-01-02")
+    current = storage.read_bytes(storage.join(root, versions.POINTER_FILE))
+    with pytest.raises(versions.OlderRunDate, match="published for 2026-01-02, later than 2026-01-01") as refused:
+        versions.publish(root, make_version(root, "v1"), run_date="2026-01-01")
+    assert "\n" not in str(refused.value) and "--allow-older" in str(refused.value)
+    assert storage.read_bytes(storage.join(root, versions.POINTER_FILE)) == current  # nothing published
+    pointer = versions.publish(root, "v1", run_date="2026-01-01", allow_older=True)
+    assert (pointer.version, pointer.run_date, pointer.history) == ("v1", "2026-01-01", ("v2",))
+    assert versions.read_current(root).run_dates == (("v1", "2026-01-01"), ("v2", "2026-01-02"))
+
+
+def test_the_same_or_a_later_run_date_and_undated_publishes_pass(root):
+    versions.publish(root, make_version(root, "v1"), run_date="2026-01-02")
+    versions.publish(root, make_version(root, "v2"), run_date="2026-01-02")  # a rerun of the same night
+    versions.publish(root, make_version(root, "v3"), run_date="2026-01-03")
+    versions.publish(root, make_version(root, "v4"))  # `posters index` by hand: no run date
+    assert versions.read_current(root).run_date is None
+    versions.publish(root, make_version(root, "v5"), run_date="2026-01-01")
+
+
+def test_rollback_is_always_allowed_and_restores_the_older_run_date(root):
+    versions.publish(root, make_version(root, "v1"), run_date="2026-01-01")
+    versions.publish(root, make_version(root, "v2"), run_date="2026-01-02")
+    pointer = versions.rollback(root)
+    assert (pointer.version, pointer.run_date) == ("v1", "2026-01-01")
+    assert versions.read_current(root).run_date == "2026-01-01"
+    versions.publish(root, make_version(root, "v3"), run_date="2026-01-01")  # not older than what is live now
+
+
+# --- a broken CURRENT is named, with what to do --------------------------------------------------------------
+@pytest.mark.parametrize("content, problem", [(b"", "is empty"), (b'{"version": "v1", "hist', "is not valid JSON"),
+                                              (b'["v1"]', "names no version")])
+def test_an_unreadable_current_names_the_file_and_what_to_do(root, content, problem):
+    make_version(root, "v1")
+    uri = storage.join(root, versions.POINTER_FILE)
+    storage.write_bytes(uri, content)
+    for attempt in (lambda: versions.read_current(root), lambda: versions.publish(root, make_version(root, "v2")),
+                    lambda: versions.rollback(root)):
+        with pytest.raises(versions.UnreadablePointer) as refused:
+            attempt()
+        message = str(refused.value)
+        assert message.startswith(f"{uri} {problem}") and "posters index" in message and "\n" not in message

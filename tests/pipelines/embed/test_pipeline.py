@@ -126,6 +126,36 @@ def test_too_many_rejects_fails_naming_reasons_and_publishes_nothing(model, cata
     assert not out.exists()
 
 
+def _tree(directory) -> dict:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_an_out_that_holds_the_catalog_is_refused_before_any_work_and_the_catalog_is_kept(model, catalog_dir,
+                                                                                          tmp_path, capsys):
+    """`embed --out DIR` where DIR holds the catalog used to exit 0 after deleting the catalog and its posters."""
+    catalog = tmp_path / "catalog"
+    shutil.copytree(catalog_dir, catalog)
+    before = _tree(catalog)
+    assert embed.main(embed_args(catalog / "catalog.csv", model[0], catalog)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"posters embed: --out {catalog} contains the input --catalog {catalog / 'catalog.csv'}")
+    assert "\n" not in err
+    assert _tree(catalog) == before and sorted(os.listdir(tmp_path)) == ["catalog"]  # no staging directory either
+
+
+def test_an_out_that_is_an_existing_file_or_inside_the_model_is_refused(model, catalog_dir, tmp_path, capsys):
+    """An existing file used to be renamed to `*.old-xxxx` and a directory put in its place, exit 0."""
+    out = tmp_path / "embeddings.parquet"
+    out.write_bytes(b"somebody's file")
+    assert embed.main(embed_args(catalog_dir / "catalog.csv", model[0], out)) == 1
+    assert f"--out {out} is an existing file" in capsys.readouterr().err
+    assert out.read_bytes() == b"somebody's file" and sorted(os.listdir(tmp_path)) == ["embeddings.parquet"]
+    inside_model = os.path.join(model[0], "embeddings")
+    assert embed.main(embed_args(catalog_dir / "catalog.csv", model[0], inside_model)) == 1
+    assert "lies inside the input --model" in capsys.readouterr().err
+    assert not os.path.exists(inside_model)
+
+
 def test_rows_superseded_under_keep_last_do_not_count_against_the_error_budget(first_run, model, catalog_dir,
                                                                                 tmp_path):
     """Four titles listed twice: half the rows are rejected as duplicates, over the 30 % budget, yet under

@@ -101,3 +101,17 @@ def test_a_missing_embedding_is_an_error_naming_the_title():
 def test_reads_from_gcs(gcs_emulator):
     directory = write_embeddings(gcs_emulator.uri("run-1/embeddings"), title_ids(8), unit_vectors(8), files=2)
     assert read_embeddings(directory).title_ids == title_ids(8)
+
+
+@pytest.mark.parametrize("keep", [0, 0.5])  # emptied, and cut in half (as a killed copy leaves it)
+def test_a_truncated_parquet_file_is_named_with_what_to_do(tmp_path, keep):
+    """It used to be pyarrow's bare "Parquet magic bytes not found in footer", naming no file."""
+    directory = write_embeddings(str(tmp_path / "e"), title_ids(30), unit_vectors(30), files=2)
+    path = storage.join(directory, "part-00001.parquet")
+    data = storage.read_bytes(path)
+    storage.write_bytes(path, data[:int(len(data) * keep)])
+    for read in (describe_embeddings, read_embeddings):
+        with pytest.raises(EmbeddingsError, match=f"^{path} is not a readable Parquet file .*truncated or damaged: "
+                                                  "rerun `posters embed`") as refused:
+            read(directory)
+        assert "\n" not in str(refused.value)

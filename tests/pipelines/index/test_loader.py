@@ -147,3 +147,14 @@ def test_neighbors_of_indexed_titles_leave_the_title_itself_out(built):
     expected, expected_scores = brute_force(unit_vectors(N)[[10, 20]], 6)
     assert found == [row[1:] for row in expected]
     np.testing.assert_allclose(scores, expected_scores[:, 1:], rtol=1e-5)
+
+
+def test_an_empty_current_is_an_error_that_names_it_and_says_what_to_do(built, tmp_path):
+    """It used to be json's bare "Expecting value: line 1 column 1 (char 0)", naming no file."""
+    root = str(tmp_path / "flat")
+    shutil.copytree(built["flat"], root)
+    current = os.path.join(root, versions.POINTER_FILE)
+    open(current, "wb").close()
+    with pytest.raises(versions.UnreadablePointer, match=f"^{current} is empty: it must name the live index "
+                                                         "version; write .* or delete it and publish again"):
+        load_index(root)

@@ -177,3 +177,21 @@ def test_main_reports_a_build_the_user_must_fix_without_a_traceback(embeddings, 
             "--set", "index.nprobe=1", "--set", "index.tune_nprobe=false"]
     assert index.main(args) == 1
     assert "posters index: recall@10" in capsys.readouterr().err
+
+
+def test_an_out_that_is_or_holds_the_embeddings_is_refused_before_any_work(embeddings, tmp_path, capsys):
+    before = sorted(os.listdir(embeddings))
+    for out in (embeddings, str(tmp_path)):
+        assert index.main(["--config", "configs/local.yaml", "--embeddings", embeddings, "--out", out]) == 1
+        assert f"posters index: --out {out} " in capsys.readouterr().err
+    assert sorted(os.listdir(embeddings)) == before and sorted(os.listdir(tmp_path)) == ["embeddings"]
+
+
+def test_an_empty_current_stops_the_build_before_it_starts_naming_the_file(embeddings, tmp_path, capsys):
+    out = tmp_path / "index"
+    out.mkdir()
+    (out / versions.POINTER_FILE).write_bytes(b"")
+    assert index.main(["--config", "configs/local.yaml", "--embeddings", embeddings, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"posters index: {out / versions.POINTER_FILE} is empty: ") and "\n" not in err
+    assert os.listdir(out) == [versions.POINTER_FILE]  # nothing was built

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -281,3 +282,99 @@ def test_the_flex_template_runs_nightly_with_the_dataflow_config_unless_given_on
     assert "--runner=DataflowRunner" in beam_argv(run.config, run.beam_args) and run.date == "2024-07-01"
     assert run.config.nightly.embed_beam_args == load_config("configs/dataflow.yaml").nightly.embed_beam_args
     assert launch.nightly_argv(["--config=configs/local.yaml"]) == ["--config=configs/local.yaml"]
+
+
+# --- nothing lost, nothing wrong published ---------------------------------------------------------------------
+def test_an_older_night_cannot_replace_a_newer_live_index_unless_allowed(inputs, first_night, tmp_path, capsys):
+    """`nightly --date 2024-07-01` after a later night used to exit 0 and put the older night's index live."""
+    root = tmp_path / "root"
+    shutil.copytree(first_night, root)
+    current = (root / "index" / INDEX_CURRENT_FILE).read_bytes()
+    before = snapshot(root)
+    assert nightly.main(nightly_argv(inputs, root, "2024-06-30")) == nightly.EXIT_STAGE_FAILED
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("posters nightly 2024-06-30: ") and "published for 2024-07-01, later than 2024-06-30" in err
+    assert "--allow-older" in err and "\n" not in err
+    assert snapshot(root) == before  # refused before any work: no run directory, CURRENT as it was
+    assert versions.read_current(str(root / "index")).run_date == "2024-07-01"
+
+    assert nightly.main(nightly_argv(inputs, root, "2024-06-30", "--allow-older")) == 0
+    pointer = versions.read_current(str(root / "index"))
+    assert (pointer.run_date, pointer.version) == ("2024-06-30", summary_of(root, "2024-06-30")["versions"]["index"])
+    assert (root / "index" / INDEX_CURRENT_FILE).read_bytes() != current
+
+
+@pytest.mark.parametrize("date", ["2026-W01-5", "20260102", "2026-1-2", "2026-02-30", "yesterday"])
+def test_a_date_not_written_yyyy_mm_dd_is_a_one_line_error(inputs, tmp_path, capsys, date):
+    """`date.fromisoformat` also takes 2026-W01-5 and 20260102: a second run directory for the same day."""
+    assert nightly.main(nightly_argv(inputs, tmp_path / "root", date)) == nightly.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err == f"posters nightly: --date {date!r}: expected a date as YYYY-MM-DD, e.g. 2026-01-02"
+    assert not os.path.exists(tmp_path / "root")
+
+
+def test_a_root_that_holds_an_input_is_refused_before_any_work(inputs, tmp_path, capsys):
+    shutil.copytree(inputs["root"] / "catalog", tmp_path / "catalog")
+    before = snapshot(tmp_path)
+    catalog = str(tmp_path / "catalog" / "catalog.csv")
+    assert nightly.main(nightly_argv(inputs, tmp_path, "2024-07-01", catalog=catalog)) == nightly.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"posters nightly: --root {tmp_path} contains the input --catalog {catalog}")
+    model_root = os.path.join(inputs["model"], "nightly")
+    assert nightly.main(nightly_argv(inputs, model_root, "2024-07-01")) == nightly.EXIT_USAGE
+    assert "lies inside the input --model" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before and not os.path.exists(model_root)
+
+
+def test_markers_are_relative_to_the_root_so_a_copied_root_reads_its_own_outputs(inputs, tmp_path):
+    """Markers used to hold `--root` as given: a copied root resumed from the original's embeddings."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    ivf_that_misses = ["--set", "index.factory=IVF4,Flat", "--set", "index.nprobe=1", "--set",
+                       "index.tune_nprobe=false", "--set", "index.min_recall_at_10=0.99"]
+    assert nightly.main(nightly_argv(inputs, original, "2024-07-01", *ivf_that_misses)) == nightly.EXIT_STAGE_FAILED
+    marker = json.loads((original / "runs" / "2024-07-01" / "stages" / "embed.json").read_text())
+    assert marker["out"] == "runs/2024-07-01/embeddings" and marker["relative_to_root"] == ["out"]
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)  # the copy must not need anything of the original's
+    assert nightly.main(nightly_argv(inputs, copy, "2024-07-01")) == 0
+    summary = summary_of(copy, "2024-07-01")
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "index": True,
+                                                                         "candidates": True}
+    embeddings = str(copy / "runs" / "2024-07-01" / "embeddings")
+    assert summary["stages"]["embed"]["out"] == embeddings
+    manifest = json.loads((copy / "index" / summary["versions"]["index"] / "manifest.json").read_text())
+    assert manifest["embeddings_files"] and all(path.startswith(embeddings + "/")
+                                                for path in manifest["embeddings_files"])
+    assert summary["stages"]["index"]["version_dir"] == str(copy / "index" / summary["versions"]["index"])
+
+
+def _age(path, hours: float) -> None:
+    """Sets the modification time of `path` and everything under it `hours` back."""
+    then = time.time() - hours * 3600
+    for folder, directories, files in os.walk(path):
+        for name in directories + files:
+            os.utime(os.path.join(folder, name), (then, then))
+    os.utime(path, (then, then))
+
+
+def test_a_finished_night_removes_what_killed_runs_left_and_reports_it(inputs, first_night, tmp_path, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(first_night, root)
+    killed_build = root / "index" / "20240630T020000Z-0a1b2c"
+    (killed_build).mkdir()
+    (killed_build / "shard-00000.faiss").write_bytes(b"half a shard")
+    staging = root / "runs" / "2024-06-30" / ".staging-embeddings-0123456789ab"
+    staging.mkdir(parents=True)
+    (staging / "part-00000.parquet").write_bytes(b"half a file")
+    recent = root / "runs" / "2024-06-30" / ".staging-candidates-0123456789ab"
+    recent.mkdir()
+    for old in (killed_build, staging):
+        _age(old, hours=30)
+    assert nightly.main(nightly_argv(inputs, root, "2024-07-02")) == 0
+    summary = summary_of(root, "2024-07-02")
+    assert {(item["kind"], item["uri"]) for item in summary["gc"]["removed"]} == {
+        ("partial version", str(killed_build)), ("staging directory", str(staging))}
+    assert not killed_build.exists() and not staging.exists() and recent.exists()
+    assert f"  gc: removed partial version {killed_build}" in capsys.readouterr().out
+    live = versions.read_current(str(root / "index"))
+    assert all((root / "index" / version / "manifest.json").exists() for version in (live.version, *live.history))

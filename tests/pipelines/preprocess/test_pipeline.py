@@ -247,6 +247,19 @@ def test_a_missing_catalog_is_a_clear_error(tmp_path, capsys):
     assert "catalog manifest not found" in capsys.readouterr().err
 
 
+def test_an_out_that_holds_the_catalog_or_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    generate_catalog(tmp_path / "catalog", n=4, seed=1, width=64, height=96)
+    catalog = tmp_path / "catalog" / "catalog.csv"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert preprocess.main(preprocess_args(str(catalog), str(tmp_path / "catalog"))) == 1
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'catalog'} contains the input --catalog {catalog}" in err
+    assert len(err.strip().splitlines()) == 1
+    assert preprocess.main(preprocess_args(str(catalog), str(catalog))) == 1
+    assert "is an existing file" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 # --- the parts ------------------------------------------------------------------------------------------------
 
 def row(title_id, number, genres=("Drama",), poster="p.jpg") -> CatalogRow:
