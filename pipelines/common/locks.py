@@ -20,7 +20,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Optional
 
@@ -145,15 +144,6 @@ def live_holder(uri: str, stale_after_s: Optional[float] = None) -> Optional[Loc
     if held is None or _takeover_reason(uri, held[0], held[2], stale_after_s):
         return None
     return held[0] or LockInfo(owner="", host="", pid=0, acquired_at="")
-
-
-@contextlib.contextmanager
-def held_lock(uri: str, owner: str, stale_after_s: Optional[float] = None) -> Iterator[Lock]:
-    lock = acquire_lock(uri, owner, stale_after_s)
-    try:
-        yield lock
-    finally:
-        release_lock(lock)
 
 
 def _encode(info: LockInfo) -> bytes:

@@ -8,7 +8,7 @@ Layout under `--root` (a local path or gs://):
     runs/<date>/stages/*.json  one marker per finished stage (`pipelines.nightly.run_state`)
     runs/<date>/summary.json   counts, timings, versions, overlap@k with the previous run; `_SUCCESS` last
     index/                     the published index (version directories + `CURRENT`)
-    nightly.lock               held while a run works (`pipelines.common.versions.acquire_lock`; create-only on GCS);
+    nightly.lock               held while a run works (`pipelines.common.locks.acquire_lock`; create-only on GCS);
                                a local lock whose process is gone is taken over at once, any lock once it is
                                older than `nightly.lock_stale_after_s`
 

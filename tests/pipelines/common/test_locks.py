@@ -18,8 +18,9 @@ def test_a_lock_is_refused_while_held_and_says_by_whom(root):
     assert locks.read_lock(uri).owner == "nightly-2025-01-02"
     locks.release_lock(lock)
     assert locks.read_lock(uri) is None
-    with locks.held_lock(uri, "nightly-2025-01-03") as again:
-        assert again.info.owner == "nightly-2025-01-03"
+    again = locks.acquire_lock(uri, "nightly-2025-01-03")  # free again once released
+    assert again.info.owner == "nightly-2025-01-03"
+    locks.release_lock(again)
     assert locks.read_lock(uri) is None
 
 
