@@ -90,15 +90,17 @@ def load_exported_model(uri: str) -> tuple[Callable[[Sequence[bytes]], np.ndarra
     if storage.is_gcs(uri):
         local = _download_tree(uri)
         try:  # loading reads the variables into memory: the copy is not needed afterwards
-            signature = tf.saved_model.load(local).signatures[SERVING_SIGNATURE]
+            loaded = tf.saved_model.load(local)
         finally:
             shutil.rmtree(local, ignore_errors=True)
     else:
-        signature = tf.saved_model.load(uri).signatures[SERVING_SIGNATURE]
-    loaded = signature_version(signature, meta)
-    if loaded != meta.get("model_version"):
+        loaded = tf.saved_model.load(uri)
+    signature = loaded.signatures[SERVING_SIGNATURE]
+    # The signature reaches its variables through the loaded object: `loaded` stays referenced (by `embed`).
+    version = signature_version(signature, meta)
+    if version != meta.get("model_version"):
         raise ExportError(f"{uri}: the weights are not the ones {MODEL_META_FILE} describes (it says model_version "
-                          f"{meta.get('model_version')!r}, the loaded weights hash to {loaded!r}); re-export the "
+                          f"{meta.get('model_version')!r}, the loaded weights hash to {version!r}); re-export the "
                           f"model, or put back the {MODEL_META_FILE} that was written with these weights")
     dim = int(meta["dim"])
 
@@ -106,7 +108,8 @@ def load_exported_model(uri: str) -> tuple[Callable[[Sequence[bytes]], np.ndarra
         images = list(images)
         if not images:
             return np.zeros((0, dim), np.float32)
-        result = signature(**{SERVING_INPUT: tf.constant(images, dtype=tf.string)})[SERVING_OUTPUT]
+        result = loaded.signatures[SERVING_SIGNATURE](
+            **{SERVING_INPUT: tf.constant(images, dtype=tf.string)})[SERVING_OUTPUT]
         return result.numpy().astype(np.float32, copy=False)
 
     return embed, meta

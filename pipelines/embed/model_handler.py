@@ -10,6 +10,7 @@ as an `InferenceFailure` (the error, as a `PredictionResult`'s inference), their
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from pipelines.common.exported_model import load_exported_model
+from pipelines.common.posters import describe_error
 
 log = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "embed"
+_ESCAPED_BYTES = re.compile(r"(\\x[0-9a-fA-F]{2})+")
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,9 @@ class InferenceFailure:
 
 
 def _error_text(err: Exception) -> str:
-    message = getattr(err, "message", None) or str(err)
-    first = message.strip().splitlines()[0] if message.strip() else ""
-    return f"{type(err).__name__}: {first}"[:500]
+    """`Type: first line of the message`, bytes literals and escaped bytes redacted (TensorFlow's messages may
+    quote the input tensor: rejects never copy poster bytes)."""
+    return _ESCAPED_BYTES.sub("<bytes>", describe_error(err))
 
 
 class PosterEmbedder:
