@@ -49,6 +49,8 @@ WHITE = (255, 255, 255, 255)
 # A bytes literal inside an error message (PIL quotes chunk names and markers read from the file): redacted.
 _BYTES_LITERAL = re.compile(r"""b(['"]).*?(?<!\\)\1""")
 MAX_DETAIL_CHARS = 300
+# Lines of a TensorFlow error message around the one that says what went wrong.
+_TF_PREAMBLE = ("Graph execution error", "Detected at node", "<stack traces", "[[", "Error in user code")
 
 
 class PosterRejected(Exception):
@@ -134,11 +136,20 @@ def reject_record(title_id: str | None, uri: str | None, reason: str, detail: st
 
 
 def describe_error(err: BaseException) -> str:
-    """`Type: message` for a reject's detail: one line, bytes literals redacted (a decoder's message may quote bytes
-    of the file), at most `MAX_DETAIL_CHARS` characters."""
-    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    """`Type: message` for a reject's detail: one line (for a TensorFlow error, the line that says what went wrong,
+    not its "Graph execution error" preamble), bytes literals redacted (a decoder's message may quote bytes of the
+    file), at most `MAX_DETAIL_CHARS` characters."""
+    message = _meaningful_line(getattr(err, "message", None) or str(err))
     text = f"{type(err).__name__}: {_BYTES_LITERAL.sub('<bytes>', message)}" if message else type(err).__name__
     return text[:MAX_DETAIL_CHARS]
+
+
+def _meaningful_line(message: str) -> str:
+    lines = [line for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if not line[0].isspace() and not line.startswith(_TF_PREAMBLE):
+            return line.strip()
+    return lines[0].strip() if lines else ""
 
 
 class ValidatePosterDoFn(beam.DoFn):
@@ -241,8 +252,7 @@ def _check_model_decodes(data: bytes, fmt: str, width: int, height: int) -> None
     except tf.errors.OpError as err:
         raise PosterRejected(RejectReason.UNDECODABLE_IMAGE,
                              f"{fmt} {width}x{height}: PIL reads it but TensorFlow's decoder, which the model uses, "
-                             f"refuses it ({type(err).__name__}: "
-                             f"{_BYTES_LITERAL.sub('<bytes>', err.message.strip().splitlines()[0])[:200]})") from err
+                             f"refuses it ({describe_error(err)})") from err
 
 
 def _decode_fully(image: Image.Image, width: int, height: int) -> None:
