@@ -303,7 +303,7 @@ def _read_records(manifest_uri: str, config: CatalogConfig) -> tuple[list[_Recor
         table = pq.read_table(io.BytesIO(data)).to_pylist()
         return [_Record(n, 1, values) for n, values in enumerate(table, start=1)], ManifestLines(len(table), 0, 0)
     physical = list(io.StringIO(decode_manifest(data, config.encoding, manifest_uri), newline=""))
-    return _csv_records(physical) if kind == "csv" else _jsonl_records(physical)
+    return _csv_records(physical, manifest_uri) if kind == "csv" else _jsonl_records(physical)
 
 
 def decode_manifest(data: bytes, encoding: str, manifest_uri: str) -> str:
@@ -319,7 +319,7 @@ def decode_manifest(data: bytes, encoding: str, manifest_uri: str) -> str:
                            "catalog.encoding=latin-1") from None
 
 
-def _csv_records(physical: list[str]) -> tuple[list[_Record], ManifestLines]:
+def _csv_records(physical: list[str], manifest_uri: str) -> tuple[list[_Record], ManifestLines]:
     """Physical lines → records: a record that does not parse (strict CSV) or has another number of fields than
     the header is a malformed record of its first line alone, and parsing resumes on the next line, so an
     unbalanced quote never swallows the rows after it."""
@@ -329,7 +329,7 @@ def _csv_records(physical: list[str]) -> tuple[list[_Record], ManifestLines]:
     try:
         header = [name.strip() for name in next(header_reader)]
     except csv.Error as err:
-        raise CatalogError(f"the manifest's header line does not parse as CSV: {err}") from None
+        raise CatalogError(f"{manifest_uri}: the header line does not parse as CSV ({err})") from None
     records, blank, at = [], 0, header_reader.line_num
     while at < len(physical):
         reader, consumed = csv.reader(itertools.islice(physical, at, None), strict=True), 0
