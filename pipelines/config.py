@@ -42,23 +42,39 @@ class Section(BaseModel):
 class CatalogConfig(Section):
     # Manifest column → contract column (`title_id`, `title`, `genres`, `poster_uri`).
     columns: dict[str, str] = Field(default_factory=dict)
-    # Separators tried, in order, when `genres` is one string.
-    genre_separators: list[str] = Field(default_factory=lambda: ["|", ","])
+    # Separators a `genres` string is split on (all of them, wherever they occur). Tabs and line breaks inside
+    # a genres cell always separate, listed or not: no genre name holds one.
+    genre_separators: list[str] = Field(default_factory=lambda: ["|", ",", ";"])
+    # Spelling variant → canonical genre (`{"Science Fiction": "Sci-Fi", "Romcom": "Romance"}`); keys match after
+    # the same normalisation as genres (NFKC, invisible characters and extra spaces removed, dashes unified,
+    # case-folded).
+    genre_aliases: dict[str, str] = Field(default_factory=dict)
     # When the manifest has no poster column: posters are `<poster_root>/<title_id><poster_suffix>`.
     poster_root: Optional[str] = None
     poster_suffix: str = ".jpg"
-    # Text encoding of CSV manifests; undecodable bytes are replaced, never fatal.
+    # Where posters may be read from (local directories or URI prefixes such as gs://bucket/posters; relative
+    # ones against the manifest's directory). Empty: the manifest's directory and any gs:// bucket the
+    # manifest names; `poster_root` is always allowed. A poster elsewhere is rejected, never read.
+    allowed_roots: list[str] = Field(default_factory=list)
+    # Text encoding of CSV and JSONL manifests; bytes that do not decode in it are an error naming the file.
     encoding: str = "utf-8"
 
     @field_validator("encoding")
     @classmethod
-    def _known_encoding(cls, encoding: str) -> str:
+    def _known_encoding(cls, value: str) -> str:
         try:
-            codecs.lookup(encoding)
+            codecs.lookup(value)
         except LookupError:
-            raise ValueError(f"catalog.encoding {encoding!r} is not a text encoding Python knows "
-                             "(e.g. utf-8, latin-1, cp1252)") from None
-        return encoding
+            raise ValueError(f"catalog.encoding is {value!r}, which Python does not know; use a codec name such "
+                             "as utf-8, latin-1 or cp1252") from None
+        return value
+
+    @field_validator("genre_separators")
+    @classmethod
+    def _non_empty_separators(cls, value: list[str]) -> list[str]:
+        if any(not separator for separator in value):
+            raise ValueError("catalog.genre_separators must not hold an empty string")
+        return value
 
 
 class ImageConfig(Section):

@@ -25,9 +25,13 @@ class RejectReason:
     TOO_MANY_PIXELS = "too_many_pixels"
     TOO_SMALL = "too_small"
     INFERENCE_FAILED = "inference_failed"
+    MALFORMED_RECORD = "malformed_record"  # a manifest line that does not parse as one record (its line number)
+    POSTER_OUTSIDE_ROOTS = "poster_outside_roots"  # a poster uri outside catalog.allowed_roots: never read
+    UNDECODABLE_IMAGE = "undecodable_image"  # PIL reads it, the model's decoder (TensorFlow) refuses it
 
     ALL = (MISSING_TITLE_ID, DUPLICATE_TITLE_ID, NO_GENRES, NO_POSTER, UNREADABLE, ZERO_BYTES, FILE_TOO_LARGE,
-           NOT_AN_IMAGE, TRUNCATED_IMAGE, TOO_MANY_PIXELS, TOO_SMALL, INFERENCE_FAILED)
+           NOT_AN_IMAGE, TRUNCATED_IMAGE, TOO_MANY_PIXELS, TOO_SMALL, INFERENCE_FAILED, MALFORMED_RECORD,
+           POSTER_OUTSIDE_ROOTS, UNDECODABLE_IMAGE)
 
 
 REJECTS_SCHEMA = pa.schema([

@@ -7,23 +7,23 @@ then runs the embedding model (which holds the backbone's own preprocessing), so
 pixels. The directory is self-sufficient: loading needs TensorFlow only, not this package nor Keras.
 
 `model_meta.json`: backbone, input_size, dim, metric, genres (the vocabulary), model_version (a content hash
-of the weights and of what shapes the input), created (UTC). The directory is published whole (`_SUCCESS`).
+of the weights and of what shapes the input: `pipelines.common.exported_model.weights_version`, which the loader
+recomputes to refuse weights the meta does not describe), created (UTC). The directory is published whole (`_SUCCESS`).
 """
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from pipelines.common import storage
 from pipelines.common.command_line import command_parser, parse_command
+from pipelines.common.exported_model import weights_version
 from pipelines.common.pixels import poster_pixels
 from pipelines.config import ConfigError
 from pipelines.contracts import (
@@ -60,13 +60,9 @@ class PosterServing(tf.Module):
 
 
 def model_version(embedder: keras.Model, backbone: str, input_size: int) -> str:
-    """Content hash of the weights (names, shapes, values) and of the input definition: same hash, same vectors."""
-    digest = hashlib.sha256(f"{backbone}|{input_size}|{EMBEDDING_METRIC}".encode())
-    for weight in embedder.weights:
-        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
-        digest.update(f"{weight.path}|{value.shape}|{value.dtype}".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()[:16]
+    """Content hash of the weights and of the input definition (`exported_model.weights_version`, the function the
+    loader checks exports with): same hash, same vectors."""
+    return weights_version((keras.ops.convert_to_numpy(weight) for weight in embedder.weights), backbone, input_size)
 
 
 def export_model(embedder: keras.Model, out_uri: str, backbone: str, input_size: int, genres: list[str],
@@ -75,20 +71,22 @@ def export_model(embedder: keras.Model, out_uri: str, backbone: str, input_size:
 
     `embedder` maps pixels [B, size, size, 3] in [0, 255] to unit vectors [B, dim]. Returns the meta.
     """
+    module = PosterServing(embedder, input_size)
     meta = {
         "backbone": backbone,
         "input_size": int(input_size),
         "dim": int(embedder.output.shape[-1]),
         "metric": EMBEDDING_METRIC,
         "genres": list(genres),
-        "model_version": model_version(embedder, backbone, input_size),
+        # Of the variables the serving graph uses, as the loader recomputes it (for a Keras model whose weights
+        # all serve, the same as `model_version(embedder, …)`).
+        "model_version": weights_version(module.serve.get_concrete_function().variables, backbone, input_size),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **(extra_meta or {}),
     }
     staging = storage.staging_uri(out_uri)
     local = staging if not storage.is_gcs(out_uri) else tempfile.mkdtemp(prefix="poster-export-")
     try:
-        module = PosterServing(embedder, input_size)
         tf.saved_model.save(module, local, signatures={SERVING_SIGNATURE: module.serve,
                                                           PIXELS_SIGNATURE: module.embed_pixels})
         with open(os.path.join(local, MODEL_META_FILE), "w") as handle:

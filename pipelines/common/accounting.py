@@ -5,6 +5,10 @@ for a top-level integer such as `read`, else a key inside the `section` dict, su
 `rejected_by_reason`. `CountStats` sums them into a JSON file in staging; the launcher adds `budget_figures`,
 checks the identity (every catalog row accepted or rejected) with `check_accounting`, and refuses to publish a run
 over its error budget with `write_stats_and_check_budget`.
+
+The identity holds for the manifest's physical lines too: `lines` counts them (`total`) and says where each went —
+the `header`, a `blank` line, or the rows `accepted` and `rejected` (a row counts every line it spans, and a line
+that does not parse is a rejected row of its own): total = header + blank + accepted + rejected.
 """
 from __future__ import annotations
 
@@ -23,16 +27,29 @@ class ErrorBudgetExceeded(RuntimeError):
     """More catalog rows were rejected than `<pipeline>.max_reject_fraction` allows; nothing was published."""
 
 
+LINE_KEYS = ("total", "header", "blank", "accepted", "rejected")
+
+
 def reject_stats(reject: dict):
-    """A reject record → its stat pairs: one `rejected`, one under its reason in `rejected_by_reason`."""
+    """A reject record → its stat pairs: one `rejected`, one under its reason in `rejected_by_reason`, its manifest
+    lines under `lines`."""
     yield ("rejected", ""), 1
     yield ("rejected_by_reason", reject["reason"]), 1
+    yield ("lines", "rejected"), reject.get("lines", 1)
+
+
+def manifest_line_stats(lines):
+    """A `catalog.ManifestLines` → its stat pairs under `lines` (total, header, blank)."""
+    yield ("lines", "total"), lines.total
+    yield ("lines", "header"), lines.header
+    yield ("lines", "blank"), lines.blank
 
 
 def stats_from_counts(counts: list[tuple[tuple[str, str], int]], sections: dict) -> dict:
     """Summed stat pairs → the counts: `read`, `rejected`, `rejected_by_reason` and the pipeline's own `sections`
     (their empty values: 0 or {}), so a count nothing contributed to is still there."""
-    stats = {"read": 0, "rejected": 0, "rejected_by_reason": {}, **copy.deepcopy(sections)}
+    stats = {"read": 0, "rejected": 0, "rejected_by_reason": {}, "lines": dict.fromkeys(LINE_KEYS, 0),
+             **copy.deepcopy(sections)}
     for (section, name), n in counts:
         if name:
             stats.setdefault(section, {})[name] = n
@@ -69,12 +86,18 @@ def budget_figures(stats: dict, duplicate_title_policy: str, max_reject_fraction
 
 
 def check_accounting(stats: dict, accepted: tuple[str, ...]) -> None:
-    """Raises `RuntimeError` unless the `accepted` counts plus `rejected` add up to `read`: the promise that every
-    catalog row is either in the output or in rejects/."""
+    """Raises `RuntimeError` unless the `accepted` counts plus `rejected` add up to `read`, and the manifest's lines
+    add up (`lines`): the promise that every catalog row, and every line of the manifest, is either in the output,
+    in rejects/, or a header or blank line."""
     terms = (*accepted, "rejected")
     if sum(stats[key] for key in terms) != stats["read"]:
         raise RuntimeError("accounting broken: " + " + ".join(f"{key} {stats[key]}" for key in terms)
                            + f" != read {stats['read']}")
+    lines = stats.get("lines")
+    if lines is not None and sum(lines[key] for key in LINE_KEYS[1:]) != lines["total"]:
+        raise RuntimeError("accounting broken: manifest lines " + " + ".join(f"{key} {lines[key]}" for key in
+                                                                             LINE_KEYS[1:])
+                           + f" != total {lines['total']}")
 
 
 def top_reasons(stats: dict, n: int | None = None) -> str:

@@ -7,29 +7,47 @@ title_id already spreads them over the workers before any poster is read, so a r
 shuffle of the whole catalog for nothing.
 
 What the reader does *not* do is judge rows: a missing `title_id`, a duplicate or an empty genre list is
-passed on as read (with its `row_number`) so the pipeline can reject it with a reason.
+passed on as read (with its `row_number`) so the pipeline can reject it with a reason. Two things it does
+find, and marks on the row as its `problem` for the pipeline to reject: a manifest line that does not parse as
+one record (`malformed_record`: an unbalanced quote, a wrong number of fields, a line that is not JSON), and a
+poster uri outside `catalog.allowed_roots` (`poster_outside_roots`). Every physical line of the manifest is
+the header, a blank line, or part of exactly one row (`line_number`, `lines`): a malformed line is a row of its
+own, never merged into the next ones, and `ManifestLines` counts the rest.
+
+Genre names are normalised (`normalise_genre`) and spelled one way per manifest (`GenreNames`): Unicode NFKC,
+invisible characters dropped, runs of spaces collapsed, dashes unified, aliases from `catalog.genre_aliases`,
+and one spelling per case-folded name — the alias target, else the first spelling the manifest uses.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import itertools
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+import posixpath
+import re
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import CatalogConfig
-from pipelines.contracts import CATALOG_COLUMNS
+from pipelines.contracts import CATALOG_COLUMNS, RejectReason
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet",
            ".pq": "parquet"}
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".deflate")
+# Inside a genres cell these always separate genres, whether configured or not: no genre name holds one.
+ALWAYS_GENRE_SEPARATORS = ("\t", "\n", "\r", "\v", "\f")
+# Dashes and minus signs that NFKC leaves alone (category Pd, plus the minus signs, which are Sm).
+_MINUS_SIGNS = {"\u2212", "\u207b", "\u208b"}
 
 
 class CatalogError(ValueError):
@@ -43,34 +61,66 @@ class CatalogRow:
     genres: tuple[str, ...]
     poster_uri: str | None  # absolute (local path or gs://…); None when the row names no poster
     row_number: int  # 1-based position among the manifest's data rows (not counting a CSV header)
+    line_number: int = 0  # 1-based physical line of the manifest where the row starts (the header is line 1)
+    lines: int = 1  # physical lines the row spans (a quoted CSV cell may hold line breaks)
+    problem: Optional[tuple[str, str]] = None  # (RejectReason, detail) the reader found; the pipeline rejects it
+
+
+@dataclass(frozen=True)
+class ManifestLines:
+    """The physical lines of a manifest that hold no row: with the rows' `lines`, they add up to `total`."""
+
+    total: int
+    header: int
+    blank: int
+
+
+@dataclass(frozen=True)
+class _Record:
+    line_number: int
+    lines: int
+    values: Optional[dict]  # None: malformed
+    detail: str = ""
 
 
 def read_catalog(manifest_uri: str, config: CatalogConfig) -> list[CatalogRow]:
-    """Reads every row of a manifest into `CatalogRow`s, in manifest order.
+    """Reads every row of a manifest into `CatalogRow`s, in manifest order (see `read_manifest`)."""
+    return read_manifest(manifest_uri, config)[0]
+
+
+def read_manifest(manifest_uri: str, config: CatalogConfig) -> tuple[list[CatalogRow], ManifestLines]:
+    """Reads every row of a manifest into `CatalogRow`s, in manifest order, and counts the other lines.
 
     Columns are renamed by `config.columns` (manifest column → `title_id`/`title`/`genres`/`poster_uri`);
     other columns are ignored. Relative poster uris resolve against the manifest's directory; without a poster
     column (or with an empty cell) the poster is `<poster_root>/<title_id><poster_suffix>`.
     Raises `CatalogError` for a manifest the user must fix.
     """
-    records = _read_records(manifest_uri, config)
+    records, lines = _read_records(manifest_uri, config)
     base = _directory_of(manifest_uri)
     poster_root = _resolve(config.poster_root, base) if config.poster_root else None
-    rows = []
-    for number, record in enumerate(_renamed(records, config.columns, manifest_uri), start=1):
-        if number == 1 and "title_id" not in record:
-            raise CatalogError(f"{manifest_uri}: no title_id column (columns: {', '.join(record)}); "
-                               f"map one with catalog.columns, e.g. --set catalog.columns.imdbId=title_id")
-        if number == 1 and "poster_uri" not in record and poster_root is None:
-            raise CatalogError(f"{manifest_uri}: no poster_uri column; map one with catalog.columns or set "
-                               f"catalog.poster_root to the directory of <title_id>{config.poster_suffix} files")
-        rows.append(_catalog_row(record, number, config, base, poster_root))
-    return rows
+    roots = allowed_roots(config, base)
+    names = GenreNames(config.genre_aliases)
+    rows, checked = [], False
+    for number, record in enumerate(records, start=1):
+        if record.values is None:
+            rows.append(CatalogRow(None, "", (), None, number, record.line_number, record.lines,
+                                   (RejectReason.MALFORMED_RECORD, record.detail)))
+            continue
+        values = _renamed(record.values, config.columns, manifest_uri, check=not checked)
+        if not checked:
+            _check_required_columns(values, manifest_uri, config, poster_root)
+            checked = True
+        rows.append(_catalog_row(values, number, record, config, base, poster_root, roots, names))
+    return rows, lines
 
 
 class ReadCatalog(beam.PTransform):
-    """manifest uri → PCollection[CatalogRow], read on one worker; the consumer's first GroupByKey (in
-    `ValidateCatalogRows`) spreads the rows for parallel poster reads."""
+    """manifest uri → (PCollection[CatalogRow], PCollection[ManifestLines]), read on one worker; the consumer's
+    first GroupByKey (in `ValidateCatalogRows`) spreads the rows for parallel poster reads.
+
+    `rows, lines = pipeline | ReadCatalog(uri, config)`
+    """
 
     def __init__(self, manifest_uri: str, config: CatalogConfig):
         super().__init__()
@@ -80,26 +130,112 @@ class ReadCatalog(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "Manifest" >> beam.Create([self._manifest_uri])
-                | "ReadRows" >> beam.FlatMap(read_catalog, self._config))
+                | "ReadRows" >> beam.FlatMap(_rows_and_lines, self._config).with_outputs("lines", main="rows"))
 
 
-def split_genres(value: Any, separators: Iterable[str]) -> tuple[str, ...]:
-    """A genres cell → distinct, stripped genre names in listed order.
+def _rows_and_lines(manifest_uri: str, config: CatalogConfig):
+    rows, lines = read_manifest(manifest_uri, config)
+    yield from rows
+    yield beam.pvalue.TaggedOutput("lines", lines)
 
-    A list (JSONL, Parquet) is taken as is; a string is split on the first of `separators` it contains.
+
+# --- genres -------------------------------------------------------------------------------------------------
+
+def normalise_genre(name: str) -> str:
+    """One genre name as the catalog means it: NFKC (fullwidth letters, compatibility forms), invisible and
+    control characters dropped, every dash and minus sign as `-` with no space around it, runs of spaces as
+    one, no space at either end. Case is kept (see `GenreNames`)."""
+    text = unicodedata.normalize("NFKC", name)
+    kept = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category in ("Cf", "Cc") and not char.isspace():
+            continue  # zero-width spaces and joiners, soft hyphens, BOMs, other controls
+        kept.append("-" if category == "Pd" or char in _MINUS_SIGNS else char)
+    text = " ".join("".join(kept).split())
+    return re.sub(r" ?- ?", "-", text)
+
+
+def genre_key(name: str) -> str:
+    """What makes two spellings the same genre: the normalised name, case-folded."""
+    return normalise_genre(name).casefold()
+
+
+class GenreNames:
+    """One spelling per genre: the `aliases` target when the name is an alias (or an alias target), else the first
+    spelling seen by this object — the reader makes one per manifest, so spellings follow the manifest order."""
+
+    def __init__(self, aliases: dict[str, str] | None = None):
+        self._aliases = {genre_key(alias): normalise_genre(target) for alias, target in (aliases or {}).items()}
+        self._spelling = {genre_key(target): target for target in self._aliases.values()}
+
+    def canonical(self, name: str) -> str | None:
+        """The canonical spelling of `name`; None when nothing is left of it after normalisation."""
+        text = normalise_genre(name)
+        if not text:
+            return None
+        text = self._aliases.get(text.casefold(), text)
+        return self._spelling.setdefault(text.casefold(), text)
+
+
+def split_genres(value: Any, separators: Iterable[str], names: GenreNames | None = None) -> tuple[str, ...]:
+    """A genres cell → distinct canonical genre names (`GenreNames`) in listed order.
+
+    A string is split on every one of `separators` (after NFKC, so a fullwidth `｜` is a `|`) and on tabs and
+    line breaks; the items of a list (JSONL, Parquet) are split on tabs and line breaks only.
     """
+    names = names or GenreNames()
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ()
     if isinstance(value, str):
-        separator = next((s for s in separators if s in value), None)
-        parts = value.split(separator) if separator else [value]
+        parts = _split(unicodedata.normalize("NFKC", value), [*separators, *ALWAYS_GENRE_SEPARATORS])
     else:
-        parts = [str(part) for part in value if part is not None]
-    return tuple(dict.fromkeys(part.strip() for part in parts if part.strip()))
+        parts = [piece for part in value if part is not None
+                 for piece in _split(unicodedata.normalize("NFKC", str(part)), ALWAYS_GENRE_SEPARATORS)]
+    canonical = (names.canonical(part) for part in parts)
+    return tuple(dict.fromkeys(name for name in canonical if name))
 
 
-def _catalog_row(record: dict, number: int, config: CatalogConfig, base: str,
-                 poster_root: str | None) -> CatalogRow:
+def _split(text: str, separators: Iterable[str]) -> list[str]:
+    pattern = "|".join(re.escape(separator) for separator in sorted(set(separators), key=len, reverse=True))
+    return re.split(pattern, text)
+
+
+# --- poster locations ---------------------------------------------------------------------------------------
+
+def allowed_roots(config: CatalogConfig, base: str) -> list[str]:
+    """Where posters may be read from: `catalog.allowed_roots` (relative ones against `base`, the manifest's
+    directory), else `base` and any gs:// bucket; `catalog.poster_root` always."""
+    if config.allowed_roots:
+        roots = [_resolve(root, base) for root in config.allowed_roots]
+    else:
+        roots = [base, "gs://"]
+    if config.poster_root:
+        roots.append(_resolve(config.poster_root, base))
+    return roots
+
+
+def is_inside(uri: str, roots: Iterable[str]) -> bool:
+    """Whether `uri` (already resolved) lies in one of `roots`, judged on normalised paths (`..` resolved)."""
+    uri = _normalised(uri)
+    for root in roots:
+        root = _normalised(root) if root != "gs://" else root
+        if uri == root or uri.startswith(root if root.endswith("/") else root + "/"):
+            return True
+    return False
+
+
+def _normalised(uri: str) -> str:
+    if "://" in uri:
+        scheme, _, path = uri.partition("://")
+        return f"{scheme}://{posixpath.normpath('/' + path).lstrip('/')}"
+    return os.path.normpath(os.path.abspath(uri))
+
+
+# --- rows ---------------------------------------------------------------------------------------------------
+
+def _catalog_row(record: dict, number: int, source: _Record, config: CatalogConfig, base: str,
+                 poster_root: str | None, roots: list[str], names: GenreNames) -> CatalogRow:
     title_id = _text(record.get("title_id"))
     poster = _text(record.get("poster_uri"))
     if poster:
@@ -108,32 +244,48 @@ def _catalog_row(record: dict, number: int, config: CatalogConfig, base: str,
         poster_uri = _join(poster_root, title_id + config.poster_suffix)
     else:
         poster_uri = None
+    problem = None
+    if poster_uri and not is_inside(poster_uri, roots):
+        problem = (RejectReason.POSTER_OUTSIDE_ROOTS,
+                   f"row {number}: the poster is outside the allowed roots ({', '.join(roots)}); add its location "
+                   "to catalog.allowed_roots to read it")
     return CatalogRow(title_id=title_id, title=_text(record.get("title")) or "",
-                      genres=split_genres(record.get("genres"), config.genre_separators),
-                      poster_uri=poster_uri, row_number=number)
+                      genres=split_genres(record.get("genres"), config.genre_separators, names),
+                      poster_uri=poster_uri, row_number=number, line_number=source.line_number,
+                      lines=source.lines, problem=problem)
 
 
-def _renamed(records: Iterator[dict], columns: dict[str, str], manifest_uri: str) -> Iterator[dict]:
-    targets = list(columns.values())
-    unknown = sorted(set(targets) - set(CATALOG_COLUMNS))
-    if unknown:
-        raise CatalogError(f"catalog.columns maps to {unknown[0]!r}; map manifest columns to one of "
-                           f"{', '.join(CATALOG_COLUMNS)}")
-    twice = sorted({t for t in targets if targets.count(t) > 1})
-    if twice:
-        raise CatalogError(f"catalog.columns maps more than one manifest column to {twice[0]!r}")
-    for number, record in enumerate(records, start=1):
-        if number == 1:
-            missing = sorted(set(columns) - set(record))
-            if missing:
-                raise CatalogError(f"{manifest_uri}: catalog.columns names column {missing[0]!r}, which the "
-                                   f"manifest does not have (columns: {', '.join(map(str, record))})")
-        renamed = {name: value for name, value in record.items() if name not in columns}
-        renamed.update({columns[name]: record[name] for name in columns})
-        yield renamed
+def _check_required_columns(record: dict, manifest_uri: str, config: CatalogConfig, poster_root: str | None) -> None:
+    if "title_id" not in record:
+        raise CatalogError(f"{manifest_uri}: no title_id column (columns: {', '.join(record)}); "
+                           f"map one with catalog.columns, e.g. --set catalog.columns.imdbId=title_id")
+    if "poster_uri" not in record and poster_root is None:
+        raise CatalogError(f"{manifest_uri}: no poster_uri column; map one with catalog.columns or set "
+                           f"catalog.poster_root to the directory of <title_id>{config.poster_suffix} files")
 
 
-def _read_records(manifest_uri: str, config: CatalogConfig) -> Iterator[dict]:
+def _renamed(record: dict, columns: dict[str, str], manifest_uri: str, check: bool) -> dict:
+    if check:
+        targets = list(columns.values())
+        unknown = sorted(set(targets) - set(CATALOG_COLUMNS))
+        if unknown:
+            raise CatalogError(f"catalog.columns maps to {unknown[0]!r}; map manifest columns to one of "
+                               f"{', '.join(CATALOG_COLUMNS)}")
+        twice = sorted({t for t in targets if targets.count(t) > 1})
+        if twice:
+            raise CatalogError(f"catalog.columns maps more than one manifest column to {twice[0]!r}")
+        missing = sorted(set(columns) - set(record))
+        if missing:
+            raise CatalogError(f"{manifest_uri}: catalog.columns names column {missing[0]!r}, which the "
+                               f"manifest does not have (columns: {', '.join(map(str, record))})")
+    renamed = {name: value for name, value in record.items() if name not in columns}
+    renamed.update({columns[name]: record[name] for name in columns})
+    return renamed
+
+
+# --- reading ------------------------------------------------------------------------------------------------
+
+def _read_records(manifest_uri: str, config: CatalogConfig) -> tuple[list[_Record], ManifestLines]:
     if not FileSystems.exists(manifest_uri):
         raise CatalogError(f"catalog manifest not found: {manifest_uri}")
     name = manifest_uri.lower()
@@ -148,32 +300,83 @@ def _read_records(manifest_uri: str, config: CatalogConfig) -> Iterator[dict]:
     if kind == "parquet":
         import pyarrow.parquet as pq
 
-        return iter(pq.read_table(io.BytesIO(data)).to_pylist())
-    # Undecodable bytes (a latin-1 title in a UTF-8 file) become U+FFFD instead of failing the whole catalog.
-    encoding = "utf-8-sig" if config.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else config.encoding
-    text = data.decode(encoding, errors="replace")
-    if kind == "csv":
-        return _csv_records(text)
-    return _jsonl_records(text, manifest_uri)
+        table = pq.read_table(io.BytesIO(data)).to_pylist()
+        return [_Record(n, 1, values) for n, values in enumerate(table, start=1)], ManifestLines(len(table), 0, 0)
+    physical = list(io.StringIO(decode_manifest(data, config.encoding, manifest_uri), newline=""))
+    return _csv_records(physical, manifest_uri) if kind == "csv" else _jsonl_records(physical)
 
 
-def _csv_records(text: str) -> Iterator[dict]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-    return iter(reader)
+def decode_manifest(data: bytes, encoding: str, manifest_uri: str) -> str:
+    """The manifest's text in `encoding` (a UTF-8 byte-order mark is dropped); bytes that do not decode are a
+    `CatalogError` naming the file, the line and the setting, never replaced."""
+    name = codecs.lookup(encoding).name
+    try:
+        return data.decode("utf-8-sig" if name == "utf-8" else encoding)
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise CatalogError(f"{manifest_uri}: not valid {encoding} text (byte 0x{data[err.start]:02x} on line {line}: "
+                           f"{err.reason}); set catalog.encoding to the manifest's encoding, e.g. --set "
+                           "catalog.encoding=latin-1") from None
 
 
-def _jsonl_records(text: str, manifest_uri: str) -> Iterator[dict]:
-    for line_number, line in enumerate(text.splitlines(), start=1):
+def _csv_records(physical: list[str], manifest_uri: str) -> tuple[list[_Record], ManifestLines]:
+    """Physical lines → records: a record that does not parse (strict CSV) or has another number of fields than
+    the header is a malformed record of its first line alone, and parsing resumes on the next line, so an
+    unbalanced quote never swallows the rows after it."""
+    if not physical:
+        return [], ManifestLines(0, 0, 0)
+    header_reader = csv.reader(physical, strict=True)
+    try:
+        header = [name.strip() for name in next(header_reader)]
+    except csv.Error as err:
+        raise CatalogError(f"{manifest_uri}: the header line does not parse as CSV ({err})") from None
+    records, blank, at = [], 0, header_reader.line_num
+    while at < len(physical):
+        reader, consumed = csv.reader(itertools.islice(physical, at, None), strict=True), 0
+        while True:
+            start = at + consumed
+            try:
+                fields = next(reader)
+            except StopIteration:
+                at = len(physical)
+                break
+            except csv.Error as err:
+                records.append(_Record(start + 1, 1, None, f"line {start + 1} does not parse as a CSV record "
+                                                           f"({err}); is a quote unbalanced?"))
+                at = start + 1
+                break
+            span, consumed = reader.line_num - consumed, reader.line_num
+            if span == 1 and not physical[start].strip():
+                blank += 1
+            elif len(fields) != len(header):
+                records.append(_Record(start + 1, 1, None, f"line {start + 1} has {len(fields)} fields, the header "
+                                                           f"has {len(header)}"))
+                if span > 1:  # it swallowed the lines after it: parse them again on their own
+                    at = start + 1
+                    break
+            else:
+                records.append(_Record(start + 1, span, dict(zip(header, fields))))
+    return records, ManifestLines(len(physical), header_reader.line_num, blank)
+
+
+def _jsonl_records(physical: list[str]) -> tuple[list[_Record], ManifestLines]:
+    records, blank = [], 0
+    for line_number, line in enumerate(physical, start=1):
         if not line.strip():
+            blank += 1
             continue
         try:
-            record = json.loads(line)
+            values = json.loads(line)
         except json.JSONDecodeError as err:
-            raise CatalogError(f"{manifest_uri}:{line_number}: not a JSON object: {err}") from err
-        if not isinstance(record, dict):
-            raise CatalogError(f"{manifest_uri}:{line_number}: expected a JSON object, got {type(record).__name__}")
-        yield record
+            records.append(_Record(line_number, 1, None, f"line {line_number} is not JSON ({err.msg} at column "
+                                                         f"{err.colno})"))
+            continue
+        if not isinstance(values, dict):
+            records.append(_Record(line_number, 1, None, f"line {line_number} is a JSON {type(values).__name__}, "
+                                                         "not an object"))
+            continue
+        records.append(_Record(line_number, 1, values))
+    return records, ManifestLines(len(physical), 0, blank)
 
 
 def _text(value: Any) -> str | None:
@@ -202,5 +405,5 @@ def _resolve(uri: str, base: str) -> str:
 
 def _join(base: str, name: str) -> str:
     if "://" in base:
-        return base.rstrip("/") + "/" + name.lstrip("/")
+        return _normalised(base.rstrip("/") + "/" + name.lstrip("/"))
     return os.path.normpath(os.path.join(base, name))

@@ -1,6 +1,7 @@
 """Row-level validation of a catalog, shared by every pipeline that reads one (preprocess, embed).
 
-CatalogRow → rows that may go on + reject records: a missing title_id, duplicate title_ids (by the
+CatalogRow → rows that may go on + reject records: what the reader found (a malformed manifest line, a poster
+outside the allowed roots), a missing title_id, duplicate title_ids (by the
 `preprocess.duplicate_title_policy`), no genres. Posters are checked afterwards by `images.ReadAndValidatePosters`.
 """
 from __future__ import annotations
@@ -31,14 +32,15 @@ def resolve_duplicates(rows: list[CatalogRow], policy: str) -> tuple[CatalogRow 
 
 
 class ValidateCatalogRows(beam.PTransform):
-    """CatalogRow → (rows that may go on, reject records): missing title_id, duplicates by policy, no genres."""
+    """CatalogRow → (rows that may go on, reject records): the reader's problems, missing title_id, duplicates by
+    policy, no genres."""
 
     def __init__(self, duplicate_title_policy: str):
         super().__init__()
         self._policy = duplicate_title_policy
 
     def expand(self, rows):
-        with_id = rows | "CheckTitleId" >> beam.ParDo(_check_title_id).with_outputs("rejects", main="rows")
+        with_id = rows | "CheckTitleId" >> beam.ParDo(_check_row).with_outputs("rejects", main="rows")
         # The group by title_id is also what spreads the catalog (read on one worker) for parallel poster reads.
         unique = (with_id.rows
                   | "KeyByTitleId" >> beam.Map(lambda row: (row.title_id, row))
@@ -50,10 +52,14 @@ class ValidateCatalogRows(beam.PTransform):
         return with_genres.rows, rejects
 
 
-def _check_title_id(row: CatalogRow):
-    if row.title_id is None:
+def _check_row(row: CatalogRow):
+    if row.problem is not None:
+        reason, detail = row.problem
+        yield beam.pvalue.TaggedOutput("rejects", reject_record(row.title_id, row.poster_uri, reason, detail,
+                                                                row.lines))
+    elif row.title_id is None:
         yield beam.pvalue.TaggedOutput("rejects", reject_record(
-            None, row.poster_uri, RejectReason.MISSING_TITLE_ID, f"row {row.row_number} has no title_id"))
+            None, row.poster_uri, RejectReason.MISSING_TITLE_ID, f"row {row.row_number} has no title_id", row.lines))
     else:
         yield row
 
@@ -62,7 +68,8 @@ def _resolved(item: tuple[str, list[CatalogRow]], policy: str):
     kept, rejected = resolve_duplicates(list(item[1]), policy)
     for row, detail in rejected:
         yield beam.pvalue.TaggedOutput("rejects", reject_record(
-            row.title_id, row.poster_uri, RejectReason.DUPLICATE_TITLE_ID, f"row {row.row_number}: {detail}"))
+            row.title_id, row.poster_uri, RejectReason.DUPLICATE_TITLE_ID, f"row {row.row_number}: {detail}",
+            row.lines))
     if kept is not None:
         yield kept
 
@@ -70,6 +77,7 @@ def _resolved(item: tuple[str, list[CatalogRow]], policy: str):
 def _check_genres(row: CatalogRow):
     if not row.genres:
         yield beam.pvalue.TaggedOutput("rejects", reject_record(
-            row.title_id, row.poster_uri, RejectReason.NO_GENRES, f"row {row.row_number} lists no genres"))
+            row.title_id, row.poster_uri, RejectReason.NO_GENRES, f"row {row.row_number} lists no genres",
+            row.lines))
     else:
         yield row

@@ -4,23 +4,53 @@ An export is a directory: a SavedModel whose signature `SERVING_SIGNATURE` takes
 [None], encoded images) and returns `SERVING_OUTPUT` (float32 [None, dim], unit vectors), and beside it
 `MODEL_META_FILE` (backbone, input_size, dim, metric, genres, model_version, created). Loading needs TensorFlow
 only, not Keras nor the trainer.
+
+`model_version` is `weights_version` of the serving graph's variables: the trainer computes it when it exports,
+and `load_exported_model` recomputes it from the variables it loaded and refuses an export whose weights are not
+the ones its meta describes (a model directory with another model's weights, or a meta copied beside them).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from pipelines.common import storage
-from pipelines.contracts import MODEL_META_FILE, SERVING_INPUT, SERVING_OUTPUT, SERVING_SIGNATURE
+from pipelines.contracts import EMBEDDING_METRIC, MODEL_META_FILE, SERVING_INPUT, SERVING_OUTPUT, SERVING_SIGNATURE
 
 
 class ExportError(ValueError):
     """An exported model that cannot be used; the message says what is wrong."""
+
+
+def weights_version(weights: Iterable, backbone: str, input_size: int) -> str:
+    """The model_version: a content hash of the weights (each one's shape, dtype and values) and of what shapes the
+    input (backbone, input size, metric) — same hash, same vectors.
+
+    `weights` are arrays or variables in any order (the trainer has Keras weights, the loader the SavedModel's
+    restored variables, in another order and under other names), so each weight is hashed on its own and the
+    sorted digests are hashed together.
+    """
+    digests = []
+    for weight in weights:
+        value = np.ascontiguousarray(weight.numpy() if hasattr(weight, "numpy") else np.asarray(weight))
+        digest = hashlib.sha256(f"{value.shape}|{value.dtype}|".encode())
+        digest.update(value.tobytes())
+        digests.append(digest.hexdigest())
+    total = hashlib.sha256(f"{backbone}|{int(input_size)}|{EMBEDDING_METRIC}".encode())
+    for digest in sorted(digests):
+        total.update(digest.encode())
+    return total.hexdigest()[:16]
+
+
+def signature_version(signature, meta: dict) -> str:
+    """`weights_version` of the variables a (loaded or traced) serving function uses, with the meta's input."""
+    return weights_version(signature.variables, meta["backbone"], int(meta["input_size"]))
 
 
 def read_model_meta(model_uri: str) -> dict:
@@ -47,6 +77,7 @@ def _download_tree(uri: str) -> str:
 def load_exported_model(uri: str) -> tuple[Callable[[Sequence[bytes]], np.ndarray], dict]:
     """An export (local or gs://) → (embed, meta): `embed(list of encoded images)` → float32 [n, dim] unit rows.
 
+    Raises `ExportError` when the loaded weights do not hash to the meta's `model_version`.
     On gs:// the directory must be published whole (`_SUCCESS`, written last) and is copied to a local
     temporary directory to load (TensorFlow's own gs:// support is optional); locally the publish is one
     rename, so the meta file is enough.
@@ -59,18 +90,26 @@ def load_exported_model(uri: str) -> tuple[Callable[[Sequence[bytes]], np.ndarra
     if storage.is_gcs(uri):
         local = _download_tree(uri)
         try:  # loading reads the variables into memory: the copy is not needed afterwards
-            signature = tf.saved_model.load(local).signatures[SERVING_SIGNATURE]
+            loaded = tf.saved_model.load(local)
         finally:
             shutil.rmtree(local, ignore_errors=True)
     else:
-        signature = tf.saved_model.load(uri).signatures[SERVING_SIGNATURE]
+        loaded = tf.saved_model.load(uri)
+    signature = loaded.signatures[SERVING_SIGNATURE]
+    # The signature reaches its variables through the loaded object: `loaded` stays referenced (by `embed`).
+    version = signature_version(signature, meta)
+    if version != meta.get("model_version"):
+        raise ExportError(f"{uri}: the weights are not the ones {MODEL_META_FILE} describes (it says model_version "
+                          f"{meta.get('model_version')!r}, the loaded weights hash to {version!r}); re-export the "
+                          f"model, or put back the {MODEL_META_FILE} that was written with these weights")
     dim = int(meta["dim"])
 
     def embed(images: Sequence[bytes]) -> np.ndarray:
         images = list(images)
         if not images:
             return np.zeros((0, dim), np.float32)
-        result = signature(**{SERVING_INPUT: tf.constant(images, dtype=tf.string)})[SERVING_OUTPUT]
+        result = loaded.signatures[SERVING_SIGNATURE](
+            **{SERVING_INPUT: tf.constant(images, dtype=tf.string)})[SERVING_OUTPUT]
         return result.numpy().astype(np.float32, copy=False)
 
     return embed, meta

@@ -8,6 +8,11 @@ decode) for about two thirds of the cost; a poster that is converted is decoded 
 `PosterRejected` with a `RejectReason` code. `ReadAndValidatePosters` does both inside a pipeline; `WriteRejects`
 writes the rejects.
 
+A poster passed on with its original bytes is also decoded by the model's own decoder
+(`pipelines.common.pixels.decode_poster`, TensorFlow), since PIL is laxer than TensorFlow about some files (it
+does not check PNG chunk CRCs, nor read past the last image data): so what this validator accepts, the model
+decodes. A reject's detail describes the file; it never copies the file's bytes.
+
 Posters leave here decodable by `tf.io.decode_image` as RGB: an RGB JPEG or PNG keeps its original bytes;
 anything else (grayscale, CMYK, palette, alpha, 16-bit, other formats) is converted to RGB — alpha composited
 on white — and re-encoded as a lossless PNG.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import time
 from dataclasses import dataclass
 
@@ -40,6 +46,11 @@ POSTER_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 KEPT_FORMATS = ("JPEG", "PNG")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 WHITE = (255, 255, 255, 255)
+# A bytes literal inside an error message (PIL quotes chunk names and markers read from the file): redacted.
+_BYTES_LITERAL = re.compile(r"""b(['"]).*?(?<!\\)\1""")
+MAX_DETAIL_CHARS = 300
+# Lines of a TensorFlow error message around the one that says what went wrong.
+_TF_PREAMBLE = ("Graph execution error", "Detected at node", "<stack traces", "[[", "Error in user code")
 
 
 class PosterRejected(Exception):
@@ -83,6 +94,7 @@ def validate_poster(data: bytes, config: ImageConfig) -> ValidPoster:
     _decode_fully(image, width, height)
     sha256 = hashlib.sha256(data).hexdigest()
     if keep:
+        _check_model_decodes(data, image.format, width, height)
         return ValidPoster(data, sha256, width, height, converted_from=None)
     converted = _as_rgb(image)
     buffer = io.BytesIO()
@@ -106,16 +118,38 @@ def read_poster_bytes(uri: str, retries: int = 3, max_bytes: int | None = None, 
         except Exception as err:  # noqa: BLE001 — every failure becomes a reject row, none crashes the job
             if not _is_transient(err) or attempt == retries:
                 tries = f" after {attempt + 1} attempts" if attempt else ""
-                raise PosterRejected(RejectReason.UNREADABLE, f"{type(err).__name__}{tries}: {err}") from err
+                raise PosterRejected(RejectReason.UNREADABLE, f"{type(err).__name__}{tries}: "
+                                                              f"{describe_error(err).partition(': ')[2]}") from err
             time.sleep(backoff_s * 2 ** attempt)
     raise AssertionError("unreachable")
 
 
-def reject_record(title_id: str | None, uri: str | None, reason: str, detail: str) -> dict:
-    """One row of `rejects/` (`contracts.REJECTS_SCHEMA`), counted in the Beam metric `rejected_<reason>`."""
+def reject_record(title_id: str | None, uri: str | None, reason: str, detail: str, lines: int = 1) -> dict:
+    """One row of `rejects/` (`contracts.REJECTS_SCHEMA`), counted in the Beam metric `rejected_<reason>`.
+
+    `lines` (the manifest lines of the rejected row) rides along for the line accounting; the rejects files
+    hold the schema's columns only.
+    """
     assert reason in RejectReason.ALL, reason
     Metrics.counter(METRICS_NAMESPACE, f"rejected_{reason}").inc()
-    return {"title_id": title_id, "uri": uri, "reason": reason, "detail": detail}
+    return {"title_id": title_id, "uri": uri, "reason": reason, "detail": detail, "lines": lines}
+
+
+def describe_error(err: BaseException) -> str:
+    """`Type: message` for a reject's detail: one line (for a TensorFlow error, the line that says what went wrong,
+    not its "Graph execution error" preamble), bytes literals redacted (a decoder's message may quote bytes of the
+    file), at most `MAX_DETAIL_CHARS` characters."""
+    message = _meaningful_line(getattr(err, "message", None) or str(err))
+    text = f"{type(err).__name__}: {_BYTES_LITERAL.sub('<bytes>', message)}" if message else type(err).__name__
+    return text[:MAX_DETAIL_CHARS]
+
+
+def _meaningful_line(message: str) -> str:
+    lines = [line for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if not line[0].isspace() and not line.startswith(_TF_PREAMBLE):
+            return line.strip()
+    return lines[0].strip() if lines else ""
 
 
 class ValidatePosterDoFn(beam.DoFn):
@@ -130,14 +164,14 @@ class ValidatePosterDoFn(beam.DoFn):
     def process(self, row: CatalogRow):
         if not row.poster_uri:
             yield beam.pvalue.TaggedOutput("rejects", reject_record(
-                row.title_id, None, RejectReason.NO_POSTER, f"row {row.row_number} names no poster"))
+                row.title_id, None, RejectReason.NO_POSTER, f"row {row.row_number} names no poster", row.lines))
             return
         try:
             data = read_poster_bytes(row.poster_uri, self._retries, max_bytes=self._config.max_bytes)
             poster = validate_poster(data, self._config)
         except PosterRejected as rejected:
             yield beam.pvalue.TaggedOutput("rejects", reject_record(
-                row.title_id, row.poster_uri, rejected.reason, rejected.detail))
+                row.title_id, row.poster_uri, rejected.reason, rejected.detail, row.lines))
             return
         self._accepted.inc()
         if poster.converted_from:
@@ -194,10 +228,31 @@ def _open_header(data: bytes) -> Image.Image:
         raise PosterRejected(RejectReason.TOO_MANY_PIXELS, f"header refused by PIL: {err}") from err
     except Image.UnidentifiedImageError as err:
         raise PosterRejected(RejectReason.NOT_AN_IMAGE,
-                             f"not a {'/'.join(POSTER_FORMATS)} image; it starts {data[:24]!r}") from err
+                             f"not a {'/'.join(POSTER_FORMATS)} image ({len(data)} bytes{_looks_like(data)})") from err
     except Exception as err:  # noqa: BLE001 — PIL raises many types for a malformed header
-        raise PosterRejected(RejectReason.NOT_AN_IMAGE,
-                             f"malformed image header ({type(err).__name__}: {err})") from err
+        raise PosterRejected(RejectReason.NOT_AN_IMAGE, f"malformed image header ({describe_error(err)})") from err
+
+
+def _looks_like(data: bytes) -> str:
+    """A hint of what a non-image is, told without quoting it (rejects never copy input bytes)."""
+    head = data[:512]
+    if head and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        return ", text: an error page, a script or another text file"
+    return ""
+
+
+def _check_model_decodes(data: bytes, fmt: str, width: int, height: int) -> None:
+    """`PosterRejected(UNDECODABLE_IMAGE)` unless the model's decoder (TensorFlow) decodes `data` too."""
+    import tensorflow as tf
+
+    from pipelines.common.pixels import decode_poster
+
+    try:
+        decode_poster(tf.constant(data))
+    except tf.errors.OpError as err:
+        raise PosterRejected(RejectReason.UNDECODABLE_IMAGE,
+                             f"{fmt} {width}x{height}: PIL reads it but TensorFlow's decoder, which the model uses, "
+                             f"refuses it ({describe_error(err)})") from err
 
 
 def _decode_fully(image: Image.Image, width: int, height: int) -> None:
@@ -210,7 +265,7 @@ def _decode_fully(image: Image.Image, width: int, height: int) -> None:
     except Exception as err:  # noqa: BLE001
         raise PosterRejected(RejectReason.TRUNCATED_IMAGE,
                              f"{image.format} {width}x{height}: the pixel data does not decode in "
-                             f"full ({type(err).__name__}: {err})") from err
+                             f"full ({describe_error(err)})") from err
 
 
 def _as_rgb(image: Image.Image) -> Image.Image:

@@ -3,24 +3,44 @@
 RunInference loads the model once per worker process (shared across its threads) and feeds it batches from
 `BatchElements` sized by `embed.min_batch_size`/`max_batch_size`. The model's own graph decodes and resizes,
 so nothing here knows about pixels. When a batch runs out of accelerator memory the handler halves it,
-retries, and keeps the size that worked for every later batch of that process.
+retries, and keeps the size that worked for every later batch of that process. When the model fails on a batch
+for any other reason, the batch is run again one poster at a time: the posters the model fails on alone come back
+as an `InferenceFailure` (the error, as a `PredictionResult`'s inference), their batch-mates as vectors.
 """
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from pipelines.common.exported_model import load_exported_model
+from pipelines.common.posters import describe_error
 
 log = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "embed"
+_ESCAPED_BYTES = re.compile(r"(\\x[0-9a-fA-F]{2})+")
+
+
+@dataclass(frozen=True)
+class InferenceFailure:
+    """The inference of a poster the model failed on by itself: `error` is `Type: message`, one line."""
+
+    error: str
+
+
+def _error_text(err: Exception) -> str:
+    """`Type: first line of the message`, bytes literals and escaped bytes redacted (TensorFlow's messages may
+    quote the input tensor: rejects never copy poster bytes)."""
+    return _ESCAPED_BYTES.sub("<bytes>", describe_error(err))
 
 
 class PosterEmbedder:
@@ -86,8 +106,27 @@ class PosterModelHandler(ModelHandler[bytes, PredictionResult, PosterEmbedder]):
 
     def run_inference(self, batch: Sequence[bytes], model: PosterEmbedder,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
-        vectors, version = model.embed_batch(batch), model.model_version()
+        """Vectors for `batch`; when the model fails on the batch, each poster is run alone and those it fails on
+        get an `InferenceFailure` instead of a vector, so one bad poster never costs its batch-mates."""
+        version = model.model_version()
+        try:
+            vectors = list(model.embed_batch(batch))
+        except Exception as err:  # noqa: BLE001 — the batch is retried poster by poster below
+            if len(batch) == 1:
+                return [PredictionResult(batch[0], InferenceFailure(_error_text(err)), version)]
+            log.warning("embed: the model failed on a batch of %d (%s); retrying its posters one by one",
+                        len(batch), _error_text(err))
+            Metrics.counter(METRICS_NAMESPACE, "batches_retried_one_by_one").inc()
+            vectors = [self._embed_one(image, model) for image in batch]
         return [PredictionResult(image, vector, version) for image, vector in zip(batch, vectors)]
+
+    @staticmethod
+    def _embed_one(image: bytes, model: PosterEmbedder):
+        try:
+            return model.embed_batch([image])[0]
+        except Exception as err:  # noqa: BLE001 — this poster alone is rejected
+            Metrics.counter(METRICS_NAMESPACE, "posters_inference_failed").inc()
+            return InferenceFailure(_error_text(err))
 
     def get_num_bytes(self, batch: Sequence[bytes]) -> int:
         return sum(len(image) for image in batch)

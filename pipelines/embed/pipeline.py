@@ -31,6 +31,7 @@ from pipelines.common.accounting import (
     ErrorBudgetExceeded,
     budget_figures,
     check_accounting,
+    manifest_line_stats,
     reject_stats,
     top_reasons,
     write_stats_and_check_budget,
@@ -38,11 +39,11 @@ from pipelines.common.accounting import (
 from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog
 from pipelines.common.catalog_rows import ValidateCatalogRows
 from pipelines.common.command_line import command_parser, make_pipeline, parse_command
-from pipelines.common.exported_model import ExportError, read_model_meta
+from pipelines.common.exported_model import ExportError, load_exported_model, read_model_meta
 from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteRejects, reject_record
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import EMBEDDING_METRIC, REJECTS_DIR, RejectReason
-from pipelines.embed.model_handler import PosterModelHandler
+from pipelines.embed.model_handler import InferenceFailure, PosterModelHandler
 from pipelines.embed.reader import EmbeddingsError, describe_embeddings
 from pipelines.embed.writer import WriteEmbeddings, parquet_files, publish_embeddings, write_manifest
 
@@ -73,14 +74,15 @@ def summary_line(stats: dict) -> str:
 
 def _title_record(row: CatalogRow, poster: ValidPoster, status: str) -> dict:
     return {"title_id": row.title_id, "poster_uri": row.poster_uri, "image_sha256": poster.sha256,
-            "genres": list(row.genres), "status": status}
+            "genres": list(row.genres), "status": status, "lines": row.lines}
 
 
 def _embedding_row(record: dict, vector, model_version: str) -> dict:
-    """A title record plus its vector → a row of the embeddings schema (`status` rides along for the counts)."""
+    """A title record plus its vector → a row of the embeddings schema (`status` and `lines` ride along for the
+    counts)."""
     return {"title_id": record["title_id"], "embedding": np.asarray(vector, np.float32),
             "image_sha256": record["image_sha256"], "model_version": model_version, "genres": record["genres"],
-            "status": record["status"]}
+            "status": record["status"], "lines": record["lines"]}
 
 
 # --- pipeline parts ----------------------------------------------------------------------------------------
@@ -156,13 +158,26 @@ def _inference_rejects(failure):
     batch, (error_type, error, _traceback) = failure
     for record, _image in batch:
         yield reject_record(record["title_id"], record["poster_uri"], RejectReason.INFERENCE_FAILED,
-                            f"the model failed on its batch of {len(batch)}: {error[:500]}")
+                            f"the model failed on its batch of {len(batch)}: {error[:500]}", record["lines"])
+
+
+def _row_or_reject(record: dict, result):
+    """A RunInference result → an embedding row, or on `rejects` the title the model failed on by itself."""
+    if isinstance(result.inference, InferenceFailure):
+        yield beam.pvalue.TaggedOutput("rejects", reject_record(
+            record["title_id"], record["poster_uri"], RejectReason.INFERENCE_FAILED,
+            f"the model failed on this poster alone (its batch-mates were embedded): {result.inference.error}",
+            record["lines"]))
+    else:
+        yield _embedding_row(record, result.inference, result.model_id)
 
 
 class EmbedPosters(beam.PTransform):
     """(record, encoded poster) → (embedding rows, reject records) through RunInference and the model handler.
 
-    A batch the model fails on (after out-of-memory backoff) goes to rejects as `inference_failed`.
+    A poster the model fails on (the handler retries a failing batch one poster at a time) goes to rejects as
+    `inference_failed`, naming its title and the error; a batch that fails as a whole outside the handler (after
+    out-of-memory backoff) goes there title by title.
     """
 
     def __init__(self, handler: PosterModelHandler):
@@ -172,10 +187,14 @@ class EmbedPosters(beam.PTransform):
     def expand(self, posters):
         results, failures = posters | "RunInference" >> RunInference(
             KeyedModelHandler(self._handler)).with_exception_handling()
-        rows = results | "ToRows" >> beam.MapTuple(
-            lambda record, result: _embedding_row(record, result.inference, result.model_id))
-        rejects = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_inference_rejects)
-        return rows, rejects
+        rows = results | "ToRows" >> beam.FlatMapTuple(_row_or_reject).with_outputs("rejects", main="rows")
+        batch_rejects = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_inference_rejects)
+        rejects = (rows.rejects, batch_rejects) | "InferenceRejects" >> beam.Flatten()
+        return rows.rows, rejects
+
+
+def _row_stats(row: dict):
+    return [((row["status"], ""), 1), (("lines", "accepted"), row["lines"])]
 
 
 def _stat_pairs(name: str):
@@ -187,7 +206,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
     """Wires the embed pipeline into `pipeline`, every output under `out_dir`."""
     meta = read_model_meta(model_uri)
     model_version, dim = meta["model_version"], int(meta["dim"])
-    catalog = pipeline | "ReadCatalog" >> ReadCatalog(catalog_uri, config.catalog)
+    catalog, manifest_lines = pipeline | "ReadCatalog" >> ReadCatalog(catalog_uri, config.catalog)
     titles, title_rejects = catalog | "ValidateCatalogRows" >> ValidateCatalogRows(
         config.preprocess.duplicate_title_policy)
     posters, poster_rejects = titles | "ReadAndValidatePosters" >> ReadAndValidatePosters(
@@ -217,7 +236,8 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
     _ = rejects | "WriteRejects" >> WriteRejects(storage.join(out_dir, REJECTS_DIR))
     stat_pairs = (
         catalog | "ReadStats" >> beam.FlatMap(_stat_pairs("read")),
-        rows | "RowStats" >> beam.FlatMap(lambda row: [((row["status"], ""), 1)]),
+        manifest_lines | "LineStats" >> beam.FlatMap(manifest_line_stats),
+        rows | "RowStats" >> beam.FlatMap(_row_stats),
         removed | "RemovedStats" >> beam.FlatMap(_stat_pairs("removed")),
         rejects | "RejectStats" >> beam.FlatMap(reject_stats),
     ) | "AllStats" >> beam.Flatten()
@@ -251,6 +271,7 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
     if not storage.exists(args.catalog):
         raise CatalogError(f"catalog manifest not found: {args.catalog}")
     meta = read_model_meta(args.model)
+    load_exported_model(args.model)  # refuses weights the meta does not describe, before any worker starts
     if meta.get("metric", EMBEDDING_METRIC) != EMBEDDING_METRIC:
         raise ConfigError(f"{args.model}: the model's metric is {meta['metric']!r}; embeddings are {EMBEDDING_METRIC}")
     staging = storage.staging_uri(args.out)

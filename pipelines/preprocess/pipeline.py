@@ -31,6 +31,7 @@ from pipelines.common.accounting import (
     ErrorBudgetExceeded,
     budget_figures,
     check_accounting,
+    manifest_line_stats,
     reject_stats,
     top_reasons,
     write_stats_and_check_budget,
@@ -105,7 +106,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work
 
     from pipelines.preprocess.transform import make_preprocessing_fn, raw_feature_spec
 
-    catalog = pipeline | "ReadCatalog" >> ReadCatalog(catalog_uri, config.catalog)
+    catalog, manifest_lines = pipeline | "ReadCatalog" >> ReadCatalog(catalog_uri, config.catalog)
     rows, catalog_rejects = catalog | "ValidateCatalogRows" >> ValidateCatalogRows(
         config.preprocess.duplicate_title_policy)
     posters, poster_rejects = rows | "ReadAndValidatePosters" >> ReadAndValidatePosters(
@@ -125,6 +126,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work
 
     stat_pairs = (
         catalog | "ReadStats" >> beam.Map(lambda _: (("read", ""), 1)),
+        manifest_lines | "LineStats" >> beam.FlatMap(manifest_line_stats),
         rejects | "RejectStats" >> beam.FlatMap(reject_stats),
         posters | "PosterStats" >> beam.FlatMapTuple(_poster_stats),
         posters | "DuplicateImageStats" >> _DuplicateImages(),
@@ -166,6 +168,7 @@ def _example_stats(example: dict, split_key: str):
 
 def _poster_stats(row: CatalogRow, poster: ValidPoster):
     yield ("accepted", ""), 1
+    yield ("lines", "accepted"), row.lines
     for genre in row.genres:
         yield ("genre_counts", genre), 1
     if poster.converted_from:

@@ -165,8 +165,8 @@ def test_a_negative_read_retries_is_a_config_error():
 
 
 def test_the_catalog_encoding_must_be_one_python_knows():
-    with pytest.raises(ConfigError, match=r"--set catalog\.encoding=nope: catalog\.encoding 'nope' is not a text "
-                                          "encoding"):
+    with pytest.raises(ConfigError, match=r"--set catalog\.encoding=nope: catalog\.encoding is 'nope', which Python "
+                                          "does not know"):
         load_config(None, ["catalog.encoding=nope"])
     assert load_config(None, ["catalog.encoding=latin-1"]).catalog.encoding == "latin-1"
 

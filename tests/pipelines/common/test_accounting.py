@@ -12,11 +12,13 @@ from pipelines.common.accounting import (
     budget_figures,
     check_accounting,
     check_error_budget,
+    manifest_line_stats,
     reject_stats,
     stats_from_counts,
     top_reasons,
     write_stats_and_check_budget,
 )
+from pipelines.common.catalog import ManifestLines
 from pipelines.contracts import STATS_FILE, RejectReason
 
 SECTIONS = {"accepted": 0, "genre_counts": {}}
@@ -32,23 +34,36 @@ def test_counts_fill_the_sections_and_keep_empty_ones():
     stats = stats_from_counts([(("read", ""), 4), (("accepted", ""), 3), (("rejected", ""), 1),
                                (("rejected_by_reason", "zero_bytes"), 1), (("converted_to_rgb", "L"), 2)], SECTIONS)
     assert stats == {"read": 4, "accepted": 3, "rejected": 1, "rejected_by_reason": {"zero_bytes": 1},
-                     "genre_counts": {}, "converted_to_rgb": {"L": 2}}
+                     "genre_counts": {}, "converted_to_rgb": {"L": 2},
+                     "lines": {"total": 0, "header": 0, "blank": 0, "accepted": 0, "rejected": 0}}
     assert SECTIONS == {"accepted": 0, "genre_counts": {}}  # the defaults are copied, never filled in
 
 
 def test_count_stats_sums_the_pairs_of_every_branch_into_one_json_file(tmp_path):
     uri = str(tmp_path / "counts.json")
-    rejects = [{"reason": RejectReason.ZERO_BYTES}, {"reason": RejectReason.UNREADABLE},
-               {"reason": RejectReason.ZERO_BYTES}]
+    rejects = [{"reason": RejectReason.ZERO_BYTES, "lines": 1}, {"reason": RejectReason.UNREADABLE, "lines": 2},
+               {"reason": RejectReason.ZERO_BYTES, "lines": 1}]
     with BeamTestPipeline() as pipeline:
         read = pipeline | "Rows" >> beam.Create(range(5)) | "Read" >> beam.Map(lambda _: (("read", ""), 1))
-        accepted = pipeline | "Accepted" >> beam.Create([(("accepted", ""), 1)] * 2)
+        accepted = pipeline | "Accepted" >> beam.Create([(("accepted", ""), 1), (("lines", "accepted"), 1)] * 2)
         rejected = pipeline | "Rejects" >> beam.Create(rejects) | "RejectStats" >> beam.FlatMap(reject_stats)
-        _ = (read, accepted, rejected) | beam.Flatten() | CountStats(uri, SECTIONS)
+        lines = (pipeline | "Manifest" >> beam.Create([ManifestLines(total=9, header=1, blank=2)])
+                 | "LineStats" >> beam.FlatMap(manifest_line_stats))
+        _ = (read, accepted, rejected, lines) | beam.Flatten() | CountStats(uri, SECTIONS)
     stats = json.loads(open(uri).read())
     assert stats == {"read": 5, "accepted": 2, "rejected": 3, "genre_counts": {},
-                     "rejected_by_reason": {RejectReason.ZERO_BYTES: 2, RejectReason.UNREADABLE: 1}}
+                     "rejected_by_reason": {RejectReason.ZERO_BYTES: 2, RejectReason.UNREADABLE: 1},
+                     "lines": {"total": 9, "header": 1, "blank": 2, "accepted": 2, "rejected": 4}}
     check_accounting(stats, ("accepted",))
+
+
+def test_broken_line_accounting_names_every_term():
+    """A manifest line in neither the output nor rejects/ (what an unbalanced quote used to do) fails the run."""
+    stats = {"read": 53, "accepted": 53, "rejected": 0,
+             "lines": {"total": 61, "header": 1, "blank": 0, "accepted": 53, "rejected": 0}}
+    with pytest.raises(RuntimeError, match=r"manifest lines header 1 \+ blank 0 \+ accepted 53 \+ rejected 0 "
+                                           r"!= total 61"):
+        check_accounting(stats, ("accepted",))
 
 
 def test_accounting_holds_when_accepted_plus_rejected_is_read():

@@ -8,8 +8,18 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog, read_catalog, split_genres
-from pipelines.config import CatalogConfig, load_config
+from pipelines.common.catalog import (
+    CatalogError,
+    CatalogRow,
+    GenreNames,
+    ManifestLines,
+    ReadCatalog,
+    read_catalog,
+    read_manifest,
+    split_genres,
+)
+from pipelines.config import CatalogConfig, ConfigError, load_config
+from pipelines.contracts import RejectReason
 
 # The public "Movie Genre from its Poster" manifest as it comes: latin-1 bytes, quoted titles with commas,
 # a row without genres, and posters that live elsewhere as <imdbId>.jpg.
@@ -36,11 +46,12 @@ def test_csv_poster_uris_resolve_against_the_manifest_directory(tmp_path):
                                                    "t1,One,Drama|Comedy,posters/t1.jpg\n"
                                                    "t2,Two,Horror,/elsewhere/t2.png\n"
                                                    "t3,Three,Drama,gs://bucket/t3.jpg\n")
-    rows = read_catalog(manifest, CatalogConfig())
+    rows = read_catalog(manifest, CatalogConfig(allowed_roots=[".", "/elsewhere"]))
     assert rows == [
-        CatalogRow("t1", "One", ("Drama", "Comedy"), str(tmp_path / "posters" / "t1.jpg"), 1),
-        CatalogRow("t2", "Two", ("Horror",), "/elsewhere/t2.png", 2),
-        CatalogRow("t3", "Three", ("Drama",), "gs://bucket/t3.jpg", 3),
+        CatalogRow("t1", "One", ("Drama", "Comedy"), str(tmp_path / "posters" / "t1.jpg"), 1, 2),
+        CatalogRow("t2", "Two", ("Horror",), "/elsewhere/t2.png", 2, 3),
+        CatalogRow("t3", "Three", ("Drama",), "gs://bucket/t3.jpg", 3, 4, problem=(
+            RejectReason.POSTER_OUTSIDE_ROOTS, rows[2].problem[1])),  # configured roots: gs:// is not among them
     ]
 
 
@@ -98,14 +109,15 @@ def test_movie_genre_layout_works_through_a_mapping_only(tmp_path):
     (tmp_path / "MovieGenre.csv").write_bytes(MOVIE_GENRE_CSV)
     config_file = tmp_path / "movies.yaml"
     config_file.write_text("catalog:\n  columns: {imdbId: title_id, Title: title, Genre: genres}\n"
-                           f"  poster_root: {tmp_path / 'SampleMoviePosters'}\n")
+                           f"  poster_root: {tmp_path / 'SampleMoviePosters'}\n  encoding: latin-1\n")
     rows = read_catalog(str(tmp_path / "MovieGenre.csv"), load_config(config_file).catalog)
 
     assert [r.title_id for r in rows] == ["114709", "113497", "211915", "999999"]
     assert rows[0].genres == ("Animation", "Adventure", "Comedy")
     assert rows[1].title == "Girl, Interrupted (1999)"
-    assert rows[2].title == "Le fabuleux destin d'Am\ufffdlie Poulain (2001)"  # undecodable byte replaced
+    assert rows[2].title == "Le fabuleux destin d'Amélie Poulain (2001)"
     assert rows[3].genres == ()
+    assert all(row.problem is None for row in rows)  # https:// posters are not read: poster_root is where they are
     assert rows[0].poster_uri == str(tmp_path / "SampleMoviePosters" / "114709.jpg")
 
 
@@ -119,13 +131,13 @@ def test_a_declared_encoding_decodes_latin1_titles(tmp_path):
 def test_a_manifest_without_title_id_says_how_to_map_one(tmp_path):
     (tmp_path / "MovieGenre.csv").write_bytes(MOVIE_GENRE_CSV)
     with pytest.raises(CatalogError, match=r"no title_id column .*catalog\.columns"):
-        read_catalog(str(tmp_path / "MovieGenre.csv"), CatalogConfig(poster_root="posters"))
+        read_catalog(str(tmp_path / "MovieGenre.csv"), CatalogConfig(poster_root="posters", encoding="latin-1"))
 
 
 def test_a_manifest_without_posters_asks_for_poster_root(tmp_path):
     (tmp_path / "MovieGenre.csv").write_bytes(MOVIE_GENRE_CSV)
     with pytest.raises(CatalogError, match="catalog.poster_root"):
-        read_catalog(str(tmp_path / "MovieGenre.csv"), CatalogConfig(columns=MOVIE_GENRE_MAPPING))
+        read_catalog(str(tmp_path / "MovieGenre.csv"), CatalogConfig(columns=MOVIE_GENRE_MAPPING, encoding="latin-1"))
 
 
 def test_a_mapping_from_a_missing_column_names_it(tmp_path):
@@ -160,11 +172,169 @@ def test_read_catalog_transform_yields_every_row(tmp_path):
                                                    ",No id,Drama,p/3.jpg\n"
                                                    "t4,Four,,\n")
     with BeamTestPipeline() as pipeline:
-        rows = pipeline | ReadCatalog(manifest, CatalogConfig())
+        rows, lines = pipeline | ReadCatalog(manifest, CatalogConfig())
         assert_that(rows, equal_to([
-            CatalogRow("t0", "Zero", ("Drama",), str(tmp_path / "p" / "0.jpg"), 1),
-            CatalogRow("t1", "One", ("Comedy", "Drama"), str(tmp_path / "p" / "1.jpg"), 2),
-            CatalogRow("t2", "Two", ("Horror",), "gs://bucket/2.jpg", 3),
-            CatalogRow(None, "No id", ("Drama",), str(tmp_path / "p" / "3.jpg"), 4),
-            CatalogRow("t4", "Four", (), None, 5),
-        ]))
+            CatalogRow("t0", "Zero", ("Drama",), str(tmp_path / "p" / "0.jpg"), 1, 2),
+            CatalogRow("t1", "One", ("Comedy", "Drama"), str(tmp_path / "p" / "1.jpg"), 2, 3),
+            CatalogRow("t2", "Two", ("Horror",), "gs://bucket/2.jpg", 3, 4),
+            CatalogRow(None, "No id", ("Drama",), str(tmp_path / "p" / "3.jpg"), 4, 5),
+            CatalogRow("t4", "Four", (), None, 5, 6),
+        ]), label="Rows")
+        assert_that(lines, equal_to([ManifestLines(total=6, header=1, blank=0)]), label="Lines")
+
+
+# --- every physical line accounted for (issue row 5) ----------------------------------------------------------
+
+def sixty_rows_with_an_unbalanced_quote() -> str:
+    """60 rows; row 10's title opens a quote it never closes, and row 17 quotes its title properly: a lenient
+    CSV reader merges rows 10–17 into one record of the right width, and 7 rows vanish."""
+    lines = ["title_id,title,genres,poster_uri\n"]
+    for i in range(1, 61):
+        title = f"Title {i}"
+        if i == 10:
+            title = '"Bad title'
+        elif i == 17:
+            title = '"Say ""Seventeen"""'
+        lines.append(f"t{i},{title},Drama,p/{i}.jpg\n")
+    return "".join(lines)
+
+
+def test_an_unbalanced_quote_is_one_malformed_record_and_no_row_vanishes(tmp_path):
+    manifest = write_csv(tmp_path / "catalog.csv", sixty_rows_with_an_unbalanced_quote())
+    rows, lines = read_manifest(manifest, CatalogConfig())
+    assert len(rows) == 60
+    malformed = [row for row in rows if row.problem]
+    assert [(row.line_number, row.problem[0]) for row in malformed] == [(11, RejectReason.MALFORMED_RECORD)]
+    assert "line 11" in malformed[0].problem[1] and malformed[0].title_id is None
+    assert [row.title_id for row in rows if not row.problem] == [f"t{i}" for i in range(1, 61) if i != 10]
+    assert next(row for row in rows if row.title_id == "t17").title == 'Say "Seventeen"'
+    assert lines == ManifestLines(total=61, header=1, blank=0)
+    assert lines.header + lines.blank + sum(row.lines for row in rows) == lines.total
+
+
+def test_an_unbalanced_quote_at_the_end_and_wrong_field_counts_are_their_own_records(tmp_path):
+    manifest = write_csv(tmp_path / "catalog.csv", "title_id,title,genres,poster_uri\n"
+                                                   "t1,One,Drama,p/1.jpg\n"
+                                                   "t2,Two,Drama\n"
+                                                   "\n"
+                                                   "t3,Three,Drama,p/3.jpg,extra\n"
+                                                   "t4,Four,Drama,p/4.jpg\n"
+                                                   't5,"Five,Drama,p/5.jpg\n'
+                                                   "t6,Six,Drama,p/6.jpg\n")
+    rows, lines = read_manifest(manifest, CatalogConfig())
+    assert [(row.title_id, row.line_number, row.problem[0] if row.problem else None) for row in rows] == [
+        ("t1", 2, None), (None, 3, RejectReason.MALFORMED_RECORD), (None, 5, RejectReason.MALFORMED_RECORD),
+        ("t4", 6, None), (None, 7, RejectReason.MALFORMED_RECORD), ("t6", 8, None)]
+    assert "3 fields, the header has 4" in rows[1].problem[1]
+    assert lines == ManifestLines(total=8, header=1, blank=1)
+
+
+def test_a_quoted_cell_with_a_line_break_is_one_record_over_two_lines(tmp_path):
+    manifest = write_csv(tmp_path / "catalog.csv", 'title_id,title,genres,poster_uri\n'
+                                                   't1,One,"Drama\nComedy",p/1.jpg\n'
+                                                   't2,Two,Horror,p/2.jpg\n')
+    rows, lines = read_manifest(manifest, CatalogConfig())
+    assert [(row.title_id, row.genres, row.line_number, row.lines) for row in rows] == [
+        ("t1", ("Drama", "Comedy"), 2, 2), ("t2", ("Horror",), 4, 1)]
+    assert lines == ManifestLines(total=4, header=1, blank=0)
+
+
+def test_a_jsonl_line_that_is_not_an_object_is_a_malformed_record(tmp_path):
+    path = tmp_path / "catalog.jsonl"
+    path.write_text('{"title_id": "t1", "genres": ["Drama"], "poster_uri": "p/1.jpg"}\n'
+                    '{"title_id": "t2", "genres": ["Dra\n'
+                    '[1, 2]\n'
+                    '\n'
+                    '{"title_id": "t3", "genres": ["Drama"], "poster_uri": "p/3.jpg"}\n')
+    rows, lines = read_manifest(str(path), CatalogConfig())
+    assert [(row.title_id, row.line_number, row.problem[0] if row.problem else None) for row in rows] == [
+        ("t1", 1, None), (None, 2, RejectReason.MALFORMED_RECORD), (None, 3, RejectReason.MALFORMED_RECORD),
+        ("t3", 5, None)]
+    assert lines == ManifestLines(total=5, header=0, blank=1)
+
+
+# --- genre names (issue row 8) --------------------------------------------------------------------------------
+
+def test_genre_spellings_are_one_genre_each(tmp_path):
+    cells = ["Drama", "drama", "Ｄｒａｍａ", "Dra\u200bma", "DRAMA ", "Sci-Fi", "Sci\u2011Fi", "sci \u2013 fi",
+             "Drama ; Comedy", "Drama\tComedy", '"Drama\nComedy"', "Comedy|Ｓｃｉ－Ｆｉ", "\u00a0Comedy\u00ad"]
+    text = "title_id,title,genres,poster_uri\n" + "".join(
+        f"t{i},T,{cell},p/{i}.jpg\n" for i, cell in enumerate(cells))
+    rows = read_catalog(write_csv(tmp_path / "catalog.csv", text), CatalogConfig())
+    assert {genre for row in rows for genre in row.genres} == {"Drama", "Comedy", "Sci-Fi"}
+    assert all(row.genres for row in rows)
+    assert rows[9].genres == ("Drama", "Comedy") and rows[10].genres == ("Drama", "Comedy")
+
+
+def test_the_first_spelling_wins_unless_an_alias_names_one(tmp_path):
+    text = ("title_id,title,genres,poster_uri\n"
+            "t1,T,sci-fi|film noir,p/1.jpg\n"
+            "t2,T,Science Fiction|Film-Noir,p/2.jpg\n"
+            "t3,T,SCI-FI|Romcom,p/3.jpg\n")
+    config = CatalogConfig(genre_aliases={"science fiction": "Sci-Fi", "ROMCOM": "Romance"})
+    rows = read_catalog(write_csv(tmp_path / "catalog.csv", text), config)
+    assert [row.genres for row in rows] == [("Sci-Fi", "film noir"), ("Sci-Fi", "Film-Noir"), ("Sci-Fi", "Romance")]
+    names = GenreNames({"Sci Fi": "Sci-Fi"})
+    assert split_genres("sci fi|SCI‑FI|Drama", ["|"], names) == ("Sci-Fi", "Drama")
+
+
+def test_genre_aliases_and_separators_are_catalog_settings():
+    config = load_config(None, ["catalog.genre_aliases={Romcom: Romance}"])
+    assert config.catalog.genre_aliases == {"Romcom": "Romance"} and ";" in config.catalog.genre_separators
+    with pytest.raises(ConfigError, match="catalog.genre_separators"):
+        load_config(None, ["catalog.genre_separators=['|', '']"])
+
+
+# --- encodings (issue row 10) ---------------------------------------------------------------------------------
+
+LATIN1_IDS = "title_id,title,genres,poster_uri\ntt_é,One,Drama,p/1.jpg\ntt_è,Two,Drama,p/2.jpg\n".encode("latin-1")
+
+
+def test_a_manifest_that_is_not_utf8_is_refused_naming_the_file_and_the_setting(tmp_path):
+    (tmp_path / "catalog.csv").write_bytes(LATIN1_IDS)
+    with pytest.raises(CatalogError) as caught:
+        read_catalog(str(tmp_path / "catalog.csv"), CatalogConfig())
+    message = str(caught.value)
+    assert "\n" not in message and "catalog.csv" in message and "utf-8" in message
+    assert "line 2" in message and "catalog.encoding" in message
+
+
+def test_a_declared_encoding_keeps_distinct_ids_distinct(tmp_path):
+    (tmp_path / "catalog.csv").write_bytes(LATIN1_IDS)
+    rows = read_catalog(str(tmp_path / "catalog.csv"), CatalogConfig(encoding="latin-1"))
+    assert [row.title_id for row in rows] == ["tt_é", "tt_è"]
+
+
+def test_an_unknown_encoding_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError, match="catalog.encoding is 'latin-9000'"):
+        load_config(None, ["catalog.encoding=latin-9000"])
+
+
+# --- poster roots (issue row 12) ------------------------------------------------------------------------------
+
+def test_posters_outside_the_manifest_directory_are_refused_by_default(tmp_path):
+    manifest = write_csv(tmp_path / "catalog.csv", "title_id,title,genres,poster_uri\n"
+                                                   "t1,T,Drama,posters/1.jpg\n"
+                                                   "t2,T,Drama,../../../etc/passwd\n"
+                                                   "t3,T,Drama,/etc/passwd\n"
+                                                   "t4,T,Drama,posters/../../outside.jpg\n"
+                                                   "t5,T,Drama,gs://any-bucket/5.jpg\n"
+                                                   "t6,T,Drama,https://cdn.example.com/6.jpg\n")
+    rows = read_catalog(manifest, CatalogConfig())
+    refused = {row.title_id for row in rows if row.problem}
+    assert refused == {"t2", "t3", "t4", "t6"}
+    assert all(row.problem[0] == RejectReason.POSTER_OUTSIDE_ROOTS and "catalog.allowed_roots" in row.problem[1]
+               for row in rows if row.problem)
+    passwd = next(row for row in rows if row.title_id == "t2").poster_uri
+    assert passwd.endswith("/etc/passwd") and not passwd.startswith(str(tmp_path))
+
+
+def test_configured_roots_replace_the_default(tmp_path):
+    (tmp_path / "manifests").mkdir()
+    manifest = write_csv(tmp_path / "manifests" / "catalog.csv", "title_id,title,genres,poster_uri\n"
+                                                                 "t1,T,Drama,../art/1.jpg\n"
+                                                                 "t2,T,Drama,2.jpg\n"
+                                                                 "t3,T,Drama,gs://mine/posters/3.jpg\n"
+                                                                 "t4,T,Drama,gs://mine/other/4.jpg\n")
+    config = CatalogConfig(allowed_roots=["../art", "gs://mine/posters"])
+    assert [row.title_id for row in read_catalog(manifest, config) if not row.problem] == ["t1", "t3"]

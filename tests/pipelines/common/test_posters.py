@@ -1,6 +1,7 @@
 """The one poster reader and validator: every reject reason, the RGB conversions, retries, and the Beam parts."""
 import hashlib
 import io
+import struct
 
 import apache_beam as beam
 import numpy as np
@@ -129,7 +130,21 @@ def test_file_too_large():
 def test_not_an_image(data):
     rejected = rejection(data)
     assert rejected.reason == RejectReason.NOT_AN_IMAGE
-    assert repr(data[:8])[2:-1] in rejected.detail  # the detail shows how the file starts
+    assert f"{len(data)} bytes" in rejected.detail
+
+
+PASSWD = b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+
+
+@pytest.mark.parametrize("data", [PASSWD, b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"secret-token-1234",
+                                  b"\xff\xd8\xff\xe0secret-token-1234"])
+def test_a_reject_detail_never_copies_the_files_bytes(data):
+    """A file that is not a poster (a uri pointing at /etc/passwd) is rejected; what it holds stays out of
+    rejects/, and so do bytes a decoder's message would quote."""
+    detail = rejection(data).detail
+    assert "root:x" not in detail and "secret" not in detail and "IHDR" not in detail
+    for start in range(0, len(data) - 6):
+        assert repr(data[start:start + 6])[2:-1] not in detail
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
@@ -193,6 +208,32 @@ def test_jpeg_validation_rejects_exactly_what_a_full_decode_rejects(progressive)
         assert rejected == expected_rejected, (trial, start, length)
         outcomes.add(rejected)
     assert outcomes == {True, False}  # the corruptions exercised both answers
+
+
+def with_bad_idat_crc(png: bytes) -> bytes:
+    """`png` with one bit of its first IDAT chunk's CRC flipped: PIL decodes it, TensorFlow refuses it."""
+    at = png.index(b"IDAT") - 4
+    length = struct.unpack(">I", png[at:at + 4])[0]
+    crc_at = at + 8 + length
+    return png[:crc_at] + bytes([png[crc_at] ^ 0x01]) + png[crc_at + 1:]
+
+
+def test_a_png_with_a_wrong_idat_crc_is_rejected_as_the_model_cannot_decode_it():
+    data = with_bad_idat_crc(encoded(poster(), "PNG"))
+    Image.open(io.BytesIO(data)).load()  # PIL does not check the CRC
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf_pixels(data)  # the model's decoder does
+    rejected = rejection(data)
+    assert rejected.reason == RejectReason.UNDECODABLE_IMAGE and "PNG 40x60" in rejected.detail
+
+
+def test_a_png_cut_after_its_image_data_is_rejected_as_the_model_cannot_decode_it():
+    """PIL stops reading at the last image data; TensorFlow reads on to the end chunk and refuses a file without
+    one."""
+    data = encoded(poster(), "PNG")
+    data = data[:data.index(b"IEND") - 4]
+    Image.open(io.BytesIO(data)).load()
+    assert rejection(data).reason == RejectReason.UNDECODABLE_IMAGE
 
 
 def test_too_many_pixels_is_refused_from_the_header_alone():
@@ -302,10 +343,11 @@ def test_read_and_validate_posters_splits_posters_from_rejects(tmp_path):
 
 @pytest.mark.parametrize("count", [0, 3])
 def test_write_rejects_writes_parquet_with_the_rejects_schema(tmp_path, count):
-    rejects = [reject_record(f"t{i}", f"/p/{i}.jpg", RejectReason.ZERO_BYTES, "the file is empty")
+    rejects = [reject_record(f"t{i}", f"/p/{i}.jpg", RejectReason.ZERO_BYTES, "the file is empty", lines=2)
                for i in range(count)]
     with BeamTestPipeline() as pipeline:
         _ = pipeline | beam.Create(rejects, reshuffle=False) | WriteRejects(str(tmp_path / "rejects"))
     table = pq.read_table(tmp_path / "rejects")
-    assert table.schema.equals(REJECTS_SCHEMA)
-    assert sorted(table.to_pylist(), key=lambda r: r["title_id"]) == rejects
+    assert table.schema.equals(REJECTS_SCHEMA)  # `lines` rides along for the counts only
+    assert sorted(table.to_pylist(), key=lambda r: r["title_id"]) == [
+        {key: reject[key] for key in REJECTS_SCHEMA.names} for reject in rejects]

@@ -1,8 +1,10 @@
 """The embed pipeline end to end on DirectRunner: a generated catalog, a real tiny exported model, real Parquet."""
 import csv
+import io
 import json
 import os
 import shutil
+import struct
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,7 +16,14 @@ from pipelines.bench import embed as embed_bench
 from pipelines.common.accounting import ErrorBudgetExceeded
 from pipelines.common.posters import validate_poster
 from pipelines.config import load_config
-from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, REJECTS_DIR, SUCCESS_FILE, RejectReason, embeddings_schema
+from pipelines.contracts import (
+    EMBEDDINGS_MANIFEST_FILE,
+    MODEL_META_FILE,
+    REJECTS_DIR,
+    SUCCESS_FILE,
+    RejectReason,
+    embeddings_schema,
+)
 from pipelines.embed import pipeline as embed
 from pipelines.embed.model_handler import PosterModelHandler
 from pipelines.embed.reader import read_embeddings
@@ -117,6 +126,8 @@ def test_every_catalog_row_is_an_embedding_or_a_reject_with_its_reason(first_run
     assert stats["read"] == len(all_ids) and stats["rejected_by_reason"] == {
         reason: 1 for reason in (RejectReason.NOT_AN_IMAGE, RejectReason.TOO_MANY_PIXELS, RejectReason.TOO_SMALL,
                                  RejectReason.TRUNCATED_IMAGE, RejectReason.UNREADABLE, RejectReason.ZERO_BYTES)}
+    assert stats["lines"] == {"total": len(all_ids) + 1, "header": 1, "blank": 0, "accepted": len(all_ids) - 6,
+                              "rejected": 6}
 
 
 def test_too_many_rejects_fails_naming_reasons_and_publishes_nothing(model, catalog_dir, tmp_path):
@@ -231,20 +242,74 @@ def test_new_model_version_reembeds_every_title(first_run, catalog_dir, tmp_path
     assert read_embeddings(str(out)).vectors.shape == (N + 5, 8)
 
 
-def test_poster_the_model_cannot_decode_is_rejected_as_inference_failed(catalog_dir, tmp_path):
+def test_poster_the_model_cannot_decode_is_rejected_as_inference_failed_alone(catalog_dir, tmp_path):
     """A model whose graph accepts JPEG only fails on the posters that reach it as PNG (a PNG named .jpg, and the
-    grayscale, CMYK, alpha and palette posters validation converts to PNG); with batches of one, only those
-    titles are lost, each with reason inference_failed."""
+    grayscale, CMYK, alpha and palette posters validation converts to PNG). In batches of 4 to 8 a failing batch
+    is retried poster by poster: only those titles are lost, each with reason inference_failed and the model's
+    error, and their batch-mates are embedded."""
     model_dir = str(tmp_path / "jpeg_only")
     export_jpeg_only_model(model_dir, input_size=32, dim=16, seed=0)
     out = tmp_path / "embeddings"
-    stats = run_embed(catalog_dir / "catalog.csv", model_dir, out, "--set", "embed.min_batch_size=1",
-                      "--set", "embed.max_batch_size=1", "--set", "embed.max_reject_fraction=0.5")
+    stats = run_embed(catalog_dir / "catalog.csv", model_dir, out, "--set", "embed.max_reject_fraction=0.5")
     bad = {row["title_id"]: row["expected"] for row in json.loads((catalog_dir / "bad_rows.json").read_text())}
-    failed = {r["title_id"] for r in pq.read_table(out / REJECTS_DIR).to_pylist()
+    failed = {r["title_id"]: r["detail"] for r in pq.read_table(out / REJECTS_DIR).to_pylist()
               if r["reason"] == RejectReason.INFERENCE_FAILED}
-    assert failed == {t for t, expected in bad.items() if expected == "accepted"}
+    assert set(failed) == {t for t, expected in bad.items() if expected == "accepted"}
+    # TensorFlow's own message here quotes the bytes it failed on (and fails to decode them: UnicodeDecodeError);
+    # the detail names the error, never the bytes.
+    assert all("alone" in detail and "Error" in detail and "\\xff" not in detail for detail in failed.values())
     assert stats["rows"] == N + 5 - len(failed)
+    assert set(read_rows(out)) == {row["title_id"] for row in manifest_rows(catalog_dir / "catalog.csv")} - set(
+        failed) - {t for t, expected in bad.items() if expected != "accepted"}
+
+
+def bad_idat_crc_png(path):
+    """An RGB PNG poster with one bit of its first IDAT chunk's CRC flipped: PIL reads it, TensorFlow refuses."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 96), (30, 90, 200)).save(buffer, "PNG")
+    png = buffer.getvalue()
+    at = png.index(b"IDAT") - 4
+    crc_at = at + 8 + struct.unpack(">I", png[at:at + 4])[0]
+    path.write_bytes(png[:crc_at] + bytes([png[crc_at] ^ 0x01]) + png[crc_at + 1:])
+
+
+def test_bad_rows_of_every_new_kind_are_rejected_and_their_neighbours_embedded(catalog_dir, model, tmp_path):
+    """A PNG with a wrong IDAT CRC (was: its whole batch inference_failed, the poster never named), a line with an
+    unbalanced quote (was: the rows after it vanished), and a poster uri climbing out to /etc/passwd (was: read,
+    and its first bytes copied into rejects/): each is one reject with its reason, every other title is embedded,
+    and the manifest's lines add up."""
+    catalog = tmp_path / "catalog"
+    shutil.copytree(catalog_dir, catalog)
+    bad_idat_crc_png(catalog / "posters" / "crc.png")
+    good = manifest_rows(catalog / "catalog.csv")[0]
+    with open(catalog / "catalog.csv", "a", newline="") as handle:
+        handle.write(f'crc,CRC,Drama,posters/crc.png\nquote,"Unbalanced,Drama,{good["poster_uri"]}\n'
+                     f'after,After the quote,Drama,{good["poster_uri"]}\n'
+                     f'passwd,Passwd,Drama,{"../" * 40}etc/passwd\n')
+    out = tmp_path / "embeddings"
+    stats = run_embed(catalog / "catalog.csv", model[0], out)
+    rejects = {r["reason"]: r for r in pq.read_table(out / REJECTS_DIR).to_pylist()}
+    assert rejects[RejectReason.UNDECODABLE_IMAGE]["title_id"] == "crc"
+    assert "line" in rejects[RejectReason.MALFORMED_RECORD]["detail"]
+    assert rejects[RejectReason.POSTER_OUTSIDE_ROOTS]["title_id"] == "passwd"
+    assert not any("root:" in r["detail"] for r in rejects.values())
+    assert RejectReason.INFERENCE_FAILED not in rejects
+    assert "after" in read_rows(out) and stats["rows"] == N + 5 + 1
+    lines = stats["lines"]
+    assert lines["total"] == N + 11 + 5 and lines["accepted"] + lines["rejected"] + lines["header"] == lines["total"]
+
+
+def test_a_model_directory_with_another_models_weights_is_refused(catalog_dir, model, tmp_path, capsys):
+    """The meta of model A beside the weights of model B: embed refuses it in one line, before any vector is
+    written under A's model_version."""
+    other = tmp_path / "model_b"
+    export_tiny_model(str(other), input_size=32, dim=16, seed=1)
+    shutil.copy(os.path.join(model[0], MODEL_META_FILE), other / MODEL_META_FILE)
+    out = tmp_path / "embeddings"
+    assert embed.main(embed_args(catalog_dir / "catalog.csv", str(other), out)) == 1
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and "weights are not the ones model_meta.json describes" in message
+    assert model[1]["model_version"] in message and not out.exists()
 
 
 class PidRecordingHandler(PosterModelHandler):

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipelines.common.exported_model import load_exported_model
+from pipelines.common.exported_model import load_exported_model, weights_version
 from pipelines.config import ModelConfig
 from pipelines.contracts import MODEL_META_FILE, SERVING_INPUT, SERVING_SIGNATURE
 from trainer.export import PosterServing, export_model
@@ -49,8 +49,9 @@ class JpegOnlyServing(PosterServing):
 def export_jpeg_only_model(out_dir: str, input_size: int = 32, dim: int = 16, seed: int = 0) -> dict:
     module = JpegOnlyServing(tiny_embedder(input_size, dim, seed), input_size)
     tf.saved_model.save(module, out_dir, signatures={SERVING_SIGNATURE: module.serve})
+    version = weights_version(module.serve.get_concrete_function().variables, "tiny_cnn_jpeg_only", input_size)
     meta = {"backbone": "tiny_cnn_jpeg_only", "input_size": input_size, "dim": dim, "metric": "angular",
-            "genres": GENRES, "model_version": f"jpeg-only-{seed}"}
+            "genres": GENRES, "model_version": version}
     with open(os.path.join(out_dir, MODEL_META_FILE), "w") as handle:
         json.dump(meta, handle)
     return meta

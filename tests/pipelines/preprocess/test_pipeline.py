@@ -125,6 +125,8 @@ def test_every_row_is_accounted_for(preprocessed):
     assert stats["rejected"] == len(preprocessed["rejects"]) == sum(stats["rejected_by_reason"].values())
     assert stats["accepted"] == len(examples) == stats["train_examples"] + stats["eval_examples"]
     assert Counter(r["reason"] for r in preprocessed["rejects"]) == stats["rejected_by_reason"]
+    assert stats["lines"] == {"total": stats["read"] + 1, "header": 1, "blank": 0, "accepted": stats["accepted"],
+                              "rejected": stats["rejected"]}
 
 
 def test_the_split_is_a_stable_hash_of_title_id(preprocessed):
@@ -331,3 +333,57 @@ def test_preprocessing_fn_vocabulary_labels_and_primary_genre(tmp_path, settings
     output = tft.TFTransformOutput(str(tmp_path / "out"))
     assert output.vocabulary_by_name(GENRE_VOCABULARY_NAME) == vocabulary
     assert output.transformed_feature_spec()[FEATURE_LABELS].shape == [len(vocabulary)]
+
+
+# --- what used to crash, vanish or split the vocabulary ------------------------------------------------------
+
+GENRE_VARIANTS = ["Drama|Comedy", "drama", "Ｄｒａｍａ", "Dra\u200bma", "Sci\u2011Fi", "Drama ; Comedy",
+                  "Drama\tComedy", "Drama\nComedy"]
+
+
+def with_bad_idat_crc(png: bytes) -> bytes:
+    at = png.index(b"IDAT") - 4
+    crc_at = at + 8 + int.from_bytes(png[at:at + 4], "big")
+    return png[:crc_at] + bytes([png[crc_at] ^ 0x01]) + png[crc_at + 1:]
+
+
+def test_crc_broken_png_unbalanced_quote_outside_poster_and_genre_spellings(tmp_path):
+    """A PNG with a wrong IDAT CRC (was: TFT's transform died), a line with an unbalanced quote (was: the rows after
+    it vanished), a poster uri climbing out to /etc/passwd (was: read, its bytes copied into rejects/) and genre
+    spellings (was: extra vocabulary classes, and `Drama\\nComedy` no label): the run publishes, each bad row is one
+    reject with its reason, and the vocabulary holds one class per genre."""
+    generate_catalog(tmp_path / "catalog", n=6, seed=2, width=64, height=96)
+    manifest = tmp_path / "catalog" / "catalog.csv"
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    good = rows[0]["poster_uri"]
+    png = tf.io.encode_png(tf.fill([96, 64, 3], tf.constant(120, tf.uint8))).numpy()
+    (tmp_path / "catalog" / "posters" / "crc.png").write_bytes(with_bad_idat_crc(png))
+    with manifest.open("a", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerows((f"variant{i}", "Variant", genres, good) for i, genres in enumerate(GENRE_VARIANTS))
+        writer.writerow(("crc", "CRC", "Drama", "posters/crc.png"))
+        handle.write(f'quote,"Unbalanced,Drama,{good}\nafter,After the quote,Drama,{good}\n')
+        writer.writerow(("passwd", "Passwd", "Drama", "../" * 40 + "etc/passwd"))
+    out = str(tmp_path / "out")
+    assert preprocess.main(preprocess_args(str(manifest), out)) == 0
+    stats = json.loads((tmp_path / "out" / STATS_FILE).read_text())
+    rejects = {r["reason"]: r for r in read_rejects(out)}
+    assert set(rejects) == {RejectReason.UNDECODABLE_IMAGE, RejectReason.MALFORMED_RECORD,
+                            RejectReason.POSTER_OUTSIDE_ROOTS}
+    assert rejects[RejectReason.UNDECODABLE_IMAGE]["title_id"] == "crc"
+    assert rejects[RejectReason.POSTER_OUTSIDE_ROOTS]["title_id"] == "passwd"
+    quote_line = 1 + 6 + (len(GENRE_VARIANTS) + 1) + 1 + 1  # header, generated, variants (one spans 2), crc
+    assert f"line {quote_line} " in rejects[RejectReason.MALFORMED_RECORD]["detail"]
+    assert not any("root:" in r["detail"] for r in rejects.values())
+    assert (stats["read"], stats["accepted"], stats["rejected"]) == (6 + len(GENRE_VARIANTS) + 4,
+                                                                     6 + len(GENRE_VARIANTS) + 1, 3)
+    lines = stats["lines"]
+    assert lines["total"] == lines["header"] + lines["blank"] + lines["accepted"] + lines["rejected"]
+    assert lines["accepted"] == stats["accepted"] + 1  # the `Drama\\nComedy` cell spans two lines
+    vocabulary = {g.decode() for g in tft.TFTransformOutput(out).vocabulary_by_name(GENRE_VOCABULARY_NAME)}
+    generated = {g for row in rows for g in row["genres"].split("|")}
+    assert vocabulary == generated | {"Drama", "Comedy", "Sci-Fi"}
+    examples = read_examples(out, PREPROCESS_TRAIN_PREFIX) + read_examples(out, PREPROCESS_EVAL_PREFIX)
+    assert "after" in {e[FEATURE_TITLE_ID].decode() for e in examples}
+    assert all(e[FEATURE_LABELS].sum() >= 1 for e in examples)
