@@ -71,7 +71,8 @@ PIXELS_INPUT = "pixels"
 EMBEDDING_METRIC = "angular"
 # `posters train --out OUT` writes OUT/model/ (the export above), and beside it:
 TRAIN_MODEL_DIR = "model"
-EVAL_METRICS_FILE = "eval_metrics.json"  # {"baseline"|"phase1"|"phase2": {"precision_at_10", "map_at_10", ...}}
+# {"baseline"|"phase1"|"phase2": pipelines.common.retrieval_metrics.retrieval_metrics() of the eval split}
+EVAL_METRICS_FILE = "eval_metrics.json"
 TRAINING_CURVES_FILE = "training_curves.png"
 TRAIN_SUMMARY_FILE = "train_summary.json"
 
