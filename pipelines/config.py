@@ -131,6 +131,23 @@ class NightlyConfig(Section):
     embed_beam_args: list[str] = Field(default_factory=list)
 
 
+class EvaluateConfig(Section):
+    k: Positive = 10  # top-k of every retrieval and candidates measure
+    seed: int = 0  # random reference vectors, near-duplicate edits, samples, the random baseline, the map
+    retrieval_max_queries: Positive = 3000  # eval-split titles scored against each other (a seeded sample above)
+    near_duplicate_posters: Positive = 200  # eval posters copied (4 edited copies each) to find their original
+    reference_max_titles: Positive = 20_000  # trivial image features (read every poster) only up to this catalog size
+    holdout_last: Positive = 1  # each user's last watches (by timestamp) held out of the history
+    map_projection: Literal["umap", "pca"] = "umap"  # the 2-D map of the embedding (pca: fast, for tests)
+    map_max_points: Positive = 3000  # titles drawn on the map and exported to the Embedding Projector
+    map_posters: NonNegative = 16  # posters drawn on the map at their positions
+    report_titles: Positive = 6  # titles (across genres) whose similar-poster grids the report shows
+    # Gates (`pipelines.evaluate.gates.check_gates`); None switches a gate off.
+    min_near_duplicate_recall_at_1: Optional[Fraction] = 0.9
+    min_hit_rate_vs_popularity: Optional[Annotated[float, Field(ge=0)]] = 1.0  # candidates' hit rate@k ÷ popularity's
+    max_drop_from_previous: Optional[Fraction] = 0.1  # largest relative drop of a headline measure from last night
+
+
 class Config(Section):
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
@@ -141,6 +158,7 @@ class Config(Section):
     index: IndexConfig = Field(default_factory=IndexConfig)
     candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
     nightly: NightlyConfig = Field(default_factory=NightlyConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     # Beam pipeline options (flag name → value) added before those given on the command line.
     beam: dict[str, Any] = Field(default_factory=dict)
 

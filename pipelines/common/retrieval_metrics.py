@@ -197,3 +197,40 @@ def cold_start_coverage(ranked: Iterable[Sequence[str]], cold_titles: Iterable[s
         return 0.0
     shown = {title for items in ranked for title in items[:k]}
     return len(cold & shown) / len(cold)
+
+
+# --- distances -------------------------------------------------------------------------------------------------
+def genre_pair_distances(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine distances (1 − cos) of every pair of rows, split into (pairs that share a genre, pairs that
+    share none), both float32 and in row-major pair order."""
+    unit = normalise(embeddings)
+    labels = np.asarray(labels, np.float32) > 0
+    upper = np.triu_indices(len(unit), 1)
+    distances = (1.0 - unit @ unit.T)[upper]
+    shares = (labels.astype(np.float32) @ labels.T.astype(np.float32) > 0)[upper]
+    return distances[shares], distances[~shares]
+
+
+def separation(same: np.ndarray, different: np.ndarray) -> dict:
+    """How well distances tell same-genre pairs from the others: the means, d' = (mean_diff − mean_same) /
+    sqrt((var_same + var_diff) / 2), and AUC = P(a same-genre pair is closer than a different one), ties ½."""
+    same, different = np.asarray(same, np.float64), np.asarray(different, np.float64)
+    if not len(same) or not len(different):
+        return {"mean_same": None, "mean_different": None, "d_prime": None, "auc": None}
+    spread = np.sqrt((same.var() + different.var()) / 2)
+    ranks = _average_ranks(np.concatenate([same, different]))
+    # Mann-Whitney: the "different" pairs' rank sum counts how often a different pair is farther.
+    auc = (ranks[len(same):].sum() - len(different) * (len(different) + 1) / 2) / (len(same) * len(different))
+    return {"mean_same": round(float(same.mean()), DIGITS), "mean_different": round(float(different.mean()), DIGITS),
+            "d_prime": round(float((different.mean() - same.mean()) / spread), DIGITS) if spread > 0 else None,
+            "auc": round(float(auc), DIGITS)}
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing the mean of their ranks."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    unique, inverse = np.unique(values, return_inverse=True)
+    totals = np.bincount(inverse, weights=ranks)
+    return (totals / np.bincount(inverse))[inverse]

@@ -9,6 +9,7 @@ from pipelines.common.retrieval_metrics import (
     cold_start_coverage,
     exposure_counts,
     genre_entropy,
+    genre_pair_distances,
     gini,
     hit_rate_at_k,
     intra_list_distance,
@@ -17,6 +18,7 @@ from pipelines.common.retrieval_metrics import (
     ranking_scores,
     recall_at_k,
     retrieval_metrics,
+    separation,
     top_k,
 )
 
@@ -152,3 +154,18 @@ def test_intra_list_distance_and_genre_entropy_by_hand():
     lists = [_at_degrees(0, 90, 180), _at_degrees(5, 5), _at_degrees(0)]
     assert intra_list_distance(lists) == pytest.approx((4 / 3 + 0) / 2, abs=1e-6)
     assert genre_entropy([[["A", "B"], ["A"]], [["C"], ["C"]]]) == pytest.approx((0.918296 + 0) / 2, abs=1e-6)
+
+
+# --- distances -------------------------------------------------------------------------------------------------
+def test_genre_pair_distances_and_separation_by_hand():
+    """Posters at 0°, 0°, 90°, 180° with genres {A}, {A}, {B}, {A}: same-genre pairs (0,1) d=0, (0,3) d=2, (1,3) d=2;
+    different pairs (0,2), (1,2), (2,3) all d=1. Of the 9 (same, different) comparisons the same pair is closer 3
+    times and farther 6 times → AUC = 3/9; means 4/3 and 1. With a tie: same [0.1, 0.2] against different
+    [0.1, 0.9]: ½ (tie) + 1 + 0 + 1 over 4 comparisons."""
+    same, different = genre_pair_distances(_at_degrees(0, 0, 90, 180), np.array([[1, 0], [1, 0], [0, 1], [1, 0]]))
+    assert np.allclose(same, [0, 2, 2], atol=1e-6) and np.allclose(different, [1, 1, 1], atol=1e-6)
+    result = separation(same, different)
+    assert result["auc"] == pytest.approx(1 / 3, abs=1e-4)
+    assert result["mean_same"] == pytest.approx(4 / 3, abs=1e-4) and result["mean_different"] == pytest.approx(1.0)
+    assert separation(np.array([0.1, 0.2]), np.array([0.1, 0.9]))["auc"] == pytest.approx((0.5 + 1 + 0 + 1) / 4)
+    assert separation(np.array([]), np.array([1.0]))["auc"] is None
