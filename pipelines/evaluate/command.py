@@ -170,7 +170,8 @@ def map_and_projector(embeddings: Embeddings, posters: Posters, staging: str, co
 
 def poster_grids(embeddings: Embeddings, posters: Posters, titles: dict[str, str],
                  config: Config) -> tuple[list[PosterRow], Optional[PosterRow]]:
-    """Similar-poster rows for titles spread across primary genres, and the mix of the first two."""
+    """Similar-poster rows for titles spread across primary genres (query + 8 neighbours), and the mix of two of
+    them (2 + 7)."""
     from pipelines.candidates.watch_history import weighted_query
 
     primary = [(g or ["(none)"])[0] for g in embeddings.genres]
@@ -185,14 +186,14 @@ def poster_grids(embeddings: Embeddings, posters: Posters, titles: dict[str, str
 
     def neighbours(query: np.ndarray, exclude: set[int]) -> list[PosterTile]:
         scores = unit @ query
-        order = [i for i in np.argsort(-scores, kind="stable") if i not in exclude][:GRID_NEIGHBOURS]
+        order = [i for i in np.argsort(-scores, kind="stable") if i not in exclude][:GRID_NEIGHBOURS + 1 - len(exclude)]
         return [tile(i, f"#{rank} {scores[i]:.2f}") for rank, i in enumerate(order, 1)]
 
     grids = [PosterRow(f"{titles.get(embeddings.title_ids[r]) or embeddings.title_ids[r]} ({primary[r]})",
                        [tile(r, "query")], neighbours(unit[r], {r})) for r in picked]
     mix = None
     if len(picked) >= 2:
-        a, b = picked[0], picked[1]
+        a, b = picked[0], picked[len(picked) // 2]  # two genres apart in the round-robin
         query = weighted_query(unit[[a, b]], np.ones(2))
         if query is not None:
             mix = PosterRow(f"mix of {primary[a]} and {primary[b]}: neighbours of the averaged embedding",

@@ -22,7 +22,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # noqa: E402
 
 SPRITE_TILE = (32, 48)  # one poster in the Projector's sprite, width × height
 SPRITE_MAX_SIDE = 8192  # the Projector refuses larger sprites
-MAP_POSTER_HEIGHT = 54
+MAP_POSTER_HEIGHT = 42
 
 
 def project_2d(vectors: np.ndarray, method: str, seed: int) -> np.ndarray:
@@ -51,11 +51,12 @@ def map_png(points: np.ndarray, primary: Sequence[str], posters: dict[int, bytes
     figure, axis = plt.subplots(figsize=(11, 8.5))
     for name, colour in colours.items():
         rows = np.array([g == name for g in primary])
-        axis.scatter(points[rows, 0], points[rows, 1], s=9, color=colour, label=name, alpha=0.8, linewidths=0)
+        axis.scatter(points[rows, 0], points[rows, 1], s=16, color=colour, label=name, alpha=0.85, linewidths=0,
+                     zorder=3)
     for row, poster in posters.items():
         image = ImageOps.contain(Image.open(io.BytesIO(poster)).convert("RGB"), (200, MAP_POSTER_HEIGHT))
-        box = AnnotationBbox(OffsetImage(np.asarray(image), zoom=1.0), tuple(points[row]), frameon=True, pad=0.1,
-                             bboxprops={"edgecolor": colours[primary[row]], "linewidth": 2})
+        box = AnnotationBbox(OffsetImage(np.asarray(image), zoom=1.0, alpha=0.9), tuple(points[row]), frameon=True,
+                             pad=0.1, bboxprops={"edgecolor": colours[primary[row]], "linewidth": 2})
         axis.add_artist(box)
     axis.set_title(title)
     axis.set_xticks([])

@@ -41,10 +41,8 @@ def ensure_chromium() -> str:
 class _DevTools:
     """One page's DevTools session: commands by id, events collected as they arrive."""
 
-    def __init__(self, url: str):
-        from websockets.sync.client import connect
-
-        self._socket = connect(url, max_size=None, open_timeout=30)
+    def __init__(self, socket):
+        self._socket = socket
         self._next_id = 0
         self.events: list[dict] = []
 
@@ -71,9 +69,6 @@ class _DevTools:
             if message.get("method") == method:
                 return message
         raise TimeoutError(f"no {method} within {timeout} s")
-
-    def close(self):
-        self._socket.close()
 
 
 def _page_socket(process: subprocess.Popen, timeout: float = 60) -> str:
@@ -111,18 +106,20 @@ def check_page(html_path: str | Path, screenshot_path: str | Path) -> dict:
     process = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        page = _DevTools(_page_socket(process))
-        for domain in ("Page", "Runtime", "Log"):
-            page.send(f"{domain}.enable")
-        page.send("Page.navigate", url=Path(html_path).resolve().as_uri())
-        page.wait_for("Page.loadEventFired")
-        images = json.loads(page.send("Runtime.evaluate", expression=IMAGES_SCRIPT, returnByValue=True)["result"]
-                            ["value"])
-        title = page.send("Runtime.evaluate", expression="document.title", returnByValue=True)["result"]["value"]
-        shot = page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True, timeout=120)
-        Path(screenshot_path).write_bytes(base64.b64decode(shot["data"]))
-        errors = [_describe(e) for e in page.events if _is_error(e)]
-        page.close()
+        from websockets.sync.client import connect
+
+        with connect(_page_socket(process), max_size=None, open_timeout=30) as socket:
+            page = _DevTools(socket)
+            for domain in ("Page", "Runtime", "Log"):
+                page.send(f"{domain}.enable")
+            page.send("Page.navigate", url=Path(html_path).resolve().as_uri())
+            page.wait_for("Page.loadEventFired")
+            images = json.loads(page.send("Runtime.evaluate", expression=IMAGES_SCRIPT,
+                                          returnByValue=True)["result"]["value"])
+            title = page.send("Runtime.evaluate", expression="document.title", returnByValue=True)["result"]["value"]
+            shot = page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True, timeout=120)
+            Path(screenshot_path).write_bytes(base64.b64decode(shot["data"]))
+            errors = [_describe(e) for e in page.events if _is_error(e)]
     finally:
         process.terminate()
         try:
