@@ -3,7 +3,8 @@
     failures = check_gates(evaluation, config.evaluate, previous=yesterdays_evaluation)   # [] when all pass
 
 A gate whose measure is missing from the evaluation fails (a night that could not measure is not a good night);
-a minimum set to None in the config switches its gate off. `gate_files` does the same from evaluation.json URIs.
+a minimum set to None in the config switches its gate off. `gate_files` does the same from evaluation.json URIs;
+`enforce_gates(evaluation)` raises `GateFailed` on the failures `posters evaluate` recorded.
 """
 from __future__ import annotations
 
@@ -65,3 +66,15 @@ def gate_files(evaluation_uri: str, config: EvaluateConfig, previous_uri: Option
     """`check_gates` on evaluation.json files (the previous one is skipped when it does not exist)."""
     previous = storage.read_json(previous_uri) if previous_uri and storage.exists(previous_uri) else None
     return check_gates(storage.read_json(evaluation_uri), config, previous)
+
+
+class GateFailed(RuntimeError):
+    """An evaluation that failed a gate: the message lists every failure."""
+
+
+def enforce_gates(evaluation: dict) -> None:
+    """Raises `GateFailed` when the evaluation (as `posters evaluate` returns it) failed a gate; the nightly's
+    one line after `pipelines.evaluate.command.run(...)`."""
+    failures = (evaluation.get("gates") or {}).get("failures") or []
+    if failures:
+        raise GateFailed(f"{len(failures)} evaluation gate(s) failed: " + "; ".join(failures))

@@ -46,3 +46,13 @@ def test_gate_files_reads_evaluation_json_and_skips_a_missing_previous(tmp_path)
     (tmp_path / "today.json").write_text(json.dumps(_evaluation(near_recall=0.1)))
     failures = gate_files(str(tmp_path / "today.json"), EvaluateConfig(), str(tmp_path / "absent.json"))
     assert len(failures) == 1
+
+
+def test_enforce_gates_raises_on_recorded_failures():
+    import pytest
+
+    from pipelines.evaluate.gates import GateFailed, enforce_gates
+
+    enforce_gates({"gates": {"failures": []}})
+    with pytest.raises(GateFailed, match="1 evaluation gate"):
+        enforce_gates({"gates": {"failures": ["near-duplicate recall@1 0.5 < 0.9"]}})
