@@ -90,6 +90,9 @@ def retrieval_section(embeddings: Embeddings, rows: list[int], posters: Posters,
                 "random": reference.random_vectors(len(rows), embeddings.dim, seed)}
     if len(readable) == len(rows):
         features.update(reference.image_features([posters.get(embeddings.title_ids[r]) for r in rows]))
+    else:
+        print(f"evaluate: {len(rows) - len(readable)} eval posters could not be read from the catalog: the image "
+              "feature reference points are left out", file=sys.stderr)
     retrieval = {name: rm.retrieval_metrics(vectors, labels, k, vocabulary) for name, vectors in features.items()}
     if training and storage.exists(storage.join(training, EVAL_METRICS_FILE)):
         trained = storage.read_json(storage.join(training, EVAL_METRICS_FILE))
@@ -124,7 +127,9 @@ def near_duplicate_section(embeddings: Embeddings, eval_rows: list[int], posters
               "embedding": near_duplicates.near_duplicate_recall(vectors, originals, embeddings.vectors, edits)}
     if len(embeddings) <= config.evaluate.reference_max_titles:
         catalog = [posters.get(t) for t in embeddings.title_ids]
-        if all(p is not None for p in catalog):
+        if any(p is None for p in catalog):
+            result["note"] += "; image feature references left out (unreadable catalog posters)"
+        else:
             database = reference.image_features(catalog)
             queries = reference.image_features([c for _, _, c in copies])
             for name in database:
@@ -135,7 +140,8 @@ def near_duplicate_section(embeddings: Embeddings, eval_rows: list[int], posters
 def candidates_section(embeddings: Embeddings, history_uri: str, index_uri: Optional[str], config: Config) -> dict:
     from pipelines.candidates.watch_history import WatchEvent, read_watch_history
 
-    events = [e for e in read_watch_history(history_uri) if isinstance(e, WatchEvent)]
+    rows = read_watch_history(history_uri)
+    events = [e for e in rows if isinstance(e, WatchEvent)]
     vectors = {t: embeddings.vectors[r] for r, t in enumerate(embeddings.title_ids)}
     genres = dict(zip(embeddings.title_ids, embeddings.genres))
     if index_uri:
@@ -148,7 +154,7 @@ def candidates_section(embeddings: Embeddings, history_uri: str, index_uri: Opti
     result = held_out.evaluate_candidates(events, vectors, genres, search, config.evaluate.k,
                                           config.evaluate.holdout_last, config.candidates.recency_half_life_days,
                                           config.evaluate.seed)
-    return {**result, "searched": searched, "history": history_uri}
+    return {**result, "searched": searched, "history": history_uri, "rows_skipped": len(rows) - len(events)}
 
 
 def map_and_projector(embeddings: Embeddings, posters: Posters, staging: str, config: Config) -> tuple[dict, bytes]:
