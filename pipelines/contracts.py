@@ -166,3 +166,11 @@ NIGHTLY_RUNS_DIR = "runs"
 NIGHTLY_INDEX_DIR = "index"
 NIGHTLY_LOCK_FILE = "nightly.lock"
 NIGHTLY_SUMMARY_FILE = "summary.json"
+
+# `posters evaluate --out DIR`: DIR/evaluation.json (the measures and the gates' failures), DIR/report.html (one
+# self-contained page), DIR/pictures/*.png, DIR/projector/ (vectors.tsv, metadata.tsv, sprite.png,
+# projector_config.json), DIR/_SUCCESS.
+EVALUATION_FILE = "evaluation.json"
+EVALUATION_REPORT_FILE = "report.html"
+EVALUATION_PICTURES_DIR = "pictures"
+EVALUATION_PROJECTOR_DIR = "projector"

@@ -29,16 +29,19 @@ from pipelines.common import retrieval_metrics as rm
 from pipelines.common import storage
 from pipelines.common.command_line import command_parser, parse_command
 from pipelines.config import Config
-from pipelines.contracts import EVAL_METRICS_FILE, TRAINING_CURVES_FILE
+from pipelines.contracts import (
+    EVAL_METRICS_FILE,
+    EVALUATION_FILE,
+    EVALUATION_PICTURES_DIR,
+    EVALUATION_PROJECTOR_DIR,
+    EVALUATION_REPORT_FILE,
+    TRAINING_CURVES_FILE,
+)
 from pipelines.embed.reader import Embeddings, EmbeddingsError, read_embeddings
 from pipelines.evaluate import embedding_map, held_out, near_duplicates, pictures, reference
 from pipelines.evaluate.gates import check_gates
 from pipelines.evaluate.report import PosterRow, PosterTile, report_html, thumbnail_jpeg
 
-EVALUATION_FILE = "evaluation.json"
-REPORT_FILE = "report.html"
-PICTURES_DIR = "pictures"
-PROJECTOR_DIR = "projector"
 GRID_NEIGHBOURS = 8
 TRAIN_EMBEDDINGS = ("baseline", "phase1", "phase2")
 
@@ -168,10 +171,11 @@ def map_and_projector(embeddings: Embeddings, posters: Posters, staging: str, co
                                 f"{settings.map_projection.upper()} of {len(rows)} titles (cosine)")
     metadata = [{"title_id": embeddings.title_ids[r], "primary_genre": primary[i],
                  "genres": "|".join(embeddings.genres[r])} for i, r in enumerate(rows)]
-    projector = embedding_map.write_projector(storage.join(staging, PROJECTOR_DIR), embeddings.vectors[rows],
-                                              metadata, [posters.get(embeddings.title_ids[r]) for r in rows],
+    sprite_posters = [posters.get(embeddings.title_ids[r]) for r in rows]
+    projector = embedding_map.write_projector(storage.join(staging, EVALUATION_PROJECTOR_DIR),
+                                              embeddings.vectors[rows], metadata, sprite_posters,
                                               f"posters {embeddings.model_version}")
-    return {**projector, "directory": PROJECTOR_DIR + "/", "projection": settings.map_projection}, png
+    return {**projector, "directory": EVALUATION_PROJECTOR_DIR + "/", "projection": settings.map_projection}, png
 
 
 def poster_grids(embeddings: Embeddings, posters: Posters, titles: dict[str, str],
@@ -274,9 +278,10 @@ def run(argv: list[str] | None = None) -> dict:
                                "previous": args.previous if previous else None, "enforced": args.fail_on_gates}
         evaluation["out"] = args.out
         for name, png in charts.items():
-            storage.write_bytes(storage.join(staging, PICTURES_DIR, f"{name}.png"), png)
+            storage.write_bytes(storage.join(staging, EVALUATION_PICTURES_DIR, f"{name}.png"), png)
         storage.write_json(storage.join(staging, EVALUATION_FILE), evaluation)
-        storage.write_bytes(storage.join(staging, REPORT_FILE), report_html(evaluation, charts, grids, mix).encode())
+        page = report_html(evaluation, charts, grids, mix)
+        storage.write_bytes(storage.join(staging, EVALUATION_REPORT_FILE), page.encode("utf-8"))
         storage.publish_directory(staging, args.out, {"model_version": evaluation["model_version"]})
     except BaseException:
         storage.delete_tree(staging)
@@ -301,7 +306,7 @@ def summary_text(evaluation: dict) -> str:
                      f"gini {values['gini_of_exposure']:.3f}  cold start {values['cold_start_coverage']:.3f}")
     failures = evaluation["gates"]["failures"]
     lines.append("gates: " + ("all passed" if not failures else "FAILED\n  " + "\n  ".join(failures)))
-    lines.append(f"report: {storage.join(evaluation['out'], REPORT_FILE)}")
+    lines.append(f"report: {storage.join(evaluation['out'], EVALUATION_REPORT_FILE)}")
     return "\n".join(lines)
 
 
