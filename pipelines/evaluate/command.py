@@ -219,29 +219,38 @@ def _timed(label: str, call):
     return result
 
 
+def eval_split_rows(embeddings: Embeddings, config: Config) -> list[int]:
+    """Rows of the embedded eval-split titles that have genres (a seeded sample of `retrieval_max_queries`)."""
+    k, fraction = config.evaluate.k, config.preprocess.eval_fraction
+    rows = [r for r, t in enumerate(embeddings.title_ids) if is_eval_title(t, fraction) and embeddings.genres[r]]
+    if len(rows) <= k:
+        raise ValueError(f"only {len(rows)} embedded titles are in the eval split (preprocess.eval_fraction "
+                         f"{fraction}); retrieval@{k} needs more than {k}")
+    return _sample(rows, config.evaluate.retrieval_max_queries, config.evaluate.seed)
+
+
+def _header(args, embeddings: Embeddings, k: int, eval_rows: list[int]) -> dict:
+    return {"k": k, "created": storage.utc_now(), "model_version": embeddings.model_version,
+            "inputs": {"embeddings": args.embeddings, "catalog": args.catalog, "model": args.model,
+                       "history": args.history, "index": args.index, "training": args.training},
+            "retrieval_sample": {"split": "eval", "titles": len(eval_rows), "note": (
+                f"{len(eval_rows)} eval-split titles, each ranked against the others by cosine; relevant = shares a "
+                "genre with the query (by genre: carries that genre). Rows 'train …' are train's own eval-split "
+                "figures for its three embeddings.")}}
+
+
 def evaluate(config: Config, args, staging: str) -> tuple[dict, dict[str, bytes], list, Optional[PosterRow]]:
+    """Every measure the inputs allow → (evaluation, charts by name, similar-poster rows, the mix row)."""
     from pipelines.common.catalog import read_catalog
 
     embeddings = read_embeddings(args.embeddings)
     catalog = {row.title_id: row for row in read_catalog(args.catalog, config.catalog) if row.title_id}
     posters = Posters({t: row.poster_uri for t, row in catalog.items() if row.poster_uri})
     settings, k = config.evaluate, config.evaluate.k
-    eval_rows = [r for r, t in enumerate(embeddings.title_ids)
-                 if is_eval_title(t, config.preprocess.eval_fraction) and embeddings.genres[r]]
-    if len(eval_rows) <= k:
-        raise ValueError(f"only {len(eval_rows)} embedded titles are in the eval split (preprocess.eval_fraction "
-                         f"{config.preprocess.eval_fraction}); retrieval@{k} needs more than {k}")
-    eval_rows = _sample(eval_rows, settings.retrieval_max_queries, settings.seed)
+    eval_rows = eval_split_rows(embeddings, config)
     retrieval, distances, pairs = _timed("retrieval", lambda: retrieval_section(
         embeddings, eval_rows, posters, config, args.training))
-    evaluation = {"k": k, "created": storage.utc_now(), "model_version": embeddings.model_version,
-                  "inputs": {"embeddings": args.embeddings, "catalog": args.catalog, "model": args.model,
-                             "history": args.history, "index": args.index, "training": args.training},
-                  "retrieval_sample": {"split": "eval", "titles": len(eval_rows), "note": (
-                      f"{len(eval_rows)} eval-split titles, each ranked against the others by cosine; relevant = "
-                      "shares a genre with the query (by genre: carries that genre). Rows 'train …' are train's own "
-                      "eval-split figures for its three embeddings.")},
-                  "retrieval": retrieval, "distances": distances}
+    evaluation = {**_header(args, embeddings, k, eval_rows), "retrieval": retrieval, "distances": distances}
     charts = {"retrieval_by_genre": pictures.retrieval_by_genre_png(retrieval, k),
               "distance_histograms": pictures.distance_histograms_png(*pairs["embedding"], distances["embedding"],
                                                                       "the embedding")}
