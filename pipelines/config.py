@@ -134,7 +134,9 @@ class NightlyConfig(Section):
 class EvaluateConfig(Section):
     k: Positive = 10  # top-k of every retrieval and candidates measure
     seed: int = 0  # random reference vectors, near-duplicate edits, samples, the random baseline, the map
-    retrieval_max_queries: Positive = 3000  # eval-split titles scored against each other (a seeded sample above)
+    # Titles scored against each other: the preprocess' eval split (titles the model did not train on), or all.
+    retrieval_split: Literal["eval", "all"] = "eval"
+    retrieval_max_queries: Positive = 3000  # titles scored against each other (a seeded sample above this)
     near_duplicate_posters: Positive = 200  # eval posters copied (4 edited copies each) to find their original
     reference_max_titles: Positive = 20_000  # trivial image features (read every poster) only up to this catalog size
     holdout_last: Positive = 1  # each user's last watches (by timestamp) held out of the history

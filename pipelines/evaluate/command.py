@@ -125,7 +125,8 @@ def near_duplicate_section(embeddings: Embeddings, eval_rows: list[int], posters
     edits = [edit for _, edit, _ in copies]
     vectors = np.concatenate([embed([c for _, _, c in copies[i:i + 64]]) for i in range(0, len(copies), 64)])
     result = {"posters": len(picked), "database": len(embeddings),
-              "note": f"{len(picked)} eval posters × {len(near_duplicates.EDITS)} edits "
+              "note": f"{len(picked)} {'eval ' if config.evaluate.retrieval_split == 'eval' else ''}posters × "
+                      f"{len(near_duplicates.EDITS)} edits "
                       f"({', '.join(near_duplicates.EDITS)}) queried against all {len(embeddings)} catalog titles",
               "embedding": near_duplicates.near_duplicate_recall(vectors, originals, embeddings.vectors, edits)}
     if len(embeddings) <= config.evaluate.reference_max_titles:
@@ -164,18 +165,19 @@ def map_and_projector(embeddings: Embeddings, posters: Posters, staging: str, co
     settings = config.evaluate
     rows = _sample(range(len(embeddings)), settings.map_max_points, settings.seed)
     primary = [(embeddings.genres[r] or ["(none)"])[0] for r in rows]
-    points = embedding_map.project_2d(embeddings.vectors[rows], settings.map_projection, settings.seed)
+    projection = embedding_map.projection_for(settings.map_projection, len(rows))
+    points = embedding_map.project_2d(embeddings.vectors[rows], projection, settings.seed)
     drawn = {i: posters.get(embeddings.title_ids[rows[i]]) for i in
              embedding_map.spread_rows(primary, settings.map_posters, settings.seed)}
     png = embedding_map.map_png(points, primary, {i: p for i, p in drawn.items() if p},
-                                f"{settings.map_projection.upper()} of {len(rows)} titles (cosine)")
+                                f"{projection.upper()} of {len(rows)} titles (cosine)")
     metadata = [{"title_id": embeddings.title_ids[r], "primary_genre": primary[i],
                  "genres": "|".join(embeddings.genres[r])} for i, r in enumerate(rows)]
     sprite_posters = [posters.get(embeddings.title_ids[r]) for r in rows]
     projector = embedding_map.write_projector(storage.join(staging, EVALUATION_PROJECTOR_DIR),
                                               embeddings.vectors[rows], metadata, sprite_posters,
                                               f"posters {embeddings.model_version}")
-    return {**projector, "directory": EVALUATION_PROJECTOR_DIR + "/", "projection": settings.map_projection}, png
+    return {**projector, "directory": EVALUATION_PROJECTOR_DIR + "/", "projection": projection}, png
 
 
 def poster_grids(embeddings: Embeddings, posters: Posters, titles: dict[str, str],
@@ -220,23 +222,28 @@ def _timed(label: str, call):
 
 
 def eval_split_rows(embeddings: Embeddings, config: Config) -> list[int]:
-    """Rows of the embedded eval-split titles that have genres (a seeded sample of `retrieval_max_queries`)."""
-    k, fraction = config.evaluate.k, config.preprocess.eval_fraction
-    rows = [r for r, t in enumerate(embeddings.title_ids) if is_eval_title(t, fraction) and embeddings.genres[r]]
+    """Rows of the embedded titles with genres in `evaluate.retrieval_split` (the eval split, or all), a seeded
+    sample of `retrieval_max_queries` when there are more."""
+    k, fraction, split = config.evaluate.k, config.preprocess.eval_fraction, config.evaluate.retrieval_split
+    rows = [r for r, t in enumerate(embeddings.title_ids)
+            if embeddings.genres[r] and (split == "all" or is_eval_title(t, fraction))]
     if len(rows) <= k:
-        raise ValueError(f"only {len(rows)} embedded titles are in the eval split (preprocess.eval_fraction "
-                         f"{fraction}); retrieval@{k} needs more than {k}")
+        raise ValueError(f"only {len(rows)} embedded titles with genres are in evaluate.retrieval_split {split!r} "
+                         f"(preprocess.eval_fraction {fraction}); retrieval@{k} needs more than {k}: lower "
+                         "evaluate.k, or set evaluate.retrieval_split=all")
     return _sample(rows, config.evaluate.retrieval_max_queries, config.evaluate.seed)
 
 
-def _header(args, embeddings: Embeddings, k: int, eval_rows: list[int]) -> dict:
-    return {"k": k, "created": storage.utc_now(), "model_version": embeddings.model_version,
+def _header(args, embeddings: Embeddings, config: Config, eval_rows: list[int]) -> dict:
+    split = config.evaluate.retrieval_split
+    titles = f"{len(eval_rows)} eval-split titles" if split == "eval" else f"{len(eval_rows)} titles (all splits)"
+    return {"k": config.evaluate.k, "created": storage.utc_now(), "model_version": embeddings.model_version,
             "inputs": {"embeddings": args.embeddings, "catalog": args.catalog, "model": args.model,
                        "history": args.history, "index": args.index, "training": args.training},
-            "retrieval_sample": {"split": "eval", "titles": len(eval_rows), "note": (
-                f"{len(eval_rows)} eval-split titles, each ranked against the others by cosine; relevant = shares a "
-                "genre with the query (by genre: carries that genre). Rows 'train …' are train's own eval-split "
-                "figures for its three embeddings.")}}
+            "retrieval_sample": {"split": split, "titles": len(eval_rows), "note": (
+                f"{titles}, each ranked against the others by cosine; relevant = shares a genre with the query (by "
+                "genre: carries that genre). Rows 'train …' are train's own eval-split figures for its three "
+                "embeddings.")}}
 
 
 def evaluate(config: Config, args, staging: str) -> tuple[dict, dict[str, bytes], list, Optional[PosterRow]]:
@@ -250,7 +257,7 @@ def evaluate(config: Config, args, staging: str) -> tuple[dict, dict[str, bytes]
     eval_rows = eval_split_rows(embeddings, config)
     retrieval, distances, pairs = _timed("retrieval", lambda: retrieval_section(
         embeddings, eval_rows, posters, config, args.training))
-    evaluation = {**_header(args, embeddings, k, eval_rows), "retrieval": retrieval, "distances": distances}
+    evaluation = {**_header(args, embeddings, config, eval_rows), "retrieval": retrieval, "distances": distances}
     charts = {"retrieval_by_genre": pictures.retrieval_by_genre_png(retrieval, k),
               "distance_histograms": pictures.distance_histograms_png(*pairs["embedding"], distances["embedding"],
                                                                       "the embedding")}
@@ -300,7 +307,8 @@ def run(argv: list[str] | None = None) -> dict:
 
 def summary_text(evaluation: dict) -> str:
     k = evaluation["k"]
-    lines = [f"evaluate: model {evaluation['model_version']}, {evaluation['retrieval_sample']['titles']} eval titles",
+    sample = evaluation["retrieval_sample"]
+    lines = [f"evaluate: model {evaluation['model_version']}, {sample['titles']} titles ({sample['split']} split)",
              f"  retrieval            precision@{k}  recall@{k}  ndcg@{k}  mAP@R"]
     for name, values in evaluation["retrieval"].items():
         lines.append(f"  {name:<20} {values[f'precision_at_{k}']:>12.3f} {values.get(f'recall_at_{k}', 0):>9.3f} "

@@ -23,12 +23,19 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # noqa: E402
 SPRITE_TILE = (32, 48)  # one poster in the Projector's sprite, width × height
 SPRITE_MAX_SIDE = 8192  # the Projector refuses larger sprites
 MAP_POSTER_HEIGHT = 42
+MIN_UMAP_POINTS = 8
+
+
+def projection_for(method: str, n: int) -> str:
+    """The projection used for `n` points: UMAP's spectral start needs more than a handful, PCA stands in."""
+    return "pca" if n < MIN_UMAP_POINTS else method
 
 
 def project_2d(vectors: np.ndarray, method: str, seed: int) -> np.ndarray:
-    """[n, d] → [n, 2]: UMAP (n_neighbors 15, min_dist 0.1, cosine) or PCA of the unit vectors."""
+    """[n, d] → [n, 2]: UMAP (n_neighbors 15, min_dist 0.1, cosine) or PCA of the unit vectors (also for UMAP
+    below `MIN_UMAP_POINTS` points, see `projection_for`)."""
     unit = normalise(vectors)
-    if method == "pca":
+    if projection_for(method, len(unit)) == "pca":
         centred = unit - unit.mean(axis=0)
         _, _, components = np.linalg.svd(centred, full_matrices=False)
         return (centred @ components[:2].T).astype(np.float32)

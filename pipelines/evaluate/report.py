@@ -18,7 +18,8 @@ CHARTS = (  # name in `charts` → caption, in page order
     ("distance_histograms", "Cosine distances of poster pairs that share a genre and pairs that share none"),
     ("near_duplicates", "Near-duplicates: edited copies finding their original in the whole catalog"),
     ("candidates", "Candidates against each user's held-out last watches, beside the baselines"),
-    ("map", "The embedding from above: UMAP of the catalog, coloured by primary genre"),
+    ("map", "The embedding from above: a 2-D map of the catalog (UMAP, or PCA where configured), coloured by "
+            "primary genre"),
 )
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1250px;color:#1b1b1b;

@@ -79,6 +79,17 @@ def test_a_failed_gate_exits_1_with_fail_on_gates(inputs, capsys):
     assert "gates: FAILED" in capsys.readouterr().out
 
 
+def test_a_small_catalog_can_be_scored_on_all_its_titles(inputs):
+    evaluation = command.run(_argv(inputs, inputs["root"] / "all", "--set", "evaluate.retrieval_split=all"))
+    assert evaluation["retrieval_sample"]["split"] == "all"
+    assert evaluation["retrieval"]["embedding"]["queries"] == evaluation["retrieval_sample"]["titles"] == 100
+
+
+def test_too_few_eval_titles_is_an_error_that_says_what_to_change(inputs, capsys):
+    assert command.main(_argv(inputs, inputs["root"] / "few", "--set", "evaluate.k=60")) == 1
+    assert "evaluate.retrieval_split=all" in capsys.readouterr().err
+
+
 def test_the_eval_split_is_the_preprocess_split():
     from pipelines.preprocess.pipeline import is_eval
 

@@ -83,3 +83,9 @@ def test_a_failed_chromium_install_is_an_error_not_a_skip(monkeypatch):
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 100, "", "E: no network"))
     with pytest.raises(RuntimeError, match="apt-get install chromium failed"):
         browser.ensure_chromium()
+
+
+def test_a_map_of_a_handful_of_titles_falls_back_to_pca():
+    assert embedding_map.projection_for("umap", 5) == "pca" and embedding_map.projection_for("umap", 500) == "umap"
+    points = embedding_map.project_2d(np.eye(3), "umap", 0)  # UMAP itself fails on 3 points
+    assert points.shape == (3, 2)
