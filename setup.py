@@ -14,6 +14,8 @@ RUNTIME = [
     "matplotlib>=3.8,<4",
     # The config model (pipelines/config.py); the stack already brings it.
     "pydantic>=2.14,<3",
+    # `posters evaluate`'s 2-D map of the embedding (numba, pynndescent, scikit-learn come with it).
+    "umap-learn>=0.5,<0.6",
 ]
 
 TEST = [
@@ -26,6 +28,8 @@ TEST = [
     "gcp-storage-emulator>=2024.1,<2027",
     # Property tests: corrupted posters never crash the validator nor cost a batch-mate its embedding.
     "hypothesis>=6,<7",
+    # The report's browser test drives headless Chromium over the DevTools protocol (websockets.sync).
+    "websockets>=13,<18",
 ]
 
 setup(

@@ -193,6 +193,25 @@ class RetentionConfig(Section):
     older_than_hours: Annotated[float, Field(ge=0)] = 24.0
 
 
+class EvaluateConfig(Section):
+    k: Positive = 10  # top-k of every retrieval and candidates measure
+    seed: int = 0  # random reference vectors, near-duplicate edits, samples, the random baseline, the map
+    # Titles scored against each other: the preprocess' eval split (titles the model did not train on), or all.
+    retrieval_split: Literal["eval", "all"] = "eval"
+    retrieval_max_queries: Positive = 3000  # titles scored against each other (a seeded sample above this)
+    near_duplicate_posters: Positive = 200  # eval posters copied (4 edited copies each) to find their original
+    reference_max_titles: Positive = 20_000  # trivial image features (read every poster) only up to this catalog size
+    holdout_last: Positive = 1  # each user's last watches (by timestamp) held out of the history
+    map_projection: Literal["umap", "pca"] = "umap"  # the 2-D map of the embedding (pca: fast, for tests)
+    map_max_points: Positive = 3000  # titles drawn on the map and exported to the Embedding Projector
+    map_posters: NonNegative = 16  # posters drawn on the map at their positions
+    report_titles: Positive = 6  # titles (across genres) whose similar-poster grids the report shows
+    # Gates (`pipelines.evaluate.gates.check_gates`); None switches a gate off.
+    min_near_duplicate_recall_at_1: Optional[Fraction] = 0.9
+    min_hit_rate_vs_popularity: Optional[Annotated[float, Field(ge=0)]] = 1.0  # candidates' hit rate@k ÷ popularity's
+    max_drop_from_previous: Optional[Fraction] = 0.1  # largest relative drop of a headline measure from last night
+
+
 class Config(Section):
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
@@ -204,6 +223,7 @@ class Config(Section):
     candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
     nightly: NightlyConfig = Field(default_factory=NightlyConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     # Beam pipeline options (flag name → value) added before those given on the command line.
     beam: dict[str, Any] = Field(default_factory=dict)
 

@@ -75,7 +75,8 @@ PIXELS_INPUT = "pixels"
 EMBEDDING_METRIC = "angular"
 # `posters train --out OUT` writes OUT/model/ (the export above), and beside it:
 TRAIN_MODEL_DIR = "model"
-EVAL_METRICS_FILE = "eval_metrics.json"  # {"baseline"|"phase1"|"phase2": {"precision_at_10", "map_at_10", ...}}
+# {"baseline"|"phase1"|"phase2": pipelines.common.retrieval_metrics.retrieval_metrics() of the eval split}
+EVAL_METRICS_FILE = "eval_metrics.json"
 TRAINING_CURVES_FILE = "training_curves.png"
 TRAIN_SUMMARY_FILE = "train_summary.json"
 
@@ -174,3 +175,11 @@ NIGHTLY_RUNS_DIR = "runs"
 NIGHTLY_INDEX_DIR = "index"
 NIGHTLY_LOCK_FILE = "nightly.lock"
 NIGHTLY_SUMMARY_FILE = "summary.json"
+
+# `posters evaluate --out DIR`: DIR/evaluation.json (the measures and the gates' failures), DIR/report.html (one
+# self-contained page), DIR/pictures/*.png, DIR/projector/ (vectors.tsv, metadata.tsv, sprite.png,
+# projector_config.json), DIR/_SUCCESS.
+EVALUATION_FILE = "evaluation.json"
+EVALUATION_REPORT_FILE = "report.html"
+EVALUATION_PICTURES_DIR = "pictures"
+EVALUATION_PROJECTOR_DIR = "projector"

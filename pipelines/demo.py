@@ -1,7 +1,8 @@
 """`posters demo`: the main job end to end on the embedded synthetic catalog, on DirectRunner.
 
-generate catalog → preprocess → train → embed → index → candidates → the similar and mix pictures, each stage
-through its own command (exactly what a user would run), then one short summary of what was made and where.
+generate catalog → preprocess → train → embed → index → candidates → the similar and mix pictures → evaluate
+(report.html), each stage through its own command (exactly what a user would run), then one short summary of
+what was made and where, ending with the report's path.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def run_demo(config: str, out: Path, n: int, seed: int, overrides: list[str]) ->
     out.mkdir(parents=True, exist_ok=True)
     common = ["--config", config] + [arg for item in overrides for arg in ("--set", item)]
     paths = {name: out / name for name in ("catalog", "preprocessed", "training", "embeddings", "index",
-                                           "candidates")}
+                                           "candidates", "evaluation")}
     timings: dict[str, float] = {}
 
     def timed(name, call):
@@ -61,6 +62,11 @@ def run_demo(config: str, out: Path, n: int, seed: int, overrides: list[str]) ->
                   "--out", str(paths["candidates"])]))
     pictures = _pictures(common, out, paths, catalog)
     timed("similar+mix", pictures)
+    # The demo reports the gates; it does not enforce them (no --fail-on-gates).
+    timed("evaluate", lambda: _stage("pipelines.evaluate.command")(
+        common + ["--embeddings", str(paths["embeddings"]), "--catalog", catalog, "--model", model,
+                  "--history", history, "--index", str(paths["index"]), "--training", str(paths["training"]),
+                  "--out", str(paths["evaluation"])]))
     return _summary(out, paths, timings)
 
 
@@ -90,19 +96,33 @@ def _read_json_list(path: Path) -> list:
 def _summary(out: Path, paths: dict, timings: dict) -> dict:
     stats = _read_json(paths["preprocessed"] / "stats.json")
     metrics = _read_json(paths["training"] / "eval_metrics.json")
+    evaluation = _read_json(paths["evaluation"] / "evaluation.json")
     summary = {
         "timings_s": timings,
         "catalog": {"read": stats.get("read"), "accepted": stats.get("accepted"), "rejected": stats.get("rejected"),
                     "rejected_by_reason": stats.get("rejected_by_reason")},
         "precision_at_10": {name: metrics.get(name, {}).get("precision_at_10") for name in
                             ("baseline", "phase1", "phase2")},
+        "evaluation": _evaluation_figures(evaluation),
         "outputs": {name: str(path) for name, path in paths.items()} | {
             "catalog_preview": str(out / "catalog_preview.png"), "training_curves":
             str(paths["training"] / "training_curves.png"), "similar": str(out / "similar.png"),
-            "mix": str(out / "mix.png")},
+            "mix": str(out / "mix.png"), "report": str(paths["evaluation"] / "report.html")},
     }
     storage.write_json(str(out / "demo_summary.json"), summary)
     return summary
+
+
+def _evaluation_figures(evaluation: dict) -> dict:
+    """The headline numbers of evaluation.json for the summary (None where not measured)."""
+    k = evaluation.get("k", 10)
+    retrieval = evaluation.get("retrieval", {})
+    methods = (evaluation.get("candidates") or {}).get("methods", {})
+    near = (evaluation.get("near_duplicates") or {}).get("embedding", {})
+    return {"precision_at_k": {name: values.get(f"precision_at_{k}") for name, values in retrieval.items()},
+            "near_duplicate_recall": {"at_1": near.get("recall_at_1"), "at_10": near.get("recall_at_10")},
+            "hit_rate_at_k": {name: values.get(f"hit_rate_at_{k}") for name, values in methods.items()},
+            "k": k, "gate_failures": (evaluation.get("gates") or {}).get("failures")}
 
 
 def print_summary(summary: dict) -> None:
@@ -114,9 +134,22 @@ def print_summary(summary: dict) -> None:
     for name in ("baseline", "phase1", "phase2"):
         value = p10[name]
         print(f"  {name:<8} {value:.3f}" if value is not None else f"  {name:<8} n/a")
+    figures = summary["evaluation"]
+    if figures["precision_at_k"]:
+        k = figures["k"]
+        print(f"evaluation (posters evaluate), precision@{k} on the eval split: " + ", ".join(
+            f"{name} {value:.3f}" for name, value in figures["precision_at_k"].items() if value is not None))
+        near = figures["near_duplicate_recall"]
+        if near["at_1"] is not None:
+            print(f"  near-duplicates found in the catalog: recall@1 {near['at_1']:.3f}, recall@10 {near['at_10']:.3f}")
+        print(f"  candidates, hit rate@{k} on held-out last watches: " + ", ".join(
+            f"{name} {value:.3f}" for name, value in figures["hit_rate_at_k"].items()))
+        failures = figures["gate_failures"] or []
+        print("  gates: " + ("all passed" if not failures else "; ".join(failures)))
     print("stage timings (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings_s"].items()))
     for name, path in summary["outputs"].items():
         print(f"  {name:<16} {path}")
+    print(f"report: {summary['outputs']['report']}")
 
 
 def main(argv: list[str]) -> int:

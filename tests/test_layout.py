@@ -3,10 +3,11 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("preprocess", "embed", "index", "candidates", "nightly", "similar")
+STAGES = ("preprocess", "embed", "index", "candidates", "nightly", "similar", "evaluate")
 # Where a stage may reach into another: the data flows downstream (index reads what embed wrote, …).
 UPSTREAM = {"preprocess": set(), "embed": set(), "index": {"embed"}, "candidates": {"embed", "index"},
-            "nightly": {"embed", "index", "candidates"}, "similar": {"embed", "index", "candidates"}}
+            "nightly": {"embed", "index", "candidates", "evaluate"}, "similar": {"embed", "index", "candidates"},
+            "evaluate": {"embed", "index", "candidates"}}
 
 
 def imports_of(path: Path) -> set[str]:

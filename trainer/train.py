@@ -25,12 +25,12 @@ import numpy as np
 
 from pipelines.common import storage
 from pipelines.common.command_line import command_parser, parse_command
+from pipelines.common.retrieval_metrics import retrieval_metrics
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import EVAL_METRICS_FILE, STATS_FILE, TRAIN_MODEL_DIR, TRAIN_SUMMARY_FILE, TRAINING_CURVES_FILE
 from trainer.backbones import BackboneError
 from trainer.data import PosterSplit, TrainingDataError, pixels_dataset, read_genre_vocabulary, read_split
 from trainer.distribute import StrategyError, global_batch_size, is_chief, make_strategy
-from trainer.evaluate import retrieval_metrics
 from trainer.export import export_model
 from trainer.model import backbone_features_model, build_model, embedding_model
 from trainer.phases import resumed_epoch, train_genres, train_metric
@@ -92,10 +92,12 @@ def _weights_path(work: str, phase: str) -> str:
 
 # --- the command ----------------------------------------------------------------------------------------------
 
-def evaluate_embedding(embedder: keras.Model, split: PosterSplit, input_size: int, batch_size: int) -> dict:
-    """Retrieval metrics of `embedder` on `split` (direct calls: each cut is a new model, predict would retrace)."""
+def evaluate_embedding(embedder: keras.Model, split: PosterSplit, input_size: int, batch_size: int,
+                       genres: list[str]) -> dict:
+    """Retrieval metrics of `embedder` on `split`, overall and by genre (direct calls: each cut is a new model,
+    predict would retrace)."""
     vectors = [embedder(pixels, training=False).numpy() for pixels in pixels_dataset(split, batch_size, input_size)]
-    return retrieval_metrics(np.concatenate(vectors), split.labels)
+    return retrieval_metrics(np.concatenate(vectors), split.labels, genres=genres)
 
 
 def run(config: Config, data_dir: str, out_dir: str, work_dir: str | None = None, fresh: bool = False,
@@ -151,7 +153,8 @@ def _train_phases(model, state: dict, train: PosterSplit, evaluation: PosterSpli
     eval_batch = global_batch_size(config.train.per_replica_batch_size, strategy)
     metrics = state["metrics"]
     if "baseline" not in metrics:
-        metrics["baseline"] = evaluate_embedding(backbone_features_model(model), evaluation, size, eval_batch)
+        metrics["baseline"] = evaluate_embedding(backbone_features_model(model), evaluation, size, eval_batch,
+                                                 state["vocabulary"])
         storage.write_json(storage.join(work, STATE_FILE), state)
     for phase, train_phase in (("phase1", train_genres), ("phase2", train_metric)):
         if phase in state["phases"]:
@@ -163,7 +166,7 @@ def _train_phases(model, state: dict, train: PosterSplit, evaluation: PosterSpli
         model.save_weights(_weights_path(work, phase))
         state["phases"][phase] = {**info, "seconds": round(time.time() - phase_started, 1),
                                   "resumed_at_epoch": resumed}
-        metrics[phase] = evaluate_embedding(embedding_model(model), evaluation, size, eval_batch)
+        metrics[phase] = evaluate_embedding(embedding_model(model), evaluation, size, eval_batch, state["vocabulary"])
         storage.write_json(storage.join(work, STATE_FILE), state)
 
 

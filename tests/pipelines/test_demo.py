@@ -11,7 +11,8 @@ def test_demo_runs_every_stage_and_summarises(tmp_path, capsys):
     code = demo.main(["--config", "configs/local.yaml", "--out", str(out), "--n", "160", "--seed", "3",
                       "--set", "model.input_size=32", "--set", "train.warmup_epochs=1",
                       "--set", "train.metric_epochs=1", "--set", "train.classes_per_batch=4",
-                      "--set", "train.unfreeze_schedule=[[block_3]]"])
+                      "--set", "train.unfreeze_schedule=[[block_3]]", "--set", "evaluate.map_projection=pca",
+                      "--set", "evaluate.near_duplicate_posters=10"])
     assert code == 0
     summary = json.loads((out / "demo_summary.json").read_text())
     catalog = summary["catalog"]
@@ -23,5 +24,10 @@ def test_demo_runs_every_stage_and_summarises(tmp_path, capsys):
             assert picture.width > 100 and picture.height > 100
     for name in ("item2item", "user"):
         assert list((out / "candidates").glob(f"{name}*")), f"no {name} candidates written"
+    evaluation = json.loads((out / "evaluation" / "evaluation.json").read_text())
+    assert {"embedding", "random", "colour_histogram", "colour_thumbnail", "train phase2"} <= set(
+        evaluation["retrieval"])
+    assert set(summary["evaluation"]["hit_rate_at_k"]) == {"content", "most_watched", "random"}
     printed = capsys.readouterr().out
     assert "poster similarity demo: done" in printed and str(out / "similar.png") in printed
+    assert printed.rstrip().splitlines()[-1] == f"report: {out / 'evaluation' / 'report.html'}"

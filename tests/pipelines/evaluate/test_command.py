@@ -1,0 +1,103 @@
+"""`posters evaluate` end to end on a small synthetic catalog: every section, the outputs, the gates' exit code."""
+import json
+
+import numpy as np
+import pytest
+
+from pipelines.evaluate import command
+from tests.pipelines.candidates.candidate_inputs import write_embeddings
+
+FAST = ["--set", "evaluate.map_projection=pca", "--set", "evaluate.near_duplicate_posters=6",
+        "--set", "evaluate.map_posters=3", "--set", "evaluate.report_titles=3"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A generated catalog, an untrained tiny model export, its embeddings of every poster, a watch history."""
+    from pipelines.common import storage
+    from pipelines.common.catalog import read_catalog
+    from pipelines.common.exported_model import load_exported_model
+    from pipelines.config import CatalogConfig
+    from pipelines.synthetic.catalog import generate_catalog
+    from pipelines.synthetic.watch_history import generate_watch_history
+    from tests.pipelines.embed.tiny_model import export_tiny_model
+
+    root = tmp_path_factory.mktemp("evaluate")
+    generate_catalog(root / "catalog", n=100, seed=2, width=64, height=96)
+    catalog = str(root / "catalog" / "catalog.csv")
+    rows = read_catalog(catalog, CatalogConfig())
+    meta = export_tiny_model(str(root / "model"))
+    embed, _ = load_exported_model(str(root / "model"))
+    vectors = embed([storage.read_bytes(row.poster_uri) for row in rows])
+    write_embeddings(str(root / "embeddings"), [row.title_id for row in rows], vectors,
+                     model_version=meta["model_version"], genres=[list(row.genres) for row in rows])
+    generate_watch_history(catalog, str(root / "history.csv"), n_users=30, seed=1)
+    return {"root": root, "catalog": catalog, "model": str(root / "model"), "embeddings": str(root / "embeddings"),
+            "history": str(root / "history.csv")}
+
+
+def _argv(inputs, out, *extra):
+    return ["--embeddings", inputs["embeddings"], "--catalog", inputs["catalog"], "--out", str(out),
+            "--model", inputs["model"], "--history", inputs["history"], *FAST, *extra]
+
+
+def test_evaluate_writes_every_section_the_report_and_the_projector_export(inputs, capsys):
+    out = inputs["root"] / "out"
+    assert command.main(_argv(inputs, out)) == 0
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert set(evaluation["retrieval"]) == {"embedding", "random", "colour_histogram", "colour_thumbnail"}
+    assert evaluation["retrieval"]["embedding"]["queries"] == evaluation["retrieval_sample"]["titles"] > 10
+    near = evaluation["near_duplicates"]
+    assert near["embedding"]["copies"] == 6 * 4 and near["database"] == 100
+    assert set(near["embedding"]["by_edit"]) == {"reencoded", "rescaled", "cropped", "recompressed"}
+    assert set(evaluation["candidates"]["methods"]) == {"content", "most_watched", "random"}
+    assert evaluation["candidates"]["searched"] == "exact search"
+    assert isinstance(evaluation["gates"]["failures"], list)
+    assert (out / "_SUCCESS").exists() and (out / "report.html").stat().st_size > 10_000
+    assert {p.name for p in (out / "pictures").iterdir()} == {
+        "retrieval_by_genre.png", "distance_histograms.png", "near_duplicates.png", "candidates.png", "map.png"}
+    projector = out / "projector"
+    assert len((projector / "vectors.tsv").read_text().splitlines()) == 100
+    assert len((projector / "metadata.tsv").read_text().splitlines()) == 101  # a header, then one row per vector
+    config = json.loads((projector / "projector_config.json").read_text())["embeddings"][0]
+    assert config["tensorShape"] == [100, 16] and (projector / config["sprite"]["imagePath"]).exists()
+    printed = capsys.readouterr().out
+    assert "near-duplicates embedding" in printed and str(out / "report.html") in printed
+
+
+def test_the_same_inputs_give_the_same_evaluation(inputs):
+    first, second = (command.run(_argv(inputs, inputs["root"] / name)) for name in ("a", "b"))
+    for evaluation in (first, second):
+        evaluation.pop("created"), evaluation.pop("out")
+    assert first == second
+
+
+def test_a_failed_gate_exits_1_with_fail_on_gates(inputs, capsys):
+    argv = _argv(inputs, inputs["root"] / "gated", "--set", "evaluate.min_hit_rate_vs_popularity=1000",
+                 "--fail-on-gates")
+    assert command.main(argv) == 1
+    assert "gates: FAILED" in capsys.readouterr().out
+
+
+def test_a_small_catalog_can_be_scored_on_all_its_titles(inputs):
+    evaluation = command.run(_argv(inputs, inputs["root"] / "all", "--set", "evaluate.retrieval_split=all"))
+    assert evaluation["retrieval_sample"]["split"] == "all"
+    assert evaluation["retrieval"]["embedding"]["queries"] == evaluation["retrieval_sample"]["titles"] == 100
+
+
+def test_too_few_eval_titles_is_an_error_that_says_what_to_change(inputs, capsys):
+    assert command.main(_argv(inputs, inputs["root"] / "few", "--set", "evaluate.k=60")) == 1
+    assert "evaluate.retrieval_split=all" in capsys.readouterr().err
+
+
+def test_the_eval_split_is_the_preprocess_split():
+    from pipelines.preprocess.pipeline import is_eval
+
+    ids = [f"tt{i:07d}" for i in range(500)]
+    assert [command.is_eval_title(t, 0.2) for t in ids] == [is_eval(t, 0.2) for t in ids]
+    assert 60 < sum(command.is_eval_title(t, 0.2) for t in ids) < 140
+
+
+def test_label_matrix_orders_the_genres():
+    labels, vocabulary = command.label_matrix([["Drama", "Action"], ["Action"]])
+    assert vocabulary == ["Action", "Drama"] and np.array_equal(labels, [[1, 1], [1, 0]])
