@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "index": ("pipelines.index.pipeline:main", "build, verify and publish a sharded FAISS index; `index rollback`"),
     "candidates": ("pipelines.candidates.pipeline:main", "item→item and user→item candidates from the published index"),
     "evaluate": ("pipelines.evaluate.command:main", "offline evaluation of embeddings and candidates → report.html"),
-    "nightly": ("pipelines.nightly.chain:main", "the nightly chain: embed → index → candidates for a date"),
+    "nightly": ("pipelines.nightly.chain:main", "the nightly chain: embed → evaluate → index → candidates for a date"),
     "gc": ("pipelines.common.retention:main",
            "remove partial index versions and staging directories that killed runs left behind"),
     "similar": ("pipelines.similar.contact_sheets:similar_main",

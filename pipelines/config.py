@@ -185,6 +185,9 @@ class NightlyConfig(Section):
     overlap_alert_below: Fraction = 0.5  # an overlap@k below this is flagged in the summary and the log
     # Beam flags for the embed stage only (e.g. a GPU accelerator on Dataflow), after the shared ones.
     embed_beam_args: list[str] = Field(default_factory=list)
+    # Run `posters evaluate` between embed and index and stop the night when a gate (`evaluate.*`) fails.
+    # It holds tonight's embeddings in the launcher (512 MB per million titles): see docs/scaling.md.
+    evaluate: bool = True
 
 
 class RetentionConfig(Section):

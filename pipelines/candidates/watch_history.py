@@ -28,6 +28,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 
 from pipelines.config import CandidatesConfig
@@ -186,6 +187,21 @@ def read_watch_events(handle: IO[bytes], fmt: str, limits: WatchLimits,
     """Every row of one history file, as `WatchEvent`s and `Skip`s; a file that cannot be parsed raises."""
     for row in _rows(handle, fmt, source):
         yield row if isinstance(row, Skip) else watch_event(row, limits)
+
+
+def read_watch_history(uri: str, limits: Optional[WatchLimits] = None) -> list[WatchEvent | Skip]:
+    """Every row of the history at `uri` (a file or a glob), outside Beam (None: the default limits, now);
+    for bounded histories (the evaluator's held-out split), not for the pipeline."""
+    fmt = history_format(uri)
+    limits = limits or watch_limits(CandidatesConfig())
+    paths = [m.path for m in FileSystems.match([uri])[0].metadata_list]
+    if not paths:
+        raise FileNotFoundError(f"watch history {uri!r}: no such file")
+    events: list[WatchEvent | Skip] = []
+    for path in sorted(paths):
+        with FileSystems.open(path) as handle:
+            events.extend(read_watch_events(handle, fmt, limits, path))
+    return events
 
 
 def watch_weights(weights: np.ndarray, timestamps: list[Optional[float]],

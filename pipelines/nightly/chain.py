@@ -38,6 +38,8 @@ from pipelines.common import locks, retention, storage, versions
 from pipelines.common.command_line import command_parser, parse_command
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import (
+    EVALUATION_FILE,
+    EVALUATION_REPORT_FILE,
     INDEX_MANIFEST_FILE,
     ITEM2ITEM_DIR,
     NIGHTLY_INDEX_DIR,
@@ -49,7 +51,7 @@ from pipelines.embed.reader import describe_embeddings, parquet_errors
 from pipelines.nightly.run_state import RunState, last_finished_before
 
 log = logging.getLogger(__name__)
-STAGES = ("embed", "index", "candidates")
+STAGES = ("embed", "evaluate", "index", "candidates")
 EXIT_STAGE_FAILED, EXIT_USAGE, EXIT_LOCKED = 1, 2, 3
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")  # what `date.fromisoformat` also accepts: 20260102, 2026-W01-5
 
@@ -101,6 +103,24 @@ def embed_stage(run: NightlyRun, done: dict, previous_date: Optional[str]) -> di
             "previous": previous[1] if previous else None}
 
 
+def evaluate_stage(run: NightlyRun, done: dict, previous_date: Optional[str]) -> dict:
+    """`posters evaluate` on tonight's embeddings (exact search), gated before anything is published: a failed
+    gate stops the night here, so the index `CURRENT` and the candidates stay as they were."""
+    from pipelines.evaluate import command as evaluate
+    from pipelines.evaluate.gates import enforce_gates, headline_measures
+
+    if not run.config.nightly.evaluate:
+        return {"out": None, "skipped": "nightly.evaluate is false"}
+    previous = (["--previous", storage.join(run.output("evaluation", previous_date), EVALUATION_FILE)]
+                if previous_date else [])
+    evaluation = evaluate.run(run.config_argv + ["--embeddings", done["embed"]["out"], "--catalog", run.catalog,
+                                                 "--model", run.model, "--history", run.history,
+                                                 "--out", run.output("evaluation")] + previous)
+    enforce_gates(evaluation)
+    return {"out": run.output("evaluation"), "report": storage.join(run.output("evaluation"), EVALUATION_REPORT_FILE),
+            "headline": headline_measures(evaluation)}
+
+
 def index_stage(run: NightlyRun, done: dict, previous_date: Optional[str]) -> dict:
     from pipelines.index import pipeline as index
 
@@ -126,7 +146,7 @@ def candidates_stage(run: NightlyRun, done: dict, previous_date: Optional[str]) 
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[NightlyRun, dict, Optional[str]], dict]] = {
-    "embed": embed_stage, "index": index_stage, "candidates": candidates_stage}
+    "embed": embed_stage, "evaluate": evaluate_stage, "index": index_stage, "candidates": candidates_stage}
 
 
 def _published_from(root: str, index_root: str, embeddings: str) -> Optional[dict]:

@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -24,13 +23,11 @@ from pipelines.candidates.watch_history import (
     WatchLimits,
     history_format,
     parse_timestamp,
-    read_watch_events,
+    read_watch_history,
     user_query,
-    watch_limits,
     watch_weights,
     weighted_query,
 )
-from pipelines.config import CandidatesConfig
 from pipelines.contracts import SkipReason
 
 ROWS = [
@@ -42,21 +39,7 @@ NOW = datetime(2024, 7, 1, tzinfo=UTC).timestamp()
 LIMITS = WatchLimits(now=NOW, max_weight=1000.0, max_clock_skew_s=300.0)
 
 
-# Whole-file readers for the tests (the pipeline reads the history in Beam, never into one list).
-def read_watch_history(uri: str, limits: Optional[WatchLimits] = None) -> list[WatchEvent | Skip]:
-    """Every row of the history at `uri` (a file or a glob), outside Beam (None: the default limits, now)."""
-    fmt = history_format(uri)
-    limits = limits or watch_limits(CandidatesConfig())
-    paths = [m.path for m in FileSystems.match([uri])[0].metadata_list]
-    if not paths:
-        raise FileNotFoundError(f"watch history {uri!r}: no such file")
-    events: list[WatchEvent | Skip] = []
-    for path in sorted(paths):
-        with FileSystems.open(path) as handle:
-            events.extend(read_watch_events(handle, fmt, limits, path))
-    return events
-
-
+# The whole-history query builder for the tests (the pipeline builds queries in Beam).
 def user_queries(events: Iterable[WatchEvent], embeddings: dict[str, np.ndarray],
                  half_life_days: Optional[float]) -> list[UserQuery | Skip]:
     """`user_query` for every user in `events`, outside Beam (sorted by user_id)."""

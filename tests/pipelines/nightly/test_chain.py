@@ -23,7 +23,11 @@ from tests.pipelines.embed.tiny_model import export_tiny_model
 
 N_TITLES = 16
 FAST = ["--set", "embed.min_batch_size=4", "--set", "embed.max_batch_size=8", "--set", "candidates.k=5",
-        "--set", "nightly.overlap_k=5"]
+        "--set", "nightly.overlap_k=5",
+        # 16 titles and an untrained model: evaluate every title, a quick map, and gates it can pass.
+        "--set", "evaluate.retrieval_split=all", "--set", "evaluate.k=5", "--set", "evaluate.map_projection=pca",
+        "--set", "evaluate.min_near_duplicate_recall_at_1=null", "--set", "evaluate.min_hit_rate_vs_popularity=null",
+        "--set", "evaluate.max_drop_from_previous=null"]
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +71,12 @@ def first_night(inputs, tmp_path_factory):
 
 def test_a_night_runs_every_stage_publishes_the_index_and_writes_its_summary(first_night):
     summary = summary_of(first_night, "2024-07-01")
-    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": True, "index": True,
-                                                                         "candidates": True}
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": True, "evaluate": True,
+                                                                         "index": True, "candidates": True}
     assert summary["counts"]["embeddings"]["new"] == N_TITLES
     assert summary["counts"]["titles"] == N_TITLES and summary["counts"]["users"] == 12
     assert versions.read_current(str(first_night / "index")).version == summary["versions"]["index"]
-    assert set(summary["timings_s"]) == {"embed", "index", "candidates", "total"}
+    assert set(summary["timings_s"]) == {"embed", "evaluate", "index", "candidates", "total"}
     assert summary["previous_run"] is None and summary["overlap"] is None
     assert os.path.exists(first_night / "runs" / "2024-07-01" / SUCCESS_FILE)
     assert not os.path.exists(first_night / NIGHTLY_LOCK_FILE)
@@ -133,7 +137,9 @@ def test_a_crash_after_the_index_stage_resumes_with_candidates_only(inputs, firs
     shutil.copytree(first_night, root)
     history = tmp_path / "history.parquet"
     history.write_bytes(b"not parquet: the candidates stage fails on it")
-    argv = nightly_argv(inputs, root, "2024-07-02", history=str(history))
+    # (the evaluate stage reads the history too: off here, so the candidates stage is the one that fails)
+    no_evaluation = ["--set", "nightly.evaluate=false"]
+    argv = nightly_argv(inputs, root, "2024-07-02", *no_evaluation, history=str(history))
     assert nightly.main(argv) == nightly.EXIT_STAGE_FAILED
     state = RunState(str(root / "runs" / "2024-07-02"))
     assert state.stage_result("index") is not None and state.stage_result("candidates") is None
@@ -143,10 +149,12 @@ def test_a_crash_after_the_index_stage_resumes_with_candidates_only(inputs, firs
 
     shutil.copyfile(inputs["root"] / "history.csv", tmp_path / "fixed.csv")
     history.unlink()
-    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", history=str(tmp_path / "fixed.csv"))) == 0
+    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", *no_evaluation,
+                                     history=str(tmp_path / "fixed.csv"))) == 0
     summary = summary_of(root, "2024-07-02")
-    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "index": False,
-                                                                         "candidates": True}
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "evaluate": False,
+                                                                         "index": False, "candidates": True}
+    assert summary["stages"]["evaluate"]["skipped"] == "nightly.evaluate is false"
     assert summary["versions"]["index"] == published
     assert sorted(os.listdir(root / "index")) == index_versions
 
@@ -165,8 +173,8 @@ def test_a_run_killed_after_the_index_stage_leaves_its_lock_and_the_rerun_runs_c
 
     assert nightly.main(argv) == 0  # the 06:30 retry: the lock's process is gone, so it resumes
     summary = summary_of(root, "2024-07-02")
-    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "index": False,
-                                                                         "candidates": True}
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "evaluate": False,
+                                                                         "index": False, "candidates": True}
     assert not os.path.exists(root / NIGHTLY_LOCK_FILE)
 
 
@@ -179,8 +187,8 @@ def test_an_index_published_just_before_a_crash_is_adopted_not_built_again(input
     index_versions = sorted(os.listdir(root / "index"))
     assert nightly.main(nightly_argv(inputs, root, "2024-07-01")) == 0
     summary = summary_of(root, "2024-07-01")
-    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "index": True,
-                                                                         "candidates": True}
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "evaluate": False,
+                                                                         "index": True, "candidates": True}
     assert summary["stages"]["index"]["adopted"] is True
     assert sorted(os.listdir(root / "index")) == index_versions
 
@@ -338,8 +346,8 @@ def test_markers_are_relative_to_the_root_so_a_copied_root_reads_its_own_outputs
     shutil.rmtree(original)  # the copy must not need anything of the original's
     assert nightly.main(nightly_argv(inputs, copy, "2024-07-01")) == 0
     summary = summary_of(copy, "2024-07-01")
-    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "index": True,
-                                                                         "candidates": True}
+    assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "evaluate": False,
+                                                                         "index": True, "candidates": True}
     embeddings = str(copy / "runs" / "2024-07-01" / "embeddings")
     assert summary["stages"]["embed"]["out"] == embeddings
     manifest = json.loads((copy / "index" / summary["versions"]["index"] / "manifest.json").read_text())
@@ -378,3 +386,18 @@ def test_a_finished_night_removes_what_killed_runs_left_and_reports_it(inputs, f
     assert f"  gc: removed partial version {killed_build}" in capsys.readouterr().out
     live = versions.read_current(str(root / "index"))
     assert all((root / "index" / version / "manifest.json").exists() for version in (live.version, *live.history))
+
+
+def test_a_failed_evaluation_gate_stops_the_night_before_anything_is_published(inputs, first_night, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(first_night, root)
+    first = json.loads((root / "runs" / "2024-07-01" / "evaluation" / "evaluation.json").read_text())
+    recall = first["near_duplicates"]["embedding"]["recall_at_1"]
+    assert recall < 1.0  # what makes the gate below one the night cannot pass
+    current = (root / "index" / INDEX_CURRENT_FILE).read_bytes()
+    argv = nightly_argv(inputs, root, "2024-07-02", "--set", f"evaluate.min_near_duplicate_recall_at_1={recall + 1e-3}")
+    assert nightly.main(argv) == nightly.EXIT_STAGE_FAILED
+    state = RunState(str(root / "runs" / "2024-07-02"))
+    assert state.stage_result("embed") is not None and state.stage_result("evaluate") is None
+    assert (root / "index" / INDEX_CURRENT_FILE).read_bytes() == current
+    assert not (root / "runs" / "2024-07-02" / "candidates").exists()
