@@ -1,6 +1,7 @@
 """The Composer DAG, loaded with Airflow's DagBag in the project's Airflow venv (`make airflow-venv`, kept apart
 from the Beam venv): no import errors, one task per nightly stage plus the steps between them, in order, and
 its templated fields rendered for a logical date. `dag_probe.py` runs inside that venv and reports as JSON."""
+import fcntl
 import json
 import os
 import subprocess
@@ -18,10 +19,15 @@ ORDER = ["embed", "embed_publish", "index", "index_publish", "candidates", "cand
 
 
 def ensure_airflow_venv() -> None:
-    """Builds .venv-airflow with `make airflow-venv` when it is missing (a few minutes); fails, never skips."""
-    if (AIRFLOW_VENV / ".installed").exists():
-        return
-    build = subprocess.run(["make", "airflow-venv"], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    """Builds .venv-airflow with `make airflow-venv` when it is missing or older than its requirements (a few
+    minutes); fails with the make output, never skips. A file lock keeps parallel test workers to one build."""
+    with open(REPO / ".venv-airflow.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        up_to_date = subprocess.run(["make", "-q", ".venv-airflow/.installed"], cwd=REPO,
+                                    capture_output=True).returncode == 0
+        if up_to_date and AIRFLOW_PYTHON.exists():
+            return
+        build = subprocess.run(["make", "airflow-venv"], cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert build.returncode == 0 and AIRFLOW_PYTHON.exists(), (
         f"the Airflow venv is missing and `make airflow-venv` failed (run it in {REPO}):\n{build.stdout[-2000:]}\n"
         f"{build.stderr[-3000:]}")
