@@ -125,3 +125,20 @@ def test_each_stage_metadata_file_names_every_parameter_its_launcher_reads(stage
 def test_there_is_one_metadata_file_per_stage_and_no_nightly_template():
     assert sorted(p.name for p in (REPO / "flex_template").glob("*metadata.json")) == [
         "candidates_metadata.json", "embed_metadata.json", "index_metadata.json", "preprocess_metadata.json"]
+
+
+def test_the_index_launcher_builds_a_version_directory_and_leaves_current_alone(tmp_path, nothing_waits):
+    from pipelines.contracts import INDEX_MANIFEST_FILE
+    from tests.pipelines.embeddings_fixture import title_ids, unit_vectors, write_embeddings
+
+    embeddings = write_embeddings(str(tmp_path / "embeddings"), title_ids(300), unit_vectors(300), files=2)
+    out, spec_path = tmp_path / "index", tmp_path / "jobs" / "index.json"
+    assert launch.main(["index", "--config", "configs/local.yaml", "--date", DATE, "--embeddings", embeddings,
+                        "--out", str(out), "--job_spec_out", str(spec_path)]) == 0
+    spec = json.loads(spec_path.read_text())
+    assert spec["stage"] == "index" and re.fullmatch(r"posters-index-20261201-[0-9a-f]{12}", spec["job_name"])
+    version_dir = Path(spec["outputs"]["version_dir"])
+    assert version_dir.parent == out and version_dir.name == spec["outputs"]["version"]
+    manifest = json.loads((version_dir / INDEX_MANIFEST_FILE).read_text())
+    assert manifest["count"] == 300 and "recall_at_10" in manifest
+    assert sorted(p.name for p in out.iterdir()) == [version_dir.name], "no CURRENT: the gate and swap come later"
