@@ -1,4 +1,4 @@
-"""Poster similarity: what `pip install -e .` and Dataflow workers (`--setup_file`) install."""
+"""Poster similarity: what `pip install -e .` and the worker and launcher images (`pip install .`) install."""
 from setuptools import find_packages, setup
 
 # Ranges that resolve together (see README, "Dependencies"); each is capped at the next major version.

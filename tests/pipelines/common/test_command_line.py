@@ -22,7 +22,7 @@ def test_dataflow_config_becomes_dataflow_pipeline_options():
     assert options.view_as(StandardOptions).runner == "DataflowRunner"
     assert (cloud.project, cloud.region) == ("my-project", "europe-west4")  # the command line wins
     assert cloud.temp_location == config.beam["temp_location"]
-    assert options.view_as(SetupOptions).setup_file == "./setup.py"
+    assert options.view_as(SetupOptions).setup_file is None  # workers run the worker image: nothing to stage
     assert options.view_as(WorkerOptions).max_num_workers == 5
     assert options.view_as(WorkerOptions).machine_type == config.beam["machine_type"]
 
