@@ -8,7 +8,7 @@ from apache_beam.testing import test_pipeline
 
 from pipelines.common import versions
 from pipelines.config import load_config
-from pipelines.contracts import INDEX_ID_MAP_FILE, index_shard_name
+from pipelines.contracts import index_id_map_name, index_shard_name
 from pipelines.index import pipeline as index
 from pipelines.index.loader import IndexLoadError, load_index
 from tests.pipelines.embeddings_fixture import MODEL_VERSION, title_ids, unit_vectors, write_embeddings
@@ -103,7 +103,7 @@ def test_another_model_s_index_is_refused(built):
 
 
 @pytest.mark.parametrize("mmap", [False, True])
-@pytest.mark.parametrize("file", [index_shard_name(1), INDEX_ID_MAP_FILE])
+@pytest.mark.parametrize("file", [index_shard_name(1), index_id_map_name(1)])
 def test_one_flipped_byte_is_detected(flat_copy, file, mmap):
     path = os.path.join(versions.current_version_uri(flat_copy), file)
     data = bytearray(open(path, "rb").read())
