@@ -158,3 +158,26 @@ def test_an_empty_current_is_an_error_that_names_it_and_says_what_to_do(built, t
     with pytest.raises(versions.UnreadablePointer, match=f"^{current} is empty: it must name the live index "
                                                          "version; write .* or delete it and publish again"):
         load_index(root)
+
+
+def test_a_local_copy_is_verified_once_and_then_mapped_without_hashing_again(flat_copy, monkeypatch):
+    from pipelines.index import loader
+
+    copy = loader.local_copy(flat_copy)
+    hashed = []
+    monkeypatch.setattr(loader, "_file_sha256", lambda path: hashed.append(path) or "")
+    mapped = load_index(copy, mmap=True, verified=True)
+    assert hashed == [] and mapped.mode == "mmap" and load_index(flat_copy).mode == "memory"
+    queries = unit_vectors(10, seed=9)
+    assert mapped.search(queries, 5)[0] == brute_force(queries, 5)[0]
+
+
+def test_a_local_copy_of_a_damaged_shard_is_refused(flat_copy):
+    from pipelines.index import loader
+
+    path = os.path.join(versions.current_version_uri(flat_copy), index_shard_name(0))
+    data = bytearray(open(path, "rb").read())
+    data[100] ^= 0x01
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(IndexLoadError, match=f"{index_shard_name(0)} is corrupted"):
+        loader.local_copy(flat_copy)
