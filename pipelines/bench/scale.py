@@ -10,7 +10,9 @@ subprocess (the "launcher"), with `--direct_running_mode=multi_processing --dire
 `posters index`, `posters candidates`, and the nightly overlap report (`pipelines.nightly.overlap`, run in
 the launcher as the nightly does; the same night serves as both nights). While a stage runs its process tree
 is polled through /proc: the launcher's and each worker's peak resident set (VmHWM, which the kernel keeps
-between polls), and the tree's CPU time (RUSAGE_CHILDREN once it has exited). The last column of the table
+between polls; it includes touched pages of memory-mapped files, which the page cache shares between
+processes) and the largest private anonymous memory seen (RssAnon), and the tree's CPU time (RUSAGE_CHILDREN
+once it has exited). The last column of the table
 is the growth from the smallest to the largest N.
 """
 from __future__ import annotations
@@ -101,15 +103,20 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _peak_rss_mb(pid: int) -> float:
+def _memory_mb(pid: int) -> tuple[float, float]:
+    """(peak resident set VmHWM, current private anonymous memory RssAnon) of a process, in MB. VmHWM also
+    counts the pages of memory-mapped files a process touched, which the page cache shares between processes;
+    RssAnon is what the process holds alone."""
+    found = {"VmHWM:": 0.0, "RssAnon:": 0.0}
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                key = line.split(maxsplit=1)[0] if line.strip() else ""
+                if key in found:
+                    found[key] = int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return found["VmHWM:"], found["RssAnon:"]
 
 
 class TreeMonitor(threading.Thread):
@@ -118,15 +125,20 @@ class TreeMonitor(threading.Thread):
     def __init__(self, pid: int, interval_s: float = 0.2):
         super().__init__(daemon=True)
         self.pid, self.interval_s = pid, interval_s
-        self.launcher_mb, self.workers_mb, self.workers_seen = 0.0, {}, set()
+        self.launcher_mb, self.launcher_anon_mb, self.workers_seen = 0.0, 0.0, set()
+        self.workers_mb: dict[int, float] = {}
+        self.workers_anon_mb: dict[int, float] = {}
         self._stop_event = threading.Event()
 
     def run(self):
         while not self._stop_event.is_set():
-            self.launcher_mb = max(self.launcher_mb, _peak_rss_mb(self.pid))
+            peak, anon = _memory_mb(self.pid)
+            self.launcher_mb, self.launcher_anon_mb = max(self.launcher_mb, peak), max(self.launcher_anon_mb, anon)
             for child in _descendants(self.pid):
                 self.workers_seen.add(child)
-                self.workers_mb[child] = max(self.workers_mb.get(child, 0.0), _peak_rss_mb(child))
+                peak, anon = _memory_mb(child)
+                self.workers_mb[child] = max(self.workers_mb.get(child, 0.0), peak)
+                self.workers_anon_mb[child] = max(self.workers_anon_mb.get(child, 0.0), anon)
             self._stop_event.wait(self.interval_s)
 
     def stop(self):
@@ -136,6 +148,10 @@ class TreeMonitor(threading.Thread):
     @property
     def largest_worker_mb(self) -> float:
         return max(self.workers_mb.values(), default=0.0)
+
+    @property
+    def largest_worker_anon_mb(self) -> float:
+        return max(self.workers_anon_mb.values(), default=0.0)
 
 
 def measure(command: list[str], env: dict, log_path: str) -> dict:
@@ -154,8 +170,9 @@ def measure(command: list[str], env: dict, log_path: str) -> dict:
         raise RuntimeError(f"{' '.join(command[:4])} … exited {code}; see {log_path}")
     return {"wall_s": round(wall, 1), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime
                                                     - before.ru_stime, 1),
-            "launcher_peak_mb": round(monitor.launcher_mb, 1), "largest_worker_peak_mb":
-            round(monitor.largest_worker_mb, 1), "processes": len(monitor.workers_seen)}
+            "launcher_peak_mb": round(monitor.launcher_mb, 1), "launcher_anon_mb": round(monitor.launcher_anon_mb, 1),
+            "largest_worker_peak_mb": round(monitor.largest_worker_mb, 1),
+            "largest_worker_anon_mb": round(monitor.largest_worker_anon_mb, 1), "processes": len(monitor.workers_seen)}
 
 
 # --- the stages ---------------------------------------------------------------------------------------------------
@@ -207,8 +224,10 @@ def table(rows: list[dict], stages) -> str:
     lines = ["| stage | measure | " + " | ".join(f"{r['n']:,}" for r in rows) + " | growth |",
              "|---|---|" + "---:|" * (len(rows) + 1)]
     for stage in stages:
-        for key, label in (("wall_s", "wall s"), ("cpu_s", "CPU s"), ("launcher_peak_mb", "launcher peak MB"),
-                           ("largest_worker_peak_mb", "largest worker peak MB")):
+        for key, label in (("wall_s", "wall s"), ("cpu_s", "CPU s"), ("launcher_peak_mb", "launcher peak RSS MB"),
+                           ("launcher_anon_mb", "launcher private MB"),
+                           ("largest_worker_peak_mb", "largest worker peak RSS MB"),
+                           ("largest_worker_anon_mb", "largest worker private MB")):
             values = [r[stage][key] for r in rows if stage in r]
             if not values:
                 continue
