@@ -159,6 +159,9 @@ class CandidatesConfig(Section):
     max_watch_weight: PositiveFloat = 1000.0
     # A watch dated more than this after the run's start is skipped as `future_timestamp` (clocks drift).
     max_clock_skew_s: NonNegativeFloat = 300.0
+    # faiss threads per worker process for the searches; None: faiss' default (every core). Where a machine runs
+    # one worker process per core (Dataflow; DirectRunner multi_processing), 1 keeps them from oversubscribing.
+    faiss_threads: Optional[Positive] = None
 
 
 class NightlyConfig(Section):

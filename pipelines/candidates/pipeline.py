@@ -79,6 +79,7 @@ class CandidatesPlan:
     k: int
     recency_half_life_days: Optional[float]
     query_batch_size: int
+    faiss_threads: Optional[int]  # per worker process; None: faiss' default
     watch_limits: WatchLimits  # the weights and timestamps a usable watch row has, judged at the plan's time
 
 
@@ -166,19 +167,28 @@ class SearchNeighbours(beam.DoFn):
     """A batch of `Query`s → (key, top-k neighbours) each. The index is the machine's one local copy
     (`IndexCopy`), memory-mapped; every DoFn given the same `index_handle` shares one mapping per process."""
 
-    def __init__(self, index_handle: shared.Shared, index_uri: str, model_version: str, k: int):
+    def __init__(self, index_handle: shared.Shared, index_uri: str, model_version: str, k: int,
+                 faiss_threads: Optional[int] = None):
         self._index_uri, self._model_version, self._k = index_uri, model_version, k
+        self._faiss_threads = faiss_threads
         self._shared = index_handle
         self._index = None
 
     def setup(self):
         from pipelines.index.loader import load_index
 
+        if self._faiss_threads:
+            import faiss
+
+            faiss.omp_set_num_threads(self._faiss_threads)
         uri, model_version = self._index_uri, self._model_version
+        started = time.time()
         copy = MultiProcessShared(lambda: IndexCopy(uri), tag=index_copy_tag(uri)).acquire()
         path = copy.path()
         self._index = self._shared.acquire(
             lambda: load_index(path, expected_model_version=model_version, mmap=True, verified=True), tag=path)
+        log.info("candidates: index %s (%s) ready in this process after %.1f s", path, self._index.mode,
+                 time.time() - started)
 
     def process(self, batch: list[Query]):
         Metrics.counter(METRICS_NAMESPACE, "query_batches").inc()
@@ -199,7 +209,7 @@ class TopNeighbours(beam.PTransform):
         return (queries
                 | "BatchQueries" >> beam.BatchElements(min_batch_size=1, max_batch_size=plan.query_batch_size)
                 | "SearchIndex" >> beam.ParDo(SearchNeighbours(self._index_handle, plan.index_uri,
-                                                               plan.model_version, plan.k)))
+                                                               plan.model_version, plan.k, plan.faiss_threads)))
 
 
 class WriteCandidates(beam.PTransform):
@@ -286,6 +296,7 @@ def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_d
                           embedding_files=info.files, dim=info.dim, history_uri=history_uri, out_dir=out_dir,
                           k=config.candidates.k, recency_half_life_days=config.candidates.recency_half_life_days,
                           query_batch_size=config.candidates.query_batch_size,
+                          faiss_threads=config.candidates.faiss_threads,
                           watch_limits=watch_limits(config.candidates))
 
 
