@@ -74,7 +74,8 @@ def spill(batches: Iterator[pa.RecordBatch], directory: str, partitions: int) ->
     if first is None:
         return
     ds.write_dataset(itertools.chain([first], stream), directory, schema=first.schema, format="parquet",
-                     partitioning=_PARTITIONING, existing_data_behavior="overwrite_or_ignore", max_open_files=256)
+                     partitioning=_PARTITIONING, existing_data_behavior="overwrite_or_ignore", max_open_files=256,
+                     max_partitions=MAX_PARTITIONS, use_threads=False)  # serial: no queue of batches builds up
 
 
 def read_partition(directory: str, part: int, columns: list[str]) -> pa.Table:
