@@ -172,7 +172,7 @@ class SearchNeighbours(beam.DoFn):
         self._index_uri, self._model_version, self._k = index_uri, model_version, k
         self._faiss_threads = faiss_threads
         self._shared = index_handle
-        self._index = None
+        self._index = self._copy = None
 
     def setup(self):
         from pipelines.index.loader import load_index
@@ -183,8 +183,9 @@ class SearchNeighbours(beam.DoFn):
             faiss.omp_set_num_threads(self._faiss_threads)
         uri, model_version = self._index_uri, self._model_version
         started = time.time()
-        copy = MultiProcessShared(lambda: IndexCopy(uri), tag=index_copy_tag(uri)).acquire()
-        path = copy.path()
+        # Held for the DoFn's life: released, the server would drop the copy and the next setup hash it again.
+        self._copy = MultiProcessShared(lambda: IndexCopy(uri), tag=index_copy_tag(uri)).acquire()
+        path = self._copy.path()
         self._index = self._shared.acquire(
             lambda: load_index(path, expected_model_version=model_version, mmap=True, verified=True), tag=path)
         log.info("candidates: index %s (%s) ready in this process after %.1f s", path, self._index.mode,

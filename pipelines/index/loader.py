@@ -42,9 +42,11 @@ class IndexLoadError(RuntimeError):
 class ShardedIndex:
     """The shards of one index version, searched together; ids come back as title ids."""
 
-    def __init__(self, uri: str, manifest: dict, shards: list[faiss.Index], ids: np.ndarray, title_ids: pa.Array,
+    def __init__(self, uri: str, manifest: dict, shards: list[faiss.Index], ids: np.ndarray, title_ids,
                  id_shards: np.ndarray, mode: str = "memory"):
         self.uri, self.manifest, self.shards = uri, manifest, shards
+        if not isinstance(title_ids, pa.Array):  # a list or numpy array of title ids
+            title_ids = pa.array(list(title_ids), pa.string())
         self._ids, self._title_ids, self._id_shards = ids, title_ids, id_shards  # sorted by id
         self.mode = mode  # "memory": shards read into RAM; "mmap": their codes memory-mapped (faiss IO_FLAG_MMAP)
         self.nprobe = manifest["nprobe"]
