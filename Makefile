@@ -8,7 +8,7 @@ DATAFLOW_CONFIG ?= configs/dataflow.yaml
 BUCKET ?= gs://YOUR_BUCKET/posters
 PYTEST_ARGS ?=
 
-.PHONY: help install airflow-venv demo test lint bench clean worker-image flex-templates \
+.PHONY: help install airflow-venv demo test lint bench bench-scale clean worker-image flex-templates \
         dataflow-preprocess dataflow-embed dataflow-index dataflow-candidates dataflow-nightly dataflow-check-gpu
 
 help:  ## list the targets
@@ -49,6 +49,9 @@ lint: install  ## ruff, configured in ruff.toml
 bench: install  ## the benchmarks (embed and index), written as JSON under bench_out/
 	$(BIN)/posters bench embed --config $(CONFIG) --json bench_out/embed.json
 	$(BIN)/posters bench index --n 100000 --json bench_out/index.json
+
+bench-scale: install  ## index, candidates and the overlap report at 100k/200k/400k titles: time and memory (long)
+	$(BIN)/posters bench scale --set index.vectors_per_shard=100000 --set candidates.faiss_threads=1 --json bench_out/scale.json
 
 clean:  ## remove demo and benchmark outputs
 	rm -rf $(DEMO_OUT) bench_out

@@ -175,6 +175,9 @@ class CandidatesConfig(Section):
     max_watch_weight: PositiveFloat = 1000.0
     # A watch dated more than this after the run's start is skipped as `future_timestamp` (clocks drift).
     max_clock_skew_s: NonNegativeFloat = 300.0
+    # faiss threads per worker process for the searches; None: faiss' default (every core). Where a machine runs
+    # one worker process per core (Dataflow; DirectRunner multi_processing), 1 keeps them from oversubscribing.
+    faiss_threads: Optional[Positive] = None
 
 
 class NightlyConfig(Section):
@@ -183,6 +186,9 @@ class NightlyConfig(Section):
     lock_stale_after_s: Optional[Annotated[float, Field(ge=60)]] = 6 * 3600
     overlap_k: Positive = 10  # overlap@k of today's item→item lists with yesterday's, for unchanged posters
     overlap_alert_below: Fraction = 0.5  # an overlap@k below this is flagged in the summary and the log
+    # The overlap report splits both nights by title hash into partitions of about this many titles and holds
+    # one partition at a time (memory per partition ~ this × (k + 2) short strings per night).
+    overlap_rows_per_partition: Positive = 100_000
     # Beam flags for the embed stage only (e.g. a GPU accelerator on Dataflow), after the shared ones.
     embed_beam_args: list[str] = Field(default_factory=list)
     # Run `posters evaluate` between embed and index and stop the night when a gate (`evaluate.*`) fails.

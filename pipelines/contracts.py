@@ -100,7 +100,7 @@ EMBEDDINGS_MANIFEST_FILE = "embeddings_manifest.json"
 
 # --- index ------------------------------------------------------------------------------------------------
 INDEX_MANIFEST_FILE = "manifest.json"
-INDEX_ID_MAP_FILE = "id_map.parquet"
+INDEX_ID_MAP_FILE = "id_map.parquet"  # one id map for every shard: versions built before per-shard maps
 INDEX_CURRENT_FILE = "CURRENT"
 # The id map beside the shards: every indexed title, its stable int64 faiss id, and the shard that holds it.
 INDEX_ID_MAP_SCHEMA = pa.schema([
@@ -110,8 +110,16 @@ INDEX_ID_MAP_SCHEMA = pa.schema([
 ])
 
 
+
+
+def index_id_map_name(shard: int) -> str:
+    """The id map of one shard (the titles that shard holds), written by the worker that builds the shard."""
+    return f"id_map-{shard:05d}.parquet"
+
+
 # Keys every index manifest carries (pipelines.index.pipeline writes them, pipelines.index.loader checks them):
-# shards is a list of {"file", "count", "sha256", "bytes"}; id_map is {"file", "sha256"}; metric is the faiss
+# shards is a list of {"file", "count", "sha256", "bytes"}; id_map is a list of {"shard", "file", "count", "sha256"},
+# one per shard (versions built before that hold one {"file", "sha256"} for all shards); metric is the faiss
 # metric ("inner_product" on unit vectors, i.e. the embeddings' "angular"); recall_at_10 was measured at nprobe.
 INDEX_MANIFEST_KEYS = ("version", "factory", "metric", "dim", "nlist", "nprobe", "count", "shards", "id_map",
                        "model_version", "recall_at_10", "build_s")

@@ -7,12 +7,16 @@
 
 Every title's query is its own embedding (itself excluded from its neighbours); every user's is the normalised
 weighted average of the titles they watched (`pipelines.candidates.watch_history`; watched titles excluded). Queries are
-searched in batches; the index is loaded once per worker process. The live index version is resolved once,
+searched in batches, each query only as deep as its own exclusions need (`search_by_depth`: one user with
+thousands of watched titles does not deepen the others' searches). The index is copied and verified once per
+machine (`MultiProcessShared` holds the copy) and memory-mapped by every worker process, so its vectors sit in
+the page cache once per machine, not once per process. The live index version is resolved once,
 before the pipeline starts, so every worker searches the same version even if `CURRENT` moves meanwhile.
 Outputs are written to a staging directory and published whole (`_SUCCESS` last), with a summary.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -26,6 +30,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.utils import shared
+from apache_beam.utils.multi_process_shared import MultiProcessShared
 
 from pipelines.candidates.watch_history import (
     ReadWatchHistory,
@@ -74,6 +79,7 @@ class CandidatesPlan:
     k: int
     recency_half_life_days: Optional[float]
     query_batch_size: int
+    faiss_threads: Optional[int]  # per worker process; None: faiss' default
     watch_limits: WatchLimits  # the weights and timestamps a usable watch row has, judged at the plan's time
 
 
@@ -87,6 +93,45 @@ def top_k_excluding(title_ids: list[str], scores, exclude: frozenset, k: int) ->
             if len(kept) == k:
                 break
     return kept
+
+
+def search_depth(k: int, excluded: int) -> int:
+    """How deep a query with `excluded` titles to leave out is searched: k plus its exclusions rounded up to a
+    power of two (so a batch needs a few searches, not one per query), never less than k + excluded."""
+    return k + (1 << max(0, excluded - 1).bit_length() if excluded else 0)
+
+
+def search_by_depth(index, batch: list[Query], k: int) -> Iterator[tuple[Query, list[dict]]]:
+    """(query, its top-k) for a batch, searched in groups of queries that need the same depth: the old single
+    search at k + the batch's largest exclusion made every query as deep as the heaviest user's."""
+    groups: dict[int, list[Query]] = {}
+    for query in batch:
+        groups.setdefault(search_depth(k, len(query.exclude)), []).append(query)
+    for depth, queries in sorted(groups.items()):
+        vectors = np.stack([query.vector for query in queries]).astype(np.float32)
+        title_ids, scores = index.search(vectors, depth)
+        Metrics.counter(METRICS_NAMESPACE, "searches").inc()
+        Metrics.counter(METRICS_NAMESPACE, "searched_depth").inc(depth * len(queries))
+        for query, ids, row_scores in zip(queries, title_ids, scores):
+            yield query, top_k_excluding(ids, row_scores, query.exclude, k)
+
+
+class IndexCopy:
+    """The machine's one verified local copy of an index version; `MultiProcessShared` holds it, so the files are
+    fetched and hashed once per machine, whatever the number of worker processes."""
+
+    def __init__(self, uri: str):
+        from pipelines.index.loader import local_copy
+
+        self._path = local_copy(uri)
+
+    def path(self) -> str:
+        return self._path
+
+
+def index_copy_tag(uri: str) -> str:
+    """`MultiProcessShared`'s tag (it names lock files) for the copy of one index version."""
+    return "posters-index-copy-" + hashlib.sha256(uri.encode()).hexdigest()[:20]
 
 
 def embedding_vectors(path: str, dim: int) -> Iterator[tuple[str, np.ndarray]]:
@@ -119,27 +164,37 @@ class ReadEmbeddingVectors(beam.PTransform):
 
 
 class SearchNeighbours(beam.DoFn):
-    """A batch of `Query`s → (key, top-k neighbours) each. The index comes from `index_handle`: every DoFn
-    given the same handle shares one loaded index per worker process."""
+    """A batch of `Query`s → (key, top-k neighbours) each. The index is the machine's one local copy
+    (`IndexCopy`), memory-mapped; every DoFn given the same `index_handle` shares one mapping per process."""
 
-    def __init__(self, index_handle: shared.Shared, index_uri: str, model_version: str, k: int):
+    def __init__(self, index_handle: shared.Shared, index_uri: str, model_version: str, k: int,
+                 faiss_threads: Optional[int] = None):
         self._index_uri, self._model_version, self._k = index_uri, model_version, k
+        self._faiss_threads = faiss_threads
         self._shared = index_handle
-        self._index = None
+        self._index = self._copy = None
 
     def setup(self):
         from pipelines.index.loader import load_index
 
+        if self._faiss_threads:
+            import faiss
+
+            faiss.omp_set_num_threads(self._faiss_threads)
         uri, model_version = self._index_uri, self._model_version
-        self._index = self._shared.acquire(lambda: load_index(uri, expected_model_version=model_version), tag=uri)
+        started = time.time()
+        # Held for the DoFn's life: released, the server would drop the copy and the next setup hash it again.
+        self._copy = MultiProcessShared(lambda: IndexCopy(uri), tag=index_copy_tag(uri)).acquire()
+        path = self._copy.path()
+        self._index = self._shared.acquire(
+            lambda: load_index(path, expected_model_version=model_version, mmap=True, verified=True), tag=path)
+        log.info("candidates: index %s (%s) ready in this process after %.1f s", path, self._index.mode,
+                 time.time() - started)
 
     def process(self, batch: list[Query]):
-        vectors = np.stack([query.vector for query in batch]).astype(np.float32)
-        depth = self._k + max(len(query.exclude) for query in batch)
-        title_ids, scores = self._index.search(vectors, depth)
         Metrics.counter(METRICS_NAMESPACE, "query_batches").inc()
-        for query, ids, row_scores in zip(batch, title_ids, scores):
-            yield query.key, top_k_excluding(ids, row_scores, query.exclude, self._k)
+        for query, neighbours in search_by_depth(self._index, batch, self._k):
+            yield query.key, neighbours
 
 
 class TopNeighbours(beam.PTransform):
@@ -155,7 +210,7 @@ class TopNeighbours(beam.PTransform):
         return (queries
                 | "BatchQueries" >> beam.BatchElements(min_batch_size=1, max_batch_size=plan.query_batch_size)
                 | "SearchIndex" >> beam.ParDo(SearchNeighbours(self._index_handle, plan.index_uri,
-                                                               plan.model_version, plan.k)))
+                                                               plan.model_version, plan.k, plan.faiss_threads)))
 
 
 class WriteCandidates(beam.PTransform):
@@ -242,6 +297,7 @@ def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_d
                           embedding_files=info.files, dim=info.dim, history_uri=history_uri, out_dir=out_dir,
                           k=config.candidates.k, recency_half_life_days=config.candidates.recency_half_life_days,
                           query_batch_size=config.candidates.query_batch_size,
+                          faiss_threads=config.candidates.faiss_threads,
                           watch_limits=watch_limits(config.candidates))
 
 

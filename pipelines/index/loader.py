@@ -7,7 +7,11 @@
 the manifest's sha256 and the model version against the caller's, and raises `IndexLoadError` naming the
 file when anything is missing or corrupted: a faiss file with one flipped byte loads and answers silently, so
 only the checksum can tell. With `mmap=True` the shards' inverted lists are memory-mapped rather than read
-into memory (shards on GCS are first copied to a local cache directory).
+into memory (shards on GCS are first copied to a local cache directory, hashed while they stream, so no shard
+is ever held whole in memory); `ShardedIndex.mode` records how the shards were opened. `local_copy` makes that
+verified local copy once (the candidates pipeline calls it once per machine) and `load_index(copy, mmap=True,
+verified=True)` then maps it without hashing it again. The id map is read shard by shard into Arrow arrays
+(about 14 bytes a title, not a Python string each).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Optional
 
 import faiss
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -37,10 +42,13 @@ class IndexLoadError(RuntimeError):
 class ShardedIndex:
     """The shards of one index version, searched together; ids come back as title ids."""
 
-    def __init__(self, uri: str, manifest: dict, shards: list[faiss.Index], ids: np.ndarray, title_ids: np.ndarray,
-                 id_shards: np.ndarray):
+    def __init__(self, uri: str, manifest: dict, shards: list[faiss.Index], ids: np.ndarray, title_ids,
+                 id_shards: np.ndarray, mode: str = "memory"):
         self.uri, self.manifest, self.shards = uri, manifest, shards
+        if not isinstance(title_ids, pa.Array):  # a list or numpy array of title ids
+            title_ids = pa.array(list(title_ids), pa.string())
         self._ids, self._title_ids, self._id_shards = ids, title_ids, id_shards  # sorted by id
+        self.mode = mode  # "memory": shards read into RAM; "mmap": their codes memory-mapped (faiss IO_FLAG_MMAP)
         self.nprobe = manifest["nprobe"]
         self._shared_coarse_search = _plain_ivf(shards)
 
@@ -64,7 +72,7 @@ class ShardedIndex:
 
     @property
     def title_ids(self) -> list[str]:
-        return self._title_ids.tolist()
+        return self._title_ids.to_pylist()
 
     def set_nprobe(self, nprobe: Optional[int]) -> None:
         """Lists searched per query (IVF); the manifest's value, tuned at build time, is the default."""
@@ -116,22 +124,23 @@ class ShardedIndex:
 
     def _as_titles(self, scores: np.ndarray, ids: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
         scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
-        return [self._title_ids[np.searchsorted(self._ids, row[row >= 0])].tolist() for row in ids], scores
+        return [self._title_ids.take(np.searchsorted(self._ids, row[row >= 0])).to_pylist() for row in ids], scores
 
     def _row(self, title_id: str) -> Optional[int]:
         wanted = vi.stable_id(title_id)
         row = int(np.searchsorted(self._ids, wanted))
-        if row < len(self._ids) and self._ids[row] == wanted and self._title_ids[row] == title_id:
+        if row < len(self._ids) and self._ids[row] == wanted and self._title_ids[row].as_py() == title_id:
             return row
         return None
 
 
 def load_index(uri: str, expected_model_version: Optional[str] = None, mmap: bool = False,
-               cache_dir: Optional[str] = None) -> ShardedIndex:
+               cache_dir: Optional[str] = None, verified: bool = False) -> ShardedIndex:
     """Loads the live version under an index root (via `CURRENT`), or a version directory given directly.
 
     Raises `IndexLoadError` when a file is missing or does not match the manifest's sha256, or when the index
-    was built from another model's embeddings than `expected_model_version`.
+    was built from another model's embeddings than `expected_model_version`. `verified=True` (with `mmap`, on a
+    local directory `local_copy` returned) skips hashing the shards again; the id maps are always checked.
     """
     version_dir = resolve_version_dir(uri)
     manifest = _read_manifest(version_dir)
@@ -139,15 +148,46 @@ def load_index(uri: str, expected_model_version: Optional[str] = None, mmap: boo
         raise IndexLoadError(f"index {version_dir} holds embeddings of model {manifest['model_version']!r}, "
                              f"not {expected_model_version!r}; rebuild it with `posters index` from that "
                              "model's embeddings")
-    id_map = pq.read_table(io.BytesIO(_verified_bytes(version_dir, manifest["id_map"])))
-    shards = [_load_shard(version_dir, entry, manifest["nlist"], mmap, cache_dir) for entry in manifest["shards"]]
+    id_map = _read_id_maps(version_dir, manifest["id_map"])
+    shards = [_load_shard(version_dir, entry, manifest["nlist"], mmap, cache_dir, verified)
+              for entry in manifest["shards"]]
     for entry, shard in zip(manifest["shards"], shards):
         if shard.ntotal != entry["count"] or shard.d != manifest["dim"]:
             raise IndexLoadError(f"{storage.join(version_dir, entry['file'])}: holds {shard.ntotal} vectors of "
                                  f"dimension {shard.d}, the manifest says {entry['count']} of {manifest['dim']}")
     return ShardedIndex(version_dir, manifest, shards, id_map.column("id").to_numpy(),
-                        np.asarray(id_map.column("title_id").to_pylist(), dtype=object),
-                        id_map.column("shard").to_numpy())
+                        id_map.column("title_id").combine_chunks(), id_map.column("shard").to_numpy(),
+                        mode="mmap" if mmap else "memory")
+
+
+def local_copy(uri: str, cache_dir: Optional[str] = None) -> str:
+    """A local, verified copy of the index version `uri` names: the version directory itself when it is local
+    (every file hashed once, streamed), else a copy under `cache_dir` of its manifest, id maps and shards,
+    each streamed and hashed on the way. Raises `IndexLoadError` like `load_index`."""
+    version_dir = resolve_version_dir(uri)
+    manifest = _read_manifest(version_dir)
+    if not storage.is_gcs(version_dir):
+        for entry in manifest["shards"]:
+            _load_path(version_dir, entry, cache_dir)
+        return version_dir
+    local = os.path.join(_cache_root(cache_dir), _version_name(version_dir))
+    for entry in manifest["shards"] + _id_map_entries(manifest["id_map"]):
+        _load_path(version_dir, entry, cache_dir)
+    storage.write_json(os.path.join(local, INDEX_MANIFEST_FILE), manifest)  # last: the copy is complete
+    return local
+
+
+def _id_map_entries(id_map) -> list[dict]:
+    return [id_map] if isinstance(id_map, dict) else list(id_map)  # one file: versions before per-shard maps
+
+
+def _read_id_maps(version_dir: str, id_map) -> pa.Table:
+    """Every shard's id map, verified, as one table sorted by id."""
+    tables = [pq.read_table(io.BytesIO(_verified_bytes(version_dir, entry))) for entry in _id_map_entries(id_map)]
+    table = pa.concat_tables(tables)
+    if len(tables) > 1:
+        table = table.take(np.argsort(table.column("id").to_numpy(), kind="stable"))
+    return table
 
 
 def resolve_version_dir(uri: str) -> str:
@@ -183,23 +223,55 @@ def _verified_bytes(version_dir: str, entry: dict) -> bytes:
 
 
 def _load_shard(version_dir: str, entry: dict, nlist: Optional[int], mmap: bool,
-                cache_dir: Optional[str]) -> faiss.Index:
+                cache_dir: Optional[str], verified: bool = False) -> faiss.Index:
     if not mmap:
         return vi.deserialize(_verified_bytes(version_dir, entry))
-    path = storage.join(version_dir, entry["file"])
-    if storage.is_gcs(path):
-        local = os.path.join(cache_dir or os.path.join(tempfile.gettempdir(), "posters-index"),
-                             version_dir.rstrip("/").rsplit("/", 1)[-1], entry["file"])
-        if not (os.path.exists(local) and _file_sha256(local) == entry["sha256"]):
-            storage.write_bytes(local, _verified_bytes(version_dir, entry))
-        path = local
-    elif not os.path.exists(path):
-        raise IndexLoadError(f"{path} is missing from index version {version_dir}; roll back "
-                             "(`posters index rollback`) or rebuild")
-    _check_sha256(path, _file_sha256(path), entry["sha256"])
+    path = os.path.join(version_dir, entry["file"]) if verified else _load_path(version_dir, entry, cache_dir)
     # IVF: the inverted lists are mapped; Flat, HNSW…: the flat code array is (faiss refuses both flags at once).
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if nlist else faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
     return faiss.read_index(path, flags)
+
+
+def _load_path(version_dir: str, entry: dict, cache_dir: Optional[str]) -> str:
+    """A local path of the file `entry` names, checked against its sha256: the file itself when local, else a
+    copy in the cache directory (reused when its checksum still matches)."""
+    path = storage.join(version_dir, entry["file"])
+    if storage.is_gcs(path):
+        local = os.path.join(_cache_root(cache_dir), _version_name(version_dir), entry["file"])
+        if not (os.path.exists(local) and _file_sha256(local) == entry["sha256"]):
+            _copy_verified(path, local, entry["sha256"])
+        return local
+    if not os.path.exists(path):
+        raise IndexLoadError(f"{path} is missing from index version {version_dir}; roll back "
+                             "(`posters index rollback`) or rebuild")
+    _check_sha256(path, _file_sha256(path), entry["sha256"])
+    return path
+
+
+def _copy_verified(source: str, local: str, expected: str) -> None:
+    """Streams `source` to `local` in chunks, hashing on the way; the file appears only when it matches."""
+    if not storage.exists(source):
+        raise IndexLoadError(f"{source} is missing; roll back (`posters index rollback`) or rebuild")
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    digest, partial = hashlib.sha256(), f"{local}.partial-{os.getpid()}"
+    try:
+        with FileSystems.open(source, compression_type="uncompressed") as handle, open(partial, "wb") as out:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        _check_sha256(source, digest.hexdigest(), expected)
+        os.replace(partial, local)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _cache_root(cache_dir: Optional[str]) -> str:
+    return cache_dir or os.path.join(tempfile.gettempdir(), "posters-index")
+
+
+def _version_name(version_dir: str) -> str:
+    return version_dir.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _file_sha256(path: str) -> str:

@@ -6,13 +6,19 @@
 The Beam graph, step by step:
   ReadEmbeddings      the files of the embeddings location, as Arrow tables
   ToVectorBatches     title ids → stable int64 ids; vectors checked to be unit-norm
+  IdHistogram         a first pass over the title ids alone: how many ids fall in each of 2^14 id ranges
   SampleSmallestIds   the titles with the smallest ids: a uniform, reproducible sample (ids are hash values);
+                      each bundle keeps only rows below the id range where the histogram reaches the sample
+                      size, so no combiner holds more than the sample and one range's worth of rows;
                       its first `recall_queries` are the recall queries, the rest train the index
   TrainEmptyIndex     one empty index trained once (coarse quantiser), shared with every shard
   GroupByShard        shard = id mod S, so every vector lands in exactly one shard
-  BuildShards         each shard: add_with_ids into a copy of the trained index, written with its sha256;
-                      plus the queries' top-k in this shard, exact and approximate (at each nprobe tried)
-  WriteManifest       merged top-k → recall@10 per nprobe, the id map, then `manifest.json` (written last)
+  BuildShards         each shard: add_with_ids into a copy of the trained index, written with its sha256, and
+                      that shard's id map; plus the queries' top-k in this shard, exact and approximate (at
+                      each nprobe tried)
+  WriteManifest       the shards' small summaries (files, checksums, the queries' top-k) meet in one place:
+                      merged top-k → recall@10 per nprobe, then `manifest.json` (written last)
+No step holds every vector or every title id in one process.
 The driver then applies the recall gate and swaps `CURRENT` (pipelines.common.versions); any failure deletes the
 version directory, so nothing half-built is ever published.
 """
@@ -38,9 +44,9 @@ from pipelines.common.command_line import command_parser, make_pipeline, parse_c
 from pipelines.config import Config, IndexConfig
 from pipelines.contracts import (
     EMBEDDING_METRIC,
-    INDEX_ID_MAP_FILE,
     INDEX_ID_MAP_SCHEMA,
     INDEX_MANIFEST_FILE,
+    index_id_map_name,
     index_shard_name,
 )
 from pipelines.embed.reader import EmbeddingsInfo, describe_embeddings, embedding_matrix
@@ -49,6 +55,7 @@ from pipelines.index import faiss_index as vi
 log = logging.getLogger(__name__)
 
 RECALL_K = 10
+ID_RANGE_BITS = 14  # the sample threshold's resolution: ids (63 bits) fall in 2^14 ranges of equal width
 
 
 class RecallTooLow(vi.IndexBuildError):
@@ -67,8 +74,7 @@ class ShardResult(NamedTuple):
     count: int
     sha256: str
     bytes: int
-    ids: np.ndarray
-    title_ids: list
+    id_map: dict  # {"shard", "file", "count", "sha256"} of this shard's id map
     exact: tuple  # (scores, ids) of the recall queries in this shard, exact
     approx: dict  # nprobe → (scores, ids) of the recall queries in this shard, through the shard's index
 
@@ -108,6 +114,28 @@ def smallest_ids(batch: VectorBatch, size: int) -> VectorBatch:
     return take_rows(batch, rows)
 
 
+def id_range(ids: np.ndarray) -> np.ndarray:
+    """Which of the 2^ID_RANGE_BITS equal id ranges each (non-negative, 63-bit) id falls in."""
+    return (ids >> (63 - ID_RANGE_BITS)).astype(np.int64)
+
+
+def id_histogram(title_ids: list) -> np.ndarray:
+    """How many of these titles' ids fall in each id range (int64 [2^ID_RANGE_BITS])."""
+    return np.bincount(id_range(vi.stable_ids(title_ids)), minlength=1 << ID_RANGE_BITS)
+
+
+def sample_range_limit(histogram: np.ndarray, size: int) -> int:
+    """The last id range a sample of the `size` smallest ids needs: ranges up to it hold at least `size` ids
+    (or every id), and at most one range's count more."""
+    reached = np.flatnonzero(np.cumsum(histogram) >= size)
+    return int(reached[0]) if reached.size else len(histogram) - 1
+
+
+def rows_below_limit(batch: VectorBatch, limit: int) -> VectorBatch:
+    """The rows of a batch in id ranges up to `limit`: the only rows that can be among the smallest ids."""
+    return take_rows(batch, np.flatnonzero(id_range(batch.ids) <= limit))
+
+
 def split_by_shard(batch: VectorBatch, num_shards: int) -> Iterable[tuple[int, VectorBatch]]:
     shards = vi.shard_of(batch.ids, num_shards)
     for shard in np.unique(shards):
@@ -126,8 +154,10 @@ def split_sample(sample: VectorBatch, num_queries: int) -> tuple[VectorBatch, Ve
 
 def build_shard(shard: int, batch: VectorBatch, empty_index: bytes, queries: VectorBatch, nprobes: list,
                 version_dir: str) -> ShardResult:
-    """Adds one shard's vectors to a copy of the trained index, writes it, and answers the recall queries."""
+    """Adds one shard's vectors to a copy of the trained index, writes it and the shard's id map, and answers
+    the recall queries."""
     vi.check_unique_ids(batch.ids, batch.title_ids)
+    id_map = write_id_map(shard, batch, version_dir)
     index = vi.add_to_shard(empty_index, batch.ids, batch.vectors)
     data = vi.serialize(index)
     name = index_shard_name(shard)
@@ -137,8 +167,7 @@ def build_shard(shard: int, batch: VectorBatch, empty_index: bytes, queries: Vec
     for nprobe in nprobes:
         vi.set_search_parameters(index, nprobe)
         approx[nprobe] = vi.search(index, queries.vectors, RECALL_K + 1)
-    return ShardResult(shard, name, len(batch.ids), vi.sha256_hex(data), len(data), batch.ids, batch.title_ids,
-                       exact, approx)
+    return ShardResult(shard, name, len(batch.ids), vi.sha256_hex(data), len(data), id_map, exact, approx)
 
 
 def recall_by_nprobe(results: list[ShardResult], queries: VectorBatch) -> dict:
@@ -159,32 +188,36 @@ def choose_nprobe(recalls: dict, min_recall: float):
     return max(recalls, key=lambda nprobe: (recalls[nprobe], -(nprobe or 0)))
 
 
-def id_map_table(results: list[ShardResult]) -> pa.Table:
-    ids = np.concatenate([r.ids for r in results])
-    order = np.argsort(ids, kind="stable")
-    title_ids = [t for r in results for t in r.title_ids]
-    shards = np.concatenate([np.full(r.count, r.shard, np.int32) for r in results])
-    return pa.table({"title_id": [title_ids[i] for i in order], "id": ids[order], "shard": shards[order]},
-                    schema=INDEX_ID_MAP_SCHEMA)
+def id_map_table(shard: int, batch: VectorBatch) -> pa.Table:
+    """One shard's titles with their ids, sorted by id."""
+    order = np.argsort(batch.ids, kind="stable")
+    return pa.table({"title_id": [batch.title_ids[i] for i in order], "id": batch.ids[order],
+                     "shard": np.full(len(order), shard, np.int32)}, schema=INDEX_ID_MAP_SCHEMA)
+
+
+def write_id_map(shard: int, batch: VectorBatch, version_dir: str) -> dict:
+    """Writes one shard's id map beside it; returns its manifest entry."""
+    buffer = io.BytesIO()
+    pq.write_table(id_map_table(shard, batch), buffer)
+    name = index_id_map_name(shard)
+    storage.write_bytes(storage.join(version_dir, name), buffer.getvalue())
+    return {"shard": shard, "file": name, "count": len(batch.ids), "sha256": vi.sha256_hex(buffer.getvalue())}
 
 
 def write_version(results: list[ShardResult], queries: VectorBatch, plan: vi.IndexPlan, info: EmbeddingsInfo,
                   settings: IndexConfig, version_dir: str, started: float) -> dict:
-    """Writes the id map, then the manifest (last: a version with a manifest is complete); returns it."""
+    """Writes the manifest (last: a version with a manifest is complete) from the shards' summaries; returns it."""
     results = sorted(results, key=lambda r: r.shard)
     total = sum(r.count for r in results)
     assert total == info.rows, f"the shards hold {total} vectors, the embeddings {info.rows}"
     recalls = recall_by_nprobe(results, queries)
     nprobe = choose_nprobe(recalls, settings.min_recall_at_10)
-    buffer = io.BytesIO()
-    pq.write_table(id_map_table(results), buffer)
-    storage.write_bytes(storage.join(version_dir, INDEX_ID_MAP_FILE), buffer.getvalue())
     manifest = {
         "version": version_dir.rstrip("/").rsplit("/", 1)[-1],
         "factory": plan.factory, "metric": vi.METRIC_NAME, "embedding_metric": info.metric, "dim": info.dim,
         "nlist": plan.nlist, "nprobe": nprobe, "count": total,
         "shards": [{"file": r.file, "count": r.count, "sha256": r.sha256, "bytes": r.bytes} for r in results],
-        "id_map": {"file": INDEX_ID_MAP_FILE, "sha256": vi.sha256_hex(buffer.getvalue())},
+        "id_map": [r.id_map for r in results],
         "model_version": info.model_version, "embeddings_files": info.files,
         "recall_at_10": recalls[nprobe], "recall_queries": len(queries.ids),
         "recall_by_nprobe": [{"nprobe": k, "recall_at_10": v} for k, v in recalls.items()],
@@ -205,8 +238,28 @@ def check_recall(manifest: dict, min_recall: float) -> None:
 
 
 # --- Beam ---------------------------------------------------------------------------------------------------
+class IdHistogram(beam.CombineFn):
+    """Sums per-bundle id histograms: a fixed-size accumulator, whatever the catalog's size."""
+
+    def create_accumulator(self):
+        return np.zeros(1 << ID_RANGE_BITS, np.int64)
+
+    def add_input(self, accumulator, histogram):
+        return accumulator + histogram
+
+    def merge_accumulators(self, accumulators):
+        return sum(accumulators, self.create_accumulator())
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
 class SmallestIds(beam.CombineFn):
-    """Keeps the `size` rows with the smallest ids: a uniform sample, the same on every run."""
+    """Keeps the `size` rows with the smallest ids: a uniform sample, the same on every run.
+
+    Its merge concatenates partials, so feed it only rows below the sample's id limit (`SampleSmallestIds`):
+    then all partials together hold at most the sample and one id range's rows.
+    """
 
     def __init__(self, size: int, dim: int):
         self.size, self.dim = size, dim
@@ -224,6 +277,33 @@ class SmallestIds(beam.CombineFn):
 
     def extract_output(self, accumulator):
         return accumulator
+
+
+class SampleSmallestIds(beam.PTransform):
+    """Vector batches → one batch of the `size` rows with the smallest ids, in id order, in bounded memory: a
+    first pass histograms the ids (read from `files`, title ids only), then each bundle passes on only the rows
+    in id ranges up to the one where the histogram reaches `size`."""
+
+    def __init__(self, files, size: int, dim: int):
+        super().__init__()
+        self._files, self._size, self._dim = files, size, dim
+
+    def expand(self, batches):
+        size = self._size
+        limit = (self._files
+                 | "ReadTitleIds" >> ReadAllFromParquetBatched(columns=["title_id"])
+                 | "HistogramIds" >> beam.Map(lambda table: id_histogram(table.column("title_id").to_pylist()))
+                 | "IdHistogram" >> beam.CombineGlobally(IdHistogram())
+                 | "RangeLimit" >> beam.Map(sample_range_limit, size))
+        return (batches
+                | "BelowLimit" >> beam.Map(lambda batch, last: _counted_rows(rows_below_limit(batch, last)),
+                                           beam.pvalue.AsSingleton(limit))
+                | "Smallest" >> beam.CombineGlobally(SmallestIds(size, self._dim)))
+
+
+def _counted_rows(batch: VectorBatch) -> VectorBatch:
+    Metrics.counter("index", "sample_candidates").inc(len(batch.ids))
+    return batch
 
 
 class BuildShard(beam.DoFn):
@@ -256,8 +336,8 @@ class BuildShardedIndex(beam.PTransform):
                    | "ReadEmbeddings" >> ReadAllFromParquetBatched(columns=["title_id", "embedding", "model_version"])
                    | "ToVectorBatches" >> beam.Map(to_vector_batch, info.dim, info.model_version))
         sample = (batches
-                  | "SampleSmallestIds" >> beam.CombineGlobally(
-                      SmallestIds(plan.train_size + settings.recall_queries, info.dim))
+                  | "SampleSmallestIds" >> SampleSmallestIds(files, plan.train_size + settings.recall_queries,
+                                                             info.dim)
                   | "SplitQueriesAndTraining" >> beam.Map(split_sample, settings.recall_queries))
         queries = sample | "RecallQueries" >> beam.Map(lambda split: split[0])
         empty_index = (sample

@@ -6,7 +6,8 @@ Layout under `--root` (a local path or gs://):
     runs/<date>/embeddings/    this run's embeddings, incremental against the last finished run's
     runs/<date>/candidates/    item2item/, user/, skipped/
     runs/<date>/stages/*.json  one marker per finished stage (`pipelines.nightly.run_state`)
-    runs/<date>/summary.json   counts, timings, versions, overlap@k with the previous run; `_SUCCESS` last
+    runs/<date>/summary.json   counts, timings, versions, overlap@k with the previous run (or why that report
+                               failed: it never stops a finished night); `_SUCCESS` last
     index/                     the published index (version directories + `CURRENT`)
     nightly.lock               held while a run works (`pipelines.common.locks.acquire_lock`; create-only on GCS);
                                a local lock whose process is gone is taken over at once, any lock once it is
@@ -30,8 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import locks, retention, storage, versions
@@ -47,7 +46,8 @@ from pipelines.contracts import (
     NIGHTLY_RUNS_DIR,
     NIGHTLY_SUMMARY_FILE,
 )
-from pipelines.embed.reader import describe_embeddings, parquet_errors
+from pipelines.embed.reader import describe_embeddings
+from pipelines.nightly.overlap import overlap_report
 from pipelines.nightly.run_state import RunState, last_finished_before
 
 log = logging.getLogger(__name__)
@@ -165,57 +165,45 @@ def _published_from(root: str, index_root: str, embeddings: str) -> Optional[dic
 
 
 # --- overlap with yesterday --------------------------------------------------------------------------------------
-def _read_columns(files: list[str], columns: list[str], written_by: str) -> pa.Table:
-    tables = []
-    for path in files:
-        with FileSystems.open(path, compression_type="uncompressed") as handle, parquet_errors(path, written_by):
-            tables.append(pq.read_table(handle, columns=columns))
-    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
-
-
-def poster_hashes(embeddings_uri: str) -> dict[str, str]:
-    table = _read_columns(describe_embeddings(embeddings_uri).files, ["title_id", "image_sha256"], "posters embed")
-    return dict(zip(table.column("title_id").to_pylist(), table.column("image_sha256").to_pylist()))
-
-
-def item2item_lists(candidates_uri: str) -> dict[str, list[str]]:
+def item2item_files(candidates_uri: str) -> list[str]:
     if not storage.is_complete(candidates_uri):
         raise FileNotFoundError(storage.incomplete_message(candidates_uri) + " (posters candidates)")
     pattern = storage.join(candidates_uri, ITEM2ITEM_DIR, "*.parquet")
-    files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    table = _read_columns(files, ["title_id", "neighbors"], "posters candidates")
-    return {title: [n["title_id"] for n in neighbours] for title, neighbours in
-            zip(table.column("title_id").to_pylist(), table.column("neighbors").to_pylist())}
-
-
-def overlap_at_k(today: dict[str, list[str]], yesterday: dict[str, list[str]], titles, k: int) -> Optional[float]:
-    """Mean over `titles` (present in both) of |today's top-k ∩ yesterday's top-k| / k' where k' is the
-    longer list's length capped at k; None when no title can be compared."""
-    shares = []
-    for title in titles:
-        if title in today and title in yesterday:
-            now, before = set(today[title][:k]), set(yesterday[title][:k])
-            shares.append(len(now & before) / max(1, len(now), len(before)))
-    return sum(shares) / len(shares) if shares else None
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
 def compare_with_previous(run: NightlyRun, previous_date: Optional[str]) -> Optional[dict]:
-    """overlap@k of today's item→item lists with the previous run's, for titles whose poster did not change."""
+    """overlap@k of today's item→item lists with the previous run's, for titles whose poster did not change,
+    in bounded memory (`pipelines.nightly.overlap`: both nights split by title hash, one partition at a time)."""
     if previous_date is None:
         return None
     k = run.config.nightly.overlap_k
-    today_hashes = poster_hashes(run.output("embeddings"))
-    previous_hashes = poster_hashes(run.output("embeddings", previous_date))
-    unchanged = sorted(t for t, sha in today_hashes.items() if previous_hashes.get(t) == sha)
-    value = overlap_at_k(item2item_lists(run.output("candidates")),
-                         item2item_lists(run.output("candidates", previous_date)), unchanged, k)
+    today, before = describe_embeddings(run.output("embeddings")), describe_embeddings(
+        run.output("embeddings", previous_date))
+    report = overlap_report(today.files, before.files, item2item_files(run.output("candidates")),
+                            item2item_files(run.output("candidates", previous_date)), k,
+                            rows=max(today.rows, before.rows),
+                            rows_per_partition=run.config.nightly.overlap_rows_per_partition)
+    value = report["overlap_at_k"]
     alert = value is not None and value < run.config.nightly.overlap_alert_below
     if alert:
         log.warning("overlap@%d with %s is %.3f, below %.3f: today's neighbours differ sharply from yesterday's "
                     "for unchanged posters; check the model and the index", k, previous_date, value,
                     run.config.nightly.overlap_alert_below)
-    return {"against": previous_date, "k": k, "titles_compared": len(unchanged),
-            "overlap_at_k": None if value is None else round(value, 4), "alert": alert}
+    return {"against": previous_date, "k": k, "titles_compared": report["titles_compared"],
+            "overlap_at_k": None if value is None else round(value, 4), "alert": alert,
+            "partitions": report["partitions"]}
+
+
+def overlap_or_failure(run: NightlyRun, previous_date: Optional[str]) -> Optional[dict]:
+    """`compare_with_previous`, or — when the report itself fails — a record of why: a report never stops a
+    night whose outputs are published."""
+    try:
+        return compare_with_previous(run, previous_date)
+    except Exception as err:  # noqa: BLE001 — the night's outputs are done; only the report is missing
+        log.warning("nightly %s: the overlap report against %s failed: %s", run.date, previous_date, err)
+        return {"against": previous_date, "k": run.config.nightly.overlap_k, "overlap_at_k": None, "alert": False,
+                "error": f"{type(err).__name__}: {err}"}
 
 
 # --- the chain ---------------------------------------------------------------------------------------------------
@@ -249,7 +237,7 @@ def run_stages(run: NightlyRun, state: RunState, lock: Optional[locks.Lock] = No
         state.mark_stage_finished(stage, result)
         done[stage], stages[stage] = result, {**result, "ran": True}
         print(f"nightly {run.date}: {stage} done in {result['seconds']} s", flush=True)
-    overlap = compare_with_previous(run, previous_date)
+    overlap = overlap_or_failure(run, previous_date)
     summary = {
         "date": run.date, "root": run.root, "run_dir": run.run_dir, "previous_run": previous_date,
         "versions": {"model": done["embed"]["model_version"], "index": done["index"]["version"]},
@@ -309,7 +297,10 @@ def print_summary(summary: dict) -> None:
           f"{embeddings.get('unchanged')} unchanged, {embeddings.get('removed')} removed, "
           f"{embeddings.get('rejected')} rejected; candidates for {summary['counts']['titles']} titles and "
           f"{summary['counts']['users']} users")
-    if overlap:
+    if overlap and overlap.get("error"):
+        print(f"  overlap@{overlap['k']} with {overlap['against']}: the report failed ({overlap['error']}); "
+              "the night's outputs are published")
+    elif overlap:
         flag = "  ← ALERT: a sudden drop means something broke" if overlap["alert"] else ""
         print(f"  overlap@{overlap['k']} with {overlap['against']} on {overlap['titles_compared']} unchanged "
               f"posters: {overlap['overlap_at_k']}{flag}")

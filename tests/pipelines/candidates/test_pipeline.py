@@ -190,15 +190,17 @@ def test_truncated_embeddings_are_a_one_line_error_naming_the_file(published, tm
     assert "rerun `posters embed`" in err and not os.path.exists(tmp_path / "out")
 
 
-def test_item2item_and_user_searches_share_one_loaded_index(published, tmp_path, monkeypatch):
-    """The DirectRunner runs every step in this process: one worker, so one load of the index."""
+def test_item2item_and_user_searches_share_one_memory_mapped_index(published, tmp_path, monkeypatch):
+    """The DirectRunner runs every step in this process: one worker, so one load of the index — memory-mapped
+    from the one verified local copy (it used to be read whole into every process's memory)."""
     from pipelines.index import loader as index_loader
 
-    loads = []
+    loads, opened = [], []
 
     def counting_load_index(uri, **kwargs):
-        loads.append(uri)
-        return real_load_index(uri, **kwargs)
+        loads.append((uri, kwargs))
+        opened.append(real_load_index(uri, **kwargs))
+        return opened[-1]
 
     real_load_index = index_loader.load_index
     monkeypatch.setattr(index_loader, "load_index", counting_load_index)
@@ -206,7 +208,39 @@ def test_item2item_and_user_searches_share_one_loaded_index(published, tmp_path,
                             "--embeddings", published["embeddings"], "--history", published["history"],
                             "--out", str(tmp_path / "out")]) == 0
     assert len(loads) == 1
+    assert loads[0][1]["mmap"] is True and opened[0].mode == "mmap"
     assert _summary(str(tmp_path / "out"))["users"] == 3
+
+
+class RecordingIndex:
+    """Stands in for a loaded index: records each search's (queries, depth) and ranks titles by a fixed order."""
+
+    def __init__(self, titles):
+        self.titles, self.searches = titles, []
+
+    def search(self, vectors, depth):
+        self.searches.append((len(vectors), depth))
+        ranked = self.titles[:depth]
+        return [ranked] * len(vectors), np.tile(np.linspace(1, 0, len(ranked), dtype=np.float32), (len(vectors), 1))
+
+
+def test_one_heavy_user_does_not_deepen_the_other_queries_of_its_batch():
+    """The batch used to be searched once at k + the largest exclusion: 9 light users searched 3,000 deep."""
+    titles = [f"title-{i:05d}" for i in range(5000)]
+    light = [candidates.Query(f"u{i}", VECTORS[i], frozenset(titles[i:i + 2])) for i in range(9)]
+    heavy = candidates.Query("binge", VECTORS[9], frozenset(titles[:3000]))
+    index = RecordingIndex(titles)
+    found = dict((query.key, neighbours) for query, neighbours in
+                 candidates.search_by_depth(index, light[:4] + [heavy] + light[4:], K))
+    assert sorted(index.searches) == [(1, K + 4096), (9, K + 2)]
+    assert sum(n * depth for n, depth in index.searches) == 9 * (K + 2) + K + 4096  # not 10 * (K + 3000)
+    assert [n["title_id"] for n in found["binge"]] == titles[3000:3000 + K]
+    assert [n["title_id"] for n in found["u0"]] == titles[2:2 + K]
+
+
+def test_every_query_is_searched_at_least_as_deep_as_its_exclusions_need():
+    assert [candidates.search_depth(K, n) for n in (0, 1, 2, 3, 4, 5, 1000)] == [K, K + 1, K + 2, K + 4, K + 4,
+                                                                                 K + 8, K + 1024]
 
 
 def test_top_k_skips_excluded_titles_and_short_results():

@@ -8,7 +8,7 @@ from apache_beam.testing import test_pipeline
 
 from pipelines.common import versions
 from pipelines.config import load_config
-from pipelines.contracts import INDEX_ID_MAP_FILE, index_shard_name
+from pipelines.contracts import index_id_map_name, index_shard_name
 from pipelines.index import pipeline as index
 from pipelines.index.loader import IndexLoadError, load_index
 from tests.pipelines.embeddings_fixture import MODEL_VERSION, title_ids, unit_vectors, write_embeddings
@@ -103,7 +103,7 @@ def test_another_model_s_index_is_refused(built):
 
 
 @pytest.mark.parametrize("mmap", [False, True])
-@pytest.mark.parametrize("file", [index_shard_name(1), INDEX_ID_MAP_FILE])
+@pytest.mark.parametrize("file", [index_shard_name(1), index_id_map_name(1)])
 def test_one_flipped_byte_is_detected(flat_copy, file, mmap):
     path = os.path.join(versions.current_version_uri(flat_copy), file)
     data = bytearray(open(path, "rb").read())
@@ -158,3 +158,26 @@ def test_an_empty_current_is_an_error_that_names_it_and_says_what_to_do(built, t
     with pytest.raises(versions.UnreadablePointer, match=f"^{current} is empty: it must name the live index "
                                                          "version; write .* or delete it and publish again"):
         load_index(root)
+
+
+def test_a_local_copy_is_verified_once_and_then_mapped_without_hashing_again(flat_copy, monkeypatch):
+    from pipelines.index import loader
+
+    copy = loader.local_copy(flat_copy)
+    hashed = []
+    monkeypatch.setattr(loader, "_file_sha256", lambda path: hashed.append(path) or "")
+    mapped = load_index(copy, mmap=True, verified=True)
+    assert hashed == [] and mapped.mode == "mmap" and load_index(flat_copy).mode == "memory"
+    queries = unit_vectors(10, seed=9)
+    assert mapped.search(queries, 5)[0] == brute_force(queries, 5)[0]
+
+
+def test_a_local_copy_of_a_damaged_shard_is_refused(flat_copy):
+    from pipelines.index import loader
+
+    path = os.path.join(versions.current_version_uri(flat_copy), index_shard_name(0))
+    data = bytearray(open(path, "rb").read())
+    data[100] ^= 0x01
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(IndexLoadError, match=f"{index_shard_name(0)} is corrupted"):
+        loader.local_copy(flat_copy)

@@ -4,6 +4,7 @@ import os
 import apache_beam as beam
 import faiss
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing import test_pipeline
@@ -11,12 +12,15 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.common import storage, versions
 from pipelines.config import ConfigError, load_config
-from pipelines.contracts import INDEX_ID_MAP_FILE, INDEX_MANIFEST_FILE, index_shard_name
+from pipelines.contracts import INDEX_ID_MAP_FILE, INDEX_MANIFEST_FILE, index_id_map_name, index_shard_name
 from pipelines.index import faiss_index as vi
 from pipelines.index import pipeline as index
+from pipelines.index.loader import load_index
 from tests.pipelines.embeddings_fixture import MODEL_VERSION, title_ids, unit_vectors, write_embeddings
 
 IVF_SHARDED = ["index.flat_max_vectors=100", "index.nlist=32", "index.num_shards=3", "index.recall_queries=100"]
+# A sample (400 + 100 queries) a third of the catalog: the id threshold, not the whole catalog, decides it.
+SAMPLED = [*IVF_SHARDED, "index.train_sample_size=400"]
 
 
 def build(embeddings: str, out: str, *overrides: str) -> dict:
@@ -76,10 +80,72 @@ def test_nprobe_is_tuned_to_the_smallest_value_that_passes_the_gate(embeddings, 
 
 def test_the_id_map_holds_every_title_with_its_stable_id_and_shard(embeddings, tmp_path):
     build(embeddings, str(tmp_path / "index"), *IVF_SHARDED)
-    id_map = pq.read_table(os.path.join(versions.current_version_uri(str(tmp_path / "index")), INDEX_ID_MAP_FILE))
+    version = versions.current_version_uri(str(tmp_path / "index"))
+    id_map = pa.concat_tables([pq.read_table(os.path.join(version, index_id_map_name(s))) for s in range(3)])
     ids = dict(zip(id_map.column("title_id").to_pylist(), id_map.column("id").to_pylist()))
     assert ids == dict(zip(title_ids(1500), vi.stable_ids(title_ids(1500)).tolist()))
     assert id_map.column("shard").to_pylist() == vi.shard_of(id_map.column("id").to_numpy(), 3).tolist()
+
+
+def test_each_shard_writes_its_own_id_map_and_the_manifest_lists_them_with_checksums(embeddings, tmp_path):
+    """The id map used to be assembled from every shard's ids in one process (`ToList`) and written as one file."""
+    manifest = build(embeddings, str(tmp_path / "index"), *IVF_SHARDED)
+    version = versions.current_version_uri(str(tmp_path / "index"))
+    assert [(e["shard"], e["file"]) for e in manifest["id_map"]] == [(s, index_id_map_name(s)) for s in range(3)]
+    for entry, shard in zip(manifest["id_map"], manifest["shards"]):
+        data = open(os.path.join(version, entry["file"]), "rb").read()
+        assert vi.sha256_hex(data) == entry["sha256"] and entry["count"] == shard["count"]
+        ids = pq.read_table(os.path.join(version, entry["file"])).column("id").to_numpy()
+        assert (np.diff(ids) > 0).all() and (vi.shard_of(ids, 3) == entry["shard"]).all()
+    assert not os.path.exists(os.path.join(version, INDEX_ID_MAP_FILE))
+
+
+def test_the_sample_combiner_sees_only_rows_below_the_id_threshold(tmp_path):
+    """The sample used to be merged from every row (all vectors in one process when bundles are small). Now a
+    first pass histograms the ids and only rows up to the range where the histogram reaches the sample size
+    reach the combiner: at most the sample plus one id range's rows (counted), here far fewer than the catalog."""
+    n, size = 3000, 200
+    embeddings = write_embeddings(str(tmp_path / "embeddings"), title_ids(n), unit_vectors(n), files=6)
+    files = sorted(str(p) for p in (tmp_path / "embeddings").glob("*.parquet"))
+    pipeline = test_pipeline.TestPipeline()
+    sample = (pipeline | beam.Create(files)
+              | index.ReadAllFromParquetBatched(columns=["title_id", "embedding", "model_version"])
+              | beam.Map(index.to_vector_batch, 16, MODEL_VERSION)
+              | index.SampleSmallestIds(pipeline | "Files" >> beam.Create(files), size, 16)
+              | beam.Map(lambda batch: batch.ids.tolist()))
+    assert_that(sample, equal_to([sorted(vi.stable_ids(title_ids(n)).tolist())[:size]]))
+    result = pipeline.run()
+    result.wait_until_finish()
+    passed = sum(c.committed for c in result.metrics().query()["counters"] if c.key.metric.name == "sample_candidates")
+    widest_range = index.id_histogram(title_ids(n)).max()
+    assert embeddings and size <= passed <= size + widest_range < n // 5
+
+
+def test_the_sample_limit_is_the_range_where_the_histogram_reaches_the_size():
+    histogram = np.array([3, 0, 4, 5, 1])
+    assert [index.sample_range_limit(histogram, size) for size in (1, 3, 4, 7, 8, 13, 99)] == [0, 0, 2, 2, 3, 4, 4]
+
+
+def test_the_bounded_build_answers_like_the_single_process_build(embeddings, tmp_path):
+    """The old construction, done here in one process with the same plain functions: the smallest ids of the
+    whole catalog as the sample, every shard built from all its rows. Same recall at every nprobe, same answers."""
+    manifest = build(embeddings, str(tmp_path / "index"), *SAMPLED)
+    everything = index.VectorBatch(vi.stable_ids(title_ids(1500)), title_ids(1500), unit_vectors(1500))
+    sample = index.smallest_ids(everything, 500)
+    queries, training = index.split_sample(sample, 100)
+    empty = vi.serialize(vi.train_empty_index("IVF32,Flat", 16, training.vectors))
+    nprobes = [r["nprobe"] for r in manifest["recall_by_nprobe"]]
+    old = [index.build_shard(s, batch, empty, queries, nprobes, str(tmp_path / "old"))
+           for s, batch in index.split_by_shard(everything, 3)]
+    assert index.recall_by_nprobe(old, queries) == {r["nprobe"]: r["recall_at_10"]
+                                                    for r in manifest["recall_by_nprobe"]}
+    loaded = load_index(str(tmp_path / "index"))
+    probe = unit_vectors(50, seed=11)
+    shards = [faiss.read_index(str(tmp_path / "old" / index_shard_name(s))) for s in range(3)]
+    for shard in shards:
+        vi.set_search_parameters(shard, manifest["nprobe"])
+    old_ids = vi.merge_results([vi.search(shard, probe, 10) for shard in shards], 10)[1]
+    assert loaded.search_ids(probe, 10)[1].tolist() == old_ids.tolist()
 
 
 def test_ids_are_stable_across_builds_and_when_titles_are_added(tmp_path):
@@ -89,7 +155,8 @@ def test_ids_are_stable_across_builds_and_when_titles_are_added(tmp_path):
     maps = []
     for name, embeddings in (("a", small), ("b", small), ("c", grown)):
         build(embeddings, str(tmp_path / name))
-        table = pq.read_table(os.path.join(versions.current_version_uri(str(tmp_path / name)), INDEX_ID_MAP_FILE))
+        version = versions.current_version_uri(str(tmp_path / name))
+        table = pq.read_table(os.path.join(version, index_id_map_name(0)))
         maps.append(dict(zip(table.column("title_id").to_pylist(), table.column("id").to_pylist())))
     assert maps[0] == maps[1]
     assert maps[0].items() <= maps[2].items() and len(maps[2]) == 400

@@ -232,12 +232,21 @@ def test_a_held_lock_on_gcs_keeps_a_second_run_out(inputs, fake_gcs):
     locks.release_lock(second)
 
 
-def test_overlap_at_k_counts_shared_neighbours_of_the_titles_given():
-    today = {"a": ["b", "c", "d"], "b": ["a", "c", "d"], "new": ["a"]}
-    yesterday = {"a": ["c", "b", "x"], "b": ["x", "y", "z"]}
-    assert nightly.overlap_at_k(today, yesterday, ["a", "b", "new"], k=3) == pytest.approx((2 / 3 + 0) / 2)
-    assert nightly.overlap_at_k(today, yesterday, ["a"], k=1) == 0.0
-    assert nightly.overlap_at_k(today, yesterday, [], k=3) is None
+def test_a_failing_overlap_report_does_not_stop_a_finished_night(inputs, first_night, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(first_night, root)
+
+    def broken_report(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(nightly, "overlap_report", broken_report)
+    assert nightly.main(nightly_argv(inputs, root, "2024-07-02")) == 0
+    summary = summary_of(root, "2024-07-02")
+    assert summary["overlap"]["error"] == "OSError: No space left on device"
+    assert summary["overlap"]["against"] == "2024-07-01" and summary["overlap"]["overlap_at_k"] is None
+    assert os.path.exists(root / "runs" / "2024-07-02" / SUCCESS_FILE)
+    assert versions.read_current(str(root / "index")).version == summary["versions"]["index"]
+    assert "the report failed (OSError: No space left on device)" in capsys.readouterr().out
 
 
 def _upload_tree(gcs, local_dir, prefix: str) -> str:

@@ -1,0 +1,270 @@
+"""`posters bench scale`: how each stage's time and memory grow with the catalog, on Beam's DirectRunner with
+worker processes, so a stage that gathers a whole collection in one process shows up as a growing worker.
+
+    posters bench scale                                   # 100k, 200k, 400k titles
+    posters bench scale --sizes 50000,100000 --json bench_out/scale.json
+
+For every N: generated clustered unit vectors (128-d) written as embeddings, a generated watch history (one
+user per 10 titles, 1–20 watches each, plus one user who watched 2,000), then, each stage in its own
+subprocess (the "launcher"), with `--direct_running_mode=multi_processing --direct_num_workers=2`:
+`posters index`, `posters candidates`, and the nightly overlap report (`pipelines.nightly.overlap`, run in
+the launcher as the nightly does; the same night serves as both nights). While a stage runs its process tree
+is polled through /proc: the launcher's and each worker's peak resident set (VmHWM, which the kernel keeps
+between polls; it includes touched pages of memory-mapped files, which the page cache shares between
+processes) and the largest private anonymous memory seen (RssAnon), and the tree's CPU time (RUSAGE_CHILDREN
+once it has exited). The last column of the table
+is the growth from the smallest to the largest N.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.bench.index import clustered_unit_vectors
+from pipelines.common import storage
+from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE, embeddings_schema
+
+DEFAULT_SIZES = (100_000, 200_000, 400_000)
+DIRECT_FLAGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+ROWS_PER_FILE = 50_000
+MODEL_VERSION = "bench-scale"
+STAGES = ("index", "candidates", "overlap")
+
+
+# --- inputs -----------------------------------------------------------------------------------------------------
+def write_embeddings(directory: str, n: int, dim: int, seed: int = 0) -> list[str]:
+    """n generated unit vectors as embeddings Parquet files + manifest + `_SUCCESS`; returns the title ids."""
+    vectors = clustered_unit_vectors(n, dim, seed=seed)
+    titles = [f"tt{i:09d}" for i in range(n)]
+    schema = embeddings_schema(dim, MODEL_VERSION)
+    names = []
+    for part, start in enumerate(range(0, n, ROWS_PER_FILE)):
+        rows = slice(start, min(n, start + ROWS_PER_FILE))
+        table = pa.table({
+            "title_id": titles[rows],
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors[rows].ravel()), dim),
+            "image_sha256": [f"sha-{t}" for t in titles[rows]],
+            "model_version": [MODEL_VERSION] * (rows.stop - rows.start),
+            "genres": [["Drama"]] * (rows.stop - rows.start),
+        }, schema=schema)
+        names.append(f"part-{part:05d}.parquet")
+        pq.write_table(table, os.path.join(directory, names[-1]))
+    storage.write_json(os.path.join(directory, EMBEDDINGS_MANIFEST_FILE),
+                       {"files": names, "rows": n, "dim": dim, "model_version": MODEL_VERSION, "metric": "angular"})
+    storage.write_bytes(os.path.join(directory, SUCCESS_FILE), b"")
+    return titles
+
+
+def write_history(path: str, titles: list[str], seed: int = 0, heavy_watches: int = 2000) -> int:
+    """One user per 10 titles with 1–20 watches, plus one heavy user; returns the number of watches."""
+    rng = np.random.default_rng(seed)
+    users = max(1, len(titles) // 10)
+    counts = rng.integers(1, 21, users)
+    user_ids = np.repeat([f"u{i:08d}" for i in range(users)], counts).tolist() + ["heavy"] * heavy_watches
+    watched = rng.integers(0, len(titles), len(user_ids))
+    pq.write_table(pa.table({"user_id": user_ids, "title_id": [titles[i] for i in watched],
+                             "timestamp": np.full(len(user_ids), 1_700_000_000.0),
+                             "weight": np.ones(len(user_ids))}), path)
+    return len(user_ids)
+
+
+# --- measuring a process tree ------------------------------------------------------------------------------------
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            tree.setdefault(parent, []).append(int(name))
+    return tree
+
+
+def _descendants(pid: int) -> list[int]:
+    tree, found, todo = _children(), [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _memory_mb(pid: int) -> tuple[float, float]:
+    """(peak resident set VmHWM, current private anonymous memory RssAnon) of a process, in MB. VmHWM also
+    counts the pages of memory-mapped files a process touched, which the page cache shares between processes;
+    RssAnon is what the process holds alone."""
+    found = {"VmHWM:": 0.0, "RssAnon:": 0.0}
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                key = line.split(maxsplit=1)[0] if line.strip() else ""
+                if key in found:
+                    found[key] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return found["VmHWM:"], found["RssAnon:"]
+
+
+class TreeMonitor(threading.Thread):
+    """Polls a process and its descendants: the launcher's peak RSS and the largest descendant's."""
+
+    def __init__(self, pid: int, interval_s: float = 0.2):
+        super().__init__(daemon=True)
+        self.pid, self.interval_s = pid, interval_s
+        self.launcher_mb, self.launcher_anon_mb, self.workers_seen = 0.0, 0.0, set()
+        self.workers_mb: dict[int, float] = {}
+        self.workers_anon_mb: dict[int, float] = {}
+        self._stop_event = threading.Event()
+
+    def run(self):
+        while not self._stop_event.is_set():
+            peak, anon = _memory_mb(self.pid)
+            self.launcher_mb, self.launcher_anon_mb = max(self.launcher_mb, peak), max(self.launcher_anon_mb, anon)
+            for child in _descendants(self.pid):
+                self.workers_seen.add(child)
+                peak, anon = _memory_mb(child)
+                self.workers_mb[child] = max(self.workers_mb.get(child, 0.0), peak)
+                self.workers_anon_mb[child] = max(self.workers_anon_mb.get(child, 0.0), anon)
+            self._stop_event.wait(self.interval_s)
+
+    def stop(self):
+        self._stop_event.set()
+        self.join()
+
+    @property
+    def largest_worker_mb(self) -> float:
+        return max(self.workers_mb.values(), default=0.0)
+
+    @property
+    def largest_worker_anon_mb(self) -> float:
+        return max(self.workers_anon_mb.values(), default=0.0)
+
+
+def measure(command: list[str], env: dict, log_path: str) -> dict:
+    """Runs `command` (a stage's launcher) and measures its tree; raises when it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.time()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        monitor = TreeMonitor(process.pid)
+        monitor.start()
+        code = process.wait()
+        monitor.stop()
+    wall = time.time() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} … exited {code}; see {log_path}")
+    return {"wall_s": round(wall, 1), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime
+                                                    - before.ru_stime, 1),
+            "launcher_peak_mb": round(monitor.launcher_mb, 1), "launcher_anon_mb": round(monitor.launcher_anon_mb, 1),
+            "largest_worker_peak_mb": round(monitor.largest_worker_mb, 1),
+            "largest_worker_anon_mb": round(monitor.largest_worker_anon_mb, 1), "processes": len(monitor.workers_seen)}
+
+
+# --- the stages ---------------------------------------------------------------------------------------------------
+def stage_commands(work: str, config: str, overrides: list[str]) -> dict[str, list[str]]:
+    python, sets = sys.executable, [arg for item in overrides for arg in ("--set", item)]
+    cli = [python, "-m", "pipelines.cli"]
+    paths = {name: os.path.join(work, name) for name in ("embeddings", "index", "history.parquet", "candidates")}
+    return {
+        "index": cli + ["index", "--config", config, *sets, "--embeddings", paths["embeddings"],
+                        "--out", paths["index"], *DIRECT_FLAGS],
+        "candidates": cli + ["candidates", "--config", config, *sets, "--index", paths["index"],
+                             "--embeddings", paths["embeddings"], "--history", paths["history.parquet"],
+                             "--out", paths["candidates"], *DIRECT_FLAGS],
+        "overlap": [python, "-m", "pipelines.bench.scale", "_overlap", paths["embeddings"], paths["candidates"]],
+    }
+
+
+def overlap_main(argv: list[str]) -> int:
+    """The nightly overlap report of one night against itself (what the launcher does after candidates)."""
+    from pipelines.config import NightlyConfig
+    from pipelines.embed.reader import describe_embeddings
+    from pipelines.nightly.chain import item2item_files
+    from pipelines.nightly.overlap import overlap_report
+
+    embeddings, candidates = argv
+    info, lists = describe_embeddings(embeddings), item2item_files(candidates)
+    settings = NightlyConfig()
+    report = overlap_report(info.files, info.files, lists, lists, settings.overlap_k, info.rows,
+                            settings.overlap_rows_per_partition)
+    print(json.dumps(report))
+    return 0
+
+
+def bench_size(n: int, args, root: str) -> dict:
+    work = os.path.join(root, f"n{n}")
+    os.makedirs(os.path.join(work, "embeddings"), exist_ok=True)
+    titles = write_embeddings(os.path.join(work, "embeddings"), n, args.dim)
+    watches = write_history(os.path.join(work, "history.parquet"), titles)
+    env = {**os.environ, "PYTHONPATH": args.code + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    results = {"n": n, "watches": watches}
+    for stage, command in stage_commands(work, args.config, args.set).items():
+        if stage in args.stages:
+            results[stage] = measure(command, env, os.path.join(work, f"{stage}.log"))
+            print(f"  n={n:,} {stage}: {results[stage]}", flush=True)
+    return results
+
+
+def table(rows: list[dict], stages) -> str:
+    lines = ["| stage | measure | " + " | ".join(f"{r['n']:,}" for r in rows) + " | growth |",
+             "|---|---|" + "---:|" * (len(rows) + 1)]
+    for stage in stages:
+        for key, label in (("wall_s", "wall s"), ("cpu_s", "CPU s"), ("launcher_peak_mb", "launcher peak RSS MB"),
+                           ("launcher_anon_mb", "launcher private MB"),
+                           ("largest_worker_peak_mb", "largest worker peak RSS MB"),
+                           ("largest_worker_anon_mb", "largest worker private MB")):
+            values = [r[stage][key] for r in rows if stage in r]
+            if not values:
+                continue
+            growth = f"{values[-1] / values[0]:.2f}×" if values[0] else "–"
+            lines.append(f"| {stage} | {label} | " + " | ".join(f"{v:,.1f}" for v in values) + f" | {growth} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["_overlap"]:
+        return overlap_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="posters bench scale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="titles, comma-separated")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"some of {','.join(STAGES)}")
+    parser.add_argument("--config", default="configs/local.yaml")
+    parser.add_argument("--set", action="append", default=[], help="config override handed to every stage")
+    parser.add_argument("--code", default=os.getcwd(), help="the checkout whose stages run (PYTHONPATH)")
+    parser.add_argument("--work", help="where inputs and outputs go (default: a temporary directory, removed)")
+    parser.add_argument("--json", help="write the results here as JSON")
+    args = parser.parse_args(argv)
+    args.stages = [s for s in args.stages.split(",") if s]
+    unknown = set(args.stages) - set(STAGES)
+    if unknown:
+        parser.error(f"--stages: unknown {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    root = args.work or tempfile.mkdtemp(prefix="posters-bench-scale-")
+    try:
+        rows = [bench_size(n, args, root) for n in sizes]
+    finally:
+        if not args.work:
+            shutil.rmtree(root, ignore_errors=True)
+    print(table(rows, args.stages))
+    if args.json:
+        storage.write_json(args.json, {"sizes": sizes, "results": rows, "flags": DIRECT_FLAGS})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
