@@ -284,24 +284,6 @@ def test_the_whole_chain_runs_on_gcs(inputs, gcs_emulator):
     assert f"nightly/{NIGHTLY_LOCK_FILE}" not in names
 
 
-def test_the_flex_template_runs_nightly_with_the_dataflow_config_unless_given_one():
-    import importlib.util
-
-    from pipelines.common.command_line import beam_argv
-    from pipelines.config import load_config
-
-    spec = importlib.util.spec_from_file_location("launch", "flex_template/launch.py")
-    launch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(launch)
-    argv = launch.nightly_argv(["--date=2024-07-01", "--root=gs://b/r", "--project=p"])
-    assert argv[:2] == ["--config", "configs/dataflow.yaml"]
-    run = nightly._parse(argv + ["--catalog=gs://b/c.csv", "--model=gs://b/m", "--history=gs://b/h.csv"])
-    assert "--runner=DataflowRunner" in beam_argv(run.config, run.beam_args) and run.date == "2024-07-01"
-    assert run.config.nightly.embed_beam_args == load_config("configs/dataflow.yaml").nightly.embed_beam_args
-    assert launch.nightly_argv(["--config=configs/local.yaml"]) == ["--config=configs/local.yaml"]
-
-
-# --- nothing lost, nothing wrong published ---------------------------------------------------------------------
 def test_an_older_night_cannot_replace_a_newer_live_index_unless_allowed(inputs, first_night, tmp_path, capsys):
     """`nightly --date 2024-07-01` after a later night used to exit 0 and put the older night's index live."""
     root = tmp_path / "root"
