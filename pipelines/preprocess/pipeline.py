@@ -1,8 +1,15 @@
 """`posters preprocess`: a catalog and its posters → tensorflow-transform training data, every row accounted for.
 
-    ReadCatalog → ValidateCatalogRows → ReadAndValidatePosters → AnalyzeAndTransform → WriteSplits
-                          └────────── rejects ──────────┘                 └→ WriteTransformFn
+    ReadCatalog → ValidateCatalogRows → ReadAndValidatePosters ─ genres → AnalyzeGenres (TFT) → WriteTransformFn
+                          └────────── rejects ──────────┘        │        └→ ApplyGenreVocabulary (TFT) ─┐
+                                                                 └ PosterPixels (DoFn) ── JoinOnTitleId ─┴→ WriteSplits
     rejects → WriteRejects;  every branch → CountStats → stats.json
+
+tensorflow-transform analyses and transforms only what it has to (title_id and genres: the vocabulary, labels and
+primary genre); the posters are decoded and resized beside it, one at a time, by the serving graph's own
+function, and meet their labels in a CoGroupByKey by title_id. So no TFT batch holds raw posters, and the raw
+input is never materialised whole for the analysis. The launcher adds the `image` feature to the transformed
+metadata TFT wrote, so the output's feature spec describes every feature of the TFRecords.
 
 Everything is written under a staging directory beside `--out`; the launcher then checks the accounting
 (accepted + rejected = read) and the error budget, writes the final `stats.json` and publishes the directory.
@@ -43,6 +50,7 @@ from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteR
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import (
     FEATURE_IMAGE,
+    FEATURE_LABELS,
     FEATURE_PRIMARY_GENRE,
     FEATURE_TITLE_ID,
     GENRE_VOCABULARY_NAME,
@@ -73,29 +81,66 @@ def is_eval(title_id: str, eval_fraction: float) -> bool:
 # --- pipeline parts ----------------------------------------------------------------------------------------
 
 class WriteSplits(beam.PTransform):
-    """Transformed instances → gzip TFRecord shards under `train/` and `eval/`; returns split stat pairs."""
+    """Examples (dicts of the transformed features) → gzip TFRecord shards under `train/` and `eval/`; returns
+    split stat pairs."""
 
-    def __init__(self, out_dir: str, transformed_metadata, eval_fraction: float, num_shards: int):
+    def __init__(self, out_dir: str, eval_fraction: float, num_shards: int):
         super().__init__()
         self._out_dir = out_dir
-        self._metadata = transformed_metadata
         self._eval_fraction = eval_fraction
         self._num_shards = num_shards
 
     def expand(self, examples):
-        import tensorflow_transform.beam as tft_beam
-
         train, evaluation = examples | "Split" >> beam.Partition(_split_index, 2, self._eval_fraction)
         for name, prefix, split in (("Train", PREPROCESS_TRAIN_PREFIX, train),
                                     ("Eval", PREPROCESS_EVAL_PREFIX, evaluation)):
-            _ = ((split, self._metadata)
-                 | f"Encode{name}" >> tft_beam.EncodeTransformedDataset()
+            _ = (split
+                 | f"Encode{name}" >> beam.Map(encode_example)
                  | f"Write{name}" >> beam.io.WriteToTFRecord(
                      storage.join(self._out_dir, prefix), file_name_suffix=TFRECORD_SUFFIX,
                      compression_type=beam.io.filesystem.CompressionTypes.GZIP, num_shards=self._num_shards))
         return ((train | "TrainStats" >> beam.FlatMap(_example_stats, "train_examples")),
                 (evaluation | "EvalStats" >> beam.FlatMap(_example_stats, "eval_examples"))) \
             | "SplitStats" >> beam.Flatten()
+
+
+def encode_example(example: dict) -> bytes:
+    """An example (title_id, image PNG, labels, primary_genre) → a serialised tf.train.Example, as the output's
+    transformed feature spec parses it."""
+    import tensorflow as tf
+
+    feature = {
+        FEATURE_TITLE_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[example[FEATURE_TITLE_ID]])),
+        FEATURE_IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[example[FEATURE_IMAGE]])),
+        FEATURE_LABELS: tf.train.Feature(float_list=tf.train.FloatList(value=list(example[FEATURE_LABELS]))),
+        FEATURE_PRIMARY_GENRE: tf.train.Feature(int64_list=tf.train.Int64List(
+            value=[int(example[FEATURE_PRIMARY_GENRE])])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+class _PosterPixelsDoFn(beam.DoFn):
+    """(row, poster) → (title_id, PNG at the model's input size)."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._png = None
+
+    def setup(self):
+        from pipelines.preprocess.transform import PosterPng
+
+        self._png = PosterPng(self._size)
+
+    def process(self, item):
+        row, poster = item
+        yield row.title_id, self._png(poster.image_bytes)
+
+
+def _labelled_example(item):
+    """(title_id, {"labels": [TFT output], "pixels": [png]}) → the example: TFT's features plus the image."""
+    _, groups = item
+    for labelled, png in zip(groups["labels"], groups["pixels"]):
+        yield {**labelled, FEATURE_IMAGE: png}
 
 
 def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work_dir: str, config: Config) -> None:
@@ -117,13 +162,17 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work
     raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
     with tft_beam.Context(temp_dir=storage.join(work_dir, "tmp")):
         raw = posters | "ToRawExamples" >> beam.MapTuple(_raw_example)
-        (examples, metadata), transform_fn = ((raw, raw_metadata)
-                                              | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
-                                                  make_preprocessing_fn(config)))
+        transform_fn = (raw, raw_metadata) | "AnalyzeGenres" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(config))
+        labelled, _ = (((raw, raw_metadata), transform_fn)
+                       | "ApplyGenreVocabulary" >> tft_beam.TransformDataset())
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(storage.join(work_dir, TRANSFORM_OUTPUT))
-        split_stats = examples | "WriteSplits" >> WriteSplits(
-            out_dir, metadata, config.preprocess.eval_fraction, config.preprocess.num_shards)
-
+    pixels = posters | "PosterPixels" >> beam.ParDo(_PosterPixelsDoFn(config.model.input_size))
+    examples = ({"labels": labelled | "KeyLabels" >> beam.Map(lambda e: (_title_id_text(e), e)),
+                 "pixels": pixels}
+                | "JoinOnTitleId" >> beam.CoGroupByKey()
+                | "ToExamples" >> beam.FlatMap(_labelled_example))
+    split_stats = examples | "WriteSplits" >> WriteSplits(
+        out_dir, config.preprocess.eval_fraction, config.preprocess.num_shards)
     stat_pairs = (
         catalog | "ReadStats" >> beam.Map(lambda _: (("read", ""), 1)),
         manifest_lines | "LineStats" >> beam.FlatMap(manifest_line_stats),
@@ -147,8 +196,8 @@ class _DuplicateImages(beam.PTransform):
 
 
 def _raw_example(row: CatalogRow, poster: ValidPoster) -> dict:
-    return {FEATURE_TITLE_ID: row.title_id, FEATURE_IMAGE: poster.image_bytes,
-            RAW_FEATURE_GENRES: list(row.genres)}
+    """What tensorflow-transform sees of a title: its id and genres (never the poster)."""
+    return {FEATURE_TITLE_ID: row.title_id, RAW_FEATURE_GENRES: list(row.genres)}
 
 
 def _title_id_text(example: dict) -> str:
@@ -199,6 +248,7 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
         build_pipeline(pipeline, args.catalog, staging, work_dir, config)
         pipeline.run().wait_until_finish()
         transform_output = storage.join(work_dir, TRANSFORM_OUTPUT)
+        _declare_image_feature(storage.join(transform_output, TRANSFORMED_METADATA_DIR))
         for name in (TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR):
             _copy_tree(storage.join(transform_output, name), storage.join(staging, name))
         stats = _final_stats(staging, transform_output, args, config, time.time() - started)
@@ -210,6 +260,18 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
     write_stats_and_check_budget(stats, staging, args.out, "preprocess.max_reject_fraction")
     storage.publish_directory(staging, args.out, summary={k: stats[k] for k in ("read", "accepted", "rejected")})
     return stats
+
+
+def _declare_image_feature(metadata_dir: str) -> None:
+    """Adds the `image` feature (made beside TFT, not by it) to the transformed metadata TFT wrote."""
+    from tensorflow_transform.tf_metadata import metadata_io, schema_utils
+
+    from pipelines.preprocess.transform import TRANSFORMED_IMAGE_SPEC
+
+    metadata = metadata_io.read_metadata(metadata_dir)
+    if not any(feature.name == FEATURE_IMAGE for feature in metadata.schema.feature):
+        metadata.schema.feature.extend(schema_utils.schema_from_feature_spec(TRANSFORMED_IMAGE_SPEC).feature)
+        metadata_io.write_metadata(metadata, metadata_dir)
 
 
 def _work_dir(options: PipelineOptions) -> str:
