@@ -7,6 +7,7 @@ import sys
 BENCHMARKS = {
     "embed": ("pipelines.bench.embed:main", "bare model vs decode+model vs the Beam embed pipeline"),
     "index": ("pipelines.bench.index:main", "exact flat search vs the built index at several nprobe"),
+    "scale-catalog": ("pipelines.bench.scale_catalog:main", "catalog read, preprocess, embed at growing N: time, RSS"),
 }
 
 
