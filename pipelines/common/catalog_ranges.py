@@ -72,7 +72,7 @@ def plan_ranges(uri: str, kind: str, encoding: str, split_bytes: int) -> Iterato
         return
     whole = _is_compressed(uri) or not _ascii_compatible(encoding)
     size = FileSystems.match([uri])[0].metadata_list[0].size_in_bytes
-    lines = _lines(uri, encoding, 0, whole)
+    lines = _lines(uri, encoding, 0, whole, 1)
     header, header_lines, start, first_line = None, 0, 0, 1
     if kind == "csv":
         header, header_lines, start = _read_header(lines, uri)
@@ -105,7 +105,7 @@ def range_records(manifest_range: ManifestRange, encoding: str) -> Iterator[Reco
     if r.kind == "csv" and r.header is None:
         return  # an empty manifest
     whole = _is_compressed(r.uri) or not _ascii_compatible(encoding)
-    lines = _lines(r.uri, encoding, r.start, whole)
+    lines = _lines(r.uri, encoding, r.start, whole, r.first_line)
     records = (_csv_records(lines, r.header, r.first_line) if r.kind == "csv"
                else _jsonl_records(lines, r.first_line, True))
     for record in records:
@@ -114,12 +114,13 @@ def range_records(manifest_range: ManifestRange, encoding: str) -> Iterator[Reco
         yield record
 
 
-def decode_line(data: bytes, encoding: str, uri: str, line_number: int) -> str:
-    """One line's text in `encoding` (a UTF-8 byte-order mark on the first line is dropped); bytes that do not
-    decode are a `CatalogError` naming the file, the line and the setting, never replaced."""
+def decode_line(data: bytes, encoding: str, uri: str, line_number: int, at_start: bool) -> str:
+    """The text of `data` (line `line_number` on, possibly several lines) in `encoding`; a UTF-8 byte-order mark
+    at the start of the file (`at_start`) is dropped. Bytes that do not decode are a `CatalogError` naming the
+    file, the line and the setting, never replaced."""
     name = codecs.lookup(encoding).name
     try:
-        return data.decode("utf-8-sig" if name == "utf-8" and line_number == 1 else encoding)
+        return data.decode("utf-8-sig" if name == "utf-8" and at_start else encoding)
     except UnicodeDecodeError as err:
         line = line_number + data.count(b"\n", 0, err.start)
         raise CatalogError(f"{uri}: not valid {encoding} text (byte 0x{data[err.start]:02x} on line {line}: "
@@ -129,23 +130,23 @@ def decode_line(data: bytes, encoding: str, uri: str, line_number: int) -> str:
 
 # --- physical lines -----------------------------------------------------------------------------------------
 
-def _lines(uri: str, encoding: str, start: int, whole: bool) -> Iterator[tuple[int, str, int]]:
-    """(offset, text, end offset) of each physical line from `start`: byte offsets, or character offsets when
-    `whole` (the file decoded at once: compressed, or an encoding whose line breaks are not single bytes)."""
+def _lines(uri: str, encoding: str, start: int, whole: bool, line_number: int) -> Iterator[tuple[int, str, int]]:
+    """(offset, text, end offset) of each physical line from `start` (line `line_number`): byte offsets, or
+    character offsets when `whole` (the file decoded at once: compressed, or an encoding whose line breaks are
+    not single bytes)."""
     with FileSystems.open(uri, compression_type=CompressionTypes.AUTO if whole
                           else CompressionTypes.UNCOMPRESSED) as handle:
         if whole:
-            text, offset = decode_line(handle.read(), encoding, uri, 1), 0
+            text, offset = decode_line(handle.read(), encoding, uri, 1, True), 0
             for line in io.StringIO(text, newline=""):
                 if offset >= start:
                     yield offset, line, offset + len(line)
                 offset += len(line)
             return
         handle.seek(start)
-        line_number = 1 if start == 0 else 2  # only the first line may carry a byte-order mark
         for offset, data in _byte_lines(handle, start):
-            yield offset, decode_line(data, encoding, uri, line_number), offset + len(data)
-            line_number = 2
+            yield offset, decode_line(data, encoding, uri, line_number, offset == 0), offset + len(data)
+            line_number += 1
 
 
 def _byte_lines(handle, offset: int) -> Iterator[tuple[int, bytes]]:

@@ -144,7 +144,7 @@ def _against_previous(item, model_version: str):
     """One title's catalog rows, validated row and previous row → on `read` (row, previous) for a poster that must
     be read, on `carried` the previous row carried over unread, on `removed` a title gone from the catalog."""
     title_id, groups = item
-    listed, titles, previous = groups["listed"], list(groups["titles"]), list(groups["previous"])
+    listed, titles, previous = list(groups["listed"]), list(groups["titles"]), list(groups["previous"])
     before = previous[0] if previous else None
     row, found = titles[0] if titles else (None, None)
     if not titles:  # gone from the catalog (removed), or its rows were rejected (counted there)

@@ -416,3 +416,11 @@ def test_read_catalog_transform_reads_ranges_in_parallel_with_the_rows_of_one_re
     result.wait_until_finish()
     ranges = result.metrics().query(MetricsFilter().with_name("manifest_ranges"))["counters"]
     assert sum(counter.committed for counter in ranges) == 8  # 1,666 bytes of rows cut at record starts every ~200
+
+
+@pytest.mark.parametrize("split_bytes", [None, 1])
+def test_a_byte_that_does_not_decode_is_named_by_its_line_in_any_range(tmp_path, split_bytes):
+    rows = b"".join(b"t%d,T,Drama,p/%d.jpg\n" % (i, i) for i in range(1, 4))
+    (tmp_path / "catalog.csv").write_bytes(b"title_id,title,genres,poster_uri\n" + rows + b"t4,Am\xe9lie,Drama,p.jpg\n")
+    with pytest.raises(CatalogError, match="line 5"):
+        read_manifest(str(tmp_path / "catalog.csv"), CatalogConfig(), split_bytes)
