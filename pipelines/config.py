@@ -60,7 +60,7 @@ class CatalogConfig(Section):
     encoding: str = "utf-8"
     # `ReadCatalog` cuts the manifest into ranges of about this many bytes (Parquet: row groups), read in
     # parallel; a compressed manifest, or one in UTF-16/32, is one range.
-    split_bytes: Positive = 32 * 1024 * 1024
+    split_bytes: Positive = 8 * 1024 * 1024
 
     @field_validator("encoding")
     @classmethod

@@ -135,15 +135,18 @@ def measure_command(argv: list[str], env: dict) -> dict:
 # --- the stages -----------------------------------------------------------------------------------------------
 
 def read_catalog_main(argv: list[str]) -> int:
-    """The `catalog` stage: `python -m pipelines.bench.scale_catalog read-catalog MANIFEST OUT [beam options]`."""
+    """The `catalog` stage: `python -m pipelines.bench.scale_catalog read-catalog MANIFEST OUT CONFIG
+    [--set K=V …] [beam options]`."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.common.catalog import ReadCatalog
     from pipelines.common.catalog_rows import ValidateCatalogRows
     from pipelines.config import load_config
 
-    manifest, out, *beam_args = argv
-    config = load_config("local.yaml")
+    manifest, out, config_path, *rest = argv
+    overrides = [value for flag, value in zip(rest, rest[1:]) if flag == "--set"]
+    beam_args = [arg for i, arg in enumerate(rest) if arg != "--set" and (i == 0 or rest[i - 1] != "--set")]
+    config = load_config(config_path, overrides)
     with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
         rows, _ = pipeline | "ReadCatalog" >> ReadCatalog(manifest, config.catalog)
         titles, _ = rows | "ValidateCatalogRows" >> ValidateCatalogRows(config.preprocess.duplicate_title_policy)
@@ -157,7 +160,7 @@ def stage_commands(stage: str, catalog: str, model: str, workdir: str, n: int, c
     python = [sys.executable, "-m"]
     out = os.path.join(workdir, f"{stage}-{n}")
     if stage == "catalog":
-        return [*python, "pipelines.bench.scale_catalog", "read-catalog", catalog, out, *beam_args]
+        return [*python, "pipelines.bench.scale_catalog", "read-catalog", catalog, out, *common[1:], *beam_args]
     if stage == "preprocess":
         return [*python, "pipelines.cli", "preprocess", "--catalog", catalog, "--out", out, *common, *beam_args]
     if stage == "embed":

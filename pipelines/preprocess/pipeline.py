@@ -1,15 +1,15 @@
 """`posters preprocess`: a catalog and its posters → tensorflow-transform training data, every row accounted for.
 
     ReadCatalog → ValidateCatalogRows → ReadAndValidatePosters ─ genres → AnalyzeGenres (TFT) → WriteTransformFn
-                          └────────── rejects ──────────┘        │        └→ ApplyGenreVocabulary (TFT) ─┐
-                                                                 └ PosterPixels (DoFn) ── JoinOnTitleId ─┴→ WriteSplits
+                          └────────── rejects ──────────┘        │                                       │ (written)
+                                                                 └──────────── ToExamples ←──────────────┘ → WriteSplits
     rejects → WriteRejects;  every branch → CountStats → stats.json
 
-tensorflow-transform analyses and transforms only what it has to (title_id and genres: the vocabulary, labels and
-primary genre); the posters are decoded and resized beside it, one at a time, by the serving graph's own
-function, and meet their labels in a CoGroupByKey by title_id. So no TFT batch holds raw posters, and the raw
-input is never materialised whole for the analysis. The launcher adds the `image` feature to the transformed
-metadata TFT wrote, so the output's feature spec describes every feature of the TFRecords.
+tensorflow-transform analyses only what it has to, title_id and genres (the genre vocabulary); no TFT batch holds
+a poster. `ToExamples` then makes each example where its poster already is, in batches: labels and primary genre
+from the written transform_fn (TFT's own graph, on title_id and genres), the image decoded and resized by the
+serving graph's own function (`PosterPng`), so no poster or pixel is shuffled or joined. The launcher adds the
+`image` feature to the transformed metadata TFT wrote, so the output's feature spec describes every feature.
 
 Everything is written under a staging directory beside `--out`; the launcher then checks the accounting
 (accepted + rejected = read) and the error budget, writes the final `stats.json` and publishes the directory.
@@ -64,6 +64,7 @@ from pipelines.contracts import (
 
 TFRECORD_SUFFIX = ".tfrecord.gz"
 TRANSFORM_OUTPUT = "transform_output"  # under the work directory: what WriteTransformFn writes
+EXAMPLE_BATCH = 256  # posters per call of the transform_fn (labels) in ToExamples; their PNGs are made one by one
 # preprocess's own counts besides read / rejected / rejected_by_reason, with their empty values.
 STATS_SECTIONS = {"accepted": 0, "genre_counts": {}, "converted_to_rgb": {}, "duplicate_images": 0,
                   "train_examples": 0, "eval_examples": 0, "titles_without_vocabulary_genre": 0}
@@ -119,28 +120,36 @@ def encode_example(example: dict) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-class _PosterPixelsDoFn(beam.DoFn):
-    """(row, poster) → (title_id, PNG at the model's input size)."""
+class _ToExamplesDoFn(beam.DoFn):
+    """A batch of (row, poster) → examples: title_id, labels and primary_genre from the transform_fn TFT wrote to
+    `transform_dir` (its own graph, on title_id and genres), and the image as a `PosterPng` of the poster.
 
-    def __init__(self, size: int):
+    The side input only orders this step after WriteTransformFn; the transform is loaded once per process.
+    """
+
+    def __init__(self, size: int, transform_dir: str):
         self._size = size
-        self._png = None
+        self._transform_dir = transform_dir
+        self._png = self._layer = None
 
-    def setup(self):
-        from pipelines.preprocess.transform import PosterPng
+    def process(self, batch, _transform_fn_written):
+        import tensorflow as tf
 
-        self._png = PosterPng(self._size)
+        if self._layer is None:
+            import tensorflow_transform as tft
 
-    def process(self, item):
-        row, poster = item
-        yield row.title_id, self._png(poster.image_bytes)
+            from pipelines.preprocess.transform import PosterPng
 
-
-def _labelled_example(item):
-    """(title_id, {"labels": [TFT output], "pixels": [png]}) → the example: TFT's features plus the image."""
-    _, groups = item
-    for labelled, png in zip(groups["labels"], groups["pixels"]):
-        yield {**labelled, FEATURE_IMAGE: png}
+            self._png = PosterPng(self._size)
+            self._layer = tft.TFTransformOutput(self._transform_dir).transform_features_layer()
+        raw = {FEATURE_TITLE_ID: tf.constant([row.title_id for row, _ in batch]),
+               RAW_FEATURE_GENRES: tf.ragged.constant([list(row.genres) for row, _ in batch],
+                                                      dtype=tf.string, ragged_rank=1).to_sparse()}
+        transformed = self._layer(raw)
+        labels, primary = transformed[FEATURE_LABELS].numpy(), transformed[FEATURE_PRIMARY_GENRE].numpy()
+        for i, (row, poster) in enumerate(batch):
+            yield {FEATURE_TITLE_ID: row.title_id.encode("utf-8"), FEATURE_IMAGE: self._png(poster.image_bytes),
+                   FEATURE_LABELS: labels[i], FEATURE_PRIMARY_GENRE: int(primary[i])}
 
 
 def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work_dir: str, config: Config) -> None:
@@ -160,17 +169,15 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work
     _ = rejects | "WriteRejects" >> WriteRejects(storage.join(out_dir, REJECTS_DIR))
 
     raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
+    transform_dir = storage.join(work_dir, TRANSFORM_OUTPUT)
     with tft_beam.Context(temp_dir=storage.join(work_dir, "tmp")):
         raw = posters | "ToRawExamples" >> beam.MapTuple(_raw_example)
         transform_fn = (raw, raw_metadata) | "AnalyzeGenres" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(config))
-        labelled, _ = (((raw, raw_metadata), transform_fn)
-                       | "ApplyGenreVocabulary" >> tft_beam.TransformDataset())
-        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(storage.join(work_dir, TRANSFORM_OUTPUT))
-    pixels = posters | "PosterPixels" >> beam.ParDo(_PosterPixelsDoFn(config.model.input_size))
-    examples = ({"labels": labelled | "KeyLabels" >> beam.Map(lambda e: (_title_id_text(e), e)),
-                 "pixels": pixels}
-                | "JoinOnTitleId" >> beam.CoGroupByKey()
-                | "ToExamples" >> beam.FlatMap(_labelled_example))
+        written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
+    examples = (posters
+                | "BatchPosters" >> beam.BatchElements(min_batch_size=16, max_batch_size=EXAMPLE_BATCH)
+                | "ToExamples" >> beam.ParDo(_ToExamplesDoFn(config.model.input_size, transform_dir),
+                                             beam.pvalue.AsSingleton(written)))
     split_stats = examples | "WriteSplits" >> WriteSplits(
         out_dir, config.preprocess.eval_fraction, config.preprocess.num_shards)
     stat_pairs = (
