@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
+from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from pipelines.bench import embed as embed_bench
@@ -32,6 +33,7 @@ from pipelines.embed.model_handler import PosterModelHandler
 from pipelines.embed.reader import read_embeddings
 from pipelines.synthetic.catalog import BAD_KINDS, generate_catalog
 from tests.pipelines.embed.tiny_model import call_exported_model, export_jpeg_only_model, export_tiny_model
+from tests.pipelines.embeddings_fixture import MODEL_VERSION, unit_vectors, write_embeddings
 
 N = 24
 
@@ -443,3 +445,19 @@ def test_an_unchanged_catalog_reads_no_poster_byte_and_one_changed_poster_only_i
               for name in json.loads((changed_out / EMBEDDINGS_MANIFEST_FILE).read_text())["files"]]
     objects = {row["title_id"]: row[POSTER_OBJECT_COLUMN] for table in tables for row in table}
     assert len(objects) == 8 and all(o["size"] > 0 and o["updated"] > 0 and o["uri"] for o in objects.values())
+
+
+def test_a_previous_run_written_before_poster_objects_is_read_and_its_posters_are_read_again(tmp_path):
+    """Files without `poster_object` (older runs): their vectors are still carried by image hash, never by
+    metadata, so every poster is read once more and the next run has its metadata."""
+    previous = write_embeddings(str(tmp_path / "old"), ["t1", "t2"], unit_vectors(2, dim=16))
+    with BeamTestPipeline() as pipeline:
+        rows = pipeline | embed.ReadPreviousEmbeddings(previous, MODEL_VERSION)
+        assert_that(rows | beam.Map(lambda row: (row["title_id"], sorted(row))),
+                    equal_to([(tid, ["embedding", "genres", "image_sha256", "model_version", "title_id"])
+                              for tid in ("t1", "t2")]))
+    found = {"uri": "/p.jpg", "size": 1, "updated": 1.0, "generation": None, "crc32c": None, "md5": None}
+    old_row = {"embedding": [0.0], "image_sha256": "x", "model_version": MODEL_VERSION}
+    assert not embed.can_skip_read(found, MODEL_VERSION, old_row)
+    assert embed.can_skip_read(found, MODEL_VERSION, {**old_row, POSTER_OBJECT_COLUMN: found})
+    assert not embed.can_skip_read(found, "another-model", {**old_row, POSTER_OBJECT_COLUMN: found})
