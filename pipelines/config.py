@@ -58,6 +58,9 @@ class CatalogConfig(Section):
     allowed_roots: list[str] = Field(default_factory=list)
     # Text encoding of CSV and JSONL manifests; bytes that do not decode in it are an error naming the file.
     encoding: str = "utf-8"
+    # `ReadCatalog` cuts the manifest into ranges of about this many bytes (Parquet: row groups), read in
+    # parallel; a compressed manifest, or one in UTF-16/32, is one range.
+    split_bytes: Positive = 8 * 1024 * 1024
 
     @field_validator("encoding")
     @classmethod

@@ -96,6 +96,28 @@ def embeddings_schema(dim: int, model_version: str, metric: str = EMBEDDING_METR
     )
 
 
+# What `posters embed` writes beside those columns (readers of vectors need not read it; files written before it
+# existed lack it): the poster's object metadata when it was read, so that the next incremental run reads a
+# poster's bytes only when its metadata differs. `uri`, `size` (bytes) and `updated` (modification time, seconds
+# since the epoch) for every filesystem; on GCS also the object's `generation`, `crc32c` and `md5` (base64, as
+# GCS gives them). Null when the metadata could not be looked up (the poster is then read every run).
+POSTER_OBJECT_COLUMN = "poster_object"
+POSTER_OBJECT_TYPE = pa.struct([
+    ("uri", pa.string()),
+    ("size", pa.int64()),
+    ("updated", pa.float64()),
+    ("generation", pa.int64()),
+    ("crc32c", pa.string()),
+    ("md5", pa.string()),
+])
+
+
+def embed_output_schema(dim: int, model_version: str, metric: str = EMBEDDING_METRIC) -> pa.Schema:
+    """The schema of the files `posters embed` writes: `embeddings_schema` plus the nullable `poster_object`."""
+    schema = embeddings_schema(dim, model_version, metric)
+    return schema.append(pa.field(POSTER_OBJECT_COLUMN, POSTER_OBJECT_TYPE, nullable=True))
+
+
 EMBEDDINGS_MANIFEST_FILE = "embeddings_manifest.json"
 
 # --- index ------------------------------------------------------------------------------------------------

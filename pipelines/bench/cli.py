@@ -1,4 +1,4 @@
-"""`posters bench embed|index|scale|check-gpu`: benchmarks that run a stage beside its baseline, as ratios."""
+"""`posters bench NAME`: benchmarks that run a stage beside its baseline, as ratios."""
 from __future__ import annotations
 
 import importlib
@@ -9,13 +9,14 @@ BENCHMARKS = {
     "index": ("pipelines.bench.index:main", "exact flat search vs the built index at several nprobe"),
     "scale": ("pipelines.bench.scale:main", "index, candidates and the overlap report at growing N: time, memory"),
     "check-gpu": ("pipelines.bench.check_gpu:main", "a tiny job: fails unless TensorFlow on the workers sees a GPU"),
+    "scale-catalog": ("pipelines.bench.scale_catalog:main", "catalog read, preprocess, embed at growing N: time, RSS"),
 }
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHMARKS:
-        lines = ["usage: posters bench {embed,index,scale,check-gpu} [--help] [ARGS...]", ""]
-        lines += [f"  {name:<9} {summary}" for name, (_, summary) in BENCHMARKS.items()]
+        lines = ["usage: posters bench {" + ",".join(BENCHMARKS) + "} [--help] [ARGS...]", ""]
+        lines += [f"  {name:<13} {summary}" for name, (_, summary) in BENCHMARKS.items()]
         print("\n".join(lines), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     module_name, _, function = BENCHMARKS[argv[0]][0].partition(":")

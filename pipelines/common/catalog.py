@@ -1,10 +1,10 @@
 """The one catalog reader: a manifest (CSV, JSONL or Parquet; local or gs://) → `CatalogRow`s.
 
 Every pipeline reads its catalog here, so column mapping, genre splitting and poster locations mean the same
-thing everywhere. `read_catalog` is a plain function; `ReadCatalog` runs it inside a pipeline, on one worker.
-The rows are not reshuffled here: every pipeline validates them next with `ValidateCatalogRows`, whose group by
-title_id already spreads them over the workers before any poster is read, so a reshuffle would be a second
-shuffle of the whole catalog for nothing.
+thing everywhere. `read_catalog` is a plain function; `ReadCatalog` reads the same rows inside a pipeline, range by
+range (`catalog_ranges`: byte ranges of a CSV or JSONL manifest cut where records start, row groups of a Parquet
+one), the ranges spread over the workers so no process holds the catalog. Every pipeline validates the rows next
+with `ValidateCatalogRows`, whose group by title_id applies the duplicate-title policy.
 
 What the reader does *not* do is judge rows: a missing `title_id`, a duplicate or an empty genre list is
 passed on as read (with its `row_number`) so the pipeline can reject it with a reason. Two things it does
@@ -16,28 +16,33 @@ own, never merged into the next ones, and `ManifestLines` counts the rest.
 
 Genre names are normalised (`normalise_genre`) and spelled one way per manifest (`GenreNames`): Unicode NFKC,
 invisible characters dropped, runs of spaces collapsed, dashes unified, aliases from `catalog.genre_aliases`,
-and one spelling per case-folded name — the alias target, else the first spelling the manifest uses.
+and one spelling per case-folded name — the alias target, else the first spelling the manifest uses (each range
+spells genres as it first sees them; `respelled` then applies the earliest spelling of all ranges).
 """
 from __future__ import annotations
 
-import codecs
-import csv
-import io
-import itertools
-import json
+import dataclasses
 import math
 import os
 import posixpath
 import re
 import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
+from pipelines.common.catalog_ranges import (  # noqa: F401 — CatalogError is part of this module's API
+    UNBOUNDED,
+    CatalogError,
+    ManifestRange,
+    Record,
+    plan_ranges,
+    range_records,
+)
 from pipelines.config import CatalogConfig
 from pipelines.contracts import CATALOG_COLUMNS, RejectReason
 
@@ -46,12 +51,9 @@ FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".deflate")
 # Inside a genres cell these always separate genres, whether configured or not: no genre name holds one.
 ALWAYS_GENRE_SEPARATORS = ("\t", "\n", "\r", "\v", "\f")
+METRICS_NAMESPACE = "catalog"
 # Dashes and minus signs that NFKC leaves alone (category Pd, plus the minus signs, which are Sm).
 _MINUS_SIGNS = {"\u2212", "\u207b", "\u208b"}
-
-
-class CatalogError(ValueError):
-    """A manifest the user must fix (unknown format, a mapped column that is not there…); the message says what."""
 
 
 @dataclass(frozen=True)
@@ -75,51 +77,119 @@ class ManifestLines:
     blank: int
 
 
-@dataclass(frozen=True)
-class _Record:
-    line_number: int
-    lines: int
-    values: Optional[dict]  # None: malformed
-    detail: str = ""
-
-
 def read_catalog(manifest_uri: str, config: CatalogConfig) -> list[CatalogRow]:
     """Reads every row of a manifest into `CatalogRow`s, in manifest order (see `read_manifest`)."""
     return read_manifest(manifest_uri, config)[0]
 
 
-def read_manifest(manifest_uri: str, config: CatalogConfig) -> tuple[list[CatalogRow], ManifestLines]:
+def read_manifest(manifest_uri: str, config: CatalogConfig,
+                  split_bytes: int | None = None) -> tuple[list[CatalogRow], ManifestLines]:
     """Reads every row of a manifest into `CatalogRow`s, in manifest order, and counts the other lines.
 
     Columns are renamed by `config.columns` (manifest column → `title_id`/`title`/`genres`/`poster_uri`);
     other columns are ignored. Relative poster uris resolve against the manifest's directory; without a poster
     column (or with an empty cell) the poster is `<poster_root>/<title_id><poster_suffix>`.
-    Raises `CatalogError` for a manifest the user must fix.
+    In this process, as one range unless `split_bytes` is given (then range by range, as `ReadCatalog` reads
+    them, with the same result). Raises `CatalogError` for a manifest the user must fix.
     """
-    records, lines = _read_records(manifest_uri, config)
-    base = _directory_of(manifest_uri)
+    rows, lines, spellings = [], [], {}
+    for manifest_range in plan_manifest(manifest_uri, config, split_bytes or UNBOUNDED):
+        tally = RangeTally()
+        rows.extend(read_range(manifest_range, config, tally))
+        lines.append(tally.manifest_lines())
+        spellings = merge_spellings([spellings, tally.spellings])
+    first_spellings = {key: spelling for key, (_, spelling) in spellings.items()}
+    return [respelled(row, first_spellings) for row in rows], total_lines(lines)
+
+
+def plan_manifest(manifest_uri: str, config: CatalogConfig, split_bytes: int) -> Iterator[ManifestRange]:
+    """The manifest's ranges (`catalog_ranges.plan_ranges`); `CatalogError` for a missing or unknown manifest."""
+    if not FileSystems.exists(manifest_uri):
+        raise CatalogError(f"catalog manifest not found: {manifest_uri}")
+    name = manifest_uri.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(suffix)
+    kind = FORMATS.get(os.path.splitext(name)[1])
+    if kind is None:
+        raise CatalogError(f"{manifest_uri}: cannot tell the manifest format from its name; "
+                           f"use one of {', '.join(sorted(FORMATS))}")
+    return plan_ranges(manifest_uri, kind, config.encoding, split_bytes)
+
+
+@dataclass
+class RangeTally:
+    """What reading one range counted besides its rows: blank lines, lines in rows, first genre spellings."""
+
+    header: int = 0
+    blank: int = 0
+    in_rows: int = 0
+    spellings: dict = field(default_factory=dict)  # genre_key → (line number, spelling) of its first use
+
+    def manifest_lines(self) -> ManifestLines:
+        return ManifestLines(self.header + self.blank + self.in_rows, self.header, self.blank)
+
+
+def read_range(manifest_range: ManifestRange, config: CatalogConfig, tally: RangeTally) -> Iterator[CatalogRow]:
+    """The rows of one range, numbered as in the whole manifest; `tally` is filled as they are read.
+
+    Genres are spelled as this range first spells them: `respelled` with `merge_spellings` of every range's
+    tally makes them the manifest's first spelling.
+    """
+    uri = manifest_range.uri
+    base = _directory_of(uri)
     poster_root = _resolve(config.poster_root, base) if config.poster_root else None
     roots = allowed_roots(config, base)
     names = GenreNames(config.genre_aliases)
-    rows, checked = [], False
-    for number, record in enumerate(records, start=1):
-        if record.values is None:
-            rows.append(CatalogRow(None, "", (), None, number, record.line_number, record.lines,
-                                   (RejectReason.MALFORMED_RECORD, record.detail)))
+    tally.header = manifest_range.header_lines
+    number, checked = manifest_range.first_record - 1, not manifest_range.checks_columns
+    for record in range_records(manifest_range, config.encoding):
+        if record.blank:
+            tally.blank += 1
             continue
-        values = _renamed(record.values, config.columns, manifest_uri, check=not checked)
+        number += 1
+        tally.in_rows += record.lines
+        if record.values is None:
+            yield CatalogRow(None, "", (), None, number, record.line_number, record.lines,
+                             (RejectReason.MALFORMED_RECORD, record.detail))
+            continue
+        values = _renamed(record.values, config.columns, uri, check=not checked)
         if not checked:
-            _check_required_columns(values, manifest_uri, config, poster_root)
+            _check_required_columns(values, uri, config, poster_root)
             checked = True
-        rows.append(_catalog_row(values, number, record, config, base, poster_root, roots, names))
-    return rows, lines
+        row = _catalog_row(values, number, record, config, base, poster_root, roots, names)
+        for genre in row.genres:
+            tally.spellings.setdefault(genre_key(genre), (row.line_number, genre))
+        yield row
+
+
+def merge_spellings(parts: Iterable[dict]) -> dict:
+    """Ranges' first spellings (genre_key → (line, spelling)) → the manifest's: the one on the earliest line."""
+    merged: dict = {}
+    for part in parts:
+        for key, seen in part.items():
+            if key not in merged or seen < merged[key]:
+                merged[key] = seen
+    return merged
+
+
+def respelled(row: CatalogRow, spellings: dict) -> CatalogRow:
+    """`row` with each genre in the manifest's spelling (`spellings`: genre_key → spelling)."""
+    genres = tuple(spellings.get(genre_key(genre), genre) for genre in row.genres)
+    return row if genres == row.genres else dataclasses.replace(row, genres=genres)
+
+
+def total_lines(parts: Iterable[ManifestLines]) -> ManifestLines:
+    parts = list(parts)
+    return ManifestLines(sum(p.total for p in parts), sum(p.header for p in parts), sum(p.blank for p in parts))
 
 
 class ReadCatalog(beam.PTransform):
-    """manifest uri → (PCollection[CatalogRow], PCollection[ManifestLines]), read on one worker; the consumer's
-    first GroupByKey (in `ValidateCatalogRows`) spreads the rows for parallel poster reads.
+    """manifest uri → (PCollection[CatalogRow], PCollection[ManifestLines], one per range: they add up).
 
-    `rows, lines = pipeline | ReadCatalog(uri, config)`
+    One pass plans the ranges (`catalog_ranges.plan_ranges`: small descriptors, the manifest streamed, never
+    held); the ranges are reshuffled so that workers read them in parallel; genres get the manifest's first
+    spelling from a combine of each range's few first spellings. `rows, lines = pipeline | ReadCatalog(uri,
+    config)`
     """
 
     def __init__(self, manifest_uri: str, config: CatalogConfig):
@@ -128,15 +198,34 @@ class ReadCatalog(beam.PTransform):
         self._config = config
 
     def expand(self, pbegin):
-        return (pbegin
+        read = (pbegin
                 | "Manifest" >> beam.Create([self._manifest_uri])
-                | "ReadRows" >> beam.FlatMap(_rows_and_lines, self._config).with_outputs("lines", main="rows"))
+                | "PlanRanges" >> beam.FlatMap(_planned_ranges, self._config)
+                | "SpreadRanges" >> beam.Reshuffle()
+                | "ReadRanges" >> beam.ParDo(_ReadRangeDoFn(self._config)).with_outputs(
+                    "lines", "spellings", main="rows"))
+        spellings = (read.spellings
+                     | "FirstSpellings" >> beam.CombineGlobally(merge_spellings)
+                     | "SpellingsOnly" >> beam.Map(lambda merged: {k: spelling for k, (_, spelling) in merged.items()}))
+        rows = read.rows | "OneSpellingPerGenre" >> beam.Map(respelled, beam.pvalue.AsSingleton(spellings))
+        return rows, read.lines
 
 
-def _rows_and_lines(manifest_uri: str, config: CatalogConfig):
-    rows, lines = read_manifest(manifest_uri, config)
-    yield from rows
-    yield beam.pvalue.TaggedOutput("lines", lines)
+def _planned_ranges(manifest_uri: str, config: CatalogConfig):
+    for manifest_range in plan_manifest(manifest_uri, config, config.split_bytes):
+        Metrics.counter(METRICS_NAMESPACE, "manifest_ranges").inc()
+        yield manifest_range
+
+
+class _ReadRangeDoFn(beam.DoFn):
+    def __init__(self, config: CatalogConfig):
+        self._config = config
+
+    def process(self, manifest_range: ManifestRange):
+        tally = RangeTally()
+        yield from read_range(manifest_range, self._config, tally)
+        yield beam.pvalue.TaggedOutput("lines", tally.manifest_lines())
+        yield beam.pvalue.TaggedOutput("spellings", tally.spellings)
 
 
 # --- genres -------------------------------------------------------------------------------------------------
@@ -234,7 +323,7 @@ def _normalised(uri: str) -> str:
 
 # --- rows ---------------------------------------------------------------------------------------------------
 
-def _catalog_row(record: dict, number: int, source: _Record, config: CatalogConfig, base: str,
+def _catalog_row(record: dict, number: int, source: Record, config: CatalogConfig, base: str,
                  poster_root: str | None, roots: list[str], names: GenreNames) -> CatalogRow:
     title_id = _text(record.get("title_id"))
     poster = _text(record.get("poster_uri"))
@@ -284,100 +373,6 @@ def _renamed(record: dict, columns: dict[str, str], manifest_uri: str, check: bo
 
 
 # --- reading ------------------------------------------------------------------------------------------------
-
-def _read_records(manifest_uri: str, config: CatalogConfig) -> tuple[list[_Record], ManifestLines]:
-    if not FileSystems.exists(manifest_uri):
-        raise CatalogError(f"catalog manifest not found: {manifest_uri}")
-    name = manifest_uri.lower()
-    for suffix in COMPRESSED_SUFFIXES:
-        name = name.removesuffix(suffix)
-    kind = FORMATS.get(os.path.splitext(name)[1])
-    if kind is None:
-        raise CatalogError(f"{manifest_uri}: cannot tell the manifest format from its name; "
-                           f"use one of {', '.join(sorted(FORMATS))}")
-    with FileSystems.open(manifest_uri, compression_type=CompressionTypes.AUTO) as handle:
-        data = handle.read()
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(io.BytesIO(data)).to_pylist()
-        return [_Record(n, 1, values) for n, values in enumerate(table, start=1)], ManifestLines(len(table), 0, 0)
-    physical = list(io.StringIO(decode_manifest(data, config.encoding, manifest_uri), newline=""))
-    return _csv_records(physical, manifest_uri) if kind == "csv" else _jsonl_records(physical)
-
-
-def decode_manifest(data: bytes, encoding: str, manifest_uri: str) -> str:
-    """The manifest's text in `encoding` (a UTF-8 byte-order mark is dropped); bytes that do not decode are a
-    `CatalogError` naming the file, the line and the setting, never replaced."""
-    name = codecs.lookup(encoding).name
-    try:
-        return data.decode("utf-8-sig" if name == "utf-8" else encoding)
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise CatalogError(f"{manifest_uri}: not valid {encoding} text (byte 0x{data[err.start]:02x} on line {line}: "
-                           f"{err.reason}); set catalog.encoding to the manifest's encoding, e.g. --set "
-                           "catalog.encoding=latin-1") from None
-
-
-def _csv_records(physical: list[str], manifest_uri: str) -> tuple[list[_Record], ManifestLines]:
-    """Physical lines → records: a record that does not parse (strict CSV) or has another number of fields than
-    the header is a malformed record of its first line alone, and parsing resumes on the next line, so an
-    unbalanced quote never swallows the rows after it."""
-    if not physical:
-        return [], ManifestLines(0, 0, 0)
-    header_reader = csv.reader(physical, strict=True)
-    try:
-        header = [name.strip() for name in next(header_reader)]
-    except csv.Error as err:
-        raise CatalogError(f"{manifest_uri}: the header line does not parse as CSV ({err})") from None
-    records, blank, at = [], 0, header_reader.line_num
-    while at < len(physical):
-        reader, consumed = csv.reader(itertools.islice(physical, at, None), strict=True), 0
-        while True:
-            start = at + consumed
-            try:
-                fields = next(reader)
-            except StopIteration:
-                at = len(physical)
-                break
-            except csv.Error as err:
-                records.append(_Record(start + 1, 1, None, f"line {start + 1} does not parse as a CSV record "
-                                                           f"({err}); is a quote unbalanced?"))
-                at = start + 1
-                break
-            span, consumed = reader.line_num - consumed, reader.line_num
-            if span == 1 and not physical[start].strip():
-                blank += 1
-            elif len(fields) != len(header):
-                records.append(_Record(start + 1, 1, None, f"line {start + 1} has {len(fields)} fields, the header "
-                                                           f"has {len(header)}"))
-                if span > 1:  # it swallowed the lines after it: parse them again on their own
-                    at = start + 1
-                    break
-            else:
-                records.append(_Record(start + 1, span, dict(zip(header, fields))))
-    return records, ManifestLines(len(physical), header_reader.line_num, blank)
-
-
-def _jsonl_records(physical: list[str]) -> tuple[list[_Record], ManifestLines]:
-    records, blank = [], 0
-    for line_number, line in enumerate(physical, start=1):
-        if not line.strip():
-            blank += 1
-            continue
-        try:
-            values = json.loads(line)
-        except json.JSONDecodeError as err:
-            records.append(_Record(line_number, 1, None, f"line {line_number} is not JSON ({err.msg} at column "
-                                                         f"{err.colno})"))
-            continue
-        if not isinstance(values, dict):
-            records.append(_Record(line_number, 1, None, f"line {line_number} is a JSON {type(values).__name__}, "
-                                                         "not an object"))
-            continue
-        records.append(_Record(line_number, 1, values))
-    return records, ManifestLines(len(physical), 0, blank)
-
 
 def _text(value: Any) -> str | None:
     """A cell as a stripped string; empty, missing and NaN cells are None. Integer ids stay integers (`114709`)."""

@@ -41,7 +41,7 @@ class ValidateCatalogRows(beam.PTransform):
 
     def expand(self, rows):
         with_id = rows | "CheckTitleId" >> beam.ParDo(_check_row).with_outputs("rejects", main="rows")
-        # The group by title_id is also what spreads the catalog (read on one worker) for parallel poster reads.
+        # Duplicates meet in a group by title_id (a shuffle), never in a list of the whole catalog.
         unique = (with_id.rows
                   | "KeyByTitleId" >> beam.Map(lambda row: (row.title_id, row))
                   | "GroupByTitleId" >> beam.GroupByKey()

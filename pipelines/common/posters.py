@@ -19,8 +19,10 @@ on white — and re-encoded as a lossless PNG.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ from pipelines.config import ImageConfig
 from pipelines.contracts import REJECTS_SCHEMA, RejectReason
 
 METRICS_NAMESPACE = "posters"
+POSTER_BYTES_READ = "poster_bytes_read"  # the Beam counter of poster bytes read (the stats' key too)
 # Formats PIL may even try to parse; the rest (EPS, which shells out to Ghostscript, PSD, …) are not posters.
 # (JPEG covers multi-picture JPEGs too: PIL opens them as format "MPO", which we re-encode.)
 POSTER_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
@@ -124,6 +127,35 @@ def read_poster_bytes(uri: str, retries: int = 3, max_bytes: int | None = None, 
     raise AssertionError("unreachable")
 
 
+def poster_object(uri: str | None) -> dict | None:
+    """The poster's object metadata (`contracts.POSTER_OBJECT_TYPE`) without reading its bytes: size and
+    modification time from Beam's FileSystems, and on GCS the blob's generation, crc32c and md5 (one metadata
+    request). None when it cannot be looked up: the poster is then read, and the read says what is wrong."""
+    if not uri:
+        return None
+    try:
+        if storage.is_gcs(uri):
+            bucket_name, _, name = uri[len("gs://"):].partition("/")
+            blob = _gcs_bucket(bucket_name, os.environ.get("STORAGE_EMULATOR_HOST")).get_blob(name)
+            if blob is None:
+                return None
+            return {"uri": uri, "size": blob.size, "updated": blob.updated.timestamp() if blob.updated else None,
+                    "generation": blob.generation, "crc32c": blob.crc32c, "md5": blob.md5_hash}
+        metadata = FileSystems.get_filesystem(uri).metadata(uri)
+    except Exception:  # noqa: BLE001 — a poster that cannot be looked up is read, and rejected there if need be
+        return None
+    return {"uri": uri, "size": metadata.size_in_bytes, "updated": metadata.last_updated_in_seconds,
+            "generation": None, "crc32c": None, "md5": None}
+
+
+@functools.lru_cache(maxsize=16)
+def _gcs_bucket(name: str, emulator_host: str | None):
+    """One client per process and bucket (and emulator, in tests): a client per poster would cost a handshake."""
+    from google.cloud import storage as gcs
+
+    return gcs.Client().bucket(name)
+
+
 def reject_record(title_id: str | None, uri: str | None, reason: str, detail: str, lines: int = 1) -> dict:
     """One row of `rejects/` (`contracts.REJECTS_SCHEMA`), counted in the Beam metric `rejected_<reason>`.
 
@@ -153,21 +185,27 @@ def _meaningful_line(message: str) -> str:
 
 
 class ValidatePosterDoFn(beam.DoFn):
-    """CatalogRow → (CatalogRow, ValidPoster) on the main output, or a reject record on `rejects`."""
+    """CatalogRow → (CatalogRow, ValidPoster) on the main output, or a reject record on `rejects`; with
+    `with_context`, (CatalogRow, context) → (CatalogRow, ValidPoster, context). The bytes read are counted in
+    the Beam metric `poster_bytes_read`."""
 
-    def __init__(self, config: ImageConfig, retries: int):
+    def __init__(self, config: ImageConfig, retries: int, with_context: bool = False):
         self._config = config
         self._retries = retries
+        self._with_context = with_context
         self._accepted = Metrics.counter(METRICS_NAMESPACE, "posters_accepted")
         self._converted = Metrics.counter(METRICS_NAMESPACE, "posters_converted_to_rgb")
+        self._bytes_read = Metrics.counter(METRICS_NAMESPACE, POSTER_BYTES_READ)
 
-    def process(self, row: CatalogRow):
+    def process(self, element: CatalogRow | tuple):
+        row, context = element if self._with_context else (element, None)
         if not row.poster_uri:
             yield beam.pvalue.TaggedOutput("rejects", reject_record(
                 row.title_id, None, RejectReason.NO_POSTER, f"row {row.row_number} names no poster", row.lines))
             return
         try:
             data = read_poster_bytes(row.poster_uri, self._retries, max_bytes=self._config.max_bytes)
+            self._bytes_read.inc(len(data))
             poster = validate_poster(data, self._config)
         except PosterRejected as rejected:
             yield beam.pvalue.TaggedOutput("rejects", reject_record(
@@ -176,23 +214,25 @@ class ValidatePosterDoFn(beam.DoFn):
         self._accepted.inc()
         if poster.converted_from:
             self._converted.inc()
-        yield row, poster
+        yield (row, poster, context) if self._with_context else (row, poster)
 
 
 class ReadAndValidatePosters(beam.PTransform):
     """PCollection[CatalogRow] → outputs `posters` (main: (CatalogRow, ValidPoster)) and `rejects` (dicts).
 
-    `posters, rejects = rows | ReadAndValidatePosters(config.image, retries)`
+    `posters, rejects = rows | ReadAndValidatePosters(config.image, retries)`; with `with_context`, elements are
+    (CatalogRow, context) and posters (CatalogRow, ValidPoster, context).
     """
 
-    def __init__(self, config: ImageConfig, retries: int = 3):
+    def __init__(self, config: ImageConfig, retries: int = 3, with_context: bool = False):
         super().__init__()
         self._config = config
         self._retries = retries
+        self._with_context = with_context
 
     def expand(self, rows):
         return rows | "ReadAndValidate" >> beam.ParDo(
-            ValidatePosterDoFn(self._config, self._retries)).with_outputs("rejects", main="posters")
+            ValidatePosterDoFn(self._config, self._retries, self._with_context)).with_outputs("rejects", main="posters")
 
 
 class WriteRejects(beam.PTransform):

@@ -1,18 +1,23 @@
 """`posters embed`: a catalog through the exported model into Parquet embeddings, incremental and idempotent.
 
-    ReadCatalog → ValidateCatalogRows (catalog_validation) → ReadAndValidatePosters → ClassifyPosters
-        ClassifyPosters ─ new, changed → EmbedPosters (RunInference) ─┐
-                        └ unchanged ──→ CarryOver ────────────────────┴→ WriteEmbeddings
-    ReadPreviousEmbeddings → fingerprints (ClassifyPosters' side input) and vectors (CarryOver)
-    (without --previous every title is new: no side input, no CarryOver join)
+    ReadCatalog → ValidateCatalogRows → SkipUnchangedPosters (CoGroupByKey by title_id with ReadPreviousEmbeddings)
+        SkipUnchangedPosters ─ same poster object metadata ─────────────────────────────┐ carried, unread
+                             └ to read → ReadAndValidatePosters → ClassifyPosters       │
+        ClassifyPosters ─ new, changed → EmbedPosters (RunInference) ───────────────────┤
+                        └ unchanged (same bytes) ───────────────────────────────────────┴→ WriteEmbeddings
+    (without --previous every title is new: no join)
     rejects (catalog rows, posters, inference) → WriteRejects;  every branch → CountStats
 
-A title is carried over from `--previous` without running the model when its poster's sha256 and the model
-version are both unchanged; titles gone from the catalog are dropped. Catalog rows and posters are checked one
-at a time with the preprocess pipeline's own code (same reject reasons) before they reach a RunInference batch;
-the model's own graph decodes and resizes them. Everything is written to a staging directory; the launcher
-checks the accounting (embedded + carried + rejected = read) and the error budget, writes the manifest and
-publishes.
+Each title's poster object metadata (`contracts.POSTER_OBJECT_TYPE`: size, modification time, on GCS generation and
+checksums; looked up without reading the file) is written beside its embedding. A title is carried over from
+`--previous` without reading its poster when that metadata and the model version are unchanged, and without running
+the model when the bytes read have the previous sha256; titles gone from the catalog are dropped. The previous run
+meets the catalog in a CoGroupByKey, never as a side input (which every worker process would hold whole, and Beam
+rebuilds per bundle). Poster bytes read are counted (`poster_bytes_read`, a Beam counter and a key of stats.json).
+Catalog rows and posters are checked one at a time with the preprocess pipeline's own code (same reject reasons)
+before they reach a RunInference batch; the model's own graph decodes and resizes them. Everything is written to a
+staging directory; the launcher checks the accounting (embedded + carried + rejected = read) and the error budget,
+writes the manifest and publishes.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import time
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from pipelines.common import storage
@@ -40,11 +46,17 @@ from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog
 from pipelines.common.catalog_rows import ValidateCatalogRows
 from pipelines.common.command_line import command_parser, make_pipeline, parse_command
 from pipelines.common.exported_model import ExportError, load_exported_model, read_model_meta
-from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteRejects, reject_record
+from pipelines.common.posters import (
+    POSTER_BYTES_READ,
+    ReadAndValidatePosters,
+    WriteRejects,
+    poster_object,
+    reject_record,
+)
 from pipelines.config import Config, ConfigError
-from pipelines.contracts import EMBEDDING_METRIC, REJECTS_DIR, RejectReason
+from pipelines.contracts import EMBEDDING_METRIC, POSTER_OBJECT_COLUMN, REJECTS_DIR, RejectReason, embeddings_schema
 from pipelines.embed.model_handler import InferenceFailure, PosterModelHandler
-from pipelines.embed.reader import EmbeddingsError, describe_embeddings
+from pipelines.embed.reader import EmbeddingsError, describe_embeddings, has_column
 from pipelines.embed.writer import WriteEmbeddings, parquet_files, publish_embeddings, write_manifest
 
 METRICS_NAMESPACE = "embed"
@@ -57,24 +69,34 @@ FINGERPRINT_COLUMNS = ["title_id", "image_sha256", "model_version"]
 
 # --- plain functions ---------------------------------------------------------------------------------------
 
-def poster_status(title_id: str, image_sha256: str, model_version: str, fingerprints: dict) -> str:
-    """`new` (no previous embedding), `unchanged` (same poster bytes and model version) or `changed`."""
-    previous = fingerprints.get(title_id)
+def poster_status(image_sha256: str, model_version: str, previous: dict | None) -> str:
+    """`new` (no previous embedding), `unchanged` (same poster bytes and model version) or `changed`;
+    `previous` is the title's previous row (at least `image_sha256` and `model_version`)."""
     if previous is None:
         return NEW
-    return UNCHANGED if tuple(previous) == (image_sha256, model_version) else CHANGED
+    same = (previous["image_sha256"], previous["model_version"]) == (image_sha256, model_version)
+    return UNCHANGED if same else CHANGED
+
+
+def can_skip_read(poster_object: dict | None, model_version: str, previous: dict | None) -> bool:
+    """Whether a title's previous row can be carried over without reading its poster: its vector was read (same
+    model version) and the poster's object metadata (uri, size, time, and on GCS generation and checksums) is
+    the same as when it was embedded."""
+    return (previous is not None and poster_object is not None and "embedding" in previous
+            and previous["model_version"] == model_version and previous.get(POSTER_OBJECT_COLUMN) == poster_object)
 
 
 def summary_line(stats: dict) -> str:
     reasons = top_reasons(stats) or "none"
     return (f"embed: {stats['read']} read → {stats['rows']} embeddings ({stats[NEW]} new, {stats[CHANGED]} changed, "
-            f"{stats[UNCHANGED]} unchanged carried over), {stats['removed']} removed, {stats['rejected']} rejected "
+            f"{stats[UNCHANGED]} unchanged carried over), {stats['removed']} removed, "
+            f"{stats.get(POSTER_BYTES_READ, 0):,} poster bytes read, {stats['rejected']} rejected "
             f"({reasons}); model {stats['model_version']}; {stats['seconds']} s → {stats['out']}")
 
 
-def _title_record(row: CatalogRow, poster: ValidPoster, status: str) -> dict:
-    return {"title_id": row.title_id, "poster_uri": row.poster_uri, "image_sha256": poster.sha256,
-            "genres": list(row.genres), "status": status, "lines": row.lines}
+def _title_record(row: CatalogRow, image_sha256: str, poster_object: dict | None, status: str) -> dict:
+    return {"title_id": row.title_id, "poster_uri": row.poster_uri, "image_sha256": image_sha256,
+            "genres": list(row.genres), POSTER_OBJECT_COLUMN: poster_object, "status": status, "lines": row.lines}
 
 
 def _embedding_row(record: dict, vector, model_version: str) -> dict:
@@ -82,7 +104,7 @@ def _embedding_row(record: dict, vector, model_version: str) -> dict:
     counts)."""
     return {"title_id": record["title_id"], "embedding": np.asarray(vector, np.float32),
             "image_sha256": record["image_sha256"], "model_version": model_version, "genres": record["genres"],
-            "status": record["status"], "lines": record["lines"]}
+            POSTER_OBJECT_COLUMN: record[POSTER_OBJECT_COLUMN], "status": record["status"], "lines": record["lines"]}
 
 
 # --- pipeline parts ----------------------------------------------------------------------------------------
@@ -91,7 +113,7 @@ class ReadPreviousEmbeddings(beam.PTransform):
     """A previous embeddings location (manifest + `_SUCCESS`) → its rows as dicts.
 
     When its model version differs from the current one no vector can be reused, so only ids and
-    fingerprints are read.
+    fingerprints are read; files written before `poster_object` existed are read without it.
     """
 
     def __init__(self, previous_uri: str | None, model_version: str):
@@ -100,7 +122,10 @@ class ReadPreviousEmbeddings(beam.PTransform):
         if previous_uri:
             info = describe_embeddings(previous_uri)
             self._files = info.files
-            self._columns = None if info.model_version == model_version else FINGERPRINT_COLUMNS
+            if info.model_version != model_version:
+                self._columns = FINGERPRINT_COLUMNS
+            elif not has_column(info.files[0], POSTER_OBJECT_COLUMN):
+                self._columns = [field.name for field in embeddings_schema(info.dim, info.model_version)]
 
     def expand(self, pbegin):
         if not self._files:
@@ -110,48 +135,70 @@ class ReadPreviousEmbeddings(beam.PTransform):
                 | "ReadPreviousParquet" >> beam.io.ReadAllFromParquet(columns=self._columns))
 
 
+def _look_up(row: CatalogRow):
+    """A validated row → (title_id, (row, its poster's object metadata)), no poster byte read."""
+    return row.title_id, (row, poster_object(row.poster_uri))
+
+
+def _against_previous(item, model_version: str):
+    """One title's catalog rows, validated row and previous row → on `read` (row, previous) for a poster that must
+    be read, on `carried` the previous row carried over unread, on `removed` a title gone from the catalog."""
+    title_id, groups = item
+    listed, titles, previous = list(groups["listed"]), list(groups["titles"]), list(groups["previous"])
+    before = previous[0] if previous else None
+    row, found = titles[0] if titles else (None, None)
+    if not titles:  # gone from the catalog (removed), or its rows were rejected (counted there)
+        if before is not None and not listed:
+            Metrics.counter(METRICS_NAMESPACE, "titles_removed").inc()
+            yield beam.pvalue.TaggedOutput("removed", title_id)
+    elif can_skip_read(found, model_version, before):
+        Metrics.counter(METRICS_NAMESPACE, f"titles_{UNCHANGED}").inc()
+        record = _title_record(row, before["image_sha256"], found, UNCHANGED)
+        yield beam.pvalue.TaggedOutput("carried", _embedding_row(record, before["embedding"], model_version))
+    else:
+        yield row, {POSTER_OBJECT_COLUMN: found, "previous": before}
+
+
+class SkipUnchangedPosters(beam.PTransform):
+    """(previous rows, catalog rows, validated rows) → (rows whose poster must be read, as (row, context),
+    carried embedding rows, removed title ids), joined by title_id with CoGroupByKey: the previous run is never
+    a side input, so no process holds it whole."""
+
+    def expand(self, inputs):
+        previous, catalog, titles = inputs
+        grouped = ({"previous": previous | "KeyPrevious" >> beam.Map(lambda row: (row["title_id"], row)),
+                    "listed": catalog | "KeyCatalog" >> beam.FlatMap(
+                        lambda row: [(row.title_id, None)] if row.title_id is not None else []),
+                    "titles": titles | "LookUpPosterObjects" >> beam.Map(_look_up)}
+                   | "JoinOnTitleId" >> beam.CoGroupByKey())
+        sorted_out = grouped | "AgainstPrevious" >> beam.FlatMap(
+            _against_previous, self._model_version).with_outputs("carried", "removed", main="read")
+        return sorted_out.read, sorted_out.carried, sorted_out.removed
+
+    def __init__(self, model_version: str):
+        super().__init__()
+        self._model_version = model_version
+
+
 class ClassifyPoster(beam.DoFn):
-    """(row, poster) → (record, image bytes) on `embed` for new and changed titles, (title_id, record) on
-    `unchanged`; `fingerprints` maps title_id → (image_sha256, model_version) of the previous run."""
+    """(row, poster, context) of a poster read → (record, image bytes) on `embed` for new and changed titles, a
+    carried embedding row on `unchanged` (same bytes as the previous run's: the file was rewritten or touched)."""
 
     def __init__(self, model_version: str):
         self._model_version = model_version
         self._counters = {status: Metrics.counter(METRICS_NAMESPACE, f"titles_{status}") for status in STATUSES}
 
-    def process(self, item, fingerprints):
-        row, poster = item
-        status = poster_status(row.title_id, poster.sha256, self._model_version, fingerprints)
+    def process(self, item):
+        row, poster, context = item
+        previous = context["previous"]
+        status = poster_status(poster.sha256, self._model_version, previous)
         self._counters[status].inc()
-        record = _title_record(row, poster, status)
+        record = _title_record(row, poster.sha256, context[POSTER_OBJECT_COLUMN], status)
         if status == UNCHANGED:
-            yield beam.pvalue.TaggedOutput(UNCHANGED, (row.title_id, record))
+            yield beam.pvalue.TaggedOutput(UNCHANGED, _embedding_row(record, previous["embedding"],
+                                                                     previous["model_version"]))
         else:
             yield record, poster.image_bytes
-
-
-def _carry_over(item):
-    """One title's previous row, catalog presence and unchanged record → a carried row, or `removed`."""
-    title_id, groups = item
-    previous, in_catalog, unchanged = list(groups["previous"]), list(groups["catalog"]), list(groups["unchanged"])
-    if previous and not in_catalog:
-        Metrics.counter(METRICS_NAMESPACE, "titles_removed").inc()
-        yield beam.pvalue.TaggedOutput("removed", title_id)
-    elif previous and unchanged:
-        yield _embedding_row(unchanged[0], previous[0]["embedding"], previous[0]["model_version"])
-
-
-class CarryOver(beam.PTransform):
-    """(previous rows, catalog rows, unchanged records) → (carried embedding rows, removed title ids)."""
-
-    def expand(self, inputs):
-        previous, catalog, unchanged = inputs
-        grouped = ({"previous": previous | "KeyPrevious" >> beam.Map(lambda row: (row["title_id"], row)),
-                    "catalog": catalog | "KeyCatalog" >> beam.FlatMap(
-                        lambda row: [(row.title_id, None)] if row.title_id is not None else []),
-                    "unchanged": unchanged}
-                   | "JoinOnTitleId" >> beam.CoGroupByKey())
-        carried = grouped | "CarryUnchanged" >> beam.FlatMap(_carry_over).with_outputs("removed", main="rows")
-        return carried.rows, carried.removed
 
 
 def _inference_rejects(failure):
@@ -209,27 +256,25 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
     catalog, manifest_lines = pipeline | "ReadCatalog" >> ReadCatalog(catalog_uri, config.catalog)
     titles, title_rejects = catalog | "ValidateCatalogRows" >> ValidateCatalogRows(
         config.preprocess.duplicate_title_policy)
-    posters, poster_rejects = titles | "ReadAndValidatePosters" >> ReadAndValidatePosters(
-        config.image, config.preprocess.read_retries)
-
     if previous_uri:
         previous = pipeline | "ReadPreviousEmbeddings" >> ReadPreviousEmbeddings(previous_uri, model_version)
-        fingerprints = beam.pvalue.AsDict(previous | "Fingerprints" >> beam.Map(
-            lambda row: (row["title_id"], (row["image_sha256"], row["model_version"]))))
+        to_read, carried_unread, removed = (previous, catalog, titles) | "SkipUnchangedPosters" >> \
+            SkipUnchangedPosters(model_version)
     else:
-        # A first run: every title is new and none is removed, so there is no side input to build and no join
-        # of the whole catalog by title_id (a shuffle of every row) that could only produce nothing.
-        fingerprints = {}
+        # A first run: every title is new and none is removed, so there is no join of the whole catalog by
+        # title_id (a shuffle of every row) that could only produce nothing.
+        to_read = titles | "LookUpPosterObjects" >> beam.Map(
+            lambda row: (row, {POSTER_OBJECT_COLUMN: poster_object(row.poster_uri), "previous": None}))
+        carried_unread = pipeline | "NoneCarried" >> beam.Create([])
+        removed = pipeline | "NoneRemoved" >> beam.Create([])
+    posters, poster_rejects = to_read | "ReadAndValidatePosters" >> ReadAndValidatePosters(
+        config.image, config.preprocess.read_retries, with_context=True)
     classified = posters | "ClassifyPosters" >> beam.ParDo(
-        ClassifyPoster(model_version), fingerprints).with_outputs(UNCHANGED, main="embed")
+        ClassifyPoster(model_version)).with_outputs(UNCHANGED, main="embed")
 
     embedded, inference_rejects = classified.embed | "EmbedPosters" >> EmbedPosters(
         PosterModelHandler.from_config(model_uri, config.embed))
-    if previous_uri:
-        carried, removed = (previous, catalog, classified[UNCHANGED]) | "CarryOver" >> CarryOver()
-        rows = (embedded, carried) | "AllRows" >> beam.Flatten()
-    else:
-        rows, removed = embedded, pipeline | "NoneRemoved" >> beam.Create([])
+    rows = (embedded, classified[UNCHANGED], carried_unread) | "AllRows" >> beam.Flatten()
     _ = rows | "WriteEmbeddings" >> WriteEmbeddings(out_dir, dim, model_version, config.embed.max_rows_per_file)
 
     rejects = (title_rejects, poster_rejects, inference_rejects) | "AllRejects" >> beam.Flatten()
@@ -280,8 +325,10 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
     try:
         pipeline = make_pipeline(config, beam_args, save_main_session, test_pipeline)
         build_pipeline(pipeline, args.catalog, args.model, staging, config, args.previous)
-        pipeline.run().wait_until_finish()
+        result = pipeline.run()
+        result.wait_until_finish()
         stats = _final_stats(staging, args, config, meta, time.time() - started)
+        stats[POSTER_BYTES_READ] = counter_total(result, POSTER_BYTES_READ)
     except BaseException:
         storage.delete_tree(staging)
         raise
@@ -304,6 +351,12 @@ def _final_stats(staging: str, args, config: Config, meta: dict, seconds: float)
         raise RuntimeError(f"accounting broken: {stats['rows']} rows written, {stats['embedded']} embedded + "
                            f"{stats[UNCHANGED]} carried over")
     return stats
+
+
+def counter_total(result, name: str) -> int:
+    """The committed total of the Beam counter `name` over every step (0 when the runner reports none)."""
+    counters = result.metrics().query(MetricsFilter().with_name(name))["counters"]
+    return int(sum(counter.committed or 0 for counter in counters))
 
 
 def main(argv: list[str]) -> int:

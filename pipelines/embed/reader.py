@@ -113,6 +113,12 @@ def parquet_errors(path: str, written_by: str = "posters embed") -> Iterator[Non
                               f"rerun `{written_by}` to write it again") from err
 
 
+def has_column(path: str, name: str) -> bool:
+    """Whether the Parquet file `path` has a column `name` (read from its footer)."""
+    with FileSystems.open(path, compression_type="uncompressed") as handle, parquet_errors(path):
+        return pq.ParquetFile(handle).schema_arrow.get_field_index(name) >= 0
+
+
 def _embedding_files(uri: str) -> tuple[list[str], dict | None]:
     uri = uri.rstrip("/")
     if uri.endswith(".parquet"):

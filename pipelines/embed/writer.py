@@ -1,6 +1,7 @@
 """Embeddings → sharded Parquet files with the explicit contract schema, a manifest, and a publish step.
 
-Rows are dicts with the schema's columns (`title_id`, `embedding`, `image_sha256`, `model_version`, `genres`).
+Rows are dicts with the schema's columns (`title_id`, `embedding`, `image_sha256`, `model_version`, `genres`,
+`poster_object`: `contracts.embed_output_schema`).
 Each title goes to shard `stable_hash(title_id) % num_shards`, where the number of shards follows from the row
 count and `embed.max_rows_per_file`; a shard is sorted by `title_id` and split into files of at most that many
 rows. Same rows in → same files out, whatever the runner's bundling.
@@ -21,7 +22,13 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import storage
-from pipelines.contracts import EMBEDDING_METRIC, EMBEDDINGS_MANIFEST_FILE, embeddings_schema
+from pipelines.contracts import (
+    EMBEDDING_METRIC,
+    EMBEDDINGS_MANIFEST_FILE,
+    POSTER_OBJECT_COLUMN,
+    POSTER_OBJECT_TYPE,
+    embed_output_schema,
+)
 
 PART_GLOB = "part-*.parquet"
 
@@ -41,13 +48,14 @@ def num_shards_for(num_rows: int, max_rows_per_file: int) -> int:
 
 
 def embeddings_table(rows: Iterable[dict], dim: int, model_version: str) -> pa.Table:
-    """Rows (any order) → a table in the contract schema, sorted by `title_id`; checks each vector's length."""
+    """Rows (any order) → a table in `embed_output_schema`, sorted by `title_id`; checks each vector's length.
+    A row without a `poster_object` has a null one."""
     rows = sorted(rows, key=lambda row: row["title_id"])
     for row in rows:
         if len(row["embedding"]) != dim:
             raise ValueError(f"title {row['title_id']}: embedding has {len(row['embedding'])} values, "
                              f"the model's dim is {dim}")
-    schema = embeddings_schema(dim, model_version)
+    schema = embed_output_schema(dim, model_version)
     vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32).reshape(len(rows), dim)
     columns = {
         "title_id": pa.array([row["title_id"] for row in rows], pa.string()),
@@ -55,6 +63,7 @@ def embeddings_table(rows: Iterable[dict], dim: int, model_version: str) -> pa.T
         "image_sha256": pa.array([row["image_sha256"] for row in rows], pa.string()),
         "model_version": pa.array([row["model_version"] for row in rows], pa.string()),
         "genres": pa.array([list(row["genres"]) for row in rows], pa.list_(pa.string())),
+        POSTER_OBJECT_COLUMN: pa.array([row.get(POSTER_OBJECT_COLUMN) for row in rows], POSTER_OBJECT_TYPE),
     }
     return pa.Table.from_pydict(columns, schema=schema)
 

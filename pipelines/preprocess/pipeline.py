@@ -1,8 +1,15 @@
 """`posters preprocess`: a catalog and its posters → tensorflow-transform training data, every row accounted for.
 
-    ReadCatalog → ValidateCatalogRows → ReadAndValidatePosters → AnalyzeAndTransform → WriteSplits
-                          └────────── rejects ──────────┘                 └→ WriteTransformFn
+    ReadCatalog → ValidateCatalogRows → ReadAndValidatePosters ─ genres → AnalyzeGenres (TFT) → WriteTransformFn
+                          └────────── rejects ──────────┘        │                                       │ (written)
+                                                                 └──────────── ToExamples ←──────────────┘ → WriteSplits
     rejects → WriteRejects;  every branch → CountStats → stats.json
+
+tensorflow-transform analyses only what it has to, title_id and genres (the genre vocabulary); no TFT batch holds
+a poster. `ToExamples` then makes each example where its poster already is, in batches: labels and primary genre
+from the written transform_fn (TFT's own graph, on title_id and genres), the image decoded and resized by the
+serving graph's own function (`PosterPng`), so no poster or pixel is shuffled or joined. The launcher adds the
+`image` feature to the transformed metadata TFT wrote, so the output's feature spec describes every feature.
 
 Everything is written under a staging directory beside `--out`; the launcher then checks the accounting
 (accepted + rejected = read) and the error budget, writes the final `stats.json` and publishes the directory.
@@ -43,6 +50,7 @@ from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteR
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import (
     FEATURE_IMAGE,
+    FEATURE_LABELS,
     FEATURE_PRIMARY_GENRE,
     FEATURE_TITLE_ID,
     GENRE_VOCABULARY_NAME,
@@ -56,6 +64,7 @@ from pipelines.contracts import (
 
 TFRECORD_SUFFIX = ".tfrecord.gz"
 TRANSFORM_OUTPUT = "transform_output"  # under the work directory: what WriteTransformFn writes
+EXAMPLE_BATCH = 256  # posters per call of the transform_fn (labels) in ToExamples; their PNGs are made one by one
 # preprocess's own counts besides read / rejected / rejected_by_reason, with their empty values.
 STATS_SECTIONS = {"accepted": 0, "genre_counts": {}, "converted_to_rgb": {}, "duplicate_images": 0,
                   "train_examples": 0, "eval_examples": 0, "titles_without_vocabulary_genre": 0}
@@ -73,29 +82,74 @@ def is_eval(title_id: str, eval_fraction: float) -> bool:
 # --- pipeline parts ----------------------------------------------------------------------------------------
 
 class WriteSplits(beam.PTransform):
-    """Transformed instances → gzip TFRecord shards under `train/` and `eval/`; returns split stat pairs."""
+    """Examples (dicts of the transformed features) → gzip TFRecord shards under `train/` and `eval/`; returns
+    split stat pairs."""
 
-    def __init__(self, out_dir: str, transformed_metadata, eval_fraction: float, num_shards: int):
+    def __init__(self, out_dir: str, eval_fraction: float, num_shards: int):
         super().__init__()
         self._out_dir = out_dir
-        self._metadata = transformed_metadata
         self._eval_fraction = eval_fraction
         self._num_shards = num_shards
 
     def expand(self, examples):
-        import tensorflow_transform.beam as tft_beam
-
         train, evaluation = examples | "Split" >> beam.Partition(_split_index, 2, self._eval_fraction)
         for name, prefix, split in (("Train", PREPROCESS_TRAIN_PREFIX, train),
                                     ("Eval", PREPROCESS_EVAL_PREFIX, evaluation)):
-            _ = ((split, self._metadata)
-                 | f"Encode{name}" >> tft_beam.EncodeTransformedDataset()
+            _ = (split
+                 | f"Encode{name}" >> beam.Map(encode_example)
                  | f"Write{name}" >> beam.io.WriteToTFRecord(
                      storage.join(self._out_dir, prefix), file_name_suffix=TFRECORD_SUFFIX,
                      compression_type=beam.io.filesystem.CompressionTypes.GZIP, num_shards=self._num_shards))
         return ((train | "TrainStats" >> beam.FlatMap(_example_stats, "train_examples")),
                 (evaluation | "EvalStats" >> beam.FlatMap(_example_stats, "eval_examples"))) \
             | "SplitStats" >> beam.Flatten()
+
+
+def encode_example(example: dict) -> bytes:
+    """An example (title_id, image PNG, labels, primary_genre) → a serialised tf.train.Example, as the output's
+    transformed feature spec parses it."""
+    import tensorflow as tf
+
+    feature = {
+        FEATURE_TITLE_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[example[FEATURE_TITLE_ID]])),
+        FEATURE_IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[example[FEATURE_IMAGE]])),
+        FEATURE_LABELS: tf.train.Feature(float_list=tf.train.FloatList(value=list(example[FEATURE_LABELS]))),
+        FEATURE_PRIMARY_GENRE: tf.train.Feature(int64_list=tf.train.Int64List(
+            value=[int(example[FEATURE_PRIMARY_GENRE])])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+class _ToExamplesDoFn(beam.DoFn):
+    """A batch of (row, poster) → examples: title_id, labels and primary_genre from the transform_fn TFT wrote to
+    `transform_dir` (its own graph, on title_id and genres), and the image as a `PosterPng` of the poster.
+
+    The side input only orders this step after WriteTransformFn; the transform is loaded once per process.
+    """
+
+    def __init__(self, size: int, transform_dir: str):
+        self._size = size
+        self._transform_dir = transform_dir
+        self._png = self._layer = None
+
+    def process(self, batch, _transform_fn_written):
+        import tensorflow as tf
+
+        if self._layer is None:
+            import tensorflow_transform as tft
+
+            from pipelines.preprocess.transform import PosterPng
+
+            self._png = PosterPng(self._size)
+            self._layer = tft.TFTransformOutput(self._transform_dir).transform_features_layer()
+        raw = {FEATURE_TITLE_ID: tf.constant([row.title_id for row, _ in batch]),
+               RAW_FEATURE_GENRES: tf.ragged.constant([list(row.genres) for row, _ in batch],
+                                                      dtype=tf.string, ragged_rank=1).to_sparse()}
+        transformed = self._layer(raw)
+        labels, primary = transformed[FEATURE_LABELS].numpy(), transformed[FEATURE_PRIMARY_GENRE].numpy()
+        for i, (row, poster) in enumerate(batch):
+            yield {FEATURE_TITLE_ID: row.title_id.encode("utf-8"), FEATURE_IMAGE: self._png(poster.image_bytes),
+                   FEATURE_LABELS: labels[i], FEATURE_PRIMARY_GENRE: int(primary[i])}
 
 
 def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work_dir: str, config: Config) -> None:
@@ -115,15 +169,17 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work
     _ = rejects | "WriteRejects" >> WriteRejects(storage.join(out_dir, REJECTS_DIR))
 
     raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
+    transform_dir = storage.join(work_dir, TRANSFORM_OUTPUT)
     with tft_beam.Context(temp_dir=storage.join(work_dir, "tmp")):
         raw = posters | "ToRawExamples" >> beam.MapTuple(_raw_example)
-        (examples, metadata), transform_fn = ((raw, raw_metadata)
-                                              | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
-                                                  make_preprocessing_fn(config)))
-        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(storage.join(work_dir, TRANSFORM_OUTPUT))
-        split_stats = examples | "WriteSplits" >> WriteSplits(
-            out_dir, metadata, config.preprocess.eval_fraction, config.preprocess.num_shards)
-
+        transform_fn = (raw, raw_metadata) | "AnalyzeGenres" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(config))
+        written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
+    examples = (posters
+                | "BatchPosters" >> beam.BatchElements(min_batch_size=16, max_batch_size=EXAMPLE_BATCH)
+                | "ToExamples" >> beam.ParDo(_ToExamplesDoFn(config.model.input_size, transform_dir),
+                                             beam.pvalue.AsSingleton(written)))
+    split_stats = examples | "WriteSplits" >> WriteSplits(
+        out_dir, config.preprocess.eval_fraction, config.preprocess.num_shards)
     stat_pairs = (
         catalog | "ReadStats" >> beam.Map(lambda _: (("read", ""), 1)),
         manifest_lines | "LineStats" >> beam.FlatMap(manifest_line_stats),
@@ -147,8 +203,8 @@ class _DuplicateImages(beam.PTransform):
 
 
 def _raw_example(row: CatalogRow, poster: ValidPoster) -> dict:
-    return {FEATURE_TITLE_ID: row.title_id, FEATURE_IMAGE: poster.image_bytes,
-            RAW_FEATURE_GENRES: list(row.genres)}
+    """What tensorflow-transform sees of a title: its id and genres (never the poster)."""
+    return {FEATURE_TITLE_ID: row.title_id, RAW_FEATURE_GENRES: list(row.genres)}
 
 
 def _title_id_text(example: dict) -> str:
@@ -199,6 +255,7 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
         build_pipeline(pipeline, args.catalog, staging, work_dir, config)
         pipeline.run().wait_until_finish()
         transform_output = storage.join(work_dir, TRANSFORM_OUTPUT)
+        _declare_image_feature(storage.join(transform_output, TRANSFORMED_METADATA_DIR))
         for name in (TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR):
             _copy_tree(storage.join(transform_output, name), storage.join(staging, name))
         stats = _final_stats(staging, transform_output, args, config, time.time() - started)
@@ -210,6 +267,18 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
     write_stats_and_check_budget(stats, staging, args.out, "preprocess.max_reject_fraction")
     storage.publish_directory(staging, args.out, summary={k: stats[k] for k in ("read", "accepted", "rejected")})
     return stats
+
+
+def _declare_image_feature(metadata_dir: str) -> None:
+    """Adds the `image` feature (made beside TFT, not by it) to the transformed metadata TFT wrote."""
+    from tensorflow_transform.tf_metadata import metadata_io, schema_utils
+
+    from pipelines.preprocess.transform import TRANSFORMED_IMAGE_SPEC
+
+    metadata = metadata_io.read_metadata(metadata_dir)
+    if not any(feature.name == FEATURE_IMAGE for feature in metadata.schema.feature):
+        metadata.schema.feature.extend(schema_utils.schema_from_feature_spec(TRANSFORMED_IMAGE_SPEC).feature)
+        metadata_io.write_metadata(metadata, metadata_dir)
 
 
 def _work_dir(options: PipelineOptions) -> str:

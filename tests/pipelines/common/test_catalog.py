@@ -2,9 +2,11 @@
 import gzip
 import json
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -14,9 +16,11 @@ from pipelines.common.catalog import (
     GenreNames,
     ManifestLines,
     ReadCatalog,
+    plan_manifest,
     read_catalog,
     read_manifest,
     split_genres,
+    total_lines,
 )
 from pipelines.config import CatalogConfig, ConfigError, load_config
 from pipelines.contracts import RejectReason
@@ -338,3 +342,85 @@ def test_configured_roots_replace_the_default(tmp_path):
                                                                  "t4,T,Drama,gs://mine/other/4.jpg\n")
     config = CatalogConfig(allowed_roots=["../art", "gs://mine/posters"])
     assert [row.title_id for row in read_catalog(manifest, config) if not row.problem] == ["t1", "t3"]
+
+
+# --- ranges: the manifest read in parallel parts (issue 12) ---------------------------------------------------
+
+TRICKY_CSV = ("\ufefftitle_id,title,genres,poster_uri\r\n"
+              "t1,One,\"Drama\nComedy\",p/1.jpg\r\n"
+              "\r\n"
+              "t2,Two,drama|Horror,p/2.jpg\n"
+              't3,"Three,Drama,p/3.jpg\n'
+              "t4,Four,DRAMA,p/4.jpg\rt5,Five,Drama\n"
+              "t6,\"Six, \"\"quoted\"\"\",Sci\u2011Fi,p/6.jpg\n"
+              "t7,Seven,horror,p/7.jpg")
+
+
+@pytest.mark.parametrize("split_bytes", [1, 40, 90])
+def test_a_csv_read_in_ranges_gives_the_rows_and_lines_of_one_read(tmp_path, split_bytes):
+    manifest = write_csv(tmp_path / "catalog.csv", TRICKY_CSV)
+    assert len(list(plan_manifest(manifest, CatalogConfig(), split_bytes))) > 1
+    assert read_manifest(manifest, CatalogConfig(), split_bytes) == read_manifest(manifest, CatalogConfig())
+
+
+def test_a_range_starts_where_a_record_starts_never_inside_a_quoted_line_break(tmp_path):
+    manifest = write_csv(tmp_path / "catalog.csv", TRICKY_CSV)
+    starts = [r.first_line for r in plan_manifest(manifest, CatalogConfig(), 1)]
+    assert starts == [2, 4, 5, 6, 7, 8, 9, 10]  # line 3 is inside row t1's quoted genres cell
+
+
+def test_every_row_keeps_the_first_spelling_of_the_manifest_across_ranges(tmp_path):
+    manifest = write_csv(tmp_path / "catalog.csv", TRICKY_CSV)
+    rows, _ = read_manifest(manifest, CatalogConfig(), split_bytes=1)
+    assert {genre for row in rows for genre in row.genres} == {"Drama", "Comedy", "Horror", "Sci-Fi"}
+
+
+def test_unbalanced_quotes_read_in_ranges_lose_no_row(tmp_path):
+    manifest = write_csv(tmp_path / "catalog.csv", sixty_rows_with_an_unbalanced_quote())
+    whole = read_manifest(manifest, CatalogConfig())
+    assert read_manifest(manifest, CatalogConfig(), split_bytes=100) == whole
+    assert whole[1] == ManifestLines(total=61, header=1, blank=0)
+
+
+def test_jsonl_and_latin1_csv_read_in_ranges_as_in_one_read(tmp_path):
+    path = tmp_path / "catalog.jsonl"
+    path.write_text('{"title_id": "t1", "genres": ["Drama"], "poster_uri": "p/1.jpg"}\n[1]\n\n'
+                    + "".join(f'{{"title_id": "t{i}", "genres": "Drama", "poster_uri": "p/{i}.jpg"}}\n'
+                              for i in range(2, 9)))
+    assert read_manifest(str(path), CatalogConfig(), split_bytes=50) == read_manifest(str(path), CatalogConfig())
+    (tmp_path / "MovieGenre.csv").write_bytes(MOVIE_GENRE_CSV)
+    config = CatalogConfig(columns=MOVIE_GENRE_MAPPING | {"Poster": "poster_uri"}, encoding="latin-1",
+                           allowed_roots=["https://images-na.ssl-images-amazon.com"])
+    latin1 = str(tmp_path / "MovieGenre.csv")
+    assert len(list(plan_manifest(latin1, config, 60))) == 4
+    assert read_manifest(latin1, config, split_bytes=60) == read_manifest(latin1, config)
+
+
+def test_parquet_is_read_by_row_groups(tmp_path):
+    table = pa.table({"title_id": [f"t{i}" for i in range(10)], "genres": [["Drama"]] * 10,
+                      "poster_uri": [f"p/{i}.jpg" for i in range(10)]})
+    pq.write_table(table, tmp_path / "catalog.parquet", row_group_size=3)
+    manifest = str(tmp_path / "catalog.parquet")
+    assert len(list(plan_manifest(manifest, CatalogConfig(), 1))) == 4
+    assert read_manifest(manifest, CatalogConfig(), split_bytes=1) == read_manifest(manifest, CatalogConfig())
+
+
+def test_read_catalog_transform_reads_ranges_in_parallel_with_the_rows_of_one_read(tmp_path):
+    manifest = write_csv(tmp_path / "catalog.csv", sixty_rows_with_an_unbalanced_quote())
+    expected_rows, expected_lines = read_manifest(manifest, CatalogConfig())
+    pipeline = BeamTestPipeline()
+    rows, lines = pipeline | ReadCatalog(manifest, CatalogConfig(split_bytes=200))
+    assert_that(rows, equal_to(expected_rows), label="Rows")
+    assert_that(lines | beam.combiners.ToList() | beam.Map(total_lines), equal_to([expected_lines]), label="Lines")
+    result = pipeline.run()
+    result.wait_until_finish()
+    ranges = result.metrics().query(MetricsFilter().with_name("manifest_ranges"))["counters"]
+    assert sum(counter.committed for counter in ranges) == 8  # 1,666 bytes of rows cut at record starts every ~200
+
+
+@pytest.mark.parametrize("split_bytes", [None, 1])
+def test_a_byte_that_does_not_decode_is_named_by_its_line_in_any_range(tmp_path, split_bytes):
+    rows = b"".join(b"t%d,T,Drama,p/%d.jpg\n" % (i, i) for i in range(1, 4))
+    (tmp_path / "catalog.csv").write_bytes(b"title_id,title,genres,poster_uri\n" + rows + b"t4,Am\xe9lie,Drama,p.jpg\n")
+    with pytest.raises(CatalogError, match="line 5"):
+        read_manifest(str(tmp_path / "catalog.csv"), CatalogConfig(), split_bytes)

@@ -19,6 +19,7 @@ from pipelines.common.posters import (
     PosterRejected,
     ReadAndValidatePosters,
     WriteRejects,
+    poster_object,
     read_poster_bytes,
     reject_record,
     validate_poster,
@@ -315,6 +316,25 @@ def test_posters_are_read_from_gcs(gcs_emulator):
     with pytest.raises(PosterRejected) as caught:
         read_poster_bytes(gcs_emulator.uri("posters/missing.jpg"), backoff_s=0)
     assert caught.value.reason == RejectReason.UNREADABLE
+
+
+def test_poster_object_metadata_is_looked_up_without_reading_the_file(tmp_path):
+    path = tmp_path / "p.jpg"
+    path.write_bytes(encoded(poster(), "JPEG"))
+    found = poster_object(str(path))
+    assert (found["uri"], found["size"], found["updated"]) == (str(path), path.stat().st_size, path.stat().st_mtime)
+    assert poster_object(str(tmp_path / "missing.jpg")) is None and poster_object(None) is None
+
+
+def test_a_gcs_poster_object_carries_its_generation_and_checksums(fake_gcs):
+    blob = fake_gcs.client.bucket(fake_gcs.bucket).blob("posters/p.jpg")
+    blob.upload_from_string(encoded(poster(), "JPEG"))
+    first = poster_object(fake_gcs.uri("posters/p.jpg"))
+    assert first["size"] == len(encoded(poster(), "JPEG")) and first["generation"] and first["crc32c"]
+    blob.upload_from_string(encoded(poster(), "PNG"))
+    second = poster_object(fake_gcs.uri("posters/p.jpg"))
+    assert second["generation"] != first["generation"] and second["crc32c"] != first["crc32c"]
+    assert poster_object(fake_gcs.uri("posters/missing.jpg")) is None
 
 
 # --- the Beam parts -------------------------------------------------------------------------------------------

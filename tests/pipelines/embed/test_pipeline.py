@@ -6,29 +6,34 @@ import os
 import shutil
 import struct
 
+import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
+from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from pipelines.bench import embed as embed_bench
 from pipelines.common.accounting import ErrorBudgetExceeded
-from pipelines.common.posters import validate_poster
+from pipelines.common.posters import POSTER_BYTES_READ, validate_poster
 from pipelines.config import load_config
 from pipelines.contracts import (
     EMBEDDINGS_MANIFEST_FILE,
     MODEL_META_FILE,
+    POSTER_OBJECT_COLUMN,
     REJECTS_DIR,
+    STATS_FILE,
     SUCCESS_FILE,
     RejectReason,
-    embeddings_schema,
+    embed_output_schema,
 )
 from pipelines.embed import pipeline as embed
 from pipelines.embed.model_handler import PosterModelHandler
 from pipelines.embed.reader import read_embeddings
 from pipelines.synthetic.catalog import BAD_KINDS, generate_catalog
 from tests.pipelines.embed.tiny_model import call_exported_model, export_jpeg_only_model, export_tiny_model
+from tests.pipelines.embeddings_fixture import MODEL_VERSION, unit_vectors, write_embeddings
 
 N = 24
 
@@ -101,7 +106,7 @@ def test_output_has_contract_schema_metadata_and_a_manifest(first_run, model):
     assert manifest["counts"]["new"] == N + 5 and manifest["counts"]["rejected"] == 6
     for name in manifest["files"]:
         parquet = pq.ParquetFile(out / name)
-        assert parquet.schema_arrow.equals(embeddings_schema(16, meta["model_version"]), check_metadata=True)
+        assert parquet.schema_arrow.equals(embed_output_schema(16, meta["model_version"]), check_metadata=True)
         assert parquet.metadata.num_rows <= 7
         ids = parquet.read().column("title_id").to_pylist()
         assert ids == sorted(ids)
@@ -366,3 +371,93 @@ def test_bench_embed_runs_and_writes_its_figures(tmp_path, capsys):
         figures["pipeline_images_per_s"] / figures["decode_model_images_per_s"], abs=1e-3)
     assert (figures["embedded"], figures["batch_size"]) == (6, 4)
     assert "pipeline / decode+model" in capsys.readouterr().out
+
+
+# --- bounded memory and no needless reads at 10M titles (issue 12) ------------------------------------------
+
+class _SideInputsOfPrevious(beam.pipeline.PipelineVisitor):
+    """Collects the transforms that take rows computed from ReadPreviousEmbeddings as a side input (a dict, list
+    or iterable of them: every worker process would hold them whole). A single value (AsSingleton, such as a
+    row count that the previous rows contributed to) is not rows of the previous run, and Beam's own composites
+    (a combine's default value, a file sink's finalisation) are looked through, not into."""
+
+    def __init__(self):
+        self.tainted, self.offenders, self._library = set(), [], []
+
+    def enter_composite_transform(self, node):
+        self._library.append(type(node.transform).__module__.startswith("apache_beam."))
+
+    def leave_composite_transform(self, node):
+        self._library.pop()
+
+    def visit_transform(self, node):
+        from_previous = node.full_label.startswith("ReadPreviousEmbeddings") or any(
+            id(pcoll) in self.tainted for pcoll in [*node.inputs, *(side.pvalue for side in node.side_inputs)])
+        if not any(self._library) and any(id(side.pvalue) in self.tainted
+                                          and not isinstance(side, beam.pvalue.AsSingleton)
+                                          for side in node.side_inputs):
+            self.offenders.append(node.full_label)
+        if from_previous:
+            self.tainted.update(id(pcoll) for pcoll in node.outputs.values())
+
+
+def test_the_previous_run_is_joined_by_title_id_never_a_side_input(first_run, model, catalog_dir, tmp_path):
+    pipeline = beam.Pipeline()
+    embed.build_pipeline(pipeline, str(catalog_dir / "catalog.csv"), model[0], str(tmp_path / "out"),
+                         load_config("configs/local.yaml"), previous_uri=str(first_run[0]))
+    visitor = _SideInputsOfPrevious()
+    pipeline.visit(visitor)
+    assert len(visitor.tainted) > 3  # the previous rows do flow through the graph …
+    assert visitor.offenders == []  # … but never into a side input
+    labels = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
+    assert any("SkipUnchangedPosters/JoinOnTitleId" in label for label in labels)
+
+
+def test_an_unchanged_catalog_reads_no_poster_byte_and_one_changed_poster_only_its_own(model, tmp_path):
+    catalog = tmp_path / "catalog"
+    generate_catalog(catalog, n=8, seed=5, width=64, height=96)  # no broken posters: those are read every run
+    previous_out = tmp_path / "first"
+    first_stats = run_embed(catalog / "catalog.csv", model[0], previous_out)
+    poster_bytes = sum(path.stat().st_size for path in catalog.rglob("*.jpg"))
+    assert first_stats[POSTER_BYTES_READ] == poster_bytes
+
+    unchanged_out = tmp_path / "unchanged"
+    stats = run_embed(catalog / "catalog.csv", model[0], unchanged_out, "--previous", str(previous_out))
+    assert (stats[POSTER_BYTES_READ], stats["unchanged"], stats["new"] + stats["changed"]) == (0, 8, 0)
+    assert json.loads((unchanged_out / STATS_FILE).read_text())[POSTER_BYTES_READ] == 0
+    assert read_rows(unchanged_out).keys() == read_rows(previous_out).keys()
+
+    poster_uri = manifest_rows(catalog / "catalog.csv")[3]["poster_uri"]
+    Image.new("RGB", (64, 96), (20, 200, 30)).save(catalog / poster_uri, "JPEG")
+    changed_out = tmp_path / "one_changed"
+    stats = run_embed(catalog / "catalog.csv", model[0], changed_out, "--previous", str(unchanged_out))
+    assert stats[POSTER_BYTES_READ] == (catalog / poster_uri).stat().st_size
+    assert (stats["changed"], stats["unchanged"]) == (1, 7)
+
+    full_out = tmp_path / "full"
+    run_embed(catalog / "catalog.csv", model[0], full_out)
+    incremental, full = read_rows(changed_out), read_rows(full_out)
+    assert sorted(incremental) == sorted(full)
+    for tid in full:
+        np.testing.assert_allclose(incremental[tid][0], full[tid][0], atol=1e-5)
+        assert incremental[tid][1:] == full[tid][1:]
+    tables = [pq.read_table(changed_out / name, columns=["title_id", POSTER_OBJECT_COLUMN]).to_pylist()
+              for name in json.loads((changed_out / EMBEDDINGS_MANIFEST_FILE).read_text())["files"]]
+    objects = {row["title_id"]: row[POSTER_OBJECT_COLUMN] for table in tables for row in table}
+    assert len(objects) == 8 and all(o["size"] > 0 and o["updated"] > 0 and o["uri"] for o in objects.values())
+
+
+def test_a_previous_run_written_before_poster_objects_is_read_and_its_posters_are_read_again(tmp_path):
+    """Files without `poster_object` (older runs): their vectors are still carried by image hash, never by
+    metadata, so every poster is read once more and the next run has its metadata."""
+    previous = write_embeddings(str(tmp_path / "old"), ["t1", "t2"], unit_vectors(2, dim=16))
+    with BeamTestPipeline() as pipeline:
+        rows = pipeline | embed.ReadPreviousEmbeddings(previous, MODEL_VERSION)
+        assert_that(rows | beam.Map(lambda row: (row["title_id"], sorted(row))),
+                    equal_to([(tid, ["embedding", "genres", "image_sha256", "model_version", "title_id"])
+                              for tid in ("t1", "t2")]))
+    found = {"uri": "/p.jpg", "size": 1, "updated": 1.0, "generation": None, "crc32c": None, "md5": None}
+    old_row = {"embedding": [0.0], "image_sha256": "x", "model_version": MODEL_VERSION}
+    assert not embed.can_skip_read(found, MODEL_VERSION, old_row)
+    assert embed.can_skip_read(found, MODEL_VERSION, {**old_row, POSTER_OBJECT_COLUMN: found})
+    assert not embed.can_skip_read(found, "another-model", {**old_row, POSTER_OBJECT_COLUMN: found})

@@ -10,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.common import storage
-from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE, embeddings_schema
+from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE, embed_output_schema
 from pipelines.embed.writer import (
     WriteEmbeddings,
     embeddings_table,
@@ -40,7 +40,7 @@ def write_with_beam(rows, out_dir, max_rows_per_file):
 def test_table_has_contract_schema_and_metadata_sorted_by_title():
     rows = make_rows(5)[::-1]
     table = embeddings_table(rows, DIM, "v1")
-    assert table.schema.equals(embeddings_schema(DIM, "v1"), check_metadata=True)
+    assert table.schema.equals(embed_output_schema(DIM, "v1"), check_metadata=True)
     assert table.schema.metadata == {b"dim": b"4", b"metric": b"angular", b"model_version": b"v1"}
     assert table.column("title_id").to_pylist() == sorted(r["title_id"] for r in rows)
 
@@ -71,7 +71,7 @@ def test_beam_write_gives_bounded_sorted_files_with_every_row_once(tmp_path):
     for table in tables:
         ids = table.column("title_id").to_pylist()
         assert ids == sorted(ids)
-        assert table.schema.equals(embeddings_schema(DIM, "v1"), check_metadata=True)
+        assert table.schema.equals(embed_output_schema(DIM, "v1"), check_metadata=True)
     got = {tid: vec for t in tables for tid, vec in zip(t.column("title_id").to_pylist(),
                                                         t.column("embedding").to_numpy(zero_copy_only=False))}
     assert sorted(got) == [r["title_id"] for r in rows]
@@ -103,7 +103,7 @@ def test_manifest_of_no_rows_points_at_one_empty_file_with_the_schema(tmp_path):
     manifest = write_manifest(str(tmp_path), [], DIM, "v1", {})
     assert manifest["rows"] == 0 and len(manifest["files"]) == 1
     table = pq.read_table(tmp_path / manifest["files"][0])
-    assert table.num_rows == 0 and table.schema.equals(embeddings_schema(DIM, "v1"), check_metadata=True)
+    assert table.num_rows == 0 and table.schema.equals(embed_output_schema(DIM, "v1"), check_metadata=True)
 
 
 def test_publish_replaces_previous_output_and_writes_success_last(tmp_path, monkeypatch):
