@@ -52,3 +52,31 @@ def test_scale_does_not_matter_cosine_does():
 def test_needs_more_posters_than_k():
     with pytest.raises(ValueError, match="more than 10"):
         retrieval_metrics(np.ones((10, 2)), np.ones((10, 1)))
+
+
+def _unchunked_metrics(embeddings, labels, k=10):
+    """The N × N computation (every query at once), the reference for the chunked one."""
+    labels = np.asarray(labels) > 0
+    vectors = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    neighbours = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    shares = labels.astype(np.float32) @ labels.T.astype(np.float32) > 0
+    np.fill_diagonal(shares, False)
+    relevant = np.take_along_axis(shares, neighbours, axis=1)
+    precision_at_rank = np.cumsum(relevant, axis=1) / np.arange(1, k + 1)
+    attainable = np.minimum(shares.sum(axis=1), k)
+    ap = np.where(attainable > 0, (precision_at_rank * relevant).sum(axis=1) / np.maximum(attainable, 1), 0.0)
+    return {f"precision_at_{k}": round(float(relevant.mean()), 4), f"map_at_{k}": round(float(ap.mean()), 4),
+            "queries": len(labels)}
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1024])
+def test_chunked_metrics_equal_the_unchunked_ones(monkeypatch, chunk):
+    from trainer import evaluate
+
+    rng = np.random.default_rng(2)
+    embeddings = rng.normal(size=(150, 6)).astype(np.float32)
+    labels = (rng.random((150, 5)) < 0.25).astype(np.float32)
+    monkeypatch.setattr(evaluate, "QUERY_CHUNK", chunk)
+    assert retrieval_metrics(embeddings, labels) == _unchunked_metrics(embeddings, labels)
