@@ -1,9 +1,9 @@
-"""Reading the preprocess output (`pipelines/preprocess.py`) into the trainer's datasets.
+"""Reading the preprocess output (`pipelines/preprocess.py`): the genre vocabulary, and a whole split in memory.
 
 The trainer depends on what every preprocess output has: `_SUCCESS`, the gzip TFRecord shards under `train/` and
 `eval/`, the TFT transform output (feature spec and the genre vocabulary, read through `TFTransformOutput`).
-A split is held in memory as its encoded PNGs (the size of the shards on disk) and decoded batch by batch:
-the P×K sampler needs random access by class, and the evaluation needs every example in a known order.
+Training streams the shards (`trainer/streaming.py`); `read_split` holds a split in memory as its encoded PNGs, for
+tests and for the input benchmark's in-memory baseline (`genre_dataset`, `trainer/input_bench.py`).
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def read_split(data_dir: str, split: str, vocabulary: list[str], input_size: int
 
     files = storage.list_files(storage.join(data_dir, SPLIT_PREFIXES[split]) + "*")
     feature_spec = tft.TFTransformOutput(data_dir).transformed_feature_spec()
-    _check_label_width(feature_spec, vocabulary, data_dir)
+    check_label_width(feature_spec, vocabulary, data_dir)
     columns = {name: [] for name in (FEATURE_TITLE_ID, FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE)}
     if files:
         records = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(512)
@@ -79,7 +79,7 @@ def read_split(data_dir: str, split: str, vocabulary: list[str], input_size: int
     return poster_split
 
 
-def _check_label_width(feature_spec: dict, vocabulary: list[str], data_dir: str) -> None:
+def check_label_width(feature_spec: dict, vocabulary: list[str], data_dir: str) -> None:
     shape = list(feature_spec[FEATURE_LABELS].shape)
     if shape != [len(vocabulary)]:
         raise TrainingDataError(f"{data_dir}: labels have shape {shape} but the genre vocabulary has "
@@ -124,22 +124,3 @@ def genre_dataset(split: PosterSplit, batch_size: int, input_size: int, seed: in
     dataset = dataset.batch(batch_size, drop_remainder=True).skip(skip_batches)
     return dataset.map(lambda pngs, labels: (_decode_batch(pngs, input_size), labels),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-
-
-def indexed_dataset(split: PosterSplit, index_batches: np.ndarray, targets: np.ndarray,
-                    input_size: int) -> tf.data.Dataset:
-    """Phase 2: one batch per row of `index_batches` [steps, B]: (pixels [B, S, S, 3], targets[indices])."""
-    pngs = tf.constant(split.images)
-    targets = tf.constant(targets)
-
-    def batch(indices):
-        return _decode_batch(tf.gather(pngs, indices), input_size), tf.gather(targets, indices)
-
-    dataset = tf.data.Dataset.from_tensor_slices(index_batches.astype(np.int64))
-    return dataset.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-
-
-def pixels_dataset(split: PosterSplit, batch_size: int, input_size: int) -> tf.data.Dataset:
-    """Every poster of the split in order, pixels only, for embedding and evaluation."""
-    dataset = tf.data.Dataset.from_tensor_slices(split.images).batch(batch_size)
-    return dataset.map(lambda pngs: _decode_batch(pngs, input_size), num_parallel_calls=tf.data.AUTOTUNE)

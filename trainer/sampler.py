@@ -84,3 +84,18 @@ def pk_batches(
             rng.choice(members[c], size=examples_per_class, replace=len(members[c]) < examples_per_class)
             for c in chosen
         ]).astype(np.int64)
+
+
+def pk_class_sequence(classes, classes_per_batch: int, examples_per_class: int, seed: int = 0, epoch: int = 0,
+                      num_batches: int = 1, stream: int = 0) -> np.ndarray:
+    """The class of every example of `num_batches` P×K batches, for a reader that streams each class's examples.
+
+    `classes` are the distinct class ids available; P of them are drawn per batch without replacement, each
+    repeated K times (class-major, as `pk_batches`). Fixed by (seed, epoch, stream): an input pipeline passes its
+    own `stream`. Returns int64 [num_batches * P * K].
+    """
+    classes = _check_class_ids(classes)
+    _check_pk(len(classes), classes_per_batch, examples_per_class)
+    rng = np.random.default_rng([seed, epoch, stream])
+    drawn = [rng.choice(classes, size=classes_per_batch, replace=False) for _ in range(num_batches)]
+    return np.repeat(np.concatenate(drawn), examples_per_class).astype(np.int64)

@@ -17,6 +17,7 @@ import pytest
 from pipelines.common.exported_model import load_exported_model
 from tests.trainer.fixtures import poster_split, write_preprocess_output, write_tiny_config
 from trainer import train
+from trainer.work_dir import WorkDir
 
 KILL_EXIT_CODE = 17
 RESUME_TOLERANCE = 1e-4  # on unit-norm embeddings
@@ -134,7 +135,7 @@ def test_labels_that_do_not_match_the_vocabulary_are_a_clear_error(tmp_path, con
 
 def test_an_unfinished_run_on_another_vocabulary_is_not_resumed(tmp_path, data, config_file, capsys):
     out = tmp_path / "out"
-    train.start_or_resume(str(out / "work"), "earlier-run", ["Western", "Musical"], fresh=False)
+    train.start_or_resume(WorkDir(str(out / "work")), "earlier-run", ["Western", "Musical"], fresh=False)
     assert train.main(["--config", config_file, "--data", data, "--out", str(out)]) == 1
     assert "another genre vocabulary (2 genres, now 4)" in capsys.readouterr().err
 
