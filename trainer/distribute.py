@@ -47,14 +47,19 @@ class KerasMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy
     (`reduce_per_replica`); the collective strategy accepts neither (a nested structure: "Attempt to convert a
     value (PerReplica…) to a Tensor"; axis 0 of a scalar: "Invalid reduction dimension 0"), so `fit` fails on its
     first batch (keras-team/keras#20585, tensorflow/tensorflow#72388). Here `reduce` maps over the structure and
-    reduces scalars without an axis; every other behaviour is the strategy's own.
+    reduces scalars without an axis. A tensor the collectives cannot reduce (uint8 pixels: Keras reduces the first
+    batch only to learn its shapes) comes back as this worker's own. Every other behaviour is the strategy's own.
     """
+
+    REDUCIBLE = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)
 
     def reduce(self, reduce_op, value, axis):
         def one(item):
-            local = self.experimental_local_results(item)[0]
+            local = tf.convert_to_tensor(self.experimental_local_results(item)[0])
+            if local.dtype not in self.REDUCIBLE:
+                return local
             return super(KerasMultiWorkerMirroredStrategy, self).reduce(
-                reduce_op, item, axis if tf.convert_to_tensor(local).shape.rank else None)
+                reduce_op, item, axis if local.shape.rank else None)
 
         return tf.nest.map_structure(one, value)
 
@@ -100,9 +105,12 @@ def distribute_batches(strategy: tf.distribute.Strategy, worker_batches, global_
     if not is_multi_worker(strategy):
         return worker_batches()
 
+    # Built here, eagerly: inside the function the strategy calls, seeded shuffles would take another graph seed.
+    batches = worker_batches()
+
     def per_worker(context: tf.distribute.InputContext):
         assert context.input_pipeline_id == worker_rank()[0], "input pipelines follow TF_CONFIG's worker order"
-        return worker_batches().rebatch(context.get_per_replica_batch_size(global_batch))
+        return batches.rebatch(context.get_per_replica_batch_size(global_batch))
 
     return strategy.distribute_datasets_from_function(per_worker)
 
@@ -138,4 +146,10 @@ def gather_global_batch(*tensors: tf.Tensor) -> tuple[tf.Tensor, ...]:
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return tensors
+    # all_gather sends each tensor to its own device, and under MultiWorkerMirroredStrategy with one device per
+    # worker a traced step's tensors carry none ("destinations can not be empty"): pin them to it first.
+    local_devices = tf.distribute.get_strategy().extended.worker_devices
+    if len(local_devices) == 1:
+        with tf.device(local_devices[0]):
+            tensors = tuple(tf.identity(tensor) for tensor in tensors)
     return tuple(context.all_gather(tensor, axis=0) for tensor in tensors)

@@ -250,6 +250,8 @@ def _mark_finished(work: WorkDir, state: dict) -> None:
 
 
 def summary_text(summary: dict) -> str:
+    if not summary.get("chief", True):
+        return f"train: this worker's part done in {summary['seconds']} s; the chief writes the outputs"
     lines = [f"train: {summary['backbone']} → {summary['outputs'][TRAIN_MODEL_DIR]} (model_version "
              f"{summary.get('model_version')}) in {summary['seconds']} s on {summary['replicas']} replica(s)",
              "eval split retrieval, cosine:  precision@10  map@10"]
