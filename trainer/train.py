@@ -92,8 +92,8 @@ def start_or_resume(work: WorkDir, fingerprint: str, vocabulary: list[str], fres
     """
     work.claim()
     work.restore()
-    state = read_state(work)
-    if state and not state.get("finished") and not fresh:
+    state = None if fresh else read_state(work)
+    if state and not state.get("finished"):
         if state["vocabulary"] != vocabulary:
             raise TrainingDataError(
                 f"{work} holds an unfinished run trained on another genre vocabulary ({len(state['vocabulary'])} "
