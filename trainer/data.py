@@ -7,6 +7,8 @@ tests and for the input benchmark's in-memory baseline (`genre_dataset`, `traine
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,8 @@ from pipelines.contracts import (
     GENRE_VOCABULARY_NAME,
     PREPROCESS_EVAL_PREFIX,
     PREPROCESS_TRAIN_PREFIX,
+    TRANSFORM_FN_DIR,
+    TRANSFORMED_METADATA_DIR,
 )
 
 SPLIT_PREFIXES = {"train": PREPROCESS_TRAIN_PREFIX, "eval": PREPROCESS_EVAL_PREFIX}
@@ -43,14 +47,35 @@ class PosterSplit:
         return len(self.title_ids)
 
 
-def read_genre_vocabulary(data_dir: str) -> list[str]:
-    """The genre vocabulary the preprocess computed, in label order (index i ↔ labels[:, i])."""
+_LOCAL_TRANSFORM_OUTPUTS: dict[str, str] = {}
+
+
+def transform_output(data_dir: str):
+    """The TFT transform output of `data_dir`; on gs:// read from a local copy made through `storage` (once per
+    process: a few small files), since TensorFlow's own gs:// file system bypasses the storage layer."""
     import tensorflow_transform as tft  # heavy; only the trainer's data reading needs it
 
+    if not storage.is_gcs(data_dir):
+        return tft.TFTransformOutput(data_dir)
+    if data_dir not in _LOCAL_TRANSFORM_OUTPUTS:
+        local = tempfile.mkdtemp(prefix="posters-transform-output-")
+        for folder in (TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR):
+            remote = storage.join(data_dir, folder)
+            for uri in storage.list_files(remote):
+                path = os.path.join(local, folder, uri[len(remote) + 1:])
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as handle:
+                    handle.write(storage.read_bytes(uri))
+        _LOCAL_TRANSFORM_OUTPUTS[data_dir] = local
+    return tft.TFTransformOutput(_LOCAL_TRANSFORM_OUTPUTS[data_dir])
+
+
+def read_genre_vocabulary(data_dir: str) -> list[str]:
+    """The genre vocabulary the preprocess computed, in label order (index i ↔ labels[:, i])."""
     if not storage.is_complete(data_dir):
         raise TrainingDataError(f"{data_dir} is not a complete preprocess output (no _SUCCESS): run "
                                 "`posters preprocess` to the end first")
-    vocabulary = tft.TFTransformOutput(data_dir).vocabulary_by_name(GENRE_VOCABULARY_NAME)
+    vocabulary = transform_output(data_dir).vocabulary_by_name(GENRE_VOCABULARY_NAME)
     if not vocabulary:
         raise TrainingDataError(f"{data_dir}: the genre vocabulary is empty; the catalog needs titles with genres")
     return [genre.decode("utf-8") if isinstance(genre, bytes) else genre for genre in vocabulary]
@@ -58,10 +83,8 @@ def read_genre_vocabulary(data_dir: str) -> list[str]:
 
 def read_split(data_dir: str, split: str, vocabulary: list[str], input_size: int) -> PosterSplit:
     """All examples of `split` ("train" or "eval"), checked against the vocabulary and the model's input size."""
-    import tensorflow_transform as tft
-
     files = storage.list_files(storage.join(data_dir, SPLIT_PREFIXES[split]) + "*")
-    feature_spec = tft.TFTransformOutput(data_dir).transformed_feature_spec()
+    feature_spec = transform_output(data_dir).transformed_feature_spec()
     check_label_width(feature_spec, vocabulary, data_dir)
     columns = {name: [] for name in (FEATURE_TITLE_ID, FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE)}
     if files:
@@ -111,10 +134,10 @@ def _decode_batch(pngs: tf.Tensor, size: int) -> tf.Tensor:
 
 def genre_dataset(split: PosterSplit, batch_size: int, input_size: int, seed: int,
                   skip_batches: int = 0) -> tf.data.Dataset:
-    """Phase 1: endless shuffled batches of (pixels uint8 [B, S, S, 3], multi-hot labels [B, G]).
+    """Endless shuffled batches of (pixels uint8 [B, S, S, 3], multi-hot labels [B, G]) from a split in memory.
 
-    Each pass over the split is a new seeded order; batches are whole (equal per-replica shares). The stream
-    is fixed by the seed, so skipping `skip_batches` resumes it exactly where an interrupted run left it.
+    What phase 1 read before it streamed the shards (`streaming.genre_batches`); the input benchmark's baseline.
+    Each pass over the split is a new seeded order; batches are whole.
     """
     if len(split) < batch_size:
         raise TrainingDataError(f"the train split has {len(split)} posters, fewer than one global batch of "

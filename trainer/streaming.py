@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from pipelines.common import storage
 from pipelines.contracts import FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE
-from trainer.data import SPLIT_PREFIXES, TrainingDataError, check_label_width
+from trainer.data import SPLIT_PREFIXES, TrainingDataError, check_label_width, transform_output
 from trainer.distribute import sum_over_workers, worker_rank
 from trainer.sampler import pk_class_sequence
 
@@ -77,9 +77,7 @@ def split_shards(data_dir: str, split: str) -> list[str]:
 
 
 def feature_spec(data_dir: str, vocabulary: list[str]) -> dict:
-    import tensorflow_transform as tft  # heavy; only reading the preprocess output needs it
-
-    spec = tft.TFTransformOutput(data_dir).transformed_feature_spec()
+    spec = transform_output(data_dir).transformed_feature_spec()
     check_label_width(spec, vocabulary, data_dir)
     return {name: spec[name] for name in (FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE)}
 
@@ -198,21 +196,25 @@ def _empty_split(data_dir: str, split: str, shards: int) -> TrainingDataError:
 
 # --- decoding ---------------------------------------------------------------------------------------------------
 
-def _parser(spec: dict, input_size: int, target: str):
-    """serialized Example → (uint8 pixels [S, S, 3], the target feature)."""
+def _batch_parser(spec: dict, input_size: int, target: str):
+    """serialized Examples [B] → (uint8 pixels [B, S, S, 3], the target feature [B, …]): one parse per batch, then
+    one PNG decode per poster (per-poster parsing in tf.data costs more than the decode of a small poster)."""
     wanted = {FEATURE_IMAGE: spec[FEATURE_IMAGE], target: spec[target]}
+    pixels_spec = tf.TensorSpec([input_size, input_size, 3], tf.uint8)
 
     def parse(serialized):
-        features = tf.io.parse_single_example(serialized, wanted)
-        pixels = tf.ensure_shape(tf.io.decode_png(features[FEATURE_IMAGE], channels=3), [input_size, input_size, 3])
+        features = tf.io.parse_example(serialized, wanted)
+        pixels = tf.map_fn(lambda png: tf.io.decode_png(png, channels=3), features[FEATURE_IMAGE],
+                           fn_output_signature=pixels_spec)
         return pixels, features[target]
 
     return parse
 
 
-def _decoded_batches(records: tf.data.Dataset, spec: dict, input_size: int, target: str, batch: int):
-    return (records.map(_parser(spec, input_size, target), num_parallel_calls=AUTOTUNE)
-            .batch(batch, drop_remainder=True))
+def _decoded_batches(records: tf.data.Dataset, spec: dict, input_size: int, target: str, batch: int,
+                     drop_remainder: bool = True):
+    return (records.batch(batch, drop_remainder=drop_remainder)
+            .map(_batch_parser(spec, input_size, target), num_parallel_calls=AUTOTUNE))
 
 
 def _stream_seed(seed: int, pipeline: int, salt: int = 0) -> int:
@@ -297,5 +299,5 @@ def eval_batches(evaluation: EvalInput, batch: int) -> tf.data.Dataset:
     """Every poster once, in a fixed order: (pixels, multi-hot labels); the last batch may be short."""
     records = tf.data.TFRecordDataset(evaluation.files, compression_type=GZIP,
                                       num_parallel_reads=min(4, len(evaluation.files)))
-    return (records.map(_parser(evaluation.feature_spec, evaluation.input_size, FEATURE_LABELS),
-                        num_parallel_calls=AUTOTUNE).batch(batch).prefetch(AUTOTUNE))
+    return _decoded_batches(records, evaluation.feature_spec, evaluation.input_size, FEATURE_LABELS, batch,
+                            drop_remainder=False).prefetch(AUTOTUNE)

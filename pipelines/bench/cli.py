@@ -7,6 +7,7 @@ import sys
 BENCHMARKS = {
     "embed": ("pipelines.bench.embed:main", "bare model vs decode+model vs the Beam embed pipeline"),
     "index": ("pipelines.bench.index:main", "exact flat search vs the built index at several nprobe"),
+    "train-input": ("trainer.input_bench:main", "streamed train input vs the same batches from in-memory tensors"),
 }
 
 
