@@ -143,7 +143,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=40, help="timed batches per run")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--scales", default="1,4", help="split sizes for the peak RSS, as copies of the train split")
+    parser.add_argument("--scales", default="1,4",
+                        help="split sizes for the peak RSS, as copies of the train split ('': no RSS children)")
     parser.add_argument("--json", help="also write the results here")
     args, config, unknown = parse_command(parser, argv)
     if unknown:
@@ -152,7 +153,7 @@ def main(argv: list[str]) -> int:
     results = measure_throughput(args.data, config, args.batch, args.batches, args.repeats)
     results["peak_rss_mb"] = {}
     with tempfile.TemporaryDirectory(prefix="posters-bench-scaled-") as scratch:
-        for scale in (int(s) for s in args.scales.split(",")):
+        for scale in (int(s) for s in args.scales.split(",") if s):
             data = scaled_copy(args.data, scale, os.path.join(scratch, f"x{scale}"))
             for name in ("in_memory", "streaming"):
                 # Enough batches to pass over the whole split once, so that the stream's buffers fill up.
