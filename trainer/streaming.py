@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from apache_beam.io.filesystems import FileSystems  # what `pipelines.common.storage` reads and writes through
 
 from pipelines.common import storage
 from pipelines.contracts import FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE
@@ -92,8 +93,6 @@ def local_shards(uris: list[str], cache_dir: str) -> list[str]:
         path = os.path.join(cache_dir, "shards", uri[len("gs://"):])
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            from apache_beam.io.filesystems import FileSystems
-
             with FileSystems.open(uri, compression_type="uncompressed") as source, open(path + ".part", "wb") as out:
                 shutil.copyfileobj(source, out, 4 << 20)
             os.replace(path + ".part", path)
