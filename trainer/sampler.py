@@ -25,7 +25,7 @@ def _check_class_ids(class_ids) -> np.ndarray:
     return class_ids
 
 
-def _check_pk(num_classes: int, classes_per_batch: int, examples_per_class: int) -> None:
+def check_pk(num_classes: int, classes_per_batch: int, examples_per_class: int) -> None:
     if num_classes < 2:
         raise ValueError(
             f"P×K sampling needs at least 2 classes so that every anchor has a negative; class_ids has "
@@ -72,7 +72,7 @@ def pk_batches(
     """
     class_ids = _check_class_ids(class_ids)
     classes, inverse = np.unique(class_ids, return_inverse=True)
-    _check_pk(len(classes), classes_per_batch, examples_per_class)
+    check_pk(len(classes), classes_per_batch, examples_per_class)
     members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
     if num_batches is None:
         num_batches = batches_per_epoch(len(class_ids), classes_per_batch, examples_per_class)
@@ -85,17 +85,3 @@ def pk_batches(
             for c in chosen
         ]).astype(np.int64)
 
-
-def pk_class_sequence(classes, classes_per_batch: int, examples_per_class: int, seed: int = 0, epoch: int = 0,
-                      num_batches: int = 1, stream: int = 0) -> np.ndarray:
-    """The class of every example of `num_batches` P×K batches, for a reader that streams each class's examples.
-
-    `classes` are the distinct class ids available; P of them are drawn per batch without replacement, each
-    repeated K times (class-major, as `pk_batches`). Fixed by (seed, epoch, stream): an input pipeline passes its
-    own `stream`. Returns int64 [num_batches * P * K].
-    """
-    classes = _check_class_ids(classes)
-    _check_pk(len(classes), classes_per_batch, examples_per_class)
-    rng = np.random.default_rng([seed, epoch, stream])
-    drawn = [rng.choice(classes, size=classes_per_batch, replace=False) for _ in range(num_batches)]
-    return np.repeat(np.concatenate(drawn), examples_per_class).astype(np.int64)

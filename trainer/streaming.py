@@ -3,8 +3,8 @@
     open_train(...)    one pass over this worker's shards: counts per primary genre, the input-size check, and one
                        local record file per genre (what phase 2's P×K batches draw from)
     genre_batches      phase 1: interleaved shard reads, a seeded shuffle buffer, parallel parse + PNG decode, prefetch
-    pk_batches         phase 2: P×K batches, P genres drawn by `trainer.sampler.pk_class_sequence`, the next poster of
-                       each drawn genre from that genre's (shuffled, repeated) record stream
+    pk_batches         phase 2: P×K batches, P distinct genres per batch (a stateless shuffle per batch number), the
+                       next K posters of each drawn genre from that genre's (shuffled, repeated) record stream
     eval_batches       every poster of a split once, in a fixed order, with its labels
 
 Input pipelines. The stream is defined over S input pipelines (`train.input_pipelines`, default one per worker):
@@ -32,7 +32,7 @@ from pipelines.common import storage
 from pipelines.contracts import FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE
 from trainer.data import SPLIT_PREFIXES, TrainingDataError, check_label_width, transform_output
 from trainer.distribute import sum_over_workers, worker_rank
-from trainer.sampler import pk_class_sequence
+from trainer.sampler import check_pk
 
 AUTOTUNE = tf.data.AUTOTUNE
 GZIP = "GZIP"
@@ -126,13 +126,12 @@ def index_pipeline(files: list[str], pipeline: int, spec: dict, vocabulary: list
                 _check_input_size(serialized[0], spec, input_size, where)
             _check_genres(primary, len(vocabulary), where)
             examples += len(primary)
-            for record, genre in zip(serialized.numpy(), primary):
-                if genre >= 0 and cache_dir:
+            counts += np.bincount(primary[primary >= 0], minlength=len(vocabulary))
+            for record, genre in zip(serialized.numpy() if cache_dir else (), primary):
+                if genre >= 0:
                     if genre not in writers:
                         writers[genre] = tf.io.TFRecordWriter(genre_files[genre])
                     writers[genre].write(record)
-                if genre >= 0:
-                    counts[genre] += 1
     finally:
         for writer in writers.values():
             writer.close()
@@ -273,23 +272,35 @@ def pk_batches(train: TrainInput, classes_per_batch: int, examples_per_class: in
     for shards in train.pipelines:
         present = np.flatnonzero(shards.genre_counts > 0)
         try:
-            classes = np.concatenate([[]] + [
-                pk_class_sequence(present, classes_share, examples_per_class, seed, epoch, steps, shards.pipeline)
-                for epoch in range(epochs)]).astype(np.int64)
+            check_pk(len(present), classes_share, examples_per_class)
         except ValueError as err:
             raise TrainingDataError(f"phase 2 (train.classes_per_batch, train.examples_per_class), input pipeline "
                                     f"{shards.pipeline}: {err}") from err
-        buffer = max(shuffle_buffer // max(len(present), 1), 4 * examples_per_class)
+        buffer = max(shuffle_buffer // len(present), 4 * examples_per_class)
         per_genre = [tf.data.TFRecordDataset(shards.genre_files[g])
                      .shuffle(int(min(buffer, shards.genre_counts[g])), seed=_stream_seed(seed, shards.pipeline, 2 + g))
                      .repeat() for g in present]
-        position = {int(g): i for i, g in enumerate(present)}
-        choices = tf.data.Dataset.from_tensor_slices(np.array([position[int(c)] for c in classes], np.int64))
+        choices = _genre_choices(len(present), classes_share, examples_per_class, seed, epochs, steps,
+                                 shards.pipeline)
         records = tf.data.Dataset.choose_from_datasets(per_genre, choices)
         records = records.skip(first_epoch * steps * classes_share * examples_per_class)
         streams.append(_decoded_batches(records, train.feature_spec, train.input_size, target,
                                         classes_share * examples_per_class))
     return _concat_pipelines(streams)
+
+
+def _genre_choices(num_present: int, classes: int, examples: int, seed: int, epochs: int, steps: int,
+                   pipeline: int) -> tf.data.Dataset:
+    """The position (among the genres present) of every poster's genre, batch by batch: P distinct genres drawn by a
+    stateless shuffle seeded by (seed, pipeline, batch number), K times each, class-major. Nothing is held ahead."""
+    stream_seed = tf.constant(_stream_seed(seed, pipeline, 1 << 20), tf.int64)
+
+    def batch_genres(batch_number):
+        order = tf.random.experimental.stateless_shuffle(tf.range(num_present, dtype=tf.int64),
+                                                         seed=tf.stack([stream_seed, batch_number]))
+        return tf.repeat(order[:classes], examples)
+
+    return tf.data.Dataset.range(epochs * steps).map(batch_genres).unbatch()
 
 
 # --- evaluation -------------------------------------------------------------------------------------------------

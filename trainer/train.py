@@ -96,12 +96,12 @@ def start_or_resume(work: WorkDir, fingerprint: str, vocabulary: list[str], fres
     if state and not state.get("finished"):
         if state["vocabulary"] != vocabulary:
             raise TrainingDataError(
-                f"{work} holds an unfinished run trained on another genre vocabulary ({len(state['vocabulary'])} "
+                f"{work.uri} holds an unfinished run trained on another genre vocabulary ({len(state['vocabulary'])} "
                 f"genres, now {len(vocabulary)}); pass --fresh to discard it, or use another --out/--work")
         if state["fingerprint"] != fingerprint:
-            raise TrainingDataError(f"{work} holds an unfinished run with other model/train settings or data; "
+            raise TrainingDataError(f"{work.uri} holds an unfinished run with other model/train settings or data; "
                                     "rerun with the same ones to resume, or pass --fresh to discard it")
-        print(f"train: resuming the unfinished run in {work}", flush=True)
+        print(f"train: resuming the unfinished run in {work.uri}", flush=True)
         return state
     work.clear()
     state = {"fingerprint": fingerprint, "vocabulary": vocabulary, "finished": False, "metrics": {}, "phases": {}}

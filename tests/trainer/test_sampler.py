@@ -97,14 +97,3 @@ def test_bad_class_ids_are_an_error(class_ids, message):
 
 
 
-
-def test_a_class_sequence_is_p_distinct_classes_k_times_each_fixed_by_its_seed():
-    from trainer.sampler import pk_class_sequence
-
-    sequence = pk_class_sequence([0, 2, 5, 7], 3, 2, seed=1, epoch=0, num_batches=4)
-    batches = sequence.reshape(4, 3, 2)
-    assert (batches[:, :, 0] == batches[:, :, 1]).all()  # class-major: K of each class together
-    assert all(len(set(batch[:, 0])) == 3 and set(batch[:, 0]) <= {0, 2, 5, 7} for batch in batches)
-    np.testing.assert_array_equal(sequence, pk_class_sequence([0, 2, 5, 7], 3, 2, seed=1, epoch=0, num_batches=4))
-    assert not np.array_equal(sequence, pk_class_sequence([0, 2, 5, 7], 3, 2, seed=1, epoch=0, num_batches=4,
-                                                          stream=1))
