@@ -144,6 +144,10 @@ def _mining_step(strategy, labels, embeddings) -> dict:
 def _measure() -> dict:
     import tensorflow as tf
 
+    # Phase 2's semi-hard mining turns a last-bit difference in one update into a visible one two steps later, and
+    # some CPU kernels reduce in an order that depends on thread timing (on a loaded machine the one-replica run
+    # came out 1e-3 off once in a few runs): deterministic kernels make both runs reproducible.
+    tf.config.experimental.enable_op_determinism()
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
