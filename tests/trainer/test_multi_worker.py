@@ -3,8 +3,7 @@
 Both workers run the real command, `posters train`, with TF_CONFIG naming two localhost ports; the train split has
 two shards and `train.input_pipelines=2`, so each worker streams one shard (file sharding) and contributes half of
 every global batch. One worker with the same two input pipelines, at the same global batch, run beside them, is the
-reference: same
-losses in both phases, the same exported model. Only the chief writes outputs and the work directory.
+reference: same losses in both phases, the same exported model. Only the chief writes outputs and the work directory.
 
 The reference runs under MirroredStrategy on its one CPU, not the default strategy: under any tf.distribute strategy
 Keras 3.15's `fit` draws one batch to build the model symbolically (`_maybe_symbolic_build`) and does not train on it,
