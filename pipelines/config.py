@@ -120,6 +120,10 @@ class TrainConfig(Section):
     classes_per_batch: Annotated[int, Field(ge=2)] = 8
     examples_per_class: Annotated[int, Field(ge=2)] = 4
     steps_per_epoch: Optional[Positive] = None
+    # The streamed input (trainer/streaming.py): posters held in shuffle buffers, and the input pipelines a global
+    # batch is split over (each reads its own shards); None: one per worker. Batches depend on it, not on workers.
+    shuffle_buffer: Positive = 1024
+    input_pipelines: Optional[Positive] = None
 
 
 class EmbedConfig(Section):

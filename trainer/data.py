@@ -1,12 +1,14 @@
-"""Reading the preprocess output (`pipelines/preprocess.py`) into the trainer's datasets.
+"""Reading the preprocess output (`pipelines/preprocess.py`): the genre vocabulary, and a whole split in memory.
 
 The trainer depends on what every preprocess output has: `_SUCCESS`, the gzip TFRecord shards under `train/` and
 `eval/`, the TFT transform output (feature spec and the genre vocabulary, read through `TFTransformOutput`).
-A split is held in memory as its encoded PNGs (the size of the shards on disk) and decoded batch by batch:
-the P×K sampler needs random access by class, and the evaluation needs every example in a known order.
+Training streams the shards (`trainer/streaming.py`); `read_split` holds a split in memory as its encoded PNGs, for
+tests and for the input benchmark's in-memory baseline (`genre_dataset`, `trainer/input_bench.py`).
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,8 @@ from pipelines.contracts import (
     GENRE_VOCABULARY_NAME,
     PREPROCESS_EVAL_PREFIX,
     PREPROCESS_TRAIN_PREFIX,
+    TRANSFORM_FN_DIR,
+    TRANSFORMED_METADATA_DIR,
 )
 
 SPLIT_PREFIXES = {"train": PREPROCESS_TRAIN_PREFIX, "eval": PREPROCESS_EVAL_PREFIX}
@@ -43,14 +47,35 @@ class PosterSplit:
         return len(self.title_ids)
 
 
-def read_genre_vocabulary(data_dir: str) -> list[str]:
-    """The genre vocabulary the preprocess computed, in label order (index i ↔ labels[:, i])."""
+_LOCAL_TRANSFORM_OUTPUTS: dict[str, str] = {}
+
+
+def transform_output(data_dir: str):
+    """The TFT transform output of `data_dir`; on gs:// read from a local copy made through `storage` (once per
+    process: a few small files), since TensorFlow's own gs:// file system bypasses the storage layer."""
     import tensorflow_transform as tft  # heavy; only the trainer's data reading needs it
 
+    if not storage.is_gcs(data_dir):
+        return tft.TFTransformOutput(data_dir)
+    if data_dir not in _LOCAL_TRANSFORM_OUTPUTS:
+        local = tempfile.mkdtemp(prefix="posters-transform-output-")
+        for folder in (TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR):
+            remote = storage.join(data_dir, folder)
+            for uri in storage.list_files(remote):
+                path = os.path.join(local, folder, uri[len(remote) + 1:])
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as handle:
+                    handle.write(storage.read_bytes(uri))
+        _LOCAL_TRANSFORM_OUTPUTS[data_dir] = local
+    return tft.TFTransformOutput(_LOCAL_TRANSFORM_OUTPUTS[data_dir])
+
+
+def read_genre_vocabulary(data_dir: str) -> list[str]:
+    """The genre vocabulary the preprocess computed, in label order (index i ↔ labels[:, i])."""
     if not storage.is_complete(data_dir):
         raise TrainingDataError(f"{data_dir} is not a complete preprocess output (no _SUCCESS): run "
                                 "`posters preprocess` to the end first")
-    vocabulary = tft.TFTransformOutput(data_dir).vocabulary_by_name(GENRE_VOCABULARY_NAME)
+    vocabulary = transform_output(data_dir).vocabulary_by_name(GENRE_VOCABULARY_NAME)
     if not vocabulary:
         raise TrainingDataError(f"{data_dir}: the genre vocabulary is empty; the catalog needs titles with genres")
     return [genre.decode("utf-8") if isinstance(genre, bytes) else genre for genre in vocabulary]
@@ -58,11 +83,9 @@ def read_genre_vocabulary(data_dir: str) -> list[str]:
 
 def read_split(data_dir: str, split: str, vocabulary: list[str], input_size: int) -> PosterSplit:
     """All examples of `split` ("train" or "eval"), checked against the vocabulary and the model's input size."""
-    import tensorflow_transform as tft
-
     files = storage.list_files(storage.join(data_dir, SPLIT_PREFIXES[split]) + "*")
-    feature_spec = tft.TFTransformOutput(data_dir).transformed_feature_spec()
-    _check_label_width(feature_spec, vocabulary, data_dir)
+    feature_spec = transform_output(data_dir).transformed_feature_spec()
+    check_label_width(feature_spec, vocabulary, data_dir)
     columns = {name: [] for name in (FEATURE_TITLE_ID, FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE)}
     if files:
         records = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(512)
@@ -79,7 +102,7 @@ def read_split(data_dir: str, split: str, vocabulary: list[str], input_size: int
     return poster_split
 
 
-def _check_label_width(feature_spec: dict, vocabulary: list[str], data_dir: str) -> None:
+def check_label_width(feature_spec: dict, vocabulary: list[str], data_dir: str) -> None:
     shape = list(feature_spec[FEATURE_LABELS].shape)
     if shape != [len(vocabulary)]:
         raise TrainingDataError(f"{data_dir}: labels have shape {shape} but the genre vocabulary has "
@@ -111,10 +134,10 @@ def _decode_batch(pngs: tf.Tensor, size: int) -> tf.Tensor:
 
 def genre_dataset(split: PosterSplit, batch_size: int, input_size: int, seed: int,
                   skip_batches: int = 0) -> tf.data.Dataset:
-    """Phase 1: endless shuffled batches of (pixels uint8 [B, S, S, 3], multi-hot labels [B, G]).
+    """Endless shuffled batches of (pixels uint8 [B, S, S, 3], multi-hot labels [B, G]) from a split in memory.
 
-    Each pass over the split is a new seeded order; batches are whole (equal per-replica shares). The stream
-    is fixed by the seed, so skipping `skip_batches` resumes it exactly where an interrupted run left it.
+    What phase 1 read before it streamed the shards (`streaming.genre_batches`); the input benchmark's baseline.
+    Each pass over the split is a new seeded order; batches are whole.
     """
     if len(split) < batch_size:
         raise TrainingDataError(f"the train split has {len(split)} posters, fewer than one global batch of "
@@ -124,22 +147,3 @@ def genre_dataset(split: PosterSplit, batch_size: int, input_size: int, seed: in
     dataset = dataset.batch(batch_size, drop_remainder=True).skip(skip_batches)
     return dataset.map(lambda pngs, labels: (_decode_batch(pngs, input_size), labels),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-
-
-def indexed_dataset(split: PosterSplit, index_batches: np.ndarray, targets: np.ndarray,
-                    input_size: int) -> tf.data.Dataset:
-    """Phase 2: one batch per row of `index_batches` [steps, B]: (pixels [B, S, S, 3], targets[indices])."""
-    pngs = tf.constant(split.images)
-    targets = tf.constant(targets)
-
-    def batch(indices):
-        return _decode_batch(tf.gather(pngs, indices), input_size), tf.gather(targets, indices)
-
-    dataset = tf.data.Dataset.from_tensor_slices(index_batches.astype(np.int64))
-    return dataset.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-
-
-def pixels_dataset(split: PosterSplit, batch_size: int, input_size: int) -> tf.data.Dataset:
-    """Every poster of the split in order, pixels only, for embedding and evaluation."""
-    dataset = tf.data.Dataset.from_tensor_slices(split.images).batch(batch_size)
-    return dataset.map(lambda pngs: _decode_batch(pngs, input_size), num_parallel_calls=tf.data.AUTOTUNE)

@@ -5,25 +5,28 @@
     phase 2  metric learning: semi-hard triplet loss on the L2-normalised embedding, P×K batches, negatives
              mined over the global batch (all replicas)
 
-Each phase checkpoints under `work/<phase>/` (BackupAndRestore), logs a CSV history and TensorBoard scalars;
-`trainer/train.py` decides when to run them, resumes them and exports the result.
+Both read the train split as streams (`trainer/streaming.py`). Each phase checkpoints under `work/<phase>/`
+(BackupAndRestore), logs a CSV history and TensorBoard scalars, and mirrors them to a gs:// work directory after
+every epoch (`trainer/work_dir.py`); `trainer/train.py` decides when to run them, resumes them and exports the result.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from pipelines.common import storage
 from pipelines.config import Config, TrainConfig
-from trainer import losses
-from trainer.data import PosterSplit, TrainingDataError, genre_dataset, indexed_dataset
-from trainer.distribute import check_divides, global_batch_size
+from pipelines.contracts import FEATURE_LABELS, FEATURE_PRIMARY_GENRE
+from trainer import losses, streaming
+from trainer.data import TrainingDataError
+from trainer.distribute import check_divides, distribute_batches, global_batch_size
 from trainer.model import MetricLearner, embedding_model, set_trainable, unfrozen_patterns
-from trainer.sampler import batches_per_epoch, pk_batches
+from trainer.sampler import batches_per_epoch
+from trainer.streaming import TrainInput
+from trainer.work_dir import WorkDir
 
 # --- phase 1 ------------------------------------------------------------------------------------------------
 
@@ -51,16 +54,20 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
                   f"({', '.join(patterns) or 'heads only'})", flush=True)
 
 
-def train_genres(model: keras.Model, train: PosterSplit, config: Config, strategy, work: str,
+def train_genres(model: keras.Model, train: TrainInput, config: Config, strategy, work: WorkDir,
                  callbacks=(), verbose=2) -> dict:
     """Phase 1 on `model` (built under `strategy`). Returns {"steps_per_epoch", "global_batch", "trainable"}."""
     settings = config.train
     batch = global_batch_size(settings.per_replica_batch_size, strategy)
-    steps = settings.steps_per_epoch or max(1, len(train) // batch)
+    if train.examples < batch:
+        raise TrainingDataError(f"the train split has {train.examples} posters, fewer than one global batch of "
+                                f"{batch}; lower train.per_replica_batch_size or add posters")
+    steps = settings.steps_per_epoch or max(1, train.examples // batch)
     schedule = settings.unfreeze_schedule
     # A resumed run skips the batches of the epochs already trained: it sees the stream it would have seen.
-    dataset = genre_dataset(train, batch, config.model.input_size, settings.seed,
-                            skip_batches=resumed_epoch(work, "phase1") * steps)
+    skip = resumed_epoch(work, "phase1") * steps
+    dataset = distribute_batches(strategy, lambda: streaming.genre_batches(
+        train, batch, settings.seed, settings.shuffle_buffer, skip_batches=skip), batch)
     with strategy.scope():
         optimizer = keras.optimizers.Adam(settings.warmup_learning_rate)
         set_trainable(model, unfrozen_patterns(schedule, len(schedule)))
@@ -91,35 +98,27 @@ def triplet_loss_fn(settings: TrainConfig):
     return shared_genre_loss if settings.positives == "shared_genre" else primary_genre_loss
 
 
-def metric_learning_batches(train: PosterSplit, settings: TrainConfig, steps: int, first_epoch: int) -> np.ndarray:
-    """Index batches [epochs × steps, P×K] from `first_epoch` on, over the posters that have a primary genre.
+def metric_learning_batches(train: TrainInput, settings: TrainConfig, steps: int, first_epoch: int):
+    """This worker's share of phase 2's P×K batches, epochs `first_epoch`… (a resumed run skips the trained ones).
 
-    The sampler fixes each epoch's batches by (seed, epoch), so a resumed run sees the batches it would have.
+    The sampler fixes each epoch's genres by (seed, epoch, input pipeline), and each genre's stream is seeded, so a
+    resumed run sees the batches it would have.
     """
-    eligible = np.flatnonzero(train.primary_genre >= 0)
-    try:
-        batches = [batch for epoch in range(first_epoch, settings.metric_epochs)
-                   for batch in pk_batches(train.primary_genre[eligible], settings.classes_per_batch,
-                                           settings.examples_per_class, settings.seed, epoch, steps)]
-    except ValueError as err:
-        raise TrainingDataError(f"phase 2 (train.classes_per_batch, train.examples_per_class): {err}") from err
-    if not batches:  # train.metric_epochs = 0, or every epoch already trained
-        return np.zeros((0, settings.classes_per_batch * settings.examples_per_class), np.int64)
-    return eligible[np.stack(batches)]
+    target = FEATURE_LABELS if settings.positives == "shared_genre" else FEATURE_PRIMARY_GENRE
+    return streaming.pk_batches(train, settings.classes_per_batch, settings.examples_per_class, settings.seed,
+                                settings.metric_epochs, steps, first_epoch, settings.shuffle_buffer, target)
 
 
-def train_metric(model: keras.Model, train: PosterSplit, config: Config, strategy, work: str,
+def train_metric(model: keras.Model, train: TrainInput, config: Config, strategy, work: WorkDir,
                  callbacks=(), verbose=2) -> dict:
     """Phase 2 on `model`'s embedding (L2-normalised). Returns {"steps_per_epoch", "global_batch"}."""
     settings = config.train
     batch = settings.classes_per_batch * settings.examples_per_class
     check_divides(batch, strategy, "train.classes_per_batch × train.examples_per_class")
-    eligible = int((train.primary_genre >= 0).sum())
-    steps = settings.steps_per_epoch or batches_per_epoch(eligible, settings.classes_per_batch,
+    steps = settings.steps_per_epoch or batches_per_epoch(train.eligible, settings.classes_per_batch,
                                                           settings.examples_per_class)
-    indices = metric_learning_batches(train, settings, steps, first_epoch=resumed_epoch(work, "phase2"))
-    targets = train.labels if settings.positives == "shared_genre" else train.primary_genre
-    dataset = indexed_dataset(train, indices, targets, config.model.input_size)
+    first_epoch = resumed_epoch(work, "phase2")
+    dataset = distribute_batches(strategy, lambda: metric_learning_batches(train, settings, steps, first_epoch), batch)
     # Phase 2 trains what phase 1 ended with (the schedule's last step reached).
     set_trainable(model, unfrozen_patterns(settings.unfreeze_schedule, max(settings.warmup_epochs - 1, 0)))
     with strategy.scope():
@@ -134,13 +133,27 @@ def train_metric(model: keras.Model, train: PosterSplit, config: Config, strateg
 
 # --- checkpoints, logs, resuming ----------------------------------------------------------------------------
 
-def _hygiene_callbacks(work: str, phase: str) -> list[keras.callbacks.Callback]:
-    if not storage.is_gcs(work):
-        os.makedirs(os.path.join(work, phase), exist_ok=True)  # CSVLogger does not create its directory
-    # BackupAndRestore first: it restores weights and the epoch before any other callback sees the epoch.
-    return [keras.callbacks.BackupAndRestore(storage.join(work, phase, "backup")),
-            keras.callbacks.CSVLogger(storage.join(work, phase, "history.csv"), append=True),
-            EpochSummaries(storage.join(work, "logs", phase))]
+def _hygiene_callbacks(work: WorkDir, phase: str) -> list[keras.callbacks.Callback]:
+    os.makedirs(work.path(phase), exist_ok=True)  # CSVLogger does not create its directory
+    # BackupAndRestore first: it restores weights and the epoch before any other callback sees the epoch;
+    # SyncWorkDir last: it uploads what the others wrote at the end of the epoch.
+    return [keras.callbacks.BackupAndRestore(work.path(phase, "backup")),
+            keras.callbacks.CSVLogger(work.path(phase, "history.csv"), append=True),
+            EpochSummaries(work.path("logs", phase)), SyncWorkDir(work)]
+
+
+class SyncWorkDir(keras.callbacks.Callback):
+    """Mirrors the work directory to gs:// after every epoch and at the end of training (`WorkDir.sync`)."""
+
+    def __init__(self, work: WorkDir):
+        super().__init__()
+        self.work = work
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.work.sync()
+
+    def on_train_end(self, logs=None):
+        self.work.sync()
 
 
 class EpochSummaries(keras.callbacks.Callback):
@@ -170,7 +183,10 @@ class EpochSummaries(keras.callbacks.Callback):
         self._writer.close()
 
 
-def resumed_epoch(work: str, phase: str) -> int:
+def resumed_epoch(work: WorkDir, phase: str) -> int:
     """The epoch a phase's BackupAndRestore checkpoint resumes at (0: none)."""
-    metadata = storage.join(work, phase, "backup", "training_metadata.json")
-    return int(storage.read_json(metadata)["epoch"]) if storage.exists(metadata) else 0
+    metadata = work.path(phase, "backup", "training_metadata.json")
+    if not os.path.exists(metadata):
+        return 0
+    with open(metadata) as handle:
+        return int(json.load(handle)["epoch"])

@@ -25,7 +25,7 @@ def _check_class_ids(class_ids) -> np.ndarray:
     return class_ids
 
 
-def _check_pk(num_classes: int, classes_per_batch: int, examples_per_class: int) -> None:
+def check_pk(num_classes: int, classes_per_batch: int, examples_per_class: int) -> None:
     if num_classes < 2:
         raise ValueError(
             f"P×K sampling needs at least 2 classes so that every anchor has a negative; class_ids has "
@@ -72,7 +72,7 @@ def pk_batches(
     """
     class_ids = _check_class_ids(class_ids)
     classes, inverse = np.unique(class_ids, return_inverse=True)
-    _check_pk(len(classes), classes_per_batch, examples_per_class)
+    check_pk(len(classes), classes_per_batch, examples_per_class)
     members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
     if num_batches is None:
         num_batches = batches_per_epoch(len(class_ids), classes_per_batch, examples_per_class)
@@ -84,3 +84,4 @@ def pk_batches(
             rng.choice(members[c], size=examples_per_class, replace=len(members[c]) < examples_per_class)
             for c in chosen
         ]).astype(np.int64)
+

@@ -6,18 +6,22 @@
              mined over the global batch (all replicas)
 
 Writes under OUT: `model/` (the export, see trainer/export.py), `eval_metrics.json` (baseline, phase1, phase2
-on the eval split), `training_curves.png`, `train_summary.json`; and under OUT/work (or --work) the state of an
-unfinished run: per-phase BackupAndRestore checkpoints, CSV histories and TensorBoard logs. Rerunning the same
-command after a crash or a kill resumes from the last finished epoch; a finished run's rerun starts afresh.
+on the eval split), `training_curves.png`, `train_summary.json`; and under OUT/work (or --work, local or gs://) the
+state of an unfinished run: per-phase BackupAndRestore checkpoints, CSV histories and TensorBoard logs
+(`trainer/work_dir.py`: a directory the trainer did not make is refused, and a fresh start deletes only what the
+trainer writes there). Rerunning the same command after a crash or a kill resumes from the last finished epoch; a
+finished run's rerun starts afresh. Under MultiWorkerMirroredStrategy every worker trains and exports (another
+worker to a temporary directory it then deletes); only the chief writes outputs and the work directory.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import keras
@@ -28,26 +32,30 @@ from pipelines.common.command_line import command_parser, parse_command
 from pipelines.common.retrieval_metrics import retrieval_metrics
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import EVAL_METRICS_FILE, STATS_FILE, TRAIN_MODEL_DIR, TRAIN_SUMMARY_FILE, TRAINING_CURVES_FILE
+from trainer import streaming
 from trainer.backbones import BackboneError
-from trainer.data import PosterSplit, TrainingDataError, pixels_dataset, read_genre_vocabulary, read_split
-from trainer.distribute import StrategyError, global_batch_size, is_chief, make_strategy
+from trainer.data import TrainingDataError, read_genre_vocabulary
+from trainer.distribute import StrategyError, global_batch_size, is_chief, make_strategy, sum_over_workers
 from trainer.export import export_model
 from trainer.model import backbone_features_model, build_model, embedding_model
 from trainer.phases import resumed_epoch, train_genres, train_metric
 from trainer.plots import training_curves_png
+from trainer.streaming import EvalInput, TrainInput
+from trainer.work_dir import STATE_FILE, WorkDir
 
-STATE_FILE = "state.json"
 PHASES = ("phase1", "phase2")
 USER_ERRORS = (ConfigError, TrainingDataError, BackboneError, StrategyError, storage.OutputLocationError)
 
 
-def read_history(work: str, phase: str) -> dict[str, list[float]]:
+def read_history(work: WorkDir, phase: str) -> dict[str, list[float]]:
     """metric → one value per epoch from the phase's CSV log (a resumed epoch's last row wins)."""
-    path = storage.join(work, phase, "history.csv")
-    if not storage.exists(path):
+    path = work.path(phase, "history.csv")
+    if not os.path.exists(path):
         return {}
     rows = {}
-    for row in csv.DictReader(io.StringIO(storage.read_bytes(path).decode())):
+    with open(path, newline="") as handle:
+        lines = list(csv.DictReader(handle))
+    for row in lines:
         if row["epoch"] != "epoch":  # a header repeated by an appending rerun
             rows[int(row["epoch"])] = {k: float(v) for k, v in row.items() if k != "epoch" and v not in ("NA", "")}
     names = sorted({name for row in rows.values() for name in row})
@@ -63,41 +71,58 @@ def run_fingerprint(config: Config, data_dir: str) -> str:
     return hashlib.sha256(settings.encode()).hexdigest()[:16]
 
 
-def start_or_resume(work: str, fingerprint: str, vocabulary: list[str], fresh: bool) -> dict:
-    """The state of an unfinished run with the same settings, or a new one (the work dir cleared).
+def read_state(work: WorkDir) -> dict | None:
+    path = work.path(STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
 
-    An unfinished run with other settings or another genre vocabulary is an error rather than silently lost.
+
+def write_state(work: WorkDir, state: dict) -> None:
+    storage.write_json(work.path(STATE_FILE), state)
+    work.sync()
+
+
+def start_or_resume(work: WorkDir, fingerprint: str, vocabulary: list[str], fresh: bool) -> dict:
+    """The state of an unfinished run with the same settings, or a new one (what the trainer wrote there cleared).
+
+    An unfinished run with other settings or another genre vocabulary is an error rather than silently lost; a
+    non-empty directory the trainer did not make is refused (`WorkDir.claim`).
     """
-    path = storage.join(work, STATE_FILE)
-    state = storage.read_json(path) if storage.exists(path) else None
-    if state and not state.get("finished") and not fresh:
+    work.claim()
+    work.restore()
+    state = None if fresh else read_state(work)
+    if state and not state.get("finished"):
         if state["vocabulary"] != vocabulary:
             raise TrainingDataError(
-                f"{work} holds an unfinished run trained on another genre vocabulary ({len(state['vocabulary'])} "
+                f"{work.uri} holds an unfinished run trained on another genre vocabulary ({len(state['vocabulary'])} "
                 f"genres, now {len(vocabulary)}); pass --fresh to discard it, or use another --out/--work")
         if state["fingerprint"] != fingerprint:
-            raise TrainingDataError(f"{work} holds an unfinished run with other model/train settings or data; "
+            raise TrainingDataError(f"{work.uri} holds an unfinished run with other model/train settings or data; "
                                     "rerun with the same ones to resume, or pass --fresh to discard it")
-        print(f"train: resuming the unfinished run in {work}", flush=True)
+        print(f"train: resuming the unfinished run in {work.uri}", flush=True)
         return state
-    storage.delete_tree(work)
+    work.clear()
     state = {"fingerprint": fingerprint, "vocabulary": vocabulary, "finished": False, "metrics": {}, "phases": {}}
-    storage.write_json(path, state)
+    write_state(work, state)
     return state
 
 
-def _weights_path(work: str, phase: str) -> str:
-    return storage.join(work, f"{phase}.weights.h5")
+def _weights_path(work: WorkDir, phase: str) -> str:
+    return work.path(f"{phase}.weights.h5")
 
 
 # --- the command ----------------------------------------------------------------------------------------------
 
-def evaluate_embedding(embedder: keras.Model, split: PosterSplit, input_size: int, batch_size: int,
-                       genres: list[str]) -> dict:
-    """Retrieval metrics of `embedder` on `split`, overall and by genre (direct calls: each cut is a new model,
-    predict would retrace)."""
-    vectors = [embedder(pixels, training=False).numpy() for pixels in pixels_dataset(split, batch_size, input_size)]
-    return retrieval_metrics(np.concatenate(vectors), split.labels, genres=genres)
+def evaluate_embedding(embedder: keras.Model, evaluation: EvalInput, batch_size: int, genres: list[str]) -> dict:
+    """Retrieval metrics of `embedder` on the eval split, overall and by genre, streamed (direct calls: each cut
+    is a new model, predict would retrace); only the vectors and labels are kept, N × (dim + genres) floats."""
+    vectors, labels = [], []
+    for pixels, multi_hot in streaming.eval_batches(evaluation, batch_size):
+        vectors.append(embedder(pixels, training=False).numpy())
+        labels.append(multi_hot.numpy())
+    return retrieval_metrics(np.concatenate(vectors), np.concatenate(labels), genres=genres)
 
 
 def run(config: Config, data_dir: str, out_dir: str, work_dir: str | None = None, fresh: bool = False,
@@ -112,50 +137,71 @@ def run(config: Config, data_dir: str, out_dir: str, work_dir: str | None = None
     started = time.time()
     keras.utils.set_random_seed(config.train.seed)
     strategy = make_strategy(config.train.strategy)
-    vocabulary, train, evaluation = _read_data(data_dir, config.model.input_size)
-    work = _work_dir(work_dir or storage.join(out_dir, "work"))
-    state = start_or_resume(work, run_fingerprint(config, data_dir), vocabulary, fresh)
-    print(f"train: {config.model.backbone} at {config.model.input_size}px, {len(vocabulary)} genres, {len(train)} "
-          f"train / {len(evaluation)} eval posters, {strategy.num_replicas_in_sync} replica(s)", flush=True)
-    with strategy.scope():
-        model = build_model(config.model, len(vocabulary))
-    _train_phases(model, state, train, evaluation, config, strategy, work, callbacks)
-    summary = _summary(config, data_dir, out_dir, work, state, strategy, train, evaluation)
-    if is_chief():
+    vocabulary = read_genre_vocabulary(data_dir)
+    chief = is_chief()
+    work = WorkDir(work_dir or storage.join(out_dir, "work"), chief=chief)
+    try:
+        state = start_or_resume(work, run_fingerprint(config, data_dir), vocabulary, fresh) if chief else None
+        sum_over_workers(strategy, np.zeros(1))  # a barrier: the chief has set the work directory up
+        if not chief:  # another worker resumes where the chief does, from a copy of the chief's checkpoints
+            work.restore()
+            state = read_state(work)
+        train, evaluation = _open_data(data_dir, vocabulary, config, strategy, work, chief)
+        print(f"train: {config.model.backbone} at {config.model.input_size}px, {len(vocabulary)} genres, "
+              f"{train.examples} train / {evaluation.examples if evaluation else '-'} eval posters, "
+              f"{strategy.num_replicas_in_sync} replica(s), {train.num_pipelines} input pipeline(s)", flush=True)
+        with strategy.scope():
+            model = build_model(config.model, len(vocabulary))
+        _train_phases(model, state, train, evaluation, config, strategy, work, callbacks)
+        if not chief:  # every worker saves (collectives may run in it); only the chief's export is published
+            _export_and_discard(model, config, vocabulary)
+            return {"chief": False, "seconds": round(time.time() - started, 1)}
+        summary = _summary(config, data_dir, out_dir, work, state, strategy, train, evaluation)
         summary["model_version"] = _write_outputs(model, config, data_dir, out_dir, summary)
-    _mark_finished(work, state)
+        _mark_finished(work, state)
+    finally:
+        work.close()
     summary["seconds"] = round(time.time() - started, 1)
-    if is_chief():
-        storage.write_json(storage.join(out_dir, TRAIN_SUMMARY_FILE), summary)
+    storage.write_json(storage.join(out_dir, TRAIN_SUMMARY_FILE), summary)
     return summary
 
 
-def _read_data(data_dir: str, input_size: int) -> tuple[list[str], PosterSplit, PosterSplit]:
-    vocabulary = read_genre_vocabulary(data_dir)
-    train, evaluation = (read_split(data_dir, split, vocabulary, input_size) for split in ("train", "eval"))
-    if len(evaluation) <= 10:
-        raise TrainingDataError(f"the eval split has {len(evaluation)} posters; retrieval@10 needs more than 10: "
+def _open_data(data_dir: str, vocabulary: list[str], config: Config, strategy, work: WorkDir,
+               chief: bool) -> tuple[TrainInput, EvalInput | None]:
+    """The streamed train split (this worker's input pipelines) and, on the chief, the eval split."""
+    size = config.model.input_size
+    train = streaming.open_train(data_dir, vocabulary, size, config.train.input_pipelines, strategy, work.path("cache"))
+    if not chief:
+        return train, None
+    evaluation = streaming.open_eval(data_dir, vocabulary, size, work.path("cache", "eval"))
+    if evaluation.examples <= 10:
+        raise TrainingDataError(f"the eval split has {evaluation.examples} posters; retrieval@10 needs more than 10: "
                                 "raise preprocess.eval_fraction or add posters")
-    return vocabulary, train, evaluation
+    return train, evaluation
 
 
-def _work_dir(work: str) -> str:
-    if is_chief():
-        return work
-    # Other workers keep their checkpoints apart; only the chief's are read back.
-    return storage.join(work, f"worker-{json.loads(os.environ['TF_CONFIG'])['task']['index']}")
+def _export_and_discard(model, config: Config, vocabulary: list[str]) -> None:
+    scratch = tempfile.mkdtemp(prefix="posters-worker-export-")
+    try:
+        export_model(embedding_model(model), os.path.join(scratch, "model"), config.model.backbone,
+                     config.model.input_size, vocabulary)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _train_phases(model, state: dict, train: PosterSplit, evaluation: PosterSplit, config: Config, strategy,
-                  work: str, callbacks) -> None:
-    """Baseline metrics, then each phase not finished yet (a finished one's weights are loaded instead)."""
-    size, verbose = config.model.input_size, 1 if sys.stdout.isatty() else 2
+def _train_phases(model, state: dict, train: TrainInput, evaluation: EvalInput | None, config: Config, strategy,
+                  work: WorkDir, callbacks) -> None:
+    """Baseline metrics, then each phase not finished yet (a finished one's weights are loaded instead).
+
+    Only the chief evaluates and writes the state (`evaluation` is None on the other workers).
+    """
+    verbose = 1 if sys.stdout.isatty() else 2
     eval_batch = global_batch_size(config.train.per_replica_batch_size, strategy)
     metrics = state["metrics"]
-    if "baseline" not in metrics:
-        metrics["baseline"] = evaluate_embedding(backbone_features_model(model), evaluation, size, eval_batch,
+    if "baseline" not in metrics and evaluation:
+        metrics["baseline"] = evaluate_embedding(backbone_features_model(model), evaluation, eval_batch,
                                                  state["vocabulary"])
-        storage.write_json(storage.join(work, STATE_FILE), state)
+        write_state(work, state)
     for phase, train_phase in (("phase1", train_genres), ("phase2", train_metric)):
         if phase in state["phases"]:
             model.load_weights(_weights_path(work, phase))
@@ -166,21 +212,24 @@ def _train_phases(model, state: dict, train: PosterSplit, evaluation: PosterSpli
         model.save_weights(_weights_path(work, phase))
         state["phases"][phase] = {**info, "seconds": round(time.time() - phase_started, 1),
                                   "resumed_at_epoch": resumed}
-        metrics[phase] = evaluate_embedding(embedding_model(model), evaluation, size, eval_batch, state["vocabulary"])
-        storage.write_json(storage.join(work, STATE_FILE), state)
+        if evaluation:
+            metrics[phase] = evaluate_embedding(embedding_model(model), evaluation, eval_batch, state["vocabulary"])
+            write_state(work, state)
 
 
-def _summary(config: Config, data_dir, out_dir, work, state, strategy, train, evaluation) -> dict:
+def _summary(config: Config, data_dir, out_dir, work: WorkDir, state, strategy, train: TrainInput,
+             evaluation: EvalInput) -> dict:
     histories = {phase: read_history(work, phase) for phase in PHASES}
     outputs = (TRAIN_MODEL_DIR, EVAL_METRICS_FILE, TRAINING_CURVES_FILE, TRAIN_SUMMARY_FILE)
     return {
         "backbone": config.model.backbone, "input_size": config.model.input_size,
         "embedding_dim": config.model.embedding_dim, "genres": state["vocabulary"],
         "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-        "train_examples": len(train), "eval_examples": len(evaluation), "data": data_dir,
+        "train_examples": train.examples, "eval_examples": evaluation.examples, "data": data_dir,
+        "input_pipelines": train.num_pipelines,
         "phases": {phase: {**state["phases"][phase], "history": histories[phase]} for phase in PHASES},
         "eval_metrics": {name: state["metrics"][name] for name in ("baseline", *PHASES)},
-        "outputs": {name: storage.join(out_dir, name) for name in outputs} | {"work": work},
+        "outputs": {name: storage.join(out_dir, name) for name in outputs} | {"work": work.uri},
     }
 
 
@@ -195,14 +244,18 @@ def _write_outputs(model, config: Config, data_dir: str, out_dir: str, summary: 
     return meta["model_version"]
 
 
-def _mark_finished(work: str, state: dict) -> None:
+def _mark_finished(work: WorkDir, state: dict) -> None:
     state["finished"] = True
-    storage.write_json(storage.join(work, STATE_FILE), state)
     for phase in PHASES:  # only a resume needs them; the export holds the trained model
-        storage.delete_tree(_weights_path(work, phase))
+        if os.path.exists(_weights_path(work, phase)):
+            os.remove(_weights_path(work, phase))
+    shutil.rmtree(work.path("cache"), ignore_errors=True)  # the streamed input's local copies
+    write_state(work, state)
 
 
 def summary_text(summary: dict) -> str:
+    if not summary.get("chief", True):
+        return f"train: this worker's part done in {summary['seconds']} s; the chief writes the outputs"
     lines = [f"train: {summary['backbone']} → {summary['outputs'][TRAIN_MODEL_DIR]} (model_version "
              f"{summary.get('model_version')}) in {summary['seconds']} s on {summary['replicas']} replica(s)",
              "eval split retrieval, cosine:  precision@10  map@10"]

@@ -10,6 +10,7 @@ BENCHMARKS = {
     "scale": ("pipelines.bench.scale:main", "index, candidates and the overlap report at growing N: time, memory"),
     "check-gpu": ("pipelines.bench.check_gpu:main", "a tiny job: fails unless TensorFlow on the workers sees a GPU"),
     "scale-catalog": ("pipelines.bench.scale_catalog:main", "catalog read, preprocess, embed at growing N: time, RSS"),
+    "train-input": ("trainer.input_bench:main", "streamed train input vs the same batches from in-memory tensors"),
 }
 
 

@@ -95,12 +95,13 @@ def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray, k: int = 10,
     if len(labels) <= k:
         raise ValueError(f"retrieval@{k} needs more than {k} eval posters, got {len(labels)}")
     names = list(genres) if genres is not None else [str(g) for g in range(labels.shape[1])]
-    order = nearest_neighbours(embeddings, len(labels) - 1)  # every other row, in rank order
+    vectors = normalise(embeddings)
     overall: dict[str, list] = {name: [] for name in ("precision", "recall", "ap", "ndcg", "map_r")}
     per_genre = {g: {name: [] for name in overall} for g in range(labels.shape[1])}
     label_float = labels.astype(np.float32)
-    for start in range(0, len(labels), QUERY_CHUNK):
-        rows = order[start:start + QUERY_CHUNK]
+    for start in range(0, len(labels), QUERY_CHUNK):  # memory O(QUERY_CHUNK × N), never N × N
+        queries = np.arange(start, min(start + QUERY_CHUNK, len(labels)))
+        rows = top_k(vectors[queries], vectors, len(labels) - 1, exclude=queries)  # every other row, ranked
         shares = (label_float[start:start + len(rows)] @ label_float.T > 0)
         for name, values in ranking_scores(np.take_along_axis(shares, rows, axis=1), k).items():
             overall[name].append(values)

@@ -91,15 +91,23 @@ def _write_metadata(out_dir: str, num_genres: int) -> None:
     metadata_io.write_metadata(metadata, os.path.join(out_dir, TRANSFORMED_METADATA_DIR))
 
 
+def _subset(split: PosterSplit, rows) -> PosterSplit:
+    return PosterSplit(split.title_ids[rows], split.images[rows], split.labels[rows], split.primary_genre[rows])
+
+
 def write_preprocess_output(out_dir: str, genres=GENRES, n_train: int = 48, n_eval: int = 24, size: int = 32,
-                            seed: int = 0, label_width: int | None = None) -> str:
-    """Writes the layout under `out_dir` and returns it. `label_width` ≠ len(genres) makes a mismatched output."""
+                            seed: int = 0, label_width: int | None = None, shards: int = 1) -> str:
+    """Writes the layout under `out_dir` and returns it. `label_width` ≠ len(genres) makes a mismatched output.
+
+    Each split is written as `shards` files, poster i in shard i % shards.
+    """
     width = len(genres) if label_width is None else label_width
     splits = {PREPROCESS_TRAIN_PREFIX: poster_split(n_train, width, size, seed),
               PREPROCESS_EVAL_PREFIX: poster_split(n_eval, width, size, seed + 1)}
     for prefix, split in splits.items():
-        if len(split):
-            _write_shard(os.path.join(out_dir, f"{prefix}-00000-of-00001.tfrecord.gz"), split)
+        for shard in range(shards if len(split) else 0):
+            _write_shard(os.path.join(out_dir, f"{prefix}-{shard:05d}-of-{shards:05d}.tfrecord.gz"),
+                         _subset(split, np.arange(shard, len(split), shards)))
     assets = os.path.join(out_dir, TRANSFORM_FN_DIR, "assets")
     os.makedirs(assets, exist_ok=True)
     with open(os.path.join(assets, GENRE_VOCABULARY_NAME), "w") as handle:

@@ -96,3 +96,4 @@ def test_bad_class_ids_are_an_error(class_ids, message):
         next(pk_batches(class_ids, 2, 2))
 
 
+

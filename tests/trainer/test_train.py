@@ -17,6 +17,7 @@ import pytest
 from pipelines.common.exported_model import load_exported_model
 from tests.trainer.fixtures import poster_split, write_preprocess_output, write_tiny_config
 from trainer import train
+from trainer.work_dir import WorkDir, WorkDirError
 
 KILL_EXIT_CODE = 17
 RESUME_TOLERANCE = 1e-4  # on unit-norm embeddings
@@ -134,7 +135,7 @@ def test_labels_that_do_not_match_the_vocabulary_are_a_clear_error(tmp_path, con
 
 def test_an_unfinished_run_on_another_vocabulary_is_not_resumed(tmp_path, data, config_file, capsys):
     out = tmp_path / "out"
-    train.start_or_resume(str(out / "work"), "earlier-run", ["Western", "Musical"], fresh=False)
+    train.start_or_resume(WorkDir(str(out / "work")), "earlier-run", ["Western", "Musical"], fresh=False)
     assert train.main(["--config", config_file, "--data", data, "--out", str(out)]) == 1
     assert "another genre vocabulary (2 genres, now 4)" in capsys.readouterr().err
 
@@ -172,9 +173,89 @@ def test_an_out_that_is_inside_or_holds_the_data_is_refused(tmp_path, data, conf
     assert sorted(os.listdir(data)) == before
 
 
+def test_killed_mid_epoch_resumes_from_a_gcs_work_dir(finished, data, config_file, gcs_emulator):
+    """The kill test with OUT (and so OUT/work) on gs://: the checkpoints are mirrored there after every epoch."""
+    from pipelines.common import storage
+
+    out = gcs_emulator.uri("run")
+    killed = subprocess.run([sys.executable, "-m", "tests.trainer.test_train", "kill", data, out, config_file],
+                            cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    assert killed.returncode == KILL_EXIT_CODE, killed.stderr[-3000:]
+    work = storage.join(out, "work")
+    assert storage.read_json(storage.join(work, "phase1", "backup", "training_metadata.json"))["epoch"] == 1
+    assert storage.exists(storage.join(work, "_POSTERS_TRAIN_WORK"))
+    assert not storage.exists(storage.join(out, "model", "_SUCCESS"))
+
+    assert train.main(["--config", config_file, "--data", data, "--out", out]) == 0
+    summary = storage.read_json(storage.join(out, "train_summary.json"))
+    assert summary["phases"]["phase1"]["resumed_at_epoch"] == 1
+    assert len(summary["phases"]["phase1"]["history"]["loss"]) == 2
+    posters = list(poster_split(16, seed=5).images)
+    resumed, _ = load_exported_model(storage.join(out, "model"))
+    uninterrupted, _ = load_exported_model(os.path.join(finished[0], "model"))
+    np.testing.assert_allclose(resumed(posters), uninterrupted(posters), atol=RESUME_TOLERANCE)
+    assert storage.read_json(storage.join(work, "state.json"))["finished"] is True
+    # BackupAndRestore removed its backup at the end, and the mirror removed it on gs:// too; the logs stay.
+    assert not storage.exists(storage.join(work, "phase1", "backup", "training_metadata.json"))
+    assert storage.list_files(storage.join(work, "logs"))
+
+
+def test_a_non_empty_work_dir_the_trainer_did_not_make_is_refused(tmp_path, data, config_file, capsys, monkeypatch):
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    assert train.main(["--config", config_file, "--data", data, "--out", str(tmp_path / "out"), "--work", "."]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("posters train: ") and len(err.strip().splitlines()) == 1
+    assert "is not empty and was not made by posters train" in err and "notes.txt" in err
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def _tree(root) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(folder, name), root) for folder, _, names in os.walk(root)
+                  for name in names)
+
+
+def test_a_fresh_start_deletes_only_what_the_trainer_writes(tmp_path):
+    work = WorkDir(str(tmp_path / "work"))
+    work.claim()
+    owned = ["state.json", "phase1/backup/latest.weights.h5", "phase2/history.csv", "logs/phase1/events",
+             "cache/train-0/genre-0000.tfrecord", "phase1.weights.h5"]
+    theirs = ["notes.txt", "worker-1/state.json", "phase1-notes/a.txt"]  # a user's, another worker's, a look-alike
+    for name in owned + theirs:
+        os.makedirs(os.path.dirname(work.path(name)), exist_ok=True)
+        with open(work.path(name), "w") as handle:
+            handle.write("x")
+    train.start_or_resume(work, "a-fingerprint", ["Action"], fresh=True)
+    assert _tree(work.local) == sorted(["_POSTERS_TRAIN_WORK", "state.json", *theirs])
+
+
+def test_a_gcs_work_dir_is_claimed_and_cleared_like_a_local_one(gcs_emulator):
+    from pipelines.common import storage
+
+    foreign = WorkDir(gcs_emulator.uri("someone-else"))
+    storage.write_bytes(gcs_emulator.uri("someone-else/data.csv"), b"x")
+    with pytest.raises(WorkDirError, match="not made by posters train"):
+        foreign.claim()
+    work = WorkDir(gcs_emulator.uri("work"))
+    work.claim()
+    for name in ("phase1/backup/latest.weights.h5", "state.json", "notes.txt"):
+        storage.write_bytes(storage.join(work.uri, name), b"x")
+    work.restore()
+    assert _tree(work.local) == ["phase1/backup/latest.weights.h5", "state.json"]  # owned names only
+    work.clear()
+    assert storage.list_files(work.uri) == [gcs_emulator.uri(f"work/{name}") for name in ("_POSTERS_TRAIN_WORK",
+                                                                                           "notes.txt")]
+    work.close()
+    assert not os.path.exists(work.local)
+
+
 def _train_until_killed(data: str, out: str, config_file: str) -> None:
     from pipelines.config import load_config
 
+    if os.environ.get("STORAGE_EMULATOR_HOST"):  # the gs:// test: anonymous credentials, as tests/conftest.py does
+        from apache_beam.internal.gcp import auth
+
+        auth._Credentials._credentials_init, auth._Credentials._credentials = True, None
     train.run(load_config(config_file), data, out, callbacks=[KillMidEpoch()])
     sys.exit("the training was expected to be killed")
 

@@ -169,3 +169,16 @@ def test_genre_pair_distances_and_separation_by_hand():
     assert result["mean_same"] == pytest.approx(4 / 3, abs=1e-4) and result["mean_different"] == pytest.approx(1.0)
     assert separation(np.array([0.1, 0.2]), np.array([0.1, 0.9]))["auc"] == pytest.approx((0.5 + 1 + 0 + 1) / 4)
     assert separation(np.array([]), np.array([1.0]))["auc"] is None
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_queries_scored_in_chunks_give_the_same_measures(monkeypatch, chunk):
+    """Memory is O(chunk × N): the chunked computation must equal one chunk holding every query."""
+    from pipelines.common import retrieval_metrics as measures
+
+    rng = np.random.default_rng(2)
+    embeddings = rng.normal(size=(150, 6)).astype(np.float32)
+    labels = (rng.random((150, 5)) < 0.25).astype(np.float32)
+    whole = measures.retrieval_metrics(embeddings, labels)
+    monkeypatch.setattr(measures, "QUERY_CHUNK", chunk)
+    assert measures.retrieval_metrics(embeddings, labels) == whole

@@ -1,0 +1,99 @@
+"""Two local workers under MultiWorkerMirroredStrategy train like one worker at the same global batch.
+
+Both workers run the real command, `posters train`, with TF_CONFIG naming two localhost ports; the train split has
+two shards and `train.input_pipelines=2`, so each worker streams one shard (file sharding) and contributes half of
+every global batch. One worker with the same two input pipelines, at the same global batch, run beside them, is the
+reference: same losses in both phases, the same exported model. Only the chief writes outputs and the work directory.
+
+The reference runs under MirroredStrategy on its one CPU, not the default strategy: under any tf.distribute strategy
+Keras 3.15's `fit` draws one batch to build the model symbolically (`_maybe_symbolic_build`) and does not train on it,
+so a strategy-less run would train on one batch more at the start of every phase.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipelines.common.exported_model import load_exported_model
+from tests.trainer.fixtures import poster_split, write_preprocess_output, write_tiny_config
+
+SUBPROCESS_TIMEOUT_S = 600  # generous: only a hang gets there, and it must not stall CI
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Global batch 16 in both phases (phase 1: 8 per worker; phase 2: P×K = 4×4, 2 genres × 4 per input pipeline); a
+# wide margin keeps phase 2's loss, and so its gradients, away from zero on these easy posters.
+SHARED = ["--set", "train.steps_per_epoch=3", "--set", "train.input_pipelines=2", "--set", "train.triplet_margin=1.0"]
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multi_worker")
+    data = write_preprocess_output(str(root / "data"), shards=2)
+    config = write_tiny_config(str(root / "tiny.yaml"))
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    train_command = [sys.executable, "-m", "pipelines.cli", "train", "--config", config, "--data", data, *SHARED]
+    two_workers = [*train_command, "--out", str(root / "two_workers"), "--set", "train.strategy=multi_worker",
+                   "--set", "train.per_replica_batch_size=8"]
+    one_worker = [*train_command, "--out", str(root / "one_worker"), "--set", "train.strategy=mirrored",
+                  "--set", "train.per_replica_batch_size=16"]
+    # Deterministic kernels: phase 2's semi-hard mining would turn a reduction-order difference into a visible one.
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_DETERMINISTIC_OPS": "1"}
+    runs = [(two_workers, {**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker",
+                                                                                      "index": index}})})
+            for index in range(2)] + [(one_worker, env)]
+    processes = [subprocess.Popen(command, cwd=REPO, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for command, run_env in runs]
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=SUBPROCESS_TIMEOUT_S)[0])
+    finally:
+        for process in processes:
+            process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    return {"two": str(root / "two_workers"), "one": str(root / "one_worker"), "outputs": outputs}
+
+
+def _summary(out: str) -> dict:
+    with open(os.path.join(out, "train_summary.json")) as handle:
+        return json.load(handle)
+
+
+def test_two_workers_train_with_the_losses_of_one_at_the_same_global_batch(runs):
+    two, one = _summary(runs["two"]), _summary(runs["one"])
+    assert (two["strategy"], two["replicas"]) == ("KerasMultiWorkerMirroredStrategy", 2)
+    assert (one["strategy"], one["replicas"]) == ("MirroredStrategy", 1)
+    for phase in ("phase1", "phase2"):
+        assert two["phases"][phase]["global_batch"] == one["phases"][phase]["global_batch"] == 16
+        assert len(one["phases"][phase]["history"]["loss"]) == 2
+        np.testing.assert_allclose(two["phases"][phase]["history"]["loss"], one["phases"][phase]["history"]["loss"],
+                                   rtol=1e-4)
+    assert min(one["phases"]["phase2"]["history"]["loss"]) > 0.1  # phase 2 moved the weights: something compared
+
+
+def test_two_workers_export_the_model_one_worker_exports(runs):
+    posters = list(poster_split(16, seed=5).images)
+    two, _ = load_exported_model(os.path.join(runs["two"], "model"))
+    one, _ = load_exported_model(os.path.join(runs["one"], "model"))
+    np.testing.assert_allclose(two(posters), one(posters), atol=1e-4)
+
+
+def test_only_the_chief_writes_outputs_and_the_work_directory(runs):
+    assert sorted(os.listdir(runs["two"])) == sorted(os.listdir(runs["one"]))
+    work_entries = [sorted(os.listdir(os.path.join(runs[run], "work"))) for run in ("two", "one")]
+    assert work_entries[0] == work_entries[1]
+    assert "train:" in runs["outputs"][0] and "precision@10" not in runs["outputs"][1]  # the summary is the chief's
