@@ -68,8 +68,8 @@ MODEL_META_FILE = "model_meta.json"
 SERVING_SIGNATURE = "serving_default"
 SERVING_INPUT = "image_bytes"
 SERVING_OUTPUT = "embedding"
-# A second signature on decoded pixels (uint8 [None, input_size, input_size, 3] → the same embedding): for
-# callers that decode themselves (benchmarks of the bare model).
+# A second signature on decoded pixels (uint8 [None, input_size, input_size, 3] → the same embedding), in
+# exports made by `posters export-model`: for callers that decode themselves (benchmarks of the bare model).
 PIXELS_SIGNATURE = "embed_pixels"
 PIXELS_INPUT = "pixels"
 EMBEDDING_METRIC = "angular"

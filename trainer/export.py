@@ -66,10 +66,12 @@ def model_version(embedder: keras.Model, backbone: str, input_size: int) -> str:
 
 
 def export_model(embedder: keras.Model, out_uri: str, backbone: str, input_size: int, genres: list[str],
-                 extra_meta: dict | None = None) -> dict:
+                 extra_meta: dict | None = None, pixel_signature: bool = False) -> dict:
     """Writes the SavedModel and `model_meta.json` to `out_uri` (local or gs://), replacing it whole.
 
     `embedder` maps pixels [B, size, size, 3] in [0, 255] to unit vectors [B, dim]. Returns the meta.
+    `pixel_signature` adds `PIXELS_SIGNATURE` (decoded pixels in; the benchmarks' bare model), which costs a
+    second trace of the whole graph: `posters export-model` asks for it, `posters train` does not.
     """
     module = PosterServing(embedder, input_size)
     meta = {
@@ -87,8 +89,10 @@ def export_model(embedder: keras.Model, out_uri: str, backbone: str, input_size:
     staging = storage.staging_uri(out_uri)
     local = staging if not storage.is_gcs(out_uri) else tempfile.mkdtemp(prefix="poster-export-")
     try:
-        tf.saved_model.save(module, local, signatures={SERVING_SIGNATURE: module.serve,
-                                                          PIXELS_SIGNATURE: module.embed_pixels})
+        signatures = {SERVING_SIGNATURE: module.serve}
+        if pixel_signature:
+            signatures[PIXELS_SIGNATURE] = module.embed_pixels
+        tf.saved_model.save(module, local, signatures=signatures)
         with open(os.path.join(local, MODEL_META_FILE), "w") as handle:
             json.dump(meta, handle, indent=2, sort_keys=True)
         if storage.is_gcs(out_uri):
@@ -131,7 +135,7 @@ def main(argv: list[str]) -> int:
     except BackboneError as err:
         parser.exit(2, f"posters export-model: {err}\n")
     meta = export_model(embedder, args.out, config.model.backbone, config.model.input_size,
-                        [f"genre_{i}" for i in range(args.genres)], extra_meta={"trained": False})
+                        [f"genre_{i}" for i in range(args.genres)], extra_meta={"trained": False}, pixel_signature=True)
     print(f"exported {config.model.backbone} at {config.model.input_size}px (untrained, model_version "
           f"{meta['model_version']}) to {args.out}")
     return 0

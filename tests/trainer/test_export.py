@@ -36,7 +36,8 @@ def _poster(seed: int, fmt: str, size=(45, 60)) -> bytes:
 def exported(tmp_path_factory):
     embedder = _embedder()
     out = str(tmp_path_factory.mktemp("export") / "model")
-    meta = export_model(embedder, out, "tiny_cnn", SIZE, GENRES, extra_meta={"trained_on": "fixture"})
+    meta = export_model(embedder, out, "tiny_cnn", SIZE, GENRES, extra_meta={"trained_on": "fixture"},
+                        pixel_signature=True)
     return embedder, out, meta
 
 
@@ -123,6 +124,9 @@ def test_export_model_command_writes_an_untrained_export_of_the_config(tmp_path,
     embed, meta = load_exported_model(out)
     assert (meta["trained"], meta["input_size"], meta["dim"], len(meta["genres"])) == (False, SIZE, 16, 3)
     vectors = embed([_poster(0, "JPEG"), _poster(1, "PNG")])
+    from pipelines.contracts import PIXELS_SIGNATURE
+
+    assert PIXELS_SIGNATURE in tf.saved_model.load(out).signatures  # the benchmarks' bare model
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert meta["model_version"] in capsys.readouterr().out
 
