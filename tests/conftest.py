@@ -81,12 +81,3 @@ def fake_gcs(monkeypatch):
         yield GcsServer(client, bucket)
     finally:
         server.stop()
-
-
-# The few tests that take most of a minute run first, so the workers of `pytest -n` do not end waiting on one.
-SLOW_FIRST = ("test_nasnet_large_builds", "test_metric_learning_beats", "test_two_workers_train",
-              "test_semi_hard_negatives_are_mined", "test_mirrored_uses_every_logical_cpu", "test_demo_runs")
-
-
-def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: not item.name.startswith(SLOW_FIRST))
