@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 OUR_PACKAGES = ("pipelines", "trainer", "configs")
 # "pipelines.embed.pipeline:main" in cli.py, "pipelines.preprocess.pipeline" handed to importlib: imports by name.
 DOTTED_NAME = re.compile(r"^(?:pipelines|trainer)(?:\.\w+)+(?::\w+)?$")
-NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", ".venv-airflow", "build", "dist", "*.egg-info", "__pycache__", "demo_out",
-                                    "bench_out", ".pytest_cache")
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", ".venv-airflow", "build", "dist", "*.egg-info", "__pycache__",
+                                    "demo_out", "bench_out", ".pytest_cache")
 
 
 def _module_file(module: str) -> str | None:
