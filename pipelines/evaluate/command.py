@@ -17,7 +17,6 @@ give the same evaluation. The output directory is written to staging and publish
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ import numpy as np
 from pipelines.common import retrieval_metrics as rm
 from pipelines.common import storage
 from pipelines.common.command_line import command_parser, parse_command
+from pipelines.common.splits import is_eval
 from pipelines.config import Config
 from pipelines.contracts import (
     EVAL_METRICS_FILE,
@@ -44,11 +44,6 @@ from pipelines.evaluate.report import PosterRow, PosterTile, report_html, thumbn
 
 GRID_NEIGHBOURS = 8
 TRAIN_EMBEDDINGS = ("baseline", "phase1", "phase2")
-
-
-def is_eval_title(title_id: str, eval_fraction: float) -> bool:
-    """The preprocess' split rule (pipelines.preprocess.pipeline.is_eval; a test holds the two together)."""
-    return int.from_bytes(hashlib.sha256(title_id.encode("utf-8")).digest()[:8], "big") / 2 ** 64 < eval_fraction
 
 
 class Posters:
@@ -226,7 +221,7 @@ def eval_split_rows(embeddings: Embeddings, config: Config) -> list[int]:
     sample of `retrieval_max_queries` when there are more."""
     k, fraction, split = config.evaluate.k, config.preprocess.eval_fraction, config.evaluate.retrieval_split
     rows = [r for r, t in enumerate(embeddings.title_ids)
-            if embeddings.genres[r] and (split == "all" or is_eval_title(t, fraction))]
+            if embeddings.genres[r] and (split == "all" or is_eval(t, fraction))]
     if len(rows) <= k:
         raise ValueError(f"only {len(rows)} embedded titles with genres are in evaluate.retrieval_split {split!r} "
                          f"(preprocess.eval_fraction {fraction}); retrieval@{k} needs more than {k}: lower "

@@ -22,7 +22,6 @@ rest of the output goes wherever Beam can write.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog
 from pipelines.common.catalog_rows import ValidateCatalogRows
 from pipelines.common.command_line import command_parser, make_pipeline, parse_command
 from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteRejects
+from pipelines.common.splits import is_eval
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import (
     FEATURE_IMAGE,
@@ -71,13 +71,6 @@ STATS_SECTIONS = {"accepted": 0, "genre_counts": {}, "converted_to_rgb": {}, "du
 
 
 # --- plain functions ---------------------------------------------------------------------------------------
-
-def is_eval(title_id: str, eval_fraction: float) -> bool:
-    """The stable split: a title is in eval when the sha256 of its id, read as a fraction of 2**64, is below
-    `eval_fraction` — the same on every run, worker and machine, and independent of the catalog's order."""
-    digest = hashlib.sha256(title_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2 ** 64 < eval_fraction
-
 
 # --- pipeline parts ----------------------------------------------------------------------------------------
 

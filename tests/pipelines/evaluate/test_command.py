@@ -90,14 +90,6 @@ def test_too_few_eval_titles_is_an_error_that_says_what_to_change(inputs, capsys
     assert "evaluate.retrieval_split=all" in capsys.readouterr().err
 
 
-def test_the_eval_split_is_the_preprocess_split():
-    from pipelines.preprocess.pipeline import is_eval
-
-    ids = [f"tt{i:07d}" for i in range(500)]
-    assert [command.is_eval_title(t, 0.2) for t in ids] == [is_eval(t, 0.2) for t in ids]
-    assert 60 < sum(command.is_eval_title(t, 0.2) for t in ids) < 140
-
-
 def test_label_matrix_orders_the_genres():
     labels, vocabulary = command.label_matrix([["Drama", "Action"], ["Action"]])
     assert vocabulary == ["Action", "Drama"] and np.array_equal(labels, [[1, 1], [1, 0]])

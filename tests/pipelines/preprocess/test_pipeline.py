@@ -21,6 +21,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from pipelines.common import storage
 from pipelines.common.catalog import CatalogRow
 from pipelines.common.catalog_rows import ValidateCatalogRows, resolve_duplicates
+from pipelines.common.splits import is_eval
 from pipelines.config import Config, PreprocessConfig
 from pipelines.contracts import (
     FEATURE_IMAGE,
@@ -36,7 +37,6 @@ from pipelines.contracts import (
     RejectReason,
 )
 from pipelines.preprocess import pipeline as preprocess
-from pipelines.preprocess.pipeline import is_eval
 from pipelines.preprocess.transform import make_preprocessing_fn, raw_feature_spec
 from pipelines.synthetic.catalog import ACCEPTED, BAD_KINDS, generate_catalog
 
