@@ -281,6 +281,10 @@ def evaluate(config: Config, args, staging: str) -> tuple[dict, dict[str, bytes]
 def run(argv: list[str] | None = None) -> dict:
     """Runs `posters evaluate` and returns the evaluation (also written to OUT/evaluation.json)."""
     args, config = _parse(sys.argv[1:] if argv is None else argv)
+    storage.check_output_location(args.out, {"--embeddings": args.embeddings, "--catalog": args.catalog,
+                                             "--model": args.model, "--history": args.history, "--index": args.index,
+                                             "--training": args.training, "--previous": args.previous,
+                                             "catalog.poster_root": config.catalog.poster_root})
     staging = storage.staging_uri(args.out)
     try:
         evaluation, charts, grids, mix = evaluate(config, args, staging)

@@ -93,3 +93,10 @@ def test_too_few_eval_titles_is_an_error_that_says_what_to_change(inputs, capsys
 def test_label_matrix_orders_the_genres():
     labels, vocabulary = command.label_matrix([["Drama", "Action"], ["Action"]])
     assert vocabulary == ["Action", "Drama"] and np.array_equal(labels, [[1, 1], [1, 0]])
+
+
+def test_an_out_that_holds_an_input_is_refused_before_any_work_and_the_input_kept(inputs, capsys):
+    before = sorted(p.name for p in (inputs["root"] / "embeddings").iterdir())
+    assert command.main(_argv(inputs, inputs["root"] / "embeddings")) == 1
+    assert "--out" in capsys.readouterr().err
+    assert sorted(p.name for p in (inputs["root"] / "embeddings").iterdir()) == before
