@@ -137,7 +137,8 @@ def test_every_catalog_row_is_an_embedding_or_a_reject_with_its_reason(first_run
 
 def test_too_many_rejects_fails_naming_reasons_and_publishes_nothing(model, catalog_dir, tmp_path):
     out = tmp_path / "embeddings"
-    with pytest.raises(ErrorBudgetExceeded, match=r"6 of 35 titles rejected .*top reasons: not_an_image 1"):
+    with pytest.raises(ErrorBudgetExceeded,
+                       match=r"6 of 35 titles rejected .*top reasons: no_poster 1, not_an_image 1"):
         run_embed(catalog_dir / "catalog.csv", model[0], out, "--set", "embed.max_reject_fraction=0.1")
     assert not out.exists()
 
