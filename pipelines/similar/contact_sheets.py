@@ -94,12 +94,12 @@ def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
     return text + "…"
 
 
-def _poster(uri: Optional[str], http: HttpConfig) -> Image.Image:
+def _poster(uri: Optional[str], http: HttpConfig | None = None) -> Image.Image:
     """The poster (any URI `fetch_poster` reads) fitted into POSTER_SIZE; a grey card saying so when it cannot be
     read."""
     card = Image.new("RGB", POSTER_SIZE, (200, 200, 200))
     try:
-        with Image.open(io.BytesIO(fetch_poster(uri, http).data)) as image:
+        with Image.open(io.BytesIO(fetch_poster(uri, http or HttpConfig()).data)) as image:
             fitted = ImageOps.contain(image.convert("RGB"), POSTER_SIZE)
         card.paste(fitted, ((POSTER_SIZE[0] - fitted.width) // 2, (POSTER_SIZE[1] - fitted.height) // 2))
     except Exception:  # noqa: BLE001 — a picture with one missing poster is still worth drawing

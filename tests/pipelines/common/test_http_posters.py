@@ -219,6 +219,17 @@ def test_conditional_reads_send_304s_to_their_own_output_and_count_them(server):
     assert server.body_bytes["/posters/a.jpg"] == 0
 
 
+def test_evaluate_and_similar_read_posters_by_url_through_the_same_fetch(server):
+    from pipelines.evaluate.command import Posters
+    from pipelines.similar.contact_sheets import POSTER_SIZE, _poster
+
+    posters = Posters({"t": server.url("/posters/a.jpg"), "gone": server.url("/missing")}, HTTP)
+    assert posters.get("t") == A and posters.get("gone") is None
+    card = _poster(server.url("/posters/a.jpg"), HTTP)
+    red, green, blue = card.getpixel((POSTER_SIZE[0] // 2, POSTER_SIZE[1] // 2))
+    assert red > 150 and green < 80 and blue < 100  # the poster's colour, not the grey "unreadable" card
+
+
 # --- settings -----------------------------------------------------------------------------------------------
 
 def test_http_settings_are_checked_and_name_the_key():
