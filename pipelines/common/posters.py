@@ -150,6 +150,8 @@ def fetch_poster(uri: str, http: HttpConfig, retries: int = 3, max_bytes: int | 
     anything else through `read_poster_bytes` (`retries`, `max_bytes`). Raises `PosterRejected`."""
     if not http_posters.is_http(uri):
         return FetchedPoster(read_poster_bytes(uri, retries, max_bytes=max_bytes), None)
+    if previous and previous.get("uri") != uri:  # the catalog moved the poster: another URL's validators mean nothing
+        previous = None
     try:
         fetched = http_posters.fetch_http_poster(uri, http, previous)
     except http_posters.HttpPosterFailed as failed:

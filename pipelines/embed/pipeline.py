@@ -100,10 +100,13 @@ def can_reuse(model_version: str, previous: dict | None) -> bool:
 def summary_line(stats: dict) -> str:
     reasons = top_reasons(stats) or "none"
     return (f"embed: {stats['read']} read → {stats['rows']} embeddings ({stats[NEW]} new, {stats[CHANGED]} changed, "
-            f"{stats[UNCHANGED]} unchanged carried over, {stats.get(NOT_MODIFIED, 0)} of them by HTTP 304), "
-            f"{stats['removed']} removed, "
+            f"{stats[UNCHANGED]} unchanged carried over{_by_304(stats)}), {stats['removed']} removed, "
             f"{stats.get(POSTER_BYTES_READ, 0):,} poster bytes read, {stats['rejected']} rejected "
             f"({reasons}); model {stats['model_version']}; {stats['seconds']} s → {stats['out']}")
+
+
+def _by_304(stats: dict) -> str:
+    return f", {stats[NOT_MODIFIED]} of them by HTTP 304" if stats.get(NOT_MODIFIED) else ""
 
 
 def _title_record(row: CatalogRow, image_sha256: str, poster_object: dict | None, status: str) -> dict:

@@ -173,6 +173,13 @@ def test_last_modified_alone_makes_the_request_conditional(server):
     assert server.body_bytes["/dated/a.jpg"] == len(A)  # the first download only
 
 
+def test_validators_recorded_for_another_url_are_not_sent(server):
+    recorded = fetch(server, "/posters/a.jpg").poster_object
+    server.reset()
+    assert fetch(server, "/moved/a.jpg", previous=recorded).data == A  # /moved/a.jpg redirects to /posters/a.jpg
+    assert all("If-None-Match" not in headers for _, headers in server.requests)
+
+
 def test_no_recorded_validators_means_a_plain_get(server):
     assert conditional_headers(None) == {} and conditional_headers({"etag": None, "last_modified": None}) == {}
     assert fetch(server, "/posters/a.jpg", previous={"etag": None}).data == A
