@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pipelines.common import storage
+from pipelines.contracts import STATS_FILE
 
 
 def _stage(module: str, function: str = "main"):
@@ -94,7 +95,7 @@ def _read_json_list(path: Path) -> list:
 
 
 def _summary(out: Path, paths: dict, timings: dict) -> dict:
-    stats = _read_json(paths["preprocessed"] / "stats.json")
+    stats = _read_json(paths["preprocessed"] / STATS_FILE)
     metrics = _read_json(paths["training"] / "eval_metrics.json")
     evaluation = _read_json(paths["evaluation"] / "evaluation.json")
     summary = {

@@ -3,7 +3,7 @@
     ReadCatalog → ValidateCatalogRows → ReadAndValidatePosters ─ genres → AnalyzeGenres (TFT) → WriteTransformFn
                           └────────── rejects ──────────┘        │                                       │ (written)
                                                                  └──────────── ToExamples ←──────────────┘ → WriteSplits
-    rejects → WriteRejects;  every branch → CountStats → stats.json
+    rejects → WriteRejects (`_rejects/`);  every branch → CountStats → `_stats.json`
 
 tensorflow-transform analyses only what it has to, title_id and genres (the genre vocabulary); no TFT batch holds
 a poster. `ToExamples` then makes each example where its poster already is, in batches: labels and primary genre
@@ -12,7 +12,7 @@ serving graph's own function (`PosterPng`), so no poster or pixel is shuffled or
 `image` feature to the transformed metadata TFT wrote, so the output's feature spec describes every feature.
 
 Everything is written under a staging directory beside `--out`; the launcher then checks the accounting
-(accepted + rejected = read) and the error budget, writes the final `stats.json` and publishes the directory.
+(accepted + rejected = read) and the error budget, writes the final `_stats.json` and publishes the directory.
 When too much is rejected nothing is published, and the staging directory is kept so the rejects can be read.
 
 tensorflow-transform writes its analysis and the `transform_fn` with TensorFlow's own file I/O, into a work

@@ -259,7 +259,7 @@ def test_runs_on_gcs_uris(gcs_emulator, tmp_path):
     files = storage.list_files(out)
     assert storage.join(out, SUCCESS_FILE) in files
     assert any(f.startswith(storage.join(out, "transform_fn/saved_model.pb")) for f in files)
-    assert [f for f in files if "/train/part" in f] and [f for f in files if "/rejects/part" in f]
+    assert [f for f in files if "/train/part" in f] and [f for f in files if f"/{REJECTS_DIR}/part" in f]
     assert not [f for f in storage.list_files(gcs_emulator.uri()) if "/.staging-" in f]
 
 
