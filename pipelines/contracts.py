@@ -55,6 +55,17 @@ GENRE_VOCABULARY_NAME = "genres"
 # Raw input of the preprocessing_fn, beside title_id and image (the validated poster's encoded bytes).
 RAW_FEATURE_GENRES = "genres"
 
+# Titles whose posters are byte-identical or near-identical form a split group, split as one (its group_id is the
+# group's smallest title_id; a title in no group splits by its own id): `pipelines.common.splits`. Written under
+# `duplicate_groups/`, one row per title in a group of two or more; evaluate reads it to split the same way.
+DUPLICATE_GROUPS_DIR = "duplicate_groups"
+DUPLICATE_GROUPS_SCHEMA = pa.schema([
+    ("title_id", pa.string()),
+    ("group_id", pa.string()),
+    ("image_sha256", pa.string()),
+    ("dhash", pa.string()),  # hex; null when near-duplicate grouping is off
+    ("split", pa.string()),  # "train" | "eval"
+])
 PREPROCESS_TRAIN_PREFIX = "train/part"
 PREPROCESS_EVAL_PREFIX = "eval/part"
 TRANSFORM_FN_DIR = "transform_fn"
