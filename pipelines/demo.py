@@ -66,6 +66,7 @@ def run_demo(config: str, out: Path, n: int, seed: int, overrides: list[str]) ->
     # The demo reports the gates; it does not enforce them (no --fail-on-gates).
     timed("evaluate", lambda: _stage("pipelines.evaluate.command")(
         common + ["--embeddings", str(paths["embeddings"]), "--catalog", catalog, "--model", model,
+                  "--preprocess", str(paths["preprocessed"]),
                   "--history", history, "--index", str(paths["index"]), "--training", str(paths["training"]),
                   "--out", str(paths["evaluation"])]))
     return _summary(out, paths, timings)

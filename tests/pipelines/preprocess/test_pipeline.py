@@ -3,6 +3,7 @@ staging → publish, the error budget, and the same run in multi_processing mode
 import csv
 import functools
 import glob
+import hashlib
 import json
 import os
 from collections import Counter
@@ -221,9 +222,13 @@ def test_tft_sees_genres_only_and_the_posters_are_resized_beside_it_by_the_servi
 def test_conversions_and_duplicate_images_are_counted(preprocessed):
     stats = preprocessed["stats"]
     assert stats["converted_to_rgb"] == {"L": 2, "CMYK": 2, "RGBA": 2, "P": 2}
-    copies = json.loads((preprocessed["root"] / "catalog" / "duplicates.json").read_text())
     # "copy" shares its poster file with a good generated title; the generator's identical copies share bytes
-    assert stats["duplicate_images"] == 1 + sum(copy["kind"] == "identical" for copy in copies)
+    accepted = {e[FEATURE_TITLE_ID].decode() for e in preprocessed["train"] + preprocessed["eval"]}
+    with open(preprocessed["catalog"], newline="") as handle:
+        uris = {row["title_id"]: row["poster_uri"] for row in csv.DictReader(handle)}
+    digests = Counter(hashlib.sha256((preprocessed["root"] / "catalog" / uris[t]).read_bytes()).digest()
+                      for t in accepted)
+    assert stats["duplicate_images"] == sum(n - 1 for n in digests.values()) > 1
     assert stats["duplicate_titles_kept_last"] == 0
 
 
