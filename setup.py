@@ -33,6 +33,8 @@ TEST = [
     "hypothesis>=6,<7",
     # The report's browser test drives headless Chromium over the DevTools protocol (websockets.sync).
     "websockets>=13,<18",
+    # The readers test: embeddings and candidates folders open in DuckDB as they are.
+    "duckdb==2.0.0",
 ]
 
 setup(

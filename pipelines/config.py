@@ -119,6 +119,15 @@ class PreprocessConfig(Section):
     vocab_frequency_threshold: Positive = 1
     num_shards: NonNegative = 0  # 0: let the runner decide
     read_retries: NonNegative = 3
+    # Leak-free splits: posters whose difference hashes (hash_size² bits) differ in at most this many bits are
+    # near-duplicates and split with their title's group (byte-identical posters always are); null: only
+    # byte-identical posters are grouped. 20 of 256 bits keeps the generator's re-encoded copies together and
+    # distinct posters apart (measured: copies ≤ 14 bits apart, distinct posters ≥ 37).
+    near_duplicate_max_distance: Optional[NonNegative] = 20
+    near_duplicate_hash_size: int = Field(16, ge=5, le=32)
+    # Rounds of label propagation that merge linked titles into groups; links still unsettled after them are
+    # counted in `_stats.json` (`unsettled_duplicate_links`) and make the run fail.
+    duplicate_group_rounds: Positive = 6
 
 
 class ModelConfig(Section):

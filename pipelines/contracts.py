@@ -68,12 +68,25 @@ GENRE_VOCABULARY_NAME = "genres"
 # Raw input of the preprocessing_fn, beside title_id and image (the validated poster's encoded bytes).
 RAW_FEATURE_GENRES = "genres"
 
+# Titles whose posters are byte-identical or near-identical form a split group, split as one (its group_id is the
+# group's smallest title_id; a title in no group splits by its own id): `pipelines.common.splits`. Written under
+# `duplicate_groups/`, one row per title in a group of two or more; evaluate reads it to split the same way.
+DUPLICATE_GROUPS_DIR = "duplicate_groups"
+DUPLICATE_GROUPS_SCHEMA = pa.schema([
+    ("title_id", pa.string()),
+    ("group_id", pa.string()),
+    ("image_sha256", pa.string()),
+    ("dhash", pa.string()),  # hex; null when near-duplicate grouping is off
+    ("split", pa.string()),  # "train" | "eval"
+])
 PREPROCESS_TRAIN_PREFIX = "train/part"
 PREPROCESS_EVAL_PREFIX = "eval/part"
 TRANSFORM_FN_DIR = "transform_fn"
 TRANSFORMED_METADATA_DIR = "transformed_metadata"
-REJECTS_DIR = "rejects"
-STATS_FILE = "stats.json"
+# Side files and folders beside data files start with "_": pyarrow.dataset, pyarrow.parquet.read_table(dir),
+# DuckDB and Spark skip such names, so an embeddings or candidates folder opens directly as a Parquet dataset.
+REJECTS_DIR = "_rejects"
+STATS_FILE = "_stats.json"
 SUCCESS_FILE = "_SUCCESS"
 
 # --- model export -----------------------------------------------------------------------------------------
@@ -136,7 +149,10 @@ def embed_output_schema(dim: int, model_version: str, metric: str = EMBEDDING_ME
     return schema.append(pa.field(POSTER_OBJECT_COLUMN, POSTER_OBJECT_TYPE, nullable=True))
 
 
-EMBEDDINGS_MANIFEST_FILE = "embeddings_manifest.json"
+EMBEDDINGS_MANIFEST_FILE = "_manifest.json"
+# Embeddings folders written before the side files were named with "_" (still read; such a folder does not open
+# as a Parquet dataset: `rejects/` and the JSON files sit among the data files).
+LEGACY_EMBEDDINGS_MANIFEST_FILE = "embeddings_manifest.json"
 
 # --- index ------------------------------------------------------------------------------------------------
 INDEX_MANIFEST_FILE = "manifest.json"
@@ -189,11 +205,12 @@ USER_CANDIDATES_SCHEMA = pa.schema([
 WATCH_HISTORY_COLUMNS = ("user_id", "title_id", "timestamp", "weight")
 
 # Candidates output layout: `<out>/item2item/part-*.parquet`, `<out>/user/part-*.parquet`,
-# `<out>/skipped/part-*.parquet` (watch rows and users that produced no query), `candidates_summary.json`.
+# `<out>/_skipped/part-*.parquet` (watch rows and users that produced no query), `_candidates_summary.json`:
+# `<out>/item2item` and `<out>/user` each open as a Parquet dataset; `<out>` itself holds only those two.
 ITEM2ITEM_DIR = "item2item"
 USER_CANDIDATES_DIR = "user"
-SKIPPED_DIR = "skipped"
-CANDIDATES_SUMMARY_FILE = "candidates_summary.json"
+SKIPPED_DIR = "_skipped"
+CANDIDATES_SUMMARY_FILE = "_candidates_summary.json"
 
 
 class SkipReason:

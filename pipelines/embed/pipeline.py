@@ -16,7 +16,7 @@ the model when the bytes read have the previous sha256; titles gone from the cat
 poster has no metadata to look up without a request: its GET is conditional on the ETag / Last-Modified recorded
 last time, and a 304 carries the title over without downloading the poster (counted: `not_modified`). The previous run
 meets the catalog in a CoGroupByKey, never as a side input (which every worker process would hold whole, and Beam
-rebuilds per bundle). Poster bytes read are counted (`poster_bytes_read`, a Beam counter and a key of stats.json).
+rebuilds per bundle). Poster bytes read are counted (`poster_bytes_read`, a Beam counter and a key of `_stats.json`).
 Catalog rows and posters are checked one at a time with the preprocess pipeline's own code (same reject reasons)
 before they reach a RunInference batch; the model's own graph decodes and resizes them. Everything is written to a
 staging directory; the launcher checks the accounting (embedded + carried + rejected = read) and the error budget,

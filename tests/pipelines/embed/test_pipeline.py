@@ -112,6 +112,23 @@ def test_output_has_contract_schema_metadata_and_a_manifest(first_run, model):
         assert ids == sorted(ids)
 
 
+def test_the_output_folder_opens_with_pyarrow_dataset_and_duckdb(first_run):
+    """`_rejects/`, `_manifest.json`, `_stats.json` and `_SUCCESS` sit beside the Parquet parts; standard readers
+    skip them and see exactly the rows the project's own reader sees."""
+    import duckdb
+    import pyarrow.dataset as ds
+
+    out, _ = first_run
+    assert {REJECTS_DIR, EMBEDDINGS_MANIFEST_FILE, STATS_FILE, SUCCESS_FILE} <= set(os.listdir(out))
+    assert all(name.startswith("_") or name.endswith(".parquet") for name in os.listdir(out))
+    expected = sorted(read_embeddings(str(out)).title_ids)
+    assert sorted(ds.dataset(str(out), format="parquet").to_table().column("title_id").to_pylist()) == expected
+    table = pq.read_table(out)
+    assert sorted(table.column("title_id").to_pylist()) == expected and table.schema.field("embedding").type.list_size
+    found = duckdb.sql(f"SELECT title_id, len(embedding) FROM read_parquet('{out}/*.parquet') ORDER BY title_id")
+    assert found.fetchall() == [(title, 16) for title in expected]
+
+
 def test_vectors_are_unit_norm_and_equal_the_exported_model(first_run, model, catalog_dir):
     rows = read_rows(first_run[0])
     title_ids = sorted(rows)
