@@ -248,6 +248,9 @@ class EvaluateConfig(Section):
     seed: int = 0  # random reference vectors, near-duplicate edits, samples, the random baseline, the map
     # Titles scored against each other: the preprocess' eval split (titles the model did not train on), or all.
     retrieval_split: Literal["eval", "all"] = "eval"
+    # Titles evaluated: a stable hash sample of about this many (every title of a smaller catalog); what the
+    # evaluation holds in memory grows with this, not with the catalog (docs/scaling.md).
+    max_titles: Positive = 50_000
     retrieval_max_queries: Positive = 3000  # titles scored against each other (a seeded sample above this)
     near_duplicate_posters: Positive = 200  # eval posters copied (4 edited copies each) to find their original
     reference_max_titles: Positive = 20_000  # trivial image features (read every poster) only up to this catalog size

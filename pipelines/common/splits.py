@@ -34,10 +34,10 @@ def split_of(title_id: str, eval_fraction: float, groups: Mapping[str, str] | No
     return EVAL if is_eval(key, eval_fraction) else TRAIN
 
 
-def read_duplicate_groups(preprocess_dir: str) -> dict[str, str]:
+def read_duplicate_groups(preprocess_dir: str, titles: set[str] | None = None) -> dict[str, str]:
     """title_id → group_id of the titles in a duplicate group, from a preprocess output (holds only titles that
-    share a poster with another). A preprocess output without `duplicate_groups/` (written before it existed)
-    is a ValueError that says to rerun preprocess."""
+    share a poster with another; with `titles`, only those of them, read one file at a time). A preprocess
+    output without `duplicate_groups/` (written before it existed) is a ValueError that says to rerun preprocess."""
     import pyarrow.parquet as pq
 
     directory = storage.join(preprocess_dir, DUPLICATE_GROUPS_DIR)
@@ -48,7 +48,9 @@ def read_duplicate_groups(preprocess_dir: str) -> dict[str, str]:
     groups = {}
     for path in files:
         table = pq.read_table(io.BytesIO(storage.read_bytes(path)), columns=["title_id", "group_id"])
-        groups.update(zip(table.column("title_id").to_pylist(), table.column("group_id").to_pylist()))
+        groups.update((title, group) for title, group in zip(table.column("title_id").to_pylist(),
+                                                             table.column("group_id").to_pylist())
+                      if titles is None or title in titles)
     return groups
 
 

@@ -3,7 +3,8 @@
     posters evaluate --embeddings URI --catalog URI --out DIR [--preprocess DIR] [--model URI] [--history URI]
                      [--index URI]                     [--training DIR] [--previous evaluation.json] [--fail-on-gates]
 
-    embeddings + catalog ─▶ retrieval by genre on the eval split: the embedding, random vectors, colour histogram,
+    embeddings ─▶ a stable sample of about evaluate.max_titles (pipelines.evaluate.sample; all of a small catalog)
+    sample + catalog     ─▶ retrieval by genre on the eval split: the embedding, random vectors, colour histogram,
                             colour thumbnail (and train's baseline/phase1/phase2 from --training)
                           ─▶ pair distances same-genre vs different-genre, separation
     + model              ─▶ near-duplicates: 4 edited copies of eval posters find their original in the catalog
@@ -11,12 +12,13 @@
                           ─▶ UMAP map, Embedding Projector export, similar-poster grids, the mix
                           ─▶ gates (pipelines.evaluate.gates) → evaluation.json, report.html, pictures/, projector/
 
-The eval split is the preprocess' own (`pipelines.common.splits`: a stable hash of the title's duplicate-poster
-group, read from `--preprocess DIR`'s `duplicate_groups/`, below `preprocess.eval_fraction`), so the numbers are
-for posters the model did not train on. Without --preprocess titles split by title_id alone, which puts a poster
-shared by titles of both splits on both sides (the report says so). Everything is seeded by `evaluate.seed`:
-the same inputs give the same evaluation. The output directory is written to staging and published whole
-(`_SUCCESS` last).
+Every measure is taken among the sampled titles, read in batches: the launcher holds the sample, never the whole
+catalog or its embeddings. The eval split is the preprocess' own (`pipelines.common.splits`: a stable hash of the
+title's duplicate-poster group, read from `--preprocess DIR`'s `duplicate_groups/`, below
+`preprocess.eval_fraction`), so the numbers are for posters the model did not train on. Without --preprocess
+titles split by title_id alone, which puts a poster shared by titles of both splits on both sides (the report says
+so). Everything is seeded by `evaluate.seed`: the same inputs give the same evaluation. The output directory is
+written to staging and published whole (`_SUCCESS` last).
 """
 from __future__ import annotations
 
@@ -41,10 +43,11 @@ from pipelines.contracts import (
     EVALUATION_REPORT_FILE,
     TRAINING_CURVES_FILE,
 )
-from pipelines.embed.reader import Embeddings, EmbeddingsError, read_embeddings
+from pipelines.embed.reader import Embeddings, EmbeddingsError
 from pipelines.evaluate import embedding_map, held_out, near_duplicates, pictures, reference
 from pipelines.evaluate.gates import check_gates
 from pipelines.evaluate.report import PosterRow, PosterTile, report_html, thumbnail_jpeg
+from pipelines.evaluate.sample import Sample, read_sample, sampled_catalog, sampled_watches
 
 GRID_NEIGHBOURS = 8
 TRAIN_EMBEDDINGS = ("baseline", "phase1", "phase2")
@@ -109,8 +112,9 @@ def retrieval_section(embeddings: Embeddings, rows: list[int], posters: Posters,
 
 
 def near_duplicate_section(embeddings: Embeddings, eval_rows: list[int], posters: Posters, model_uri: str,
-                           config: Config) -> dict:
-    """Recall@1/@10 of edited copies of eval posters against the whole catalog, for the model and the references."""
+                           config: Config, whole: bool = True) -> dict:
+    """Recall@1/@10 of edited copies of eval posters against every title of `embeddings` (the sample: the whole
+    catalog when `whole`), for the model and the references."""
     from pipelines.common.exported_model import load_exported_model
 
     embed, meta = load_exported_model(model_uri)
@@ -127,9 +131,11 @@ def near_duplicate_section(embeddings: Embeddings, eval_rows: list[int], posters
     result = {"posters": len(picked), "database": len(embeddings),
               "note": f"{len(picked)} {'eval ' if config.evaluate.retrieval_split == 'eval' else ''}posters × "
                       f"{len(near_duplicates.EDITS)} edits "
-                      f"({', '.join(near_duplicates.EDITS)}) queried against all {len(embeddings)} catalog titles",
+                      f"({', '.join(near_duplicates.EDITS)}) queried against "
+                      + (f"all {len(embeddings)} catalog titles" if whole else
+                         f"the {len(embeddings)} sampled titles (evaluate.max_titles)"),
               "embedding": near_duplicates.near_duplicate_recall(vectors, originals, embeddings.vectors, edits)}
-    if len(embeddings) <= config.evaluate.reference_max_titles:
+    if whole and len(embeddings) <= config.evaluate.reference_max_titles:
         catalog = [posters.get(t) for t in embeddings.title_ids]
         if any(p is None for p in catalog):
             result["note"] += "; image feature references left out (unreadable catalog posters)"
@@ -141,24 +147,27 @@ def near_duplicate_section(embeddings: Embeddings, eval_rows: list[int], posters
     return result
 
 
-def candidates_section(embeddings: Embeddings, history_uri: str, index_uri: Optional[str], config: Config) -> dict:
-    from pipelines.candidates.watch_history import WatchEvent, read_watch_history
-
-    rows = read_watch_history(history_uri)
-    events = [e for e in rows if isinstance(e, WatchEvent)]
+def candidates_section(embeddings: Embeddings, history_uri: str, index_uri: Optional[str], config: Config,
+                       whole: bool = True) -> dict:
+    """Candidates against held-out watches, on the watches of the titles in `embeddings` (the sample), searched
+    in the published index when the sample is the whole catalog, else exactly among the sampled titles."""
+    events, skipped = sampled_watches(history_uri, set(embeddings.title_ids))
     vectors = {t: embeddings.vectors[r] for r, t in enumerate(embeddings.title_ids)}
     genres = dict(zip(embeddings.title_ids, embeddings.genres))
-    if index_uri:
+    if index_uri and whole:
         from pipelines.index.loader import load_index
 
         index = load_index(index_uri, expected_model_version=embeddings.model_version)
         search, searched = index.search, f"index {index.version}"
     else:
         search, searched = held_out.exact_search(embeddings.title_ids, embeddings.vectors), "exact search"
+        if not whole:
+            searched = (f"exact search among the {len(embeddings)} sampled titles"
+                        + (" (the index holds titles outside the sample: not searched)" if index_uri else ""))
     result = held_out.evaluate_candidates(events, vectors, genres, search, config.evaluate.k,
                                           config.evaluate.holdout_last, config.candidates.recency_half_life_days,
                                           config.evaluate.seed)
-    return {**result, "searched": searched, "history": history_uri, "rows_skipped": len(rows) - len(events)}
+    return {**result, "searched": searched, "history": history_uri, "rows_skipped": skipped}
 
 
 def map_and_projector(embeddings: Embeddings, posters: Posters, staging: str, config: Config) -> tuple[dict, bytes]:
@@ -234,7 +243,8 @@ def eval_split_rows(embeddings: Embeddings, config: Config, groups: dict[str, st
     return _sample(rows, config.evaluate.retrieval_max_queries, config.evaluate.seed)
 
 
-def _header(args, embeddings: Embeddings, config: Config, eval_rows: list[int]) -> dict:
+def _header(args, sample: Sample, config: Config, eval_rows: list[int]) -> dict:
+    embeddings = sample.embeddings
     split = config.evaluate.retrieval_split
     titles = f"{len(eval_rows)} eval-split titles" if split == "eval" else f"{len(eval_rows)} titles (all splits)"
     if split == "eval":
@@ -244,6 +254,11 @@ def _header(args, embeddings: Embeddings, config: Config, eval_rows: list[int]) 
             "inputs": {"embeddings": args.embeddings, "catalog": args.catalog, "preprocess": args.preprocess,
                        "model": args.model,
                        "history": args.history, "index": args.index, "training": args.training},
+            "sample": {**sample.describe(), "note": (
+                "every title of the catalog" if sample.whole else
+                f"the {len(embeddings)} of {sample.catalog_titles} titles whose stable hash falls below "
+                f"{sample.fraction:.6f} (evaluate.max_titles {config.evaluate.max_titles}); every measure is "
+                "taken among them")},
             "retrieval_sample": {"split": split, "titles": len(eval_rows), "note": (
                 f"{titles}, each ranked against the others by cosine; relevant = shares a genre with the query (by "
                 "genre: carries that genre). Rows 'train …' are train's own eval-split figures for its three "
@@ -252,29 +267,28 @@ def _header(args, embeddings: Embeddings, config: Config, eval_rows: list[int]) 
 
 def evaluate(config: Config, args, staging: str) -> tuple[dict, dict[str, bytes], list, Optional[PosterRow]]:
     """Every measure the inputs allow → (evaluation, charts by name, similar-poster rows, the mix row)."""
-    from pipelines.common.catalog import read_catalog
-
-    embeddings = read_embeddings(args.embeddings)
-    catalog = {row.title_id: row for row in read_catalog(args.catalog, config.catalog) if row.title_id}
+    sample = _timed("sample", lambda: read_sample(args.embeddings, config.evaluate.max_titles))
+    embeddings, whole = sample.embeddings, sample.whole
+    catalog = sampled_catalog(args.catalog, config.catalog, set(embeddings.title_ids))
     posters = Posters({t: row.poster_uri for t, row in catalog.items() if row.poster_uri}, config.http)
     settings, k = config.evaluate, config.evaluate.k
-    groups = read_duplicate_groups(args.preprocess) if args.preprocess else None
+    groups = read_duplicate_groups(args.preprocess, set(embeddings.title_ids)) if args.preprocess else None
     eval_rows = eval_split_rows(embeddings, config, groups)
     retrieval, distances, pairs = _timed("retrieval", lambda: retrieval_section(
         embeddings, eval_rows, posters, config, args.training))
-    evaluation = {**_header(args, embeddings, config, eval_rows), "retrieval": retrieval, "distances": distances}
+    evaluation = {**_header(args, sample, config, eval_rows), "retrieval": retrieval, "distances": distances}
     charts = {"retrieval_by_genre": pictures.retrieval_by_genre_png(retrieval, k),
               "distance_histograms": pictures.distance_histograms_png(*pairs["embedding"], distances["embedding"],
                                                                       "the embedding")}
     if args.model:
         evaluation["near_duplicates"] = _timed("near-duplicates", lambda: near_duplicate_section(
-            embeddings, eval_rows, posters, args.model, config))
+            embeddings, eval_rows, posters, args.model, config, whole))
         near = {n: v for n, v in evaluation["near_duplicates"].items() if isinstance(v, dict)}
         charts["near_duplicates"] = pictures.grouped_bars_png(near, ["recall_at_1", "recall_at_10"],
                                                               "near-duplicates found in the whole catalog")
     if args.history:
         evaluation["candidates"] = _timed("candidates", lambda: candidates_section(
-            embeddings, args.history, args.index, config))
+            embeddings, args.history, args.index, config, whole))
         charts["candidates"] = pictures.grouped_bars_png(
             evaluation["candidates"]["methods"], [f"hit_rate_at_{k}", f"ndcg_at_{k}", "catalog_coverage",
                                                   "gini_of_exposure", "cold_start_coverage"],
