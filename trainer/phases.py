@@ -24,7 +24,7 @@ from pipelines.config import Config, TrainConfig
 from pipelines.contracts import FEATURE_LABELS, FEATURE_PRIMARY_GENRE
 from trainer import losses, streaming
 from trainer.data import TrainingDataError
-from trainer.distribute import check_divides, distribute_batches, global_batch_size
+from trainer.distribute import check_divides, distribute_batches, global_batch_size, is_multi_worker
 from trainer.evaluation import EvalEarlyStopping
 from trainer.model import MetricLearner, batchnorm_frozen, embedding_model, set_trainable, unfrozen_patterns
 from trainer.sampler import batches_per_epoch
@@ -116,7 +116,7 @@ def train_metric(model: keras.Model, train: TrainInput, config: Config, strategy
                  callbacks=(), verbose=2, evaluation: EvalInput | None = None, eval_batch: int = 0) -> dict:
     """Phase 2 on `model`'s embedding (L2-normalised). Returns {"steps_per_epoch", "global_batch"} and, with
     `train.early_stopping_patience`, the best epoch and its eval score (`evaluation`: the chief's eval split, None
-    on the other workers)."""
+    on the other workers; None on a single worker: no early stopping)."""
     settings = config.train
     batch = settings.classes_per_batch * settings.examples_per_class
     check_divides(batch, strategy, "train.classes_per_batch × train.examples_per_class")
@@ -134,7 +134,8 @@ def train_metric(model: keras.Model, train: TrainInput, config: Config, strategy
         learner.compile(optimizer=optimizer)
     hygiene = _hygiene_callbacks(work, "phase2")
     stopping = []
-    if settings.early_stopping_patience:  # first: its score is in the logs CSVLogger writes
+    # Scored where the chief has the eval split (other workers take its score); first: CSVLogger logs the score.
+    if settings.early_stopping_patience and (evaluation is not None or is_multi_worker(strategy)):
         stopping = [EvalEarlyStopping(model, learner.embedder, evaluation, eval_batch, settings.early_stopping_patience,
                                       work, "phase2", strategy)]
     learner.fit(dataset, epochs=settings.metric_epochs, steps_per_epoch=steps, verbose=verbose, shuffle=False,

@@ -142,6 +142,9 @@ def run(config: Config, data_dir: str, out_dir: str, work_dir: str | None = None
     keras.utils.set_random_seed(config.train.seed)
     strategy = make_strategy(config.train.strategy)
     vocabulary = read_genre_vocabulary(data_dir)
+    with strategy.scope():
+        model = build_model(config.model, len(vocabulary))
+    check_unfreeze_schedule(model, config.model.backbone, config.train.unfreeze_schedule)  # before any work
     chief = is_chief()
     work = WorkDir(work_dir or storage.join(out_dir, "work"), chief=chief)
     try:
@@ -154,9 +157,6 @@ def run(config: Config, data_dir: str, out_dir: str, work_dir: str | None = None
         print(f"train: {config.model.backbone} at {config.model.input_size}px, {len(vocabulary)} genres, "
               f"{train.examples} train / {evaluation.examples if evaluation else '-'} eval posters, "
               f"{strategy.num_replicas_in_sync} replica(s), {train.num_pipelines} input pipeline(s)", flush=True)
-        with strategy.scope():
-            model = build_model(config.model, len(vocabulary))
-        check_unfreeze_schedule(model, config.model.backbone, config.train.unfreeze_schedule)
         try:
             _train_phases(model, state, train, evaluation, config, strategy, work, callbacks)
         except TrainingFailed:
