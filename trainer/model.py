@@ -91,9 +91,12 @@ def set_trainable(model: keras.Model, patterns: list[str], freeze_batchnorm: boo
     return trainable
 
 
-def check_unfreeze_schedule(model: keras.Model, backbone_name: str, schedule: list[list[str]]) -> None:
-    """Refuses (BackboneError) a schedule pattern that selects no backbone layer, naming the backbone's blocks."""
-    names = [layer.name for layer in _leaf_layers(model.get_layer(BACKBONE_LAYER)) if layer.weights]
+def check_unfreeze_schedule(backbone: keras.Model, backbone_name: str, schedule: list[list[str]]) -> None:
+    """Refuses (BackboneError) a schedule pattern that selects no layer of `backbone` (the network itself, or
+    the poster model holding it), naming the backbone's blocks."""
+    if BACKBONE_LAYER in [layer.name for layer in backbone.layers]:
+        backbone = backbone.get_layer(BACKBONE_LAYER)
+    names = [layer.name for layer in _leaf_layers(backbone) if layer.weights]
     unmatched = [p for step in schedule for p in step if not any(matches(name, [p]) for name in names)]
     if unmatched:
         blocks = backbone_blocks(names, get_backbone(backbone_name).block_pattern)
@@ -103,9 +106,9 @@ def check_unfreeze_schedule(model: keras.Model, backbone_name: str, schedule: li
 
 
 def backbone_blocks(layer_names: list[str], block_pattern: str) -> list[str]:
-    """The distinct blocks `block_pattern` finds in `layer_names`, in network order."""
-    found = (re.search(block_pattern, name) for name in layer_names)
-    return list(dict.fromkeys(match.group(1) for match in found if match))
+    """The distinct blocks `block_pattern` finds in `layer_names`, in the order of their numbers."""
+    found = {match.group(1) for match in (re.search(block_pattern, name) for name in layer_names) if match}
+    return sorted(found, key=lambda block: ([int(n) for n in re.findall(r"\d+", block)], block))
 
 
 def _shortened(blocks: list[str], most: int = 8) -> str:

@@ -16,6 +16,9 @@ import pytest
 from tests.trainer.fixtures import write_preprocess_output, write_tiny_config
 from trainer import train
 from trainer.evaluation import no_regression_gate
+from trainer.work_dir import WorkDir
+
+PATIENCE, METRIC_EPOCHS = 1, 4
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +28,11 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def overfit(tmp_path_factory):
-    """Scrambled train genres, the gate on, a high phase-2 learning rate, no early stopping."""
+    """Scrambled train genres, the gate on, a high phase-2 learning rate, early stopping after one worse epoch."""
     root = tmp_path_factory.mktemp("overfit")
     data = write_preprocess_output(str(root / "data"), scramble_train=True)
     config = write_tiny_config(str(root / "overfit.yaml"), "train.regression_margin=0.0",
-                               "train.early_stopping_patience=null", "train.metric_epochs=3",
+                               f"train.early_stopping_patience={PATIENCE}", f"train.metric_epochs={METRIC_EPOCHS}",
                                "train.metric_learning_rate=0.01")
     return _train(config, data, str(root / "out"))
 
@@ -68,12 +71,23 @@ def test_constant_posters_collapse_and_the_run_fails_exporting_nothing(tmp_path)
 def test_an_overfitting_phase_2_trips_the_gate_and_exports_nothing(overfit):
     assert overfit["code"] == 1, overfit["stdout"][-2000:] + overfit["stderr"]
     gate = overfit["metrics"]["gate"]
-    assert gate["checked"] and not gate["passed"] and "colour_histogram" in gate["below"]
-    assert gate["phase2"] < gate["against"]["colour_histogram"] == overfit["metrics"]["colour_histogram"][
-        "precision_at_10"]
+    assert gate["checked"] and not gate["passed"]
+    # What the gate saw is what eval_metrics.json holds; it names each embedding phase 2 fell below (margin 0).
+    assert gate["phase2"] == overfit["metrics"]["phase2"]["precision_at_10"]
+    assert gate["against"] == {name: overfit["metrics"][name]["precision_at_10"] for name in ("phase1",
+                                                                                              "colour_histogram")}
+    assert gate["below"] == [name for name, value in gate["against"].items() if gate["phase2"] < value] != []
     assert overfit["stderr"].startswith(f"posters train: no-regression gate: phase 2 scores precision_at_10 "
                                         f"{gate['phase2']:.3f} on the eval split, below ")
     assert not os.path.exists(os.path.join(overfit["out"], "model"))
+
+
+def test_early_stopping_gates_the_best_epoch_and_stops_after_patience_worse_ones(overfit):
+    scores = train.read_history(WorkDir(os.path.join(overfit["out"], "work")), "phase2")["eval_precision_at_10"]
+    best = max(range(len(scores)), key=lambda epoch: (scores[epoch], -epoch))  # ties: the earlier epoch
+    assert len(scores) == min(best + 1 + PATIENCE, METRIC_EPOCHS), scores
+    # The weights phase 2 ends with, scored once more after training, are the best epoch's.
+    assert overfit["metrics"]["phase2"]["precision_at_10"] == round(scores[best], 4)
 
 
 def test_the_gate_compares_with_phase_1_and_the_reference_within_the_margin():

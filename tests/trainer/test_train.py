@@ -75,6 +75,11 @@ def test_train_writes_model_metrics_curves_and_summary(finished):
     summary = _read_json(os.path.join(out, "train_summary.json"))
     assert summary["model_version"] == meta["model_version"]
     assert [len(summary["phases"][p]["history"]["loss"]) for p in ("phase1", "phase2")] == [2, 2]
+    # Phase 2 exports its best epoch on the eval split (train.early_stopping_patience): the export scores its score.
+    phase2 = summary["phases"]["phase2"]
+    assert phase2["best_epoch"] in (1, 2)
+    assert metrics["phase2"]["precision_at_10"] == round(phase2["best_eval_precision_at_10"], 4)
+    assert all(metrics[name]["collapse"]["tied_share"] == 0.0 for name in ("phase1", "phase2"))
     assert summary["phases"]["phase1"]["trainable_backbone_layers"] == {"1": 1, "2": 2}
     assert sorted(os.listdir(os.path.join(out, "work", "logs"))) == ["phase1", "phase2"]
     tensorboard_files = os.listdir(os.path.join(out, "work", "logs", "phase1"))
