@@ -80,7 +80,8 @@ def test_train_writes_model_metrics_curves_and_summary(finished):
     assert phase2["best_epoch"] in (1, 2)
     assert metrics["phase2"]["precision_at_10"] == round(phase2["best_eval_precision_at_10"], 4)
     assert all(metrics[name]["collapse"]["tied_share"] == 0.0 for name in ("phase1", "phase2"))
-    assert summary["phases"]["phase1"]["trainable_backbone_layers"] == {"1": 1, "2": 2}
+    # From random weights BatchNormalization trains with its block (model.freeze_batchnorm: auto): conv + BN per block.
+    assert summary["phases"]["phase1"]["trainable_backbone_layers"] == {"1": 2, "2": 4}
     assert sorted(os.listdir(os.path.join(out, "work", "logs"))) == ["phase1", "phase2"]
     tensorboard_files = os.listdir(os.path.join(out, "work", "logs", "phase1"))
     assert any(name.startswith("events.out.tfevents") for name in tensorboard_files)
