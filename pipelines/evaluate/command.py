@@ -1,7 +1,7 @@
 """`posters evaluate`: what the embeddings and the candidates are worth, written as evaluation.json + report.html.
 
-    posters evaluate --embeddings URI --catalog URI --out DIR [--model URI] [--history URI] [--index URI]
-                     [--training DIR] [--previous evaluation.json] [--fail-on-gates]
+    posters evaluate --embeddings URI --catalog URI --out DIR [--preprocess DIR] [--model URI] [--history URI]
+                     [--index URI]                     [--training DIR] [--previous evaluation.json] [--fail-on-gates]
 
     embeddings + catalog ─▶ retrieval by genre on the eval split: the embedding, random vectors, colour histogram,
                             colour thumbnail (and train's baseline/phase1/phase2 from --training)
@@ -11,9 +11,12 @@
                           ─▶ UMAP map, Embedding Projector export, similar-poster grids, the mix
                           ─▶ gates (pipelines.evaluate.gates) → evaluation.json, report.html, pictures/, projector/
 
-The eval split is the preprocess' own (a stable hash of title_id below `preprocess.eval_fraction`), so the
-numbers are for posters the model did not train on. Everything is seeded by `evaluate.seed`: the same inputs
-give the same evaluation. The output directory is written to staging and published whole (`_SUCCESS` last).
+The eval split is the preprocess' own (`pipelines.common.splits`: a stable hash of the title's duplicate-poster
+group, read from `--preprocess DIR`'s `duplicate_groups/`, below `preprocess.eval_fraction`), so the numbers are
+for posters the model did not train on. Without --preprocess titles split by title_id alone, which puts a poster
+shared by titles of both splits on both sides (the report says so). Everything is seeded by `evaluate.seed`:
+the same inputs give the same evaluation. The output directory is written to staging and published whole
+(`_SUCCESS` last).
 """
 from __future__ import annotations
 
@@ -27,8 +30,9 @@ import numpy as np
 from pipelines.common import retrieval_metrics as rm
 from pipelines.common import storage
 from pipelines.common.command_line import command_parser, parse_command
-from pipelines.common.splits import is_eval
-from pipelines.config import Config
+from pipelines.common.posters import fetch_poster
+from pipelines.common.splits import EVAL, read_duplicate_groups, split_of
+from pipelines.config import Config, HttpConfig
 from pipelines.contracts import (
     EVAL_METRICS_FILE,
     EVALUATION_FILE,
@@ -47,15 +51,16 @@ TRAIN_EMBEDDINGS = ("baseline", "phase1", "phase2")
 
 
 class Posters:
-    """Encoded posters by title_id, read once from the catalog's `poster_uri` (None when unreadable)."""
+    """Encoded posters by title_id, read once from the catalog's `poster_uri` (any URI `fetch_poster` reads; None
+    when unreadable)."""
 
-    def __init__(self, uris: dict[str, str]):
-        self._uris, self._cache = uris, {}
+    def __init__(self, uris: dict[str, str], http: HttpConfig | None = None):
+        self._uris, self._cache, self._http = uris, {}, http or HttpConfig()
 
     def get(self, title_id: str) -> Optional[bytes]:
         if title_id not in self._cache:
             try:
-                self._cache[title_id] = storage.read_bytes(self._uris[title_id])
+                self._cache[title_id] = fetch_poster(self._uris[title_id], self._http).data
             except Exception:  # noqa: BLE001 — a poster that cannot be read is left out, and counted by callers
                 self._cache[title_id] = None
         return self._cache[title_id]
@@ -216,12 +221,12 @@ def _timed(label: str, call):
     return result
 
 
-def eval_split_rows(embeddings: Embeddings, config: Config) -> list[int]:
+def eval_split_rows(embeddings: Embeddings, config: Config, groups: dict[str, str] | None = None) -> list[int]:
     """Rows of the embedded titles with genres in `evaluate.retrieval_split` (the eval split, or all), a seeded
-    sample of `retrieval_max_queries` when there are more."""
+    sample of `retrieval_max_queries` when there are more; `groups`: preprocess' duplicate groups."""
     k, fraction, split = config.evaluate.k, config.preprocess.eval_fraction, config.evaluate.retrieval_split
     rows = [r for r, t in enumerate(embeddings.title_ids)
-            if embeddings.genres[r] and (split == "all" or is_eval(t, fraction))]
+            if embeddings.genres[r] and (split == "all" or split_of(t, fraction, groups) == EVAL)]
     if len(rows) <= k:
         raise ValueError(f"only {len(rows)} embedded titles with genres are in evaluate.retrieval_split {split!r} "
                          f"(preprocess.eval_fraction {fraction}); retrieval@{k} needs more than {k}: lower "
@@ -232,8 +237,12 @@ def eval_split_rows(embeddings: Embeddings, config: Config) -> list[int]:
 def _header(args, embeddings: Embeddings, config: Config, eval_rows: list[int]) -> dict:
     split = config.evaluate.retrieval_split
     titles = f"{len(eval_rows)} eval-split titles" if split == "eval" else f"{len(eval_rows)} titles (all splits)"
+    if split == "eval":
+        titles += (" (split by duplicate-poster group, as preprocess split them)" if args.preprocess else
+                   " (split by title_id alone: no --preprocess, so a poster shared across splits is on both sides)")
     return {"k": config.evaluate.k, "created": storage.utc_now(), "model_version": embeddings.model_version,
-            "inputs": {"embeddings": args.embeddings, "catalog": args.catalog, "model": args.model,
+            "inputs": {"embeddings": args.embeddings, "catalog": args.catalog, "preprocess": args.preprocess,
+                       "model": args.model,
                        "history": args.history, "index": args.index, "training": args.training},
             "retrieval_sample": {"split": split, "titles": len(eval_rows), "note": (
                 f"{titles}, each ranked against the others by cosine; relevant = shares a genre with the query (by "
@@ -247,9 +256,10 @@ def evaluate(config: Config, args, staging: str) -> tuple[dict, dict[str, bytes]
 
     embeddings = read_embeddings(args.embeddings)
     catalog = {row.title_id: row for row in read_catalog(args.catalog, config.catalog) if row.title_id}
-    posters = Posters({t: row.poster_uri for t, row in catalog.items() if row.poster_uri})
+    posters = Posters({t: row.poster_uri for t, row in catalog.items() if row.poster_uri}, config.http)
     settings, k = config.evaluate, config.evaluate.k
-    eval_rows = eval_split_rows(embeddings, config)
+    groups = read_duplicate_groups(args.preprocess) if args.preprocess else None
+    eval_rows = eval_split_rows(embeddings, config, groups)
     retrieval, distances, pairs = _timed("retrieval", lambda: retrieval_section(
         embeddings, eval_rows, posters, config, args.training))
     evaluation = {**_header(args, embeddings, config, eval_rows), "retrieval": retrieval, "distances": distances}
@@ -331,6 +341,8 @@ def _parse(argv: list[str]):
     parser.add_argument("--embeddings", required=True, help="the embed stage's output (local or gs://)")
     parser.add_argument("--catalog", required=True, help="catalog manifest: posters, titles")
     parser.add_argument("--out", required=True, help="output directory (replaced whole when done)")
+    parser.add_argument("--preprocess", help="`posters preprocess` output: its duplicate-poster groups decide the "
+                                             "eval split (default: split by title_id alone)")
     parser.add_argument("--model", help="the exported model the embeddings came from (near-duplicates)")
     parser.add_argument("--history", help="watch history (candidates against held-out watches)")
     parser.add_argument("--index", help="published index to search for the candidates (default: exact search)")

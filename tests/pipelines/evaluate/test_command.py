@@ -100,3 +100,32 @@ def test_an_out_that_holds_an_input_is_refused_before_any_work_and_the_input_kep
     assert command.main(_argv(inputs, inputs["root"] / "embeddings")) == 1
     assert "--out" in capsys.readouterr().err
     assert sorted(p.name for p in (inputs["root"] / "embeddings").iterdir()) == before
+
+
+def test_the_eval_split_keeps_a_duplicate_poster_group_on_the_side_preprocess_put_it(tmp_path):
+    """Two titles that split apart by title_id share a poster: with preprocess' groups both follow the group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.common.splits import is_eval, read_duplicate_groups
+    from pipelines.config import load_config
+    from pipelines.contracts import DUPLICATE_GROUPS_DIR, DUPLICATE_GROUPS_SCHEMA
+    from pipelines.embed.reader import Embeddings
+
+    ids = [f"tt{i:07d}" for i in range(1, 61)]
+    shared = [next(t for t in ids if is_eval(t, 0.2)), next(t for t in ids if not is_eval(t, 0.2))]
+    group = min(shared)
+    (tmp_path / DUPLICATE_GROUPS_DIR).mkdir()
+    pq.write_table(pa.Table.from_pylist(
+        [{"title_id": t, "group_id": group, "image_sha256": "same", "dhash": "0", "split": "x"} for t in shared],
+        schema=DUPLICATE_GROUPS_SCHEMA), tmp_path / DUPLICATE_GROUPS_DIR / "part-00000.parquet")
+    groups = read_duplicate_groups(str(tmp_path))
+    embeddings = Embeddings(ids, np.zeros((60, 4), np.float32), ids, [["Drama"]] * 60, "m", 4, "angular")
+    config = load_config("local.yaml", ["evaluate.k=2"])
+    by_title = {ids[r] for r in command.eval_split_rows(embeddings, config)}
+    by_group = {ids[r] for r in command.eval_split_rows(embeddings, config, groups)}
+    assert shared[0] in by_title and shared[1] not in by_title  # the leak: one poster on both sides
+    assert {t in by_group for t in shared} == {is_eval(group, 0.2)}
+    assert by_group - set(shared) == by_title - set(shared)
+    with pytest.raises(ValueError, match="rerun preprocess"):
+        read_duplicate_groups(str(tmp_path / "older"))
