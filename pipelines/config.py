@@ -11,7 +11,7 @@ import codecs
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -135,6 +135,17 @@ class ModelConfig(Section):
     weights: str = "none"  # imagenet | none | /path/to/weights.h5
     input_size: Positive = 64
     embedding_dim: Positive = 128
+    # BatchNormalization layers frozen while the backbone trains (inference mode: their statistics kept). auto:
+    # frozen when the backbone starts from pretrained weights (imagenet or a file), trained when from none
+    # (frozen random statistics normalise nothing, and such a backbone can collapse).
+    freeze_batchnorm: Union[Literal["auto"], bool] = "auto"
+
+    @field_validator("freeze_batchnorm", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: Any) -> Any:
+        if value != "auto" and not isinstance(value, bool):
+            raise ValueError(f"model.freeze_batchnorm is {value!r}; choose one of auto, true, false")
+        return value
 
 
 class TrainConfig(Section):
@@ -158,6 +169,18 @@ class TrainConfig(Section):
     # batch is split over (each reads its own shards); None: one per worker. Batches depend on it, not on workers.
     shuffle_buffer: Positive = 1024
     input_pipelines: Optional[Positive] = None
+    # Phase 2 scores the eval split (precision@10) after every epoch and exports its best epoch's weights; it stops
+    # after this many epochs without a better score. None: no per-epoch scoring, the last epoch is exported.
+    early_stopping_patience: Optional[Positive] = 5
+    # The collapse check after each phase, on the eval split's embeddings (pipelines/common/collapse.py): the run
+    # fails, exporting nothing, when the spread or the effective rank is below, or the share of queries whose
+    # top-10 neighbour scores are all tied is above, its bound. None switches a bound off.
+    collapse_min_spread: Optional[Fraction] = 0.01
+    collapse_min_effective_rank: Optional[Annotated[float, Field(ge=0)]] = 1.5
+    collapse_max_tied_share: Optional[Fraction] = 0.5
+    # The no-regression gate: the run fails, exporting nothing, when phase 2's eval precision@10 is below phase 1's
+    # or below the colour-histogram reference's by more than this. None switches it off.
+    regression_margin: Optional[Fraction] = 0.0
 
 
 class EmbedConfig(Section):
@@ -187,6 +210,9 @@ class IndexConfig(Section):
     train_sample_size: Optional[Positive] = None  # None: 64 per inverted list (at least 10,000)
     recall_queries: Positive = 500  # sample titles whose recall@10 against exact search goes in the manifest
     min_recall_at_10: Fraction = 0.95  # below this the build fails and nothing is published
+    # Above this share of recall queries whose exact top-10 neighbour scores are all tied (e.g. every embedding
+    # equal: a collapsed model) the build fails and nothing is published; None: not checked.
+    max_tied_neighbour_share: Optional[Fraction] = 0.5
     keep_versions: Positive = 3  # published versions kept (the live one included); older ones are deleted
 
     @field_validator("factory")

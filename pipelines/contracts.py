@@ -101,7 +101,8 @@ PIXELS_INPUT = "pixels"
 EMBEDDING_METRIC = "angular"
 # `posters train --out OUT` writes OUT/model/ (the export above), and beside it:
 TRAIN_MODEL_DIR = "model"
-# {"baseline"|"phase1"|"phase2": pipelines.common.retrieval_metrics.retrieval_metrics() of the eval split}
+# {"baseline"|"colour_histogram"|"phase1"|"phase2": pipelines.common.retrieval_metrics.retrieval_metrics() of the
+#  eval split (the embeddings' with "collapse": pipelines.common.collapse measures), "gate": the no-regression gate}
 EVAL_METRICS_FILE = "eval_metrics.json"
 TRAINING_CURVES_FILE = "training_curves.png"
 TRAIN_SUMMARY_FILE = "train_summary.json"

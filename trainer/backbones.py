@@ -33,6 +33,9 @@ class Backbone:
     native_input_size: int  # the size its ImageNet weights were trained at
     application: Callable[..., keras.Model] | None  # a keras.applications constructor; None: built here
     preprocess_input: Callable  # pixels in [0, 255] → what the network expects
+    # A regular expression whose group is a layer's block in `train.unfreeze_schedule` terms (a prefix such as
+    # `block_3`, or NASNet's cell suffix `_18`): the names an error about a schedule lists.
+    block_pattern: str
 
 
 def _to_minus_one_one(images):
@@ -58,14 +61,16 @@ def _tiny_cnn(input_size: int) -> keras.Model:
 BACKBONES = {
     backbone.name: backbone
     for backbone in (
-        Backbone("nasnet_large", 331, keras.applications.NASNetLarge, keras.applications.nasnet.preprocess_input),
-        Backbone("nasnet_mobile", 224, keras.applications.NASNetMobile, keras.applications.nasnet.preprocess_input),
+        Backbone("nasnet_large", 331, keras.applications.NASNetLarge, keras.applications.nasnet.preprocess_input,
+                 r"(_\d+)$"),
+        Backbone("nasnet_mobile", 224, keras.applications.NASNetMobile, keras.applications.nasnet.preprocess_input,
+                 r"(_\d+)$"),
         # EfficientNetV2 and MobileNetV3 rescale inside the network; their preprocess_input is the identity.
         Backbone("efficientnet_v2_b0", 224, keras.applications.EfficientNetV2B0,
-                 keras.applications.efficientnet_v2.preprocess_input),
+                 keras.applications.efficientnet_v2.preprocess_input, r"^(block\d+)[a-z]_"),
         Backbone("mobilenet_v3_small", 224, keras.applications.MobileNetV3Small,
-                 keras.applications.mobilenet_v3.preprocess_input),
-        Backbone("tiny_cnn", 64, None, _to_minus_one_one),
+                 keras.applications.mobilenet_v3.preprocess_input, r"^(expanded_conv(?:_\d+)?)_"),
+        Backbone("tiny_cnn", 64, None, _to_minus_one_one, r"^(block_\d+)_"),
     )
 }
 

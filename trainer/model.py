@@ -8,12 +8,14 @@ at `embedding` and L2-normalised (Keras' own `UnitNormalization`, a registered l
 """
 from __future__ import annotations
 
+import re
+
 import keras
 import tensorflow as tf
 from keras import layers
 
 from pipelines.config import ModelConfig
-from trainer.backbones import BACKBONE_LAYER, BackbonePreprocess, build_backbone
+from trainer.backbones import BACKBONE_LAYER, BackboneError, BackbonePreprocess, build_backbone, get_backbone
 from trainer.distribute import gather_global_batch
 
 EMBEDDING_LAYER = "embedding"
@@ -61,23 +63,58 @@ def matches(layer_name: str, patterns: list[str]) -> bool:
     return any(layer_name.startswith(p) or layer_name.endswith(p) for p in patterns)
 
 
-def set_trainable(model: keras.Model, patterns: list[str]) -> list[str]:
+def batchnorm_frozen(config: ModelConfig) -> bool:
+    """`model.freeze_batchnorm`, with auto resolved: frozen when the backbone starts from pretrained weights."""
+    if config.freeze_batchnorm == "auto":
+        return config.weights != "none"
+    return config.freeze_batchnorm
+
+
+def set_trainable(model: keras.Model, patterns: list[str], freeze_batchnorm: bool = True) -> list[str]:
     """Makes the heads and the backbone layers selected by `patterns` trainable, everything else frozen.
 
-    BatchNormalization always stays frozen (in Keras 3 a frozen BN layer also runs in inference mode, so its
-    ImageNet statistics survive small fine-tuning batches). Returns the names of the trainable backbone layers
-    that hold weights.
+    With `freeze_batchnorm` BatchNormalization stays frozen even where selected (in Keras 3 a frozen BN layer also
+    runs in inference mode, so pretrained statistics survive small fine-tuning batches); without it a selected BN
+    layer trains (batch statistics), as a backbone from random weights needs. Returns the names of the trainable
+    backbone layers that hold weights.
     """
     model.trainable = True
     backbone = model.get_layer(BACKBONE_LAYER)
     trainable = []
     for layer in _leaf_layers(backbone):
-        layer.trainable = matches(layer.name, patterns) and not isinstance(layer, layers.BatchNormalization)
+        frozen_kind = freeze_batchnorm and isinstance(layer, layers.BatchNormalization)
+        layer.trainable = matches(layer.name, patterns) and not frozen_kind
         if layer.trainable and layer.weights:
             trainable.append(layer.name)
     for name in HEAD_LAYERS:
         model.get_layer(name).trainable = True
     return trainable
+
+
+def check_unfreeze_schedule(backbone: keras.Model, backbone_name: str, schedule: list[list[str]]) -> None:
+    """Refuses (BackboneError) a schedule pattern that selects no layer of `backbone` (the network itself, or
+    the poster model holding it), naming the backbone's blocks."""
+    if BACKBONE_LAYER in [layer.name for layer in backbone.layers]:
+        backbone = backbone.get_layer(BACKBONE_LAYER)
+    names = [layer.name for layer in _leaf_layers(backbone) if layer.weights]
+    unmatched = [p for step in schedule for p in step if not any(matches(name, [p]) for name in names)]
+    if unmatched:
+        blocks = backbone_blocks(names, get_backbone(backbone_name).block_pattern)
+        raise BackboneError(f"train.unfreeze_schedule: {', '.join(map(repr, dict.fromkeys(unmatched)))} matches no "
+                            f"layer of {backbone_name}; its blocks are {_shortened(blocks)} (a pattern selects the "
+                            "layers whose names start or end with it)")
+
+
+def backbone_blocks(layer_names: list[str], block_pattern: str) -> list[str]:
+    """The distinct blocks `block_pattern` finds in `layer_names`, in the order of their numbers."""
+    found = {match.group(1) for match in (re.search(block_pattern, name) for name in layer_names) if match}
+    return sorted(found, key=lambda block: ([int(n) for n in re.findall(r"\d+", block)], block))
+
+
+def _shortened(blocks: list[str], most: int = 8) -> str:
+    if len(blocks) <= most:
+        return ", ".join(blocks)
+    return ", ".join(blocks[:most // 2]) + f", … ({len(blocks) - most} more), " + ", ".join(blocks[-most // 2:])
 
 
 def _leaf_layers(container: keras.Model) -> list[layers.Layer]:

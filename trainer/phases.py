@@ -1,9 +1,11 @@
 """The seed's two training phases, as Keras fits with their callbacks.
 
     phase 1  genre warm-up: BinaryCrossentropy(from_logits) on the multi-hot genres, the backbone unfrozen
-             step by step from `train.unfreeze_schedule` (one step per epoch), BatchNormalization frozen
+             step by step from `train.unfreeze_schedule` (one step per epoch), BatchNormalization frozen when the
+             backbone starts from pretrained weights (`model.freeze_batchnorm`)
     phase 2  metric learning: semi-hard triplet loss on the L2-normalised embedding, P×K batches, negatives
-             mined over the global batch (all replicas)
+             mined over the global batch (all replicas); scored on the eval split after every epoch, the best
+             epoch's weights kept (trainer/evaluation.py `EvalEarlyStopping`)
 
 Both read the train split as streams (`trainer/streaming.py`). Each phase checkpoints under `work/<phase>/`
 (BackupAndRestore), logs a CSV history and TensorBoard scalars, and mirrors them to a gs:// work directory after
@@ -22,10 +24,11 @@ from pipelines.config import Config, TrainConfig
 from pipelines.contracts import FEATURE_LABELS, FEATURE_PRIMARY_GENRE
 from trainer import losses, streaming
 from trainer.data import TrainingDataError
-from trainer.distribute import check_divides, distribute_batches, global_batch_size
-from trainer.model import MetricLearner, embedding_model, set_trainable, unfrozen_patterns
+from trainer.distribute import check_divides, distribute_batches, global_batch_size, is_multi_worker
+from trainer.evaluation import EvalEarlyStopping
+from trainer.model import MetricLearner, batchnorm_frozen, embedding_model, set_trainable, unfrozen_patterns
 from trainer.sampler import batches_per_epoch
-from trainer.streaming import TrainInput
+from trainer.streaming import EvalInput, TrainInput
 from trainer.work_dir import WorkDir
 
 # --- phase 1 ------------------------------------------------------------------------------------------------
@@ -38,16 +41,16 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
     moments of the layers already training carry over, newly unfrozen layers start from zero moments.
     """
 
-    def __init__(self, schedule: list[list[str]]):
+    def __init__(self, schedule: list[list[str]], freeze_batchnorm: bool):
         super().__init__()
-        self.schedule = schedule
+        self.schedule, self.freeze_batchnorm = schedule, freeze_batchnorm
         self.trainable_by_epoch: dict[int, list[str]] = {}
         self._patterns = None
 
     def on_epoch_begin(self, epoch, logs=None):
         patterns = unfrozen_patterns(self.schedule, epoch)
         if patterns != self._patterns:
-            self.trainable_by_epoch[epoch] = set_trainable(self.model, patterns)
+            self.trainable_by_epoch[epoch] = set_trainable(self.model, patterns, self.freeze_batchnorm)
             self.model.make_train_function(force=True)
             self._patterns = patterns
             print(f"warm-up epoch {epoch + 1}: {len(self.trainable_by_epoch[epoch])} backbone layers trainable "
@@ -63,18 +66,18 @@ def train_genres(model: keras.Model, train: TrainInput, config: Config, strategy
         raise TrainingDataError(f"the train split has {train.examples} posters, fewer than one global batch of "
                                 f"{batch}; lower train.per_replica_batch_size or add posters")
     steps = settings.steps_per_epoch or max(1, train.examples // batch)
-    schedule = settings.unfreeze_schedule
+    schedule, freeze_batchnorm = settings.unfreeze_schedule, batchnorm_frozen(config.model)
     # A resumed run skips the batches of the epochs already trained: it sees the stream it would have seen.
     skip = resumed_epoch(work, "phase1") * steps
     dataset = distribute_batches(strategy, lambda: streaming.genre_batches(
         train, batch, settings.seed, settings.shuffle_buffer, skip_batches=skip), batch)
     with strategy.scope():
         optimizer = keras.optimizers.Adam(settings.warmup_learning_rate)
-        set_trainable(model, unfrozen_patterns(schedule, len(schedule)))
+        set_trainable(model, unfrozen_patterns(schedule, len(schedule)), freeze_batchnorm)
         optimizer.build(model.trainable_variables)
         model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(from_logits=True),
                       metrics=[keras.metrics.AUC(multi_label=True, from_logits=True, name="auc")])
-    unfreezing = ProgressiveUnfreezing(schedule)
+    unfreezing = ProgressiveUnfreezing(schedule, freeze_batchnorm)
     # shuffle=False: the dataset shuffles itself (seeded); Keras' own flag applies to arrays only.
     model.fit(dataset, epochs=settings.warmup_epochs, steps_per_epoch=steps, verbose=verbose, shuffle=False,
               callbacks=[*_hygiene_callbacks(work, "phase1"), unfreezing, *callbacks])
@@ -110,8 +113,10 @@ def metric_learning_batches(train: TrainInput, settings: TrainConfig, steps: int
 
 
 def train_metric(model: keras.Model, train: TrainInput, config: Config, strategy, work: WorkDir,
-                 callbacks=(), verbose=2) -> dict:
-    """Phase 2 on `model`'s embedding (L2-normalised). Returns {"steps_per_epoch", "global_batch"}."""
+                 callbacks=(), verbose=2, evaluation: EvalInput | None = None, eval_batch: int = 0) -> dict:
+    """Phase 2 on `model`'s embedding (L2-normalised). Returns {"steps_per_epoch", "global_batch"} and, with
+    `train.early_stopping_patience`, the best epoch and its eval score (`evaluation`: the chief's eval split, None
+    on the other workers; None on a single worker: no early stopping)."""
     settings = config.train
     batch = settings.classes_per_batch * settings.examples_per_class
     check_divides(batch, strategy, "train.classes_per_batch × train.examples_per_class")
@@ -120,15 +125,22 @@ def train_metric(model: keras.Model, train: TrainInput, config: Config, strategy
     first_epoch = resumed_epoch(work, "phase2")
     dataset = distribute_batches(strategy, lambda: metric_learning_batches(train, settings, steps, first_epoch), batch)
     # Phase 2 trains what phase 1 ended with (the schedule's last step reached).
-    set_trainable(model, unfrozen_patterns(settings.unfreeze_schedule, max(settings.warmup_epochs - 1, 0)))
+    set_trainable(model, unfrozen_patterns(settings.unfreeze_schedule, max(settings.warmup_epochs - 1, 0)),
+                  batchnorm_frozen(config.model))
     with strategy.scope():
         learner = MetricLearner(embedding_model(model), triplet_loss_fn(settings), name="metric_learner")
         optimizer = keras.optimizers.Adam(settings.metric_learning_rate)
         optimizer.build(learner.trainable_variables)
         learner.compile(optimizer=optimizer)
+    hygiene = _hygiene_callbacks(work, "phase2")
+    stopping = []
+    # Scored where the chief has the eval split (other workers take its score); first: CSVLogger logs the score.
+    if settings.early_stopping_patience and (evaluation is not None or is_multi_worker(strategy)):
+        stopping = [EvalEarlyStopping(model, learner.embedder, evaluation, eval_batch, settings.early_stopping_patience,
+                                      work, "phase2", strategy)]
     learner.fit(dataset, epochs=settings.metric_epochs, steps_per_epoch=steps, verbose=verbose, shuffle=False,
-                callbacks=[*_hygiene_callbacks(work, "phase2"), *callbacks])
-    return {"steps_per_epoch": steps, "global_batch": batch}
+                callbacks=[*stopping, *hygiene, *callbacks])
+    return {"steps_per_epoch": steps, "global_batch": batch, **(stopping[0].summary() if stopping else {})}
 
 
 # --- checkpoints, logs, resuming ----------------------------------------------------------------------------

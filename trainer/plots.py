@@ -30,7 +30,7 @@ def training_curves_png(histories: dict[str, dict[str, list[float]]], eval_metri
 
 
 def _metric_bars(axis, eval_metrics: dict[str, dict]) -> None:
-    names = [name for name in ("baseline", "phase1", "phase2") if name in eval_metrics]
+    names = [name for name in ("baseline", "colour_histogram", "phase1", "phase2") if name in eval_metrics]
     width = 0.38
     for offset, metric in ((-width / 2, "precision_at_10"), (width / 2, "map_at_10")):
         values = [eval_metrics[name][metric] for name in names]

@@ -1,12 +1,16 @@
 """`posters train --config C --data DIR --out DIR`: runs the two phases (trainer/phases.py), evaluates, exports.
 
     phase 1  genre warm-up: BinaryCrossentropy(from_logits) on the multi-hot genres, the backbone unfrozen
-             step by step from `train.unfreeze_schedule` (one step per epoch), BatchNormalization frozen
+             step by step from `train.unfreeze_schedule` (one step per epoch; a pattern that selects no layer is
+             refused before training), BatchNormalization frozen when the backbone starts from pretrained weights
     phase 2  metric learning: semi-hard triplet loss on the L2-normalised embedding, P×K batches, negatives
-             mined over the global batch (all replicas)
+             mined over the global batch (all replicas); the best epoch on the eval split is kept
 
-Writes under OUT: `model/` (the export, see trainer/export.py), `eval_metrics.json` (baseline, phase1, phase2
-on the eval split), `training_curves.png`, `train_summary.json`; and under OUT/work (or --work, local or gs://) the
+After each phase a collapse check on the eval embeddings, after phase 2 the no-regression gate (phase 2 against
+phase 1 and a colour histogram); either failing ends the run with exit status 1 and exports nothing
+(trainer/evaluation.py). Writes under OUT: `model/` (the export, see trainer/export.py), `eval_metrics.json`
+(baseline, colour_histogram, phase1, phase2 on the eval split, and the gate's verdict; also written when a check
+fails), `training_curves.png`, `train_summary.json`; and under OUT/work (or --work, local or gs://) the
 state of an unfinished run: per-phase BackupAndRestore checkpoints, CSV histories and TensorBoard logs
 (`trainer/work_dir.py`: a directory the trainer did not make is refused, and a fresh start deletes only what the
 trainer writes there). Rerunning the same command after a crash or a kill resumes from the last finished epoch; a
@@ -29,22 +33,32 @@ import numpy as np
 
 from pipelines.common import storage
 from pipelines.common.command_line import command_parser, parse_command
-from pipelines.common.retrieval_metrics import retrieval_metrics
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import EVAL_METRICS_FILE, STATS_FILE, TRAIN_MODEL_DIR, TRAIN_SUMMARY_FILE, TRAINING_CURVES_FILE
 from trainer import streaming
 from trainer.backbones import BackboneError
 from trainer.data import TrainingDataError, read_genre_vocabulary
 from trainer.distribute import StrategyError, global_batch_size, is_chief, make_strategy, sum_over_workers
+from trainer.evaluation import (
+    REFERENCE,
+    TrainingFailed,
+    collapse_check,
+    evaluate_embedding,
+    gate_check,
+    no_regression_gate,
+    reference_metrics,
+)
 from trainer.export import export_model
-from trainer.model import backbone_features_model, build_model, embedding_model
+from trainer.model import backbone_features_model, build_model, check_unfreeze_schedule, embedding_model
 from trainer.phases import resumed_epoch, train_genres, train_metric
 from trainer.plots import training_curves_png
 from trainer.streaming import EvalInput, TrainInput
 from trainer.work_dir import STATE_FILE, WorkDir
 
 PHASES = ("phase1", "phase2")
-USER_ERRORS = (ConfigError, TrainingDataError, BackboneError, StrategyError, storage.OutputLocationError)
+EMBEDDINGS = ("baseline", REFERENCE, *PHASES)  # what eval_metrics.json scores, beside the gate's verdict
+USER_ERRORS = (ConfigError, TrainingDataError, BackboneError, StrategyError, storage.OutputLocationError,
+               TrainingFailed)
 
 
 def read_history(work: WorkDir, phase: str) -> dict[str, list[float]]:
@@ -115,16 +129,6 @@ def _weights_path(work: WorkDir, phase: str) -> str:
 
 # --- the command ----------------------------------------------------------------------------------------------
 
-def evaluate_embedding(embedder: keras.Model, evaluation: EvalInput, batch_size: int, genres: list[str]) -> dict:
-    """Retrieval metrics of `embedder` on the eval split, overall and by genre, streamed (direct calls: each cut
-    is a new model, predict would retrace); only the vectors and labels are kept, N × (dim + genres) floats."""
-    vectors, labels = [], []
-    for pixels, multi_hot in streaming.eval_batches(evaluation, batch_size):
-        vectors.append(embedder(pixels, training=False).numpy())
-        labels.append(multi_hot.numpy())
-    return retrieval_metrics(np.concatenate(vectors), np.concatenate(labels), genres=genres)
-
-
 def run(config: Config, data_dir: str, out_dir: str, work_dir: str | None = None, fresh: bool = False,
         callbacks=()) -> dict:
     """Trains, evaluates and exports; returns the summary also written to `train_summary.json`.
@@ -138,6 +142,9 @@ def run(config: Config, data_dir: str, out_dir: str, work_dir: str | None = None
     keras.utils.set_random_seed(config.train.seed)
     strategy = make_strategy(config.train.strategy)
     vocabulary = read_genre_vocabulary(data_dir)
+    with strategy.scope():
+        model = build_model(config.model, len(vocabulary))
+    check_unfreeze_schedule(model, config.model.backbone, config.train.unfreeze_schedule)  # before any work
     chief = is_chief()
     work = WorkDir(work_dir or storage.join(out_dir, "work"), chief=chief)
     try:
@@ -150,9 +157,12 @@ def run(config: Config, data_dir: str, out_dir: str, work_dir: str | None = None
         print(f"train: {config.model.backbone} at {config.model.input_size}px, {len(vocabulary)} genres, "
               f"{train.examples} train / {evaluation.examples if evaluation else '-'} eval posters, "
               f"{strategy.num_replicas_in_sync} replica(s), {train.num_pipelines} input pipeline(s)", flush=True)
-        with strategy.scope():
-            model = build_model(config.model, len(vocabulary))
-        _train_phases(model, state, train, evaluation, config, strategy, work, callbacks)
+        try:
+            _train_phases(model, state, train, evaluation, config, strategy, work, callbacks)
+        except TrainingFailed:
+            if chief:  # what the checks saw, beside no model
+                storage.write_json(storage.join(out_dir, EVAL_METRICS_FILE), state["metrics"])
+            raise
         if not chief:  # every worker saves (collectives may run in it); only the chief's export is published
             _export_and_discard(model, config, vocabulary)
             return {"chief": False, "seconds": round(time.time() - started, 1)}
@@ -191,30 +201,40 @@ def _export_and_discard(model, config: Config, vocabulary: list[str]) -> None:
 
 def _train_phases(model, state: dict, train: TrainInput, evaluation: EvalInput | None, config: Config, strategy,
                   work: WorkDir, callbacks) -> None:
-    """Baseline metrics, then each phase not finished yet (a finished one's weights are loaded instead).
+    """Baseline and reference metrics, then each phase not finished yet (a finished one's weights are loaded
+    instead), each followed by its collapse check (also a resumed run's), then the no-regression gate.
 
-    Only the chief evaluates and writes the state (`evaluation` is None on the other workers).
+    Only the chief evaluates and writes the state (`evaluation` is None on the other workers); the checks raise
+    TrainingFailed on every worker.
     """
     verbose = 1 if sys.stdout.isatty() else 2
     eval_batch = global_batch_size(config.train.per_replica_batch_size, strategy)
-    metrics = state["metrics"]
+    metrics, genres = state["metrics"], state["vocabulary"]
     if "baseline" not in metrics and evaluation:
-        metrics["baseline"] = evaluate_embedding(backbone_features_model(model), evaluation, eval_batch,
-                                                 state["vocabulary"])
+        metrics["baseline"] = evaluate_embedding(backbone_features_model(model), evaluation, eval_batch, genres)
+        metrics[REFERENCE] = reference_metrics(evaluation, eval_batch, genres)
         write_state(work, state)
-    for phase, train_phase in (("phase1", train_genres), ("phase2", train_metric)):
+    for phase in PHASES:
         if phase in state["phases"]:
             model.load_weights(_weights_path(work, phase))
-            continue
-        phase_started, resumed = time.time(), resumed_epoch(work, phase)
-        print(f"\n=== {phase} ===" + (f" (resuming at epoch {resumed + 1})" if resumed else ""), flush=True)
-        info = train_phase(model, train, config, strategy, work, callbacks, verbose)
-        model.save_weights(_weights_path(work, phase))
-        state["phases"][phase] = {**info, "seconds": round(time.time() - phase_started, 1),
-                                  "resumed_at_epoch": resumed}
-        if evaluation:
-            metrics[phase] = evaluate_embedding(embedding_model(model), evaluation, eval_batch, state["vocabulary"])
-            write_state(work, state)
+        else:
+            phase_started, resumed = time.time(), resumed_epoch(work, phase)
+            print(f"\n=== {phase} ===" + (f" (resuming at epoch {resumed + 1})" if resumed else ""), flush=True)
+            if phase == "phase1":
+                info = train_genres(model, train, config, strategy, work, callbacks, verbose)
+            else:
+                info = train_metric(model, train, config, strategy, work, callbacks, verbose, evaluation, eval_batch)
+            model.save_weights(_weights_path(work, phase))
+            state["phases"][phase] = {**info, "seconds": round(time.time() - phase_started, 1),
+                                      "resumed_at_epoch": resumed}
+            if evaluation:
+                metrics[phase] = evaluate_embedding(embedding_model(model), evaluation, eval_batch, genres)
+                write_state(work, state)
+        collapse_check(phase, metrics.get(phase) if evaluation else None, config.train, strategy)
+    if evaluation:
+        metrics["gate"] = no_regression_gate(metrics, config.train.regression_margin)
+        write_state(work, state)
+    gate_check(metrics.get("gate") if evaluation else None, strategy)
 
 
 def _summary(config: Config, data_dir, out_dir, work: WorkDir, state, strategy, train: TrainInput,
@@ -228,7 +248,7 @@ def _summary(config: Config, data_dir, out_dir, work: WorkDir, state, strategy, 
         "train_examples": train.examples, "eval_examples": evaluation.examples, "data": data_dir,
         "input_pipelines": train.num_pipelines,
         "phases": {phase: {**state["phases"][phase], "history": histories[phase]} for phase in PHASES},
-        "eval_metrics": {name: state["metrics"][name] for name in ("baseline", *PHASES)},
+        "eval_metrics": {name: state["metrics"][name] for name in (*EMBEDDINGS, "gate")},
         "outputs": {name: storage.join(out_dir, name) for name in outputs} | {"work": work.uri},
     }
 
@@ -246,9 +266,9 @@ def _write_outputs(model, config: Config, data_dir: str, out_dir: str, summary: 
 
 def _mark_finished(work: WorkDir, state: dict) -> None:
     state["finished"] = True
-    for phase in PHASES:  # only a resume needs them; the export holds the trained model
-        if os.path.exists(_weights_path(work, phase)):
-            os.remove(_weights_path(work, phase))
+    for path in [*map(lambda phase: _weights_path(work, phase), PHASES), work.path("phase2", "best.weights.h5")]:
+        if os.path.exists(path):  # only a resume needs them; the export holds the trained model
+            os.remove(path)
     shutil.rmtree(work.path("cache"), ignore_errors=True)  # the streamed input's local copies
     write_state(work, state)
 
@@ -259,8 +279,13 @@ def summary_text(summary: dict) -> str:
     lines = [f"train: {summary['backbone']} → {summary['outputs'][TRAIN_MODEL_DIR]} (model_version "
              f"{summary.get('model_version')}) in {summary['seconds']} s on {summary['replicas']} replica(s)",
              "eval split retrieval, cosine:  precision@10  map@10"]
-    for name, values in summary["eval_metrics"].items():
-        lines.append(f"  {name:<9} {values['precision_at_10']:>22.3f}  {values['map_at_10']:.3f}")
+    for name in EMBEDDINGS:
+        values = summary["eval_metrics"][name]
+        lines.append(f"  {name:<16} {values['precision_at_10']:>15.3f}  {values['map_at_10']:.3f}")
+    gate = summary["eval_metrics"]["gate"]
+    if gate["checked"]:
+        lines.append(f"no-regression gate passed (phase 2 within train.regression_margin {gate['margin']} of phase 1 "
+                     f"and {REFERENCE}, or above)")
     lines.append(f"outputs: {', '.join(summary['outputs'].values())}")
     return "\n".join(lines)
 

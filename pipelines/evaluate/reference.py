@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-HISTOGRAM_LEVELS = 4  # per channel: 4 × 4 × 4 = 64 bins
+from pipelines.common.image_features import colour_histogram
+
 THUMBNAIL_SIZE = (8, 12)  # width × height, the 2:3 of a poster: 8 · 12 · 3 = 288 values
 
 
@@ -25,14 +26,6 @@ def decode_rgb(poster: bytes) -> Image.Image:
         return image.convert("RGB")
 
 
-def colour_histogram(image: Image.Image) -> np.ndarray:
-    """64-bin RGB histogram (4 levels per channel) as shares of the pixels, float32 [64]."""
-    pixels = np.asarray(image.convert("RGB"), np.uint16).reshape(-1, 3) * HISTOGRAM_LEVELS // 256
-    bins = (pixels[:, 0] * HISTOGRAM_LEVELS + pixels[:, 1]) * HISTOGRAM_LEVELS + pixels[:, 2]
-    counts = np.bincount(bins, minlength=HISTOGRAM_LEVELS ** 3).astype(np.float32)
-    return counts / max(counts.sum(), 1.0)
-
-
 def colour_thumbnail(image: Image.Image) -> np.ndarray:
     """The poster shrunk to 8×12 colour pixels, flattened, centred on its mean and L2-normalised, float32 [288]."""
     small = np.asarray(image.convert("RGB").resize(THUMBNAIL_SIZE, Image.Resampling.BOX), np.float32) / 255.0
@@ -41,7 +34,8 @@ def colour_thumbnail(image: Image.Image) -> np.ndarray:
 
 
 def image_features(posters: Sequence[bytes]) -> dict[str, np.ndarray]:
-    """{"colour_histogram": [n, 64], "colour_thumbnail": [n, 288]} for encoded posters."""
+    """{"colour_histogram": [n, 64] (`pipelines.common.image_features`, also the trainer's gate reference),
+    "colour_thumbnail": [n, 288]} for encoded posters."""
     images = [decode_rgb(poster) for poster in posters]
     return {"colour_histogram": np.stack([colour_histogram(image) for image in images]),
             "colour_thumbnail": np.stack([colour_thumbnail(image) for image in images])}

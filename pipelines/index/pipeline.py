@@ -19,7 +19,9 @@ The Beam graph, step by step:
   WriteManifest       the shards' small summaries (files, checksums, the queries' top-k) meet in one place:
                       merged top-k → recall@10 per nprobe, then `manifest.json` (written last)
 No step holds every vector or every title id in one process.
-The driver then applies the recall gate and swaps `CURRENT` (pipelines.common.versions); any failure deletes the
+The driver then applies the degenerate-scores gate (the share of recall queries whose exact
+top-10 neighbour scores are all tied, as every query's are when all embeddings are equal: a collapsed model), the
+recall gate, and swaps `CURRENT` (pipelines.common.versions); any failure deletes the
 version directory, so nothing half-built is ever published.
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from apache_beam.metrics import Metrics
 
 from pipelines.common import storage, versions
+from pipelines.common.collapse import tied_share
 from pipelines.common.command_line import command_parser, make_pipeline, parse_command
 from pipelines.config import Config, IndexConfig
 from pipelines.contracts import (
@@ -60,6 +63,10 @@ ID_RANGE_BITS = 14  # the sample threshold's resolution: ids (63 bits) fall in 2
 
 class RecallTooLow(vi.IndexBuildError):
     """The built index missed the recall gate; nothing was published."""
+
+
+class DegenerateScores(vi.IndexBuildError):
+    """Most queries' neighbour scores are tied (e.g. every embedding equal); nothing was published."""
 
 
 class VectorBatch(NamedTuple):
@@ -180,6 +187,15 @@ def recall_by_nprobe(results: list[ShardResult], queries: VectorBatch) -> dict:
             for nprobe in results[0].approx}
 
 
+def tied_neighbour_share(results: list[ShardResult], queries: VectorBatch) -> float:
+    """Share of the recall queries whose exact top-10 scores (their own row left out) are all tied."""
+    scores, ids = vi.merge_results([r.exact for r in results], RECALL_K + 1)
+    others = (ids >= 0) & (ids != queries.ids[:, None])
+    # Each query's first RECALL_K other neighbours (a query whose own row is not among its top 11 keeps 11).
+    kept = others & (np.cumsum(others, axis=1) <= RECALL_K)
+    return round(tied_share(scores, kept), 4)
+
+
 def choose_nprobe(recalls: dict, min_recall: float):
     """The smallest nprobe that reaches `min_recall`, else the one with the best recall."""
     passing = [nprobe for nprobe, recall in recalls.items() if recall >= min_recall]
@@ -222,6 +238,7 @@ def write_version(results: list[ShardResult], queries: VectorBatch, plan: vi.Ind
         "recall_at_10": recalls[nprobe], "recall_queries": len(queries.ids),
         "recall_by_nprobe": [{"nprobe": k, "recall_at_10": v} for k, v in recalls.items()],
         "min_recall_at_10": settings.min_recall_at_10, "train_size": plan.train_size,
+        "tied_neighbour_share": tied_neighbour_share(results, queries),
         "build_s": round(time.time() - started, 3),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -235,6 +252,15 @@ def check_recall(manifest: dict, min_recall: float) -> None:
         raise RecallTooLow(f"recall@10 {manifest['recall_at_10']:.3f} is below index.min_recall_at_10 "
                            f"{min_recall} ({tried}); nothing was published. Raise index.nprobe or "
                            "index.nlist, turn on index.tune_nprobe, or choose another index.factory")
+
+
+def check_neighbour_scores(manifest: dict, max_tied_share: Optional[float]) -> None:
+    if max_tied_share is not None and manifest["tied_neighbour_share"] > max_tied_share:
+        raise DegenerateScores(
+            f"{manifest['tied_neighbour_share']:.0%} of {manifest['recall_queries']} queries have all top-{RECALL_K} "
+            f"neighbour scores tied (above index.max_tied_neighbour_share {max_tied_share}): the embeddings are "
+            "degenerate, e.g. a collapsed model that maps every poster to one vector; nothing was published. "
+            "Check the model's eval_metrics.json (collapse measures) and retrain")
 
 
 # --- Beam ---------------------------------------------------------------------------------------------------
@@ -390,6 +416,7 @@ def build_and_publish(config: Config, embeddings_uri: str, out_uri: str, beam_ar
             _ = (p | "EmbeddingFiles" >> beam.Create(info.files)
                  | "BuildShardedIndex" >> BuildShardedIndex(info, plan, settings, version_dir, started))
         manifest = storage.read_json(storage.join(version_dir, INDEX_MANIFEST_FILE))
+        check_neighbour_scores(manifest, settings.max_tied_neighbour_share)  # first: degenerate scores are the cause
         check_recall(manifest, settings.min_recall_at_10)
         pointer = versions.publish(out_uri, version, keep=settings.keep_versions, required_file=INDEX_MANIFEST_FILE,
                                    run_date=run_date, allow_older=allow_older)

@@ -12,7 +12,9 @@ def test_demo_runs_every_stage_and_summarises(tmp_path, capsys):
                       "--set", "model.input_size=32", "--set", "train.warmup_epochs=1",
                       "--set", "train.metric_epochs=1", "--set", "train.classes_per_batch=4",
                       "--set", "train.unfreeze_schedule=[[block_3]]", "--set", "evaluate.map_projection=pca",
-                      "--set", "evaluate.near_duplicate_posters=10"])
+                      "--set", "evaluate.near_duplicate_posters=10",
+                      # one epoch per phase on 160 posters shows the stages run, not that phase 2 beats phase 1
+                      "--set", "train.regression_margin=null"])
     assert code == 0
     summary = json.loads((out / "demo_summary.json").read_text())
     catalog = summary["catalog"]

@@ -20,7 +20,7 @@ from pipelines.common.exported_model import load_exported_model
 from pipelines.config import BackboneName, load_config
 from trainer.backbones import BACKBONES, BackboneError, BackbonePreprocess, build_backbone
 from trainer.export import export_model
-from trainer.model import build_model, embedding_model, set_trainable, unfrozen_patterns
+from trainer.model import build_model, check_unfreeze_schedule, embedding_model, set_trainable, unfrozen_patterns
 
 SMALL_BACKBONES = [name for name in BACKBONES if name != "nasnet_large"]
 SUBPROCESS_TIMEOUT_S = 600  # generous: only a hang gets there, and it must not stall CI
@@ -28,12 +28,29 @@ NASNET_LARGE_SMALLEST_INPUT = 32  # keras.applications.NASNetLarge without Image
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+# What a schedule error lists per backbone: its blocks in number order, a long list shortened.
+BLOCKS = {
+    "tiny_cnn": "block_1, block_2, block_3",
+    "mobilenet_v3_small": "expanded_conv, expanded_conv_1, expanded_conv_2, expanded_conv_3, … (3 more), "
+                          "expanded_conv_7, expanded_conv_8, expanded_conv_9, expanded_conv_10",
+    "efficientnet_v2_b0": "block1, block2, block3, block4, block5, block6",
+    "nasnet_mobile": "_0, _1, _2, _3, … (5 more), _9, _10, _11, _12",
+}
+
+
 @pytest.mark.parametrize("name", SMALL_BACKBONES)
-def test_backbone_pools_each_image_to_one_feature_vector(name):
+def test_backbone_pools_each_image_to_one_feature_vector_and_names_its_blocks(name):
     network = build_backbone(name, 32, "none")
     preprocessed = BackbonePreprocess(name)(np.full((2, 32, 32, 3), 128, np.uint8))
     features = network(preprocessed)
     assert len(features.shape) == 2 and features.shape[0] == 2 and features.shape[1] >= 32
+    # A schedule pattern that selects nothing is refused, naming the blocks; each block named is a pattern that works.
+    with pytest.raises(BackboneError) as refused:
+        check_unfreeze_schedule(network, name, [["block_1"], ["nope"]] if name == "tiny_cnn" else [["nope"]])
+    assert str(refused.value).startswith(f"train.unfreeze_schedule: 'nope' matches no layer of {name}; its blocks "
+                                         f"are {BLOCKS[name]} (")
+    named = BLOCKS[name].replace("… ", "").split(", ")
+    check_unfreeze_schedule(network, name, [[block] for block in named if not block.startswith("(")])
 
 
 @pytest.mark.parametrize("name, low, high", [("nasnet_large", -1.0, 1.0), ("nasnet_mobile", -1.0, 1.0),
@@ -108,6 +125,7 @@ def test_nasnet_large_builds_takes_the_seed_schedule_embeds_and_exports(tmp_path
     assert (config.model.backbone, config.model.input_size) == ("nasnet_large", 331)
     size = NASNET_LARGE_SMALLEST_INPUT
     model = build_model(config.model.model_copy(update={"input_size": size}), num_genres=5)
+    check_unfreeze_schedule(model, "nasnet_large", config.train.unfreeze_schedule)  # the shipped schedule fits
 
     # The seed's schedule: cell _18 first, then one cell further down per warm-up epoch. Each NASNet normal cell
     # holds 12 layers with weights besides BatchNormalization (2 plain convs and 10 separable convs).

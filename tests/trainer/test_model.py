@@ -5,7 +5,7 @@ import pytest
 from keras import layers
 
 from pipelines.config import ModelConfig
-from trainer.model import build_model, embedding_model, matches, set_trainable, unfrozen_patterns
+from trainer.model import batchnorm_frozen, build_model, embedding_model, matches, set_trainable, unfrozen_patterns
 
 TINY = ModelConfig(backbone="tiny_cnn", weights="none", input_size=32, embedding_dim=16)
 
@@ -88,3 +88,20 @@ def test_set_trainable_unfreezes_by_pattern_and_keeps_batch_norm_frozen(model):
     assert not any(layer.trainable for layer in backbone.layers if isinstance(layer, layers.BatchNormalization))
     assert set_trainable(model, []) == []  # heads only
     assert len(model.trainable_weights) == 4
+
+
+def test_batch_norm_trains_where_selected_unless_frozen(model):
+    """From random weights BatchNormalization must train: frozen, its initial statistics normalise nothing."""
+    assert set_trainable(model, ["block_3"], freeze_batchnorm=False) == ["block_3_conv", "block_3_bn"]
+    backbone = model.get_layer("backbone")
+    assert backbone.get_layer("block_3_bn").trainable and not backbone.get_layer("block_2_bn").trainable
+    assert {"block_3_bn/gamma", "block_3_bn/beta"} <= {weight.path for weight in model.trainable_weights}
+    assert set_trainable(model, ["block_3"], freeze_batchnorm=True) == ["block_3_conv"]
+
+
+@pytest.mark.parametrize("weights, setting, frozen", [
+    ("none", "auto", False), ("imagenet", "auto", True), ("/models/tiny.weights.h5", "auto", True),
+    ("none", True, True), ("imagenet", False, False),
+])
+def test_batch_norm_is_frozen_by_default_only_on_pretrained_weights(weights, setting, frozen):
+    assert batchnorm_frozen(ModelConfig(weights=weights, freeze_batchnorm=setting)) is frozen

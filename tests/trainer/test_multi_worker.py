@@ -24,8 +24,11 @@ from tests.trainer.fixtures import poster_split, write_preprocess_output, write_
 SUBPROCESS_TIMEOUT_S = 600  # generous: only a hang gets there, and it must not stall CI
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Global batch 16 in both phases (phase 1: 8 per worker; phase 2: P×K = 4×4, 2 genres × 4 per input pipeline); a
-# wide margin keeps phase 2's loss, and so its gradients, away from zero on these easy posters.
-SHARED = ["--set", "train.steps_per_epoch=3", "--set", "train.input_pipelines=2", "--set", "train.triplet_margin=1.0"]
+# wide margin keeps phase 2's loss, and so its gradients, away from zero on these easy posters. BatchNormalization
+# frozen: a training BN layer normalises each replica's share of the batch (Keras' default, not synchronised), so
+# two workers' halves would see other statistics than one worker's whole batch.
+SHARED = ["--set", "train.steps_per_epoch=3", "--set", "train.input_pipelines=2", "--set", "train.triplet_margin=1.0",
+          "--set", "model.freeze_batchnorm=true"]
 
 
 def _free_ports(n: int) -> list[int]:

@@ -262,3 +262,29 @@ def test_an_empty_current_stops_the_build_before_it_starts_naming_the_file(embed
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"posters index: {out / versions.POINTER_FILE} is empty: ") and "\n" not in err
     assert os.listdir(out) == [versions.POINTER_FILE]  # nothing was built
+
+
+
+def test_embeddings_that_are_all_one_vector_are_refused_in_one_line_and_current_stays(tmp_path, capsys):
+    """A collapsed model maps every poster to one vector: exact search ties everywhere (recall@10 1.000)."""
+    out = str(tmp_path / "index")
+    good = build(write_embeddings(str(tmp_path / "embeddings"), title_ids(300), unit_vectors(300)), out)
+    assert good["tied_neighbour_share"] == 0.0
+    collapsed = write_embeddings(str(tmp_path / "collapsed"), title_ids(300), np.repeat(unit_vectors(1), 300, axis=0))
+    assert index.main(["--embeddings", collapsed, "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("posters index: 100% of 300 queries have all top-10 neighbour scores tied")
+    assert "nothing was published" in err and err.count("\n") == 1
+    assert versions.read_current(out).version == good["version"]
+    assert version_dirs(out) == [good["version"]]
+
+
+def test_a_few_tied_queries_pass_and_the_share_is_in_the_manifest(tmp_path):
+    """A third of the titles share one poster's vector (duplicates): their queries tie, the others do not."""
+    vectors = unit_vectors(300)
+    vectors[:100] = vectors[0]
+    manifest = build(write_embeddings(str(tmp_path / "embeddings"), title_ids(300), vectors), str(tmp_path / "index"))
+    assert manifest["tied_neighbour_share"] == pytest.approx(100 / 300, abs=1e-4)
+    with pytest.raises(index.DegenerateScores, match="above index.max_tied_neighbour_share 0.2"):
+        index.check_neighbour_scores(manifest, 0.2)
+    index.check_neighbour_scores(manifest, None)  # switched off
