@@ -227,13 +227,15 @@ class EmbedPosters(beam.PTransform):
     out-of-memory backoff) goes there title by title.
     """
 
-    def __init__(self, handler: PosterModelHandler):
+    def __init__(self, handler: PosterModelHandler, accelerator: str | None = None):
         super().__init__()
-        self._handler = handler
+        self._handler, self._accelerator = handler, accelerator
 
     def expand(self, posters):
-        results, failures = posters | "RunInference" >> RunInference(
-            KeyedModelHandler(self._handler)).with_exception_handling()
+        inference = RunInference(KeyedModelHandler(self._handler)).with_exception_handling()
+        if self._accelerator:  # this step alone asks for the GPU (Dataflow right fitting): reads stay on CPUs
+            inference = inference.with_resource_hints(accelerator=self._accelerator)
+        results, failures = posters | "RunInference" >> inference
         rows = results | "ToRows" >> beam.FlatMapTuple(_row_or_reject).with_outputs("rejects", main="rows")
         batch_rejects = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_inference_rejects)
         rejects = (rows.rejects, batch_rejects) | "InferenceRejects" >> beam.Flatten()
@@ -273,7 +275,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
         ClassifyPoster(model_version)).with_outputs(UNCHANGED, main="embed")
 
     embedded, inference_rejects = classified.embed | "EmbedPosters" >> EmbedPosters(
-        PosterModelHandler.from_config(model_uri, config.embed))
+        PosterModelHandler.from_config(model_uri, config.embed), config.embed.accelerator)
     rows = (embedded, classified[UNCHANGED], carried_unread) | "AllRows" >> beam.Flatten()
     _ = rows | "WriteEmbeddings" >> WriteEmbeddings(out_dir, dim, model_version, config.embed.max_rows_per_file)
 

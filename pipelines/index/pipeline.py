@@ -361,11 +361,12 @@ class BuildShardedIndex(beam.PTransform):
 # --- entry points ---------------------------------------------------------------------------------------------
 def build_and_publish(config: Config, embeddings_uri: str, out_uri: str, beam_args: Optional[list[str]] = None,
                       save_main_session: bool = True, test_pipeline=None, run_date: Optional[str] = None,
-                      allow_older: bool = False) -> dict:
+                      allow_older: bool = False, fence: Optional[versions.Fence] = None) -> dict:
     """Builds, verifies and publishes an index of `embeddings_uri` under `out_uri`; returns its manifest.
 
     `run_date` (the nightly's date) is recorded in `CURRENT`; an index for an earlier date than the live one's
     raises `versions.OlderRunDate` (before anything is built, and again at the swap) unless `allow_older`.
+    `fence` (the nightly lock's `Heartbeat.fenced`): the swap happens only while the run holds its lock.
     """
     settings = config.index
     started = time.time()
@@ -392,7 +393,7 @@ def build_and_publish(config: Config, embeddings_uri: str, out_uri: str, beam_ar
         manifest = storage.read_json(storage.join(version_dir, INDEX_MANIFEST_FILE))
         check_recall(manifest, settings.min_recall_at_10)
         pointer = versions.publish(out_uri, version, keep=settings.keep_versions, required_file=INDEX_MANIFEST_FILE,
-                                   run_date=run_date, allow_older=allow_older)
+                                   run_date=run_date, allow_older=allow_older, fence=fence)
     except BaseException:
         try:  # keeps the version if CURRENT names it: a publish can land although it reported an error
             versions.discard_version(out_uri, version)
