@@ -10,7 +10,7 @@ Layout under `--root` (a local path or gs://):
                                failed: it never stops a finished night); `_SUCCESS` last
     index/                     the published index (version directories + `CURRENT`)
     nightly.lock               held while a run works (`pipelines.common.locks.acquire_lock`; create-only on GCS),
-                               renewed every `nightly.lock_heartbeat_s` (default 60 s) (`locks.Heartbeat`); a local lock whose
+                               renewed every `nightly.lock_heartbeat_s` (`locks.Heartbeat`); a local lock whose
                                process is gone is taken over at once, any lock not renewed for
                                `nightly.lock_stale_after_s`; the index's `CURRENT` swap is fenced by it
 
