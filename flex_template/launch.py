@@ -174,6 +174,8 @@ def submit(stage: str, argv: list[str]) -> str | None:
         job_id, reused = _job_id(result), False
     spec = {"stage": stage, "job_name": name, "job_id": job_id, "reused_existing_job": reused,
             "runner": options.view_as(StandardOptions).runner or "DirectRunner", "date": args.date,
+            "project": options.view_as(GoogleCloudOptions).project,
+            "region": options.view_as(GoogleCloudOptions).region,
             "fingerprint": fingerprint, "parameters": {**inputs, "config": args.config, "date": args.date},
             "outputs": outputs, "submitted_at": storage.utc_now()}
     if args.job_spec_out:

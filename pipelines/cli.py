@@ -2,6 +2,7 @@
 
 Subcommands are imported lazily, so `posters --help` is instant and a command only loads what it uses
 (TensorFlow, Beam, faiss). Each target is `module:function` taking `argv` (the arguments after the name).
+`STEPS` are two-word commands (`posters index publish …`): the steps a scheduler runs between Dataflow jobs.
 """
 from __future__ import annotations
 
@@ -28,12 +29,40 @@ SUBCOMMANDS = {
     "demo": ("pipelines.demo:main", "the main job end to end on the embedded synthetic catalog"),
 }
 
+STEPS = {  # pipelines/nightly/steps.py: what the Composer DAG runs in a pod between its Dataflow jobs
+    "embed publish": ("pipelines.nightly.steps:embed_publish_main",
+                      "after an embed job: accounting, error budget, publish (fenced by the nightly lock)"),
+    "nightly evaluate": ("pipelines.nightly.steps:evaluate_main",
+                         "evaluate the night's embeddings; a failed gate stops the night before the index"),
+    "index publish": ("pipelines.nightly.steps:index_publish_main",
+                      "after an index job: recall gate, then the CURRENT swap fenced by the nightly lock"),
+    "candidates publish": ("pipelines.nightly.steps:candidates_publish_main",
+                           "after a candidates job: check and publish (fenced by the nightly lock)"),
+    "nightly report": ("pipelines.nightly.steps:report_main",
+                       "overlap@k with the last finished night; finishes the night (summary.json, _SUCCESS)"),
+}
+
 
 def usage() -> str:
-    width = max(map(len, SUBCOMMANDS))
+    width = max(map(len, [*SUBCOMMANDS, *STEPS]))
     lines = ["usage: posters COMMAND [--help] [ARGS...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
+    lines += ["", "steps between Dataflow jobs (the Composer DAG's):"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in STEPS.items()]
     return "\n".join(lines)
+
+
+def command_for(argv: list[str]):
+    """(the function, its arguments) for a command line, or None when it names no command."""
+    two = " ".join(argv[:2])
+    if two in STEPS:
+        target, rest = STEPS[two][0], argv[2:]
+    elif argv[0] in SUBCOMMANDS:
+        target, rest = SUBCOMMANDS[argv[0]][0], argv[1:]
+    else:
+        return None
+    module_name, _, function = target.partition(":")
+    return getattr(importlib.import_module(module_name), function), rest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,12 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS:
-        print(f"posters: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+    found = command_for(argv)
+    if found is None:
+        print(f"posters: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module_name, _, function = SUBCOMMANDS[name][0].partition(":")
-    command = getattr(importlib.import_module(module_name), function)
+    command, rest = found
     return command(rest) or 0
 
 

@@ -334,12 +334,19 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
     except BaseException:
         storage.delete_tree(staging)
         raise
+    publish_staged(stats, staging, args.out, meta)
+    return stats
+
+
+def publish_staged(stats: dict, staging: str, out: str, meta: dict) -> None:
+    """After the job (here, or a Dataflow job's: `posters embed publish`): checks the error budget
+    (`ErrorBudgetExceeded`: nothing published, the rejects stay in `staging`), then writes the manifest and
+    publishes `staging` to `out`."""
     storage.delete_tree(storage.join(staging, COUNTS_FILE))
-    write_stats_and_check_budget(stats, staging, args.out, "embed.max_reject_fraction", unit="titles")
+    write_stats_and_check_budget(stats, staging, out, "embed.max_reject_fraction", unit="titles")
     counts = {key: stats[key] for key in ("read", NEW, CHANGED, UNCHANGED, "removed", "rejected", "embedded")}
     manifest = write_manifest(staging, parquet_files(staging), int(meta["dim"]), meta["model_version"], counts)
-    publish_embeddings(staging, args.out, manifest)
-    return stats
+    publish_embeddings(staging, out, manifest)
 
 
 def _final_stats(staging: str, args, config: Config, meta: dict, seconds: float) -> dict:
