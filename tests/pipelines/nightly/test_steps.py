@@ -2,7 +2,6 @@
 publish`, `candidates publish`, `nightly report`), run here in the DAG's order after each stage's Flex Template
 launcher on DirectRunner: a whole night published through them, a retry that does nothing, a publish refused
 while another run holds the lock, a failed Dataflow job (recorded `jobs.get` responses) that publishes nothing."""
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -16,14 +15,12 @@ from pipelines.config import load_config
 from pipelines.contracts import INDEX_MANIFEST_FILE, NIGHTLY_LOCK_FILE, SUCCESS_FILE
 from pipelines.nightly import steps
 from pipelines.nightly.run_state import RunState
-from pipelines.synthetic.catalog import generate_catalog
-from pipelines.synthetic.watch_history import generate_watch_history
-from tests.pipelines.embed.tiny_model import export_tiny_model
+from tests.flex_template.test_launch import launch
+from tests.pipelines.nightly.conftest import N_TITLES
 
 REPO = Path(__file__).resolve().parents[3]
 RESPONSES = REPO / "tests" / "pipelines" / "common" / "dataflow_responses"
 DATE = "2026-12-01"
-N_TITLES = 16
 FAST = ["embed.min_batch_size=4", "embed.max_batch_size=8", "candidates.k=5", "nightly.overlap_k=5",
         # 16 titles and an untrained model: evaluate every title, a quick map, and gates it can pass.
         "evaluate.retrieval_split=all", "evaluate.k=5", "evaluate.map_projection=pca",
@@ -31,28 +28,12 @@ FAST = ["embed.min_batch_size=4", "embed.max_batch_size=8", "candidates.k=5", "n
         "evaluate.max_drop_from_previous=null"]
 
 
-def load_launcher():
-    spec = importlib.util.spec_from_file_location("flex_template_launch", REPO / "flex_template" / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-launch = load_launcher()
-
-
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("step_inputs")
-    generate_catalog(root / "catalog", n=N_TITLES, seed=2, width=64, height=96)
-    catalog = str(root / "catalog" / "catalog.csv")
-    history = str(root / "history.csv")
-    generate_watch_history(catalog, history, n_users=12, seed=2)
-    model = str(root / "model")
-    export_tiny_model(model, input_size=32, dim=16, seed=0)
-    config = root / "steps.yaml"  # the launchers take a config file only: the overrides written into one
+def step_inputs(inputs):
+    """The nightly inputs and a config file with the overrides (the launchers take a config file only)."""
+    config = inputs["root"] / "steps.yaml"
     config.write_text(yaml.safe_dump(load_config("configs/local.yaml", FAST).model_dump(mode="json")))
-    return {"catalog": catalog, "history": history, "model": model, "config": str(config)}
+    return {**inputs, "config": str(config)}
 
 
 def step(name: str, inputs, root, *extra) -> int:
@@ -66,9 +47,9 @@ def launcher(stage: str, inputs, root, **parameters) -> None:
 
 
 @pytest.fixture(scope="module")
-def night(inputs, tmp_path_factory):
+def night(step_inputs, tmp_path_factory):
     """One night as the DAG runs it: launcher, then its step, stage after stage."""
-    root = tmp_path_factory.mktemp("composer_root")
+    inputs, root = step_inputs, tmp_path_factory.mktemp("composer_root")
     run_dir = root / "runs" / DATE
     launcher("embed", inputs, root, catalog=inputs["catalog"], model=inputs["model"], out=run_dir / "embeddings")
     assert step("embed publish", inputs, root, "--job-id", "None") == 0  # an XCom with no value renders "None"
@@ -100,19 +81,19 @@ def test_the_dags_steps_publish_a_whole_night(night):
     assert locks.read_lock(str(night / NIGHTLY_LOCK_FILE)) is None, "every step released the lock"
 
 
-def test_a_retry_of_a_published_step_changes_nothing(night, inputs, capsys):
+def test_a_retry_of_a_published_step_changes_nothing(night, step_inputs, capsys):
     before = versions.read_current(str(night / "index"))
-    assert step("index publish", inputs, night) == 0
+    assert step("index publish", step_inputs, night) == 0
     assert "published by an earlier try" in capsys.readouterr().out
     assert versions.read_current(str(night / "index")) == before
-    assert step("nightly report", inputs, night) == 0
+    assert step("nightly report", step_inputs, night) == 0
 
 
 @pytest.fixture(scope="module")
-def index_build(night, inputs, tmp_path_factory):
+def index_build(night, step_inputs, tmp_path_factory):
     """A root with an index version built by the index launcher (not published), built once."""
     root = tmp_path_factory.mktemp("index_build")
-    launcher("index", inputs, root, embeddings=night / "runs" / DATE / "embeddings", out=root / "index")
+    launcher("index", step_inputs, root, embeddings=night / "runs" / DATE / "embeddings", out=root / "index")
     return root
 
 
@@ -126,21 +107,21 @@ def built_index(index_build, tmp_path):
     return root
 
 
-def test_a_publish_is_refused_while_another_run_holds_the_lock(built_index, inputs, capsys):
+def test_a_publish_is_refused_while_another_run_holds_the_lock(built_index, step_inputs, capsys):
     holder = locks.acquire_lock(str(built_index / NIGHTLY_LOCK_FILE), "nightly 2026-12-01 (cron)")
-    assert step("index publish", inputs, built_index) == 3
+    assert step("index publish", step_inputs, built_index) == 3
     assert "nightly 2026-12-01 (cron)" in capsys.readouterr().err
     assert versions.read_current(str(built_index / "index")) is None
     locks.release_lock(holder)
-    assert step("index publish", inputs, built_index) == 0
+    assert step("index publish", step_inputs, built_index) == 0
     assert versions.read_current(str(built_index / "index")) is not None
 
 
-def test_an_index_below_the_recall_gate_is_not_published_and_its_version_is_deleted(built_index, inputs):
+def test_an_index_below_the_recall_gate_is_not_published_and_its_version_is_deleted(built_index, step_inputs):
     version_dir = Path(RunState(str(built_index / "runs" / DATE)).recorded_job("index")["outputs"]["version_dir"])
     manifest = json.loads((version_dir / INDEX_MANIFEST_FILE).read_text())
     (version_dir / INDEX_MANIFEST_FILE).write_text(json.dumps({**manifest, "recall_at_10": 0.5}))
-    assert step("index publish", inputs, built_index) == 1
+    assert step("index publish", step_inputs, built_index) == 1
     assert versions.read_current(str(built_index / "index")) is None and not version_dir.exists()
 
 
@@ -162,23 +143,23 @@ def polled_get(name: str, asked: list):
     return get_job
 
 
-def test_a_failed_dataflow_job_publishes_nothing_and_its_id_is_recorded_first(built_index, inputs, monkeypatch):
+def test_a_failed_dataflow_job_publishes_nothing_and_its_id_is_recorded_first(built_index, step_inputs, monkeypatch):
     job_id = "2026-12-01_02_41_07-8411936245017093311"
     state, asked = as_dataflow_job(built_index, job_id), []
     monkeypatch.setattr(dataflow_jobs, "get_job", polled_get("jobs_get_until_failed.json", asked))
     monkeypatch.setattr(steps, "POLL_S", 0.0)
-    assert step("index publish", inputs, built_index, "--job-id", job_id) == 1
+    assert step("index publish", step_inputs, built_index, "--job-id", job_id) == 1
     assert asked == [("poster-prod", "us-central1", job_id)] * 2  # running, then failed
     assert state.recorded_job("index")["job_id"] == job_id and state.stage_result("index") is None
     assert versions.read_current(str(built_index / "index")) is None
 
 
-def test_a_done_dataflow_job_is_waited_for_then_published(built_index, inputs, monkeypatch):
+def test_a_done_dataflow_job_is_waited_for_then_published(built_index, step_inputs, monkeypatch):
     job_id = "2026-12-01_02_41_07-8411936245017093311"
     state, asked = as_dataflow_job(built_index, job_id), []
     monkeypatch.setattr(dataflow_jobs, "get_job", polled_get("jobs_get_until_done.json", asked))
     monkeypatch.setattr(steps, "POLL_S", 0.0)
-    assert step("index publish", inputs, built_index, "--job-id", job_id) == 0
+    assert step("index publish", step_inputs, built_index, "--job-id", job_id) == 0
     assert len(asked) == len(json.loads((RESPONSES / "jobs_get_until_done.json").read_text()))
     assert state.stage_result("index")["job"] == {"name": state.recorded_job("index")["job_name"], "id": job_id,
                                                   "state": "JOB_STATE_DONE"}
