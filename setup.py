@@ -14,6 +14,9 @@ RUNTIME = [
     "matplotlib>=3.8,<4",
     # The config model (pipelines/config.py); the stack already brings it.
     "pydantic>=2.14,<3",
+    # Posters by http(s) URL (pipelines/common/http_posters.py); Beam's GCP extra already brings both.
+    "requests>=2.32,<3",
+    "urllib3>=2.8,<3",  # Retry(retry_after_max=...) caps a server's Retry-After
     # `posters evaluate`'s 2-D map of the embedding (numba, pynndescent, scikit-learn come with it).
     "umap-learn>=0.5,<0.6",
 ]

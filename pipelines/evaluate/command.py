@@ -27,8 +27,9 @@ import numpy as np
 from pipelines.common import retrieval_metrics as rm
 from pipelines.common import storage
 from pipelines.common.command_line import command_parser, parse_command
+from pipelines.common.posters import fetch_poster
 from pipelines.common.splits import is_eval
-from pipelines.config import Config
+from pipelines.config import Config, HttpConfig
 from pipelines.contracts import (
     EVAL_METRICS_FILE,
     EVALUATION_FILE,
@@ -47,15 +48,16 @@ TRAIN_EMBEDDINGS = ("baseline", "phase1", "phase2")
 
 
 class Posters:
-    """Encoded posters by title_id, read once from the catalog's `poster_uri` (None when unreadable)."""
+    """Encoded posters by title_id, read once from the catalog's `poster_uri` (any URI `fetch_poster` reads; None
+    when unreadable)."""
 
-    def __init__(self, uris: dict[str, str]):
-        self._uris, self._cache = uris, {}
+    def __init__(self, uris: dict[str, str], http: HttpConfig | None = None):
+        self._uris, self._cache, self._http = uris, {}, http or HttpConfig()
 
     def get(self, title_id: str) -> Optional[bytes]:
         if title_id not in self._cache:
             try:
-                self._cache[title_id] = storage.read_bytes(self._uris[title_id])
+                self._cache[title_id] = fetch_poster(self._uris[title_id], self._http).data
             except Exception:  # noqa: BLE001 — a poster that cannot be read is left out, and counted by callers
                 self._cache[title_id] = None
         return self._cache[title_id]
@@ -247,7 +249,7 @@ def evaluate(config: Config, args, staging: str) -> tuple[dict, dict[str, bytes]
 
     embeddings = read_embeddings(args.embeddings)
     catalog = {row.title_id: row for row in read_catalog(args.catalog, config.catalog) if row.title_id}
-    posters = Posters({t: row.poster_uri for t, row in catalog.items() if row.poster_uri})
+    posters = Posters({t: row.poster_uri for t, row in catalog.items() if row.poster_uri}, config.http)
     settings, k = config.evaluate, config.evaluate.k
     eval_rows = eval_split_rows(embeddings, config)
     retrieval, distances, pairs = _timed("retrieval", lambda: retrieval_section(

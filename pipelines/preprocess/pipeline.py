@@ -157,7 +157,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work
     rows, catalog_rejects = catalog | "ValidateCatalogRows" >> ValidateCatalogRows(
         config.preprocess.duplicate_title_policy)
     posters, poster_rejects = rows | "ReadAndValidatePosters" >> ReadAndValidatePosters(
-        config.image, config.preprocess.read_retries)
+        config.image, config.preprocess.read_retries, config.http)
     rejects = (catalog_rejects, poster_rejects) | "AllRejects" >> beam.Flatten()
     _ = rejects | "WriteRejects" >> WriteRejects(storage.join(out_dir, REJECTS_DIR))
 

@@ -89,7 +89,7 @@ BAD_KIND_EXPECTED = {
     "not_an_image": RejectReason.NOT_AN_IMAGE,
     "tiny": RejectReason.TOO_SMALL,
     "huge_header": RejectReason.TOO_MANY_PIXELS,
-    "missing_file": RejectReason.UNREADABLE,
+    "missing_file": RejectReason.NO_POSTER,
     "wrong_extension": ACCEPTED,
     "grayscale": ACCEPTED,
     "cmyk": ACCEPTED,

@@ -125,19 +125,20 @@ def test_every_catalog_row_is_an_embedding_or_a_reject_with_its_reason(first_run
     bad = {row["title_id"]: row["expected"] for row in json.loads((catalog_dir / "bad_rows.json").read_text())}
     rejects = pq.read_table(out / REJECTS_DIR).to_pylist()
     assert {r["title_id"]: r["reason"] for r in rejects} == {t: e for t, e in bad.items() if e != "accepted"}
-    assert all(r["detail"] and r["uri"] for r in rejects if r["reason"] != RejectReason.UNREADABLE)
+    assert all(r["detail"] and r["uri"] for r in rejects)
     all_ids = {row["title_id"] for row in manifest_rows(catalog_dir / "catalog.csv")}
     assert set(read_rows(out)) == all_ids - {r["title_id"] for r in rejects}
     assert stats["read"] == len(all_ids) and stats["rejected_by_reason"] == {
         reason: 1 for reason in (RejectReason.NOT_AN_IMAGE, RejectReason.TOO_MANY_PIXELS, RejectReason.TOO_SMALL,
-                                 RejectReason.TRUNCATED_IMAGE, RejectReason.UNREADABLE, RejectReason.ZERO_BYTES)}
+                                 RejectReason.TRUNCATED_IMAGE, RejectReason.NO_POSTER, RejectReason.ZERO_BYTES)}
     assert stats["lines"] == {"total": len(all_ids) + 1, "header": 1, "blank": 0, "accepted": len(all_ids) - 6,
                               "rejected": 6}
 
 
 def test_too_many_rejects_fails_naming_reasons_and_publishes_nothing(model, catalog_dir, tmp_path):
     out = tmp_path / "embeddings"
-    with pytest.raises(ErrorBudgetExceeded, match=r"6 of 35 titles rejected .*top reasons: not_an_image 1"):
+    with pytest.raises(ErrorBudgetExceeded,
+                       match=r"6 of 35 titles rejected .*top reasons: no_poster 1, not_an_image 1"):
         run_embed(catalog_dir / "catalog.csv", model[0], out, "--set", "embed.max_reject_fraction=0.1")
     assert not out.exists()
 

@@ -175,7 +175,7 @@ def test_bad_rows_sidecar_names_the_contract_outcome_of_every_broken_row(catalog
         "not_an_image": RejectReason.NOT_AN_IMAGE,
         "tiny": RejectReason.TOO_SMALL,
         "huge_header": RejectReason.TOO_MANY_PIXELS,
-        "missing_file": RejectReason.UNREADABLE,
+        "missing_file": RejectReason.NO_POSTER,
         "wrong_extension": "accepted",
         "grayscale": "accepted",
         "cmyk": "accepted",
