@@ -82,8 +82,8 @@ dataflow-check-gpu: install  ## a tiny Dataflow job on a T4 worker that fails un
 dataflow-preprocess: install  ## preprocess the catalog (CATALOG_URI) on Dataflow
 	$(BIN)/posters preprocess $(DATAFLOW_FLAGS) --catalog $(CATALOG_URI) --out $(BUCKET)/preprocessed
 
-dataflow-embed: install  ## embed the catalog on Dataflow workers with a T4 GPU each
-	$(BIN)/posters embed $(DATAFLOW_FLAGS) $(DATAFLOW_GPU) --catalog $(CATALOG_URI) --model $(MODEL_URI) --out $(BUCKET)/embeddings
+dataflow-embed: install  ## embed the catalog on Dataflow; only its inference step gets T4 workers (embed.accelerator)
+	$(BIN)/posters embed $(DATAFLOW_FLAGS) --catalog $(CATALOG_URI) --model $(MODEL_URI) --out $(BUCKET)/embeddings
 
 dataflow-index: install  ## build, verify and publish the index of BUCKET/embeddings on Dataflow
 	$(BIN)/posters index $(DATAFLOW_FLAGS) --embeddings $(BUCKET)/embeddings --out $(BUCKET)/index

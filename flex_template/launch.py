@@ -12,8 +12,9 @@ checks and publishes it.
 
 The job name is deterministic (`pipelines.common.dataflow_jobs.job_name`: stage, date, a fingerprint of the config
 and the stage's inputs) unless `--job_name` is given. On Dataflow without `--template_location` (a launch from a
-shell or a driver, not from the template service), a job of that name that is queued, running or done is reused
-instead of being launched again.
+shell or a driver, not from the template service), the job recorded in the job spec by an earlier try, or any job
+of that name, that is queued, running or done is reused instead of being launched again. The job spec (with the
+job id) is written as soon as the job is submitted, before anything waits on it.
 """
 from __future__ import annotations
 
@@ -126,12 +127,18 @@ BUILDERS = {"preprocess": build_preprocess, "embed": build_embed, "index": build
 
 # --- submitting ----------------------------------------------------------------------------------------------
 
-def existing_job(options, name: str) -> dict | None:
-    """On Dataflow, outside a template launch: the queued, running or done job called `name`, if any."""
+def existing_job(options, name: str, job_spec_out: str | None = None) -> dict | None:
+    """On Dataflow, outside a template launch: the job to wait for instead of launching `name` again — the one
+    recorded at `job_spec_out` by an earlier try, if it is still pending, running or done, else any such job of
+    that name (`dataflow_jobs.reusable_job`)."""
     cloud = options.view_as(GoogleCloudOptions)
     if options.view_as(StandardOptions).runner != "DataflowRunner" or cloud.template_location:
         return None
-    return dataflow_jobs.find_job(name, dataflow_jobs.list_job_pages(cloud.project, cloud.region, name))
+    recorded = storage.read_json(job_spec_out) if job_spec_out and storage.exists(job_spec_out) else {}
+    recorded_id = recorded.get("job_id") if recorded.get("job_name") == name else None
+    return dataflow_jobs.reusable_job(
+        name, recorded_id, lambda job_id: dataflow_jobs.get_job(cloud.project, cloud.region, job_id),
+        lambda: dataflow_jobs.list_job_pages(cloud.project, cloud.region, name))
 
 
 def _job_id(result) -> str | None:
@@ -157,7 +164,7 @@ def submit(stage: str, argv: list[str]) -> str | None:
     flags = (list(config.nightly.embed_beam_args) if stage == "embed" else []) + beam_args + extra
     options = PipelineOptions(beam_argv(config, flags))  # looked up before a Pipeline validates its buckets
 
-    found = existing_job(options, name)
+    found = existing_job(options, name, args.job_spec_out)
     if found:
         job_id, outputs, reused = found["id"], None, True
     else:
@@ -167,6 +174,8 @@ def submit(stage: str, argv: list[str]) -> str | None:
         job_id, reused = _job_id(result), False
     spec = {"stage": stage, "job_name": name, "job_id": job_id, "reused_existing_job": reused,
             "runner": options.view_as(StandardOptions).runner or "DirectRunner", "date": args.date,
+            "project": options.view_as(GoogleCloudOptions).project,
+            "region": options.view_as(GoogleCloudOptions).region,
             "fingerprint": fingerprint, "parameters": {**inputs, "config": args.config, "date": args.date},
             "outputs": outputs, "submitted_at": storage.utc_now()}
     if args.job_spec_out:

@@ -8,6 +8,8 @@ TensorFlow, XLA and CUDA's probing print through absl before anything can config
 `WARNING: All log messages before absl::InitializeLog() …`), which no environment variable turns off, are
 dropped from this process's stderr (file descriptor 2, so Beam's worker processes are covered too) by
 `START_UP_NOISE`; other libraries' Python logs show from WARNING up, the project's own from INFO.
+
+`STEPS` are two-word commands (`posters index publish …`): the steps a scheduler runs between Dataflow jobs.
 """
 from __future__ import annotations
 
@@ -41,6 +43,19 @@ SUBCOMMANDS = {
     "demo": ("pipelines.demo:main", "the main job end to end on the embedded synthetic catalog"),
 }
 
+STEPS = {  # pipelines/nightly/steps.py: what the Composer DAG runs in a pod between its Dataflow jobs
+    "embed publish": ("pipelines.nightly.steps:embed_publish_main",
+                      "after an embed job: accounting, error budget, publish (fenced by the nightly lock)"),
+    "nightly evaluate": ("pipelines.nightly.steps:evaluate_main",
+                         "evaluate the night's embeddings; a failed gate stops the night before the index"),
+    "index publish": ("pipelines.nightly.steps:index_publish_main",
+                      "after an index job: recall gate, then the CURRENT swap fenced by the nightly lock"),
+    "candidates publish": ("pipelines.nightly.steps:candidates_publish_main",
+                           "after a candidates job: check and publish (fenced by the nightly lock)"),
+    "nightly report": ("pipelines.nightly.steps:report_main",
+                       "overlap@k with the last finished night; finishes the night (summary.json, _SUCCESS)"),
+}
+
 
 VERBOSE_FLAG = "--verbose"
 # Whole stderr lines dropped without --verbose: C++ INFO/WARNING lines in absl's format, GPU probing on a machine
@@ -57,10 +72,12 @@ _PARTIAL_LINE_WAIT_S = 0.1  # a line without its end yet (a `\r` progress line) 
 
 
 def usage() -> str:
-    width = max(map(len, SUBCOMMANDS))
+    width = max(map(len, [*SUBCOMMANDS, *STEPS]))
     lines = [f"usage: posters [{VERBOSE_FLAG}] COMMAND [--help] [ARGS...]", "",
              f"  {VERBOSE_FLAG}  also show TensorFlow's, CUDA's and Beam's start-up and INFO logs", "", "commands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
+    lines += ["", "steps between Dataflow jobs (the Composer DAG's):"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in STEPS.items()]
     return "\n".join(lines)
 
 
@@ -120,6 +137,26 @@ def start_up_noise_filtered() -> Iterator[None]:
         os.close(original)
 
 
+def command_target(argv: list[str]) -> tuple[str, list[str]] | None:
+    """("module:function", its arguments) for a command line, or None when it names no command."""
+    two = " ".join(argv[:2])
+    if two in STEPS:
+        return STEPS[two][0], argv[2:]
+    if argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]][0], argv[1:]
+    return None
+
+
+def command_for(argv: list[str]):
+    """(the function, its arguments) for a command line, or None when it names no command (imports its module)."""
+    found = command_target(argv)
+    if found is None:
+        return None
+    target, rest = found
+    module_name, _, function = target.partition(":")
+    return getattr(importlib.import_module(module_name), function), rest
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = VERBOSE_FLAG in argv
@@ -127,14 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS:
-        print(f"posters: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+    if command_target(argv) is None:
+        print(f"posters: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
     configure_logging(verbose)
-    with contextlib.nullcontext() if verbose else start_up_noise_filtered():
-        module_name, _, function = SUBCOMMANDS[name][0].partition(":")
-        command = getattr(importlib.import_module(module_name), function)
+    with contextlib.nullcontext() if verbose else start_up_noise_filtered():  # the import prints the noise
+        command, rest = command_for(argv)
         return command(rest) or 0
 
 

@@ -191,6 +191,10 @@ class EmbedConfig(Section):
     # One model per machine instead of one per worker process (Beam's multi-process sharing): for models
     # that do not fit in memory, or on the accelerator, once per process.
     share_model_across_processes: bool = False
+    # The accelerator the inference step alone asks for (a Beam resource hint: Dataflow's right fitting gives
+    # only that step GPU workers), e.g. "type:nvidia-tesla-t4;count:1;install-nvidia-driver"; None: no GPU.
+    # Do not combine it with the job-wide `worker_accelerator` service option (Dataflow's right-fitting guide).
+    accelerator: Optional[Annotated[str, Field(pattern=r"^type:[a-z0-9-]+;count:[1-9][0-9]*(;[^;]+)*$")]] = None
 
     @model_validator(mode="after")
     def _batch_bounds(self):
@@ -251,6 +255,10 @@ class NightlyConfig(Section):
     # A lock older than this is taken over (its run is presumed dead); None: a held lock always refuses.
     # At least a minute: 0 would let every nightly take over a running one's lock.
     lock_stale_after_s: Optional[Annotated[float, Field(ge=60)]] = 6 * 3600
+    # A live run renews its lock this often (`locks.Heartbeat`), so it is never stale however long it runs,
+    # and publishes only within its lease; at most half of lock_stale_after_s. None: 60 s, or a quarter of
+    # lock_stale_after_s if that is shorter.
+    lock_heartbeat_s: Optional[Annotated[float, Field(ge=1)]] = None
     overlap_k: Positive = 10  # overlap@k of today's item→item lists with yesterday's, for unchanged posters
     overlap_alert_below: Fraction = 0.5  # an overlap@k below this is flagged in the summary and the log
     # The overlap report splits both nights by title hash into partitions of about this many titles and holds
@@ -261,6 +269,20 @@ class NightlyConfig(Section):
     # Run `posters evaluate` between embed and index and stop the night when a gate (`evaluate.*`) fails.
     # It holds tonight's embeddings in the launcher (512 MB per million titles): see docs/scaling.md.
     evaluate: bool = True
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        if self.lock_heartbeat_s is not None:
+            return self.lock_heartbeat_s
+        return 60.0 if self.lock_stale_after_s is None else min(60.0, self.lock_stale_after_s / 4)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_stale_limit(self):
+        if (self.lock_heartbeat_s is not None and self.lock_stale_after_s is not None
+                and self.lock_heartbeat_s > self.lock_stale_after_s / 2):
+            raise ValueError(f"nightly.lock_heartbeat_s ({self.lock_heartbeat_s}) must be at most half of "
+                             f"nightly.lock_stale_after_s ({self.lock_stale_after_s})")
+        return self
 
 
 class RetentionConfig(Section):

@@ -84,6 +84,18 @@ def find_job(name: str, list_response_pages: Iterable[Mapping[str, Any]]) -> Opt
     return dict(max(candidates, key=_created)) if candidates else None
 
 
+def reusable_job(name: str, recorded_job_id: Optional[str], get: Callable[[str], Mapping[str, Any]],
+                 list_pages: Callable[[], Iterable[Mapping[str, Any]]]) -> Optional[dict]:
+    """What a rerun waits for instead of launching `name` again: the job recorded in the run state (`jobs.get` of
+    `recorded_job_id`) when it is that job and pending, queued, running or done; else the newest such job of that
+    name in `jobs.list` (`find_job`); None when there is none (launch it)."""
+    if recorded_job_id:
+        job = dict(get(recorded_job_id))
+        if job.get("name") == name and job.get("currentState") in REUSABLE_STATES:
+            return job
+    return find_job(name, list_pages())
+
+
 def wait_for_job(job_id: str, get: Callable[[str], Mapping[str, Any]], poll_s: float = 30.0,
                  timeout_s: Optional[float] = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> dict:

@@ -14,6 +14,10 @@ A publish may carry the run date it was built for (the nightly's `--date`): `CUR
 version and its history, and a publish for an earlier date than the live version's is refused (`OlderRunDate`)
 unless `allow_older`, so re-running an old night cannot silently take a newer index off the air. Rollback is
 always allowed.
+
+A swap can be *fenced*: `fence` is a context manager factory (a nightly lock's `locks.Heartbeat.fenced`) entered
+around the compare-and-swap, which refuses (`locks.LockLost`) unless the publisher still holds the lock's
+current token; then `CURRENT` does not move.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -34,6 +39,7 @@ from pipelines.contracts import INDEX_CURRENT_FILE
 log = logging.getLogger(__name__)
 
 POINTER_FILE = INDEX_CURRENT_FILE
+Fence = Callable[[], AbstractContextManager]  # entered around the swap; raises to refuse it
 
 
 class PublishConflict(RuntimeError):
@@ -102,14 +108,14 @@ def current_version_uri(root: str) -> str:
 
 def publish(root: str, version: str, keep: int = 3, expected_generation: Optional[int] = None,
             required_file: Optional[str] = None, run_date: Optional[str] = None,
-            allow_older: bool = False) -> Pointer:
+            allow_older: bool = False, fence: Optional[Fence] = None) -> Pointer:
     """Makes `version` (a directory under `root`) live, keeping it and the `keep - 1` previous versions.
 
     `expected_generation`: publish only if `CURRENT` is still the one with this generation (0: none yet);
     None: whatever is live now. `required_file`: a file that must exist in the version directory (its
     completion marker). `run_date` (YYYY-MM-DD): the date the version was built for, recorded in `CURRENT`.
     Raises `PublishConflict` when another publisher swapped `CURRENT` first, and `OlderRunDate` when
-    `run_date` is earlier than the live version's and not `allow_older`.
+    `run_date` is earlier than the live version's and not `allow_older`. `fence`: see the module's docstring.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
@@ -127,13 +133,13 @@ def publish(root: str, version: str, keep: int = 3, expected_generation: Optiona
     new = Pointer(version=version, history=history[:keep - 1], retired=(), serial=(old.serial + 1) if old else 1,
                   published_at=storage.utc_now(), generation=0,
                   run_dates=tuple(sorted((v, d) for v, d in dates.items() if v in kept)))
-    new = _swap(root, new, old.generation if old else 0)
+    new = _swap(root, new, old.generation if old else 0, fence)
     if old:
         _delete_versions(root, {old.version, *old.history, *old.retired} - {new.version, *new.history})
     return new
 
 
-def rollback(root: str, expected_generation: Optional[int] = None) -> Pointer:
+def rollback(root: str, expected_generation: Optional[int] = None, fence: Optional[Fence] = None) -> Pointer:
     """Makes the previously live version live again; the current one is retired (deleted at the next publish)."""
     old = read_current(root)
     if old is None:
@@ -145,7 +151,7 @@ def rollback(root: str, expected_generation: Optional[int] = None) -> Pointer:
     new = Pointer(version=old.history[0], history=old.history[1:], retired=(old.version, *old.retired),
                   serial=old.serial + 1, published_at=storage.utc_now(), generation=0,
                   run_dates=tuple((v, d) for v, d in old.run_dates if v in kept))
-    return _swap(root, new, old.generation)
+    return _swap(root, new, old.generation, fence)
 
 
 def check_run_date(root: str, live: Optional[Pointer], run_date: Optional[str]) -> None:
@@ -164,11 +170,12 @@ def _check_expected(root: str, old: Optional[Pointer], expected_generation: Opti
                               f"{expected_generation}): another publisher got there first")
 
 
-def _swap(root: str, new: Pointer, expected_generation: int) -> Pointer:
+def _swap(root: str, new: Pointer, expected_generation: int, fence: Optional[Fence] = None) -> Pointer:
     uri = storage.join(root, POINTER_FILE)
     data = json.dumps(new.to_json(), indent=2).encode("utf-8")
-    generation = (_gcs_swap(uri, data, expected_generation) if storage.is_gcs(uri)
-                  else _local_swap(uri, data, expected_generation, new.serial))
+    with fence() if fence is not None else contextlib.nullcontext():
+        generation = (_gcs_swap(uri, data, expected_generation) if storage.is_gcs(uri)
+                      else _local_swap(uri, data, expected_generation, new.serial))
     log.info("published %s: %s is live (previous: %s)", root, new.version, ", ".join(new.history) or "none")
     return replace(new, generation=generation)
 

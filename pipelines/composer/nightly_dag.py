@@ -1,11 +1,15 @@
-"""The nightly chain on Cloud Composer (Airflow 3): embed → index → candidates, each a Dataflow Flex Template job.
+"""The nightly chain on Cloud Composer (Airflow 3): embed → evaluate → index → candidates; embed, index and candidates
+each a Dataflow Flex Template job.
 
 Copy this file into the Composer environment's `dags/` folder. It imports nothing of this package (Composer's
 workers do not have it): the stages run as Flex Template launches (`flex_template/<stage>_metadata.json`,
 built by `make flex-templates`), and the steps between them run the worker image's `posters` command in a pod:
 
-    embed ─▶ embed_publish ─▶ index ─▶ index_publish (recall gate, fenced CURRENT swap)
+    embed ─▶ embed_publish ─▶ evaluate (gates) ─▶ index ─▶ index_publish (recall gate, fenced CURRENT swap)
           ─▶ candidates ─▶ candidates_publish ─▶ overlap_report
+
+The pod steps are `posters` commands of pipelines/nightly/steps.py (`posters embed publish`, `posters nightly
+evaluate`, `posters index publish`, `posters candidates publish`, `posters nightly report`).
 
 Each Dataflow task launches its stage's template and waits (deferred) for the job to finish; a failed job fails
 the task, and nothing downstream runs, so a failed gate leaves the published index as it was. The run's date
@@ -108,7 +112,7 @@ def dataflow_task(stage: str) -> DataflowStartFlexTemplateOperator:
 
 
 def posters_step(task_id: str, arguments: list[str]) -> KubernetesPodOperator:
-    """`posters ARGS…` in the worker image (commands still to be added to the CLI: see docs/scheduling.md)."""
+    """`posters ARGS…` in the worker image (pipelines/nightly/steps.py)."""
     return KubernetesPodOperator(
         task_id=task_id, name=f"posters-{task_id.replace('_', '-')}", image=templated("worker_image"),
         cmds=["posters"], arguments=arguments, namespace=POD_NAMESPACE, config_file=POD_KUBE_CONFIG,
@@ -126,7 +130,7 @@ def publish_arguments(stage: str) -> list[str]:
 
 with DAG(
     dag_id=DAG_ID,
-    description="posters nightly: embed → index → candidates on Dataflow, publish steps between them",
+    description="posters nightly: embed → evaluate → index → candidates on Dataflow, publish steps between them",
     schedule="30 2 * * *",
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
@@ -141,6 +145,10 @@ with DAG(
     embed, index, candidates = (dataflow_task(stage) for stage in STAGES)
     embed_publish, index_publish, candidates_publish = (posters_step(f"{stage}_publish", publish_arguments(stage))
                                                         for stage in STAGES)
+    evaluate = posters_step("evaluate", [
+        "nightly", "evaluate", "--config", templated("config"), "--root", ROOT, "--date", "{{ ds }}",
+        "--catalog", stage_parameters("embed")["catalog"], "--model", stage_parameters("embed")["model"],
+        "--history", stage_parameters("candidates")["history"]])
     overlap_report = posters_step("overlap_report", [
         "nightly", "report", "--config", templated("config"), "--root", ROOT, "--date", "{{ ds }}"])
-    embed >> embed_publish >> index >> index_publish >> candidates >> candidates_publish >> overlap_report
+    embed >> embed_publish >> evaluate >> index >> index_publish >> candidates >> candidates_publish >> overlap_report

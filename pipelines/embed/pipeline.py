@@ -259,13 +259,15 @@ class EmbedPosters(beam.PTransform):
     out-of-memory backoff) goes there title by title.
     """
 
-    def __init__(self, handler: PosterModelHandler):
+    def __init__(self, handler: PosterModelHandler, accelerator: str | None = None):
         super().__init__()
-        self._handler = handler
+        self._handler, self._accelerator = handler, accelerator
 
     def expand(self, posters):
-        results, failures = posters | "RunInference" >> RunInference(
-            KeyedModelHandler(self._handler)).with_exception_handling()
+        inference = RunInference(KeyedModelHandler(self._handler)).with_exception_handling()
+        if self._accelerator:  # this step alone asks for the GPU (Dataflow right fitting): reads stay on CPUs
+            inference = inference.with_resource_hints(accelerator=self._accelerator)
+        results, failures = posters | "RunInference" >> inference
         rows = results | "ToRows" >> beam.FlatMapTuple(_row_or_reject).with_outputs("rejects", main="rows")
         batch_rejects = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_inference_rejects)
         rejects = (rows.rejects, batch_rejects) | "InferenceRejects" >> beam.Flatten()
@@ -310,7 +312,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
         ClassifyPoster(model_version)).with_outputs(UNCHANGED, main="embed")
 
     embedded, inference_rejects = classified.embed | "EmbedPosters" >> EmbedPosters(
-        PosterModelHandler.from_config(model_uri, config.embed))
+        PosterModelHandler.from_config(model_uri, config.embed), config.embed.accelerator)
     rows = (embedded, classified[UNCHANGED], carried_unread, carried_not_modified) | "AllRows" >> beam.Flatten()
     _ = rows | "WriteEmbeddings" >> WriteEmbeddings(out_dir, dim, model_version, config.embed.max_rows_per_file)
 
@@ -370,12 +372,19 @@ def run(argv: list[str] | None = None, save_main_session: bool = True,
     except BaseException:
         storage.delete_tree(staging)
         raise
+    publish_staged(stats, staging, args.out, meta)
+    return stats
+
+
+def publish_staged(stats: dict, staging: str, out: str, meta: dict) -> None:
+    """After the job (here, or a Dataflow job's: `posters embed publish`): checks the error budget
+    (`ErrorBudgetExceeded`: nothing published, the rejects stay in `staging`), then writes the manifest and
+    publishes `staging` to `out`."""
     storage.delete_tree(storage.join(staging, COUNTS_FILE))
-    write_stats_and_check_budget(stats, staging, args.out, "embed.max_reject_fraction", unit="titles")
+    write_stats_and_check_budget(stats, staging, out, "embed.max_reject_fraction", unit="titles")
     counts = {key: stats[key] for key in ("read", NEW, CHANGED, UNCHANGED, "removed", "rejected", "embedded")}
     manifest = write_manifest(staging, parquet_files(staging), int(meta["dim"]), meta["model_version"], counts)
-    publish_embeddings(staging, args.out, manifest)
-    return stats
+    publish_embeddings(staging, out, manifest)
 
 
 def _final_stats(staging: str, args, config: Config, meta: dict, seconds: float) -> dict:

@@ -387,11 +387,12 @@ class BuildShardedIndex(beam.PTransform):
 # --- entry points ---------------------------------------------------------------------------------------------
 def build_and_publish(config: Config, embeddings_uri: str, out_uri: str, beam_args: Optional[list[str]] = None,
                       save_main_session: bool = True, test_pipeline=None, run_date: Optional[str] = None,
-                      allow_older: bool = False) -> dict:
+                      allow_older: bool = False, fence: Optional[versions.Fence] = None) -> dict:
     """Builds, verifies and publishes an index of `embeddings_uri` under `out_uri`; returns its manifest.
 
     `run_date` (the nightly's date) is recorded in `CURRENT`; an index for an earlier date than the live one's
     raises `versions.OlderRunDate` (before anything is built, and again at the swap) unless `allow_older`.
+    `fence` (the nightly lock's `Heartbeat.fenced`): the swap happens only while the run holds its lock.
     """
     settings = config.index
     started = time.time()
@@ -415,19 +416,39 @@ def build_and_publish(config: Config, embeddings_uri: str, out_uri: str, beam_ar
         with pipeline as p:
             _ = (p | "EmbeddingFiles" >> beam.Create(info.files)
                  | "BuildShardedIndex" >> BuildShardedIndex(info, plan, settings, version_dir, started))
-        manifest = storage.read_json(storage.join(version_dir, INDEX_MANIFEST_FILE))
+    except BaseException:
+        _discard(out_uri, version)
+        raise
+    return publish_version(config, out_uri, version, run_date, allow_older, fence)
+
+
+def publish_version(config: Config, out_uri: str, version: str, run_date: Optional[str] = None,
+                    allow_older: bool = False, fence: Optional[versions.Fence] = None) -> dict:
+    """The gate and the swap after a build (here, or a Dataflow job's: `posters index publish`): checks the
+    version directory `version` under `out_uri` (its manifest, the recall gate) and makes it live through `CURRENT`
+    (fenced by `fence`); any failure deletes the version unless `CURRENT` names it. Returns its manifest."""
+    settings = config.index
+    manifest_uri = storage.join(versions.version_uri(out_uri, version), INDEX_MANIFEST_FILE)
+    try:
+        if not storage.exists(manifest_uri):
+            raise FileNotFoundError(f"{manifest_uri} does not exist: the index build did not finish")
+        manifest = storage.read_json(manifest_uri)
         check_neighbour_scores(manifest, settings.max_tied_neighbour_share)  # first: degenerate scores are the cause
         check_recall(manifest, settings.min_recall_at_10)
         pointer = versions.publish(out_uri, version, keep=settings.keep_versions, required_file=INDEX_MANIFEST_FILE,
-                                   run_date=run_date, allow_older=allow_older)
+                                   run_date=run_date, allow_older=allow_older, fence=fence)
     except BaseException:
-        try:  # keeps the version if CURRENT names it: a publish can land although it reported an error
-            versions.discard_version(out_uri, version)
-        except Exception as err:  # noqa: BLE001 — cleanup must not hide why the build failed
-            log.warning("could not clean up unpublished version %s: %s", version_dir, err)
+        _discard(out_uri, version)
         raise
     manifest["published"] = pointer.to_json()
     return manifest
+
+
+def _discard(out_uri: str, version: str) -> None:
+    try:  # keeps the version if CURRENT names it: a publish can land although it reported an error
+        versions.discard_version(out_uri, version)
+    except Exception as err:  # noqa: BLE001 — cleanup must not hide why the build failed
+        log.warning("could not clean up unpublished version %s: %s", versions.version_uri(out_uri, version), err)
 
 
 def summary(manifest: dict, out_uri: str) -> str:

@@ -9,9 +9,10 @@ Layout under `--root` (a local path or gs://):
     runs/<date>/summary.json   counts, timings, versions, overlap@k with the previous run (or why that report
                                failed: it never stops a finished night); `_SUCCESS` last
     index/                     the published index (version directories + `CURRENT`)
-    nightly.lock               held while a run works (`pipelines.common.locks.acquire_lock`; create-only on GCS);
-                               a local lock whose process is gone is taken over at once, any lock once it is
-                               older than `nightly.lock_stale_after_s`
+    nightly.lock               held while a run works (`pipelines.common.locks.acquire_lock`; create-only on GCS),
+                               renewed every `nightly.lock_heartbeat_s` (`locks.Heartbeat`); a local lock whose
+                               process is gone is taken over at once, any lock not renewed for
+                               `nightly.lock_stale_after_s`; the index's `CURRENT` swap is fenced by it
 
 A finished date is left as it is; an interrupted one resumes at its first stage without a marker. A gate
 failure (the embed error budget, the index recall gate) stops the run before `CURRENT` moves. A date earlier
@@ -73,6 +74,7 @@ class NightlyRun:
     config_argv: list[str]  # --config/--set, handed on to every stage
     beam_args: list[str] = field(default_factory=list)
     allow_older: bool = False  # publish even if the live index was published for a later date
+    heartbeat: Optional[locks.Heartbeat] = None  # the run's renewed lock; its `fenced` guards the CURRENT swap
 
     @property
     def runs_dir(self) -> str:
@@ -129,7 +131,8 @@ def index_stage(run: NightlyRun, done: dict, previous_date: Optional[str]) -> di
     adopted = manifest is not None  # published by this run before it was interrupted: not built twice
     if not adopted:
         manifest = index.build_and_publish(run.config, embeddings, run.index_root, run.beam_args, run_date=run.date,
-                                           allow_older=run.allow_older)
+                                           allow_older=run.allow_older,
+                                           fence=run.heartbeat.fenced if run.heartbeat else None)
     return {"version": manifest["version"], "version_dir": versions.version_uri(run.index_root, manifest["version"]),
             "model_version": manifest["model_version"], "count": manifest["count"],
             "recall_at_10": manifest["recall_at_10"], "adopted": adopted}
@@ -264,8 +267,10 @@ def run_nightly(run: NightlyRun) -> dict:
     state = RunState(run.run_dir, run.root)
     if state.is_finished():
         return _already_finished(run, state)
+    settings = run.config.nightly
     lock = locks.acquire_lock(storage.join(run.root, NIGHTLY_LOCK_FILE), owner=f"nightly {run.date}",
-                              stale_after_s=run.config.nightly.lock_stale_after_s)
+                              stale_after_s=settings.lock_stale_after_s)
+    run.heartbeat = locks.Heartbeat(lock, settings.heartbeat_interval_s, settings.lock_stale_after_s).start()
     try:
         if state.is_finished():  # finished by the run that held the lock while we waited for it
             return _already_finished(run, state)
@@ -273,8 +278,9 @@ def run_nightly(run: NightlyRun) -> dict:
             versions.check_run_date(run.index_root, versions.read_current(run.index_root), run.date)
         return run_stages(run, state, lock)
     finally:
+        run.heartbeat.stop()
         try:
-            locks.release_lock(lock)
+            locks.release_lock(run.heartbeat.lock)
         except locks.LockLost as err:
             log.warning("%s: another run may have overlapped with this one", err)
 

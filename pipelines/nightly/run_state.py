@@ -4,6 +4,10 @@ A run directory (`<root>/runs/<date>/`) holds `stages/<stage>.json` for every st
 only after the stage's outputs are complete, and `_SUCCESS` once the whole run finished (its summary inside).
 A crash leaves the markers of the stages before it; the rerun starts at the first stage without one.
 
+`jobs/<stage>.json` records the stage's Dataflow job (the launcher's job spec: name, id, where it writes), written
+when the job is submitted and before anything waits on it, so a rerun finds the job it launched
+(`dataflow_jobs.reusable_job`) instead of launching a duplicate.
+
 Locations under the nightly root are stored relative to it (and listed under `RELATIVE_KEY`) and resolved
 against the root the marker is read under, so a copied or moved root reads its own outputs, not the original's.
 """
@@ -17,6 +21,7 @@ from pipelines.common import storage
 from pipelines.contracts import SUCCESS_FILE
 
 STAGES_DIR = "stages"
+JOBS_DIR = "jobs"
 RELATIVE_KEY = "relative_to_root"  # the keys of a marker whose values are paths relative to the nightly root
 
 
@@ -58,6 +63,18 @@ class RunState:
 
     def mark_stage_finished(self, stage: str, result: dict[str, Any]) -> None:
         storage.write_json(self._marker(stage), relative_to_root(result, self.root) if self.root else result)
+
+    def job_uri(self, stage: str) -> str:
+        """Where `stage`'s job record lives (the launcher's `--job_spec_out` in the Composer DAG)."""
+        return storage.join(self.run_dir, JOBS_DIR, f"{stage}.json")
+
+    def recorded_job(self, stage: str) -> Optional[dict[str, Any]]:
+        """`stage`'s job record (job_name, job_id, …), or None when no job was recorded."""
+        uri = self.job_uri(stage)
+        return storage.read_json(uri) if storage.exists(uri) else None
+
+    def record_job(self, stage: str, record: dict[str, Any]) -> None:
+        storage.write_json(self.job_uri(stage), record)
 
     def is_finished(self) -> bool:
         return storage.exists(storage.join(self.run_dir, SUCCESS_FILE))

@@ -142,3 +142,30 @@ def test_the_index_launcher_builds_a_version_directory_and_leaves_current_alone(
     manifest = json.loads((version_dir / INDEX_MANIFEST_FILE).read_text())
     assert manifest["count"] == 300 and "recall_at_10" in manifest
     assert sorted(p.name for p in out.iterdir()) == [version_dir.name], "no CURRENT: the gate and swap come later"
+
+
+def test_a_rerun_finds_the_job_recorded_in_the_run_state_and_waits_for_it_instead_of_launching(monkeypatch, tmp_path):
+    from pipelines.nightly.run_state import RunState
+
+    running = json.loads((RESPONSES / "jobs_get_until_done.json").read_text())[2]  # JOB_STATE_RUNNING
+    state = RunState(str(tmp_path / "runs" / DATE), str(tmp_path))
+    state.record_job("embed", {"stage": "embed", "job_name": running["name"], "job_id": running["id"]})
+    asked = []
+
+    def get_job(project, region, job_id, session=None):
+        asked.append((project, region, job_id))
+        return running
+
+    def nothing_else(*args, **kwargs):
+        raise AssertionError("the recorded job is running: no lookup by name and no launch")
+
+    monkeypatch.setattr(launch.dataflow_jobs, "get_job", get_job)
+    monkeypatch.setattr(launch.dataflow_jobs, "list_job_pages", nothing_else)
+    monkeypatch.setattr(beam.Pipeline, "run", nothing_else)
+    job_id = launch.submit("embed", [
+        "--catalog", "gs://b/catalog.csv", "--model", "gs://b/model", "--out", "gs://b/runs/2026-12-01/embeddings",
+        "--date", DATE, "--job_spec_out", state.job_uri("embed"), "--runner=DataflowRunner",
+        "--project=poster-prod", "--region=us-central1", f"--job_name={running['name']}"])
+    assert job_id == running["id"] and asked == [("poster-prod", "us-central1", running["id"])]
+    record = state.recorded_job("embed")
+    assert record["job_id"] == running["id"] and record["reused_existing_job"] is True

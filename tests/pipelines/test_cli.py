@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from pipelines.cli import SUBCOMMANDS, main
+from pipelines.cli import STEPS, SUBCOMMANDS, main
 
 
 def test_help_lists_every_subcommand(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in SUBCOMMANDS:
+    for name in [*SUBCOMMANDS, *STEPS]:
         assert name in out
 
 
@@ -28,11 +28,11 @@ def test_the_console_script_runs():
     assert all(name in result.stdout for name in SUBCOMMANDS)
 
 
-@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+@pytest.mark.parametrize("name", sorted([*SUBCOMMANDS, *STEPS]))
 def test_each_subcommand_has_help(name, capsys):
     """In this process: the console script is `pipelines.cli:main` (`test_the_console_script_runs` starts it)."""
     try:
-        code = main([name, "--help"])
+        code = main([*name.split(), "--help"])
     except SystemExit as exited:  # argparse's --help
         code = exited.code
     assert code in (0, None)

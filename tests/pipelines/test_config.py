@@ -207,3 +207,10 @@ def test_nan_and_infinite_numbers_are_refused(key, value):
 def test_negative_rates_margins_half_lives_and_fractions_are_refused(key, message):
     with pytest.raises(ConfigError, match=rf"{key} {message}, got -0.5"):
         load_config(None, [f"{key}=-0.5"])
+
+
+def test_the_lock_heartbeat_renews_at_least_twice_per_stale_period():
+    with pytest.raises(ConfigError, match=r"lock_heartbeat_s \(400.0\) must be at most half"):
+        load_config(None, ["nightly.lock_stale_after_s=600", "nightly.lock_heartbeat_s=400"])
+    assert load_config(None, ["nightly.lock_stale_after_s=60"]).nightly.heartbeat_interval_s == 15
+    assert load_config(None, []).nightly.heartbeat_interval_s == 60

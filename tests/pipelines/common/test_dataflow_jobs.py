@@ -161,3 +161,30 @@ def test_wait_for_job_gives_up_after_its_timeout():
         jobs.wait_for_job(running["id"], lambda _: running, poll_s=30, timeout_s=100, clock=clock,
                           sleep=clock.sleep)
     assert clock.now <= 100
+
+
+# --- reusable_job: what a rerun waits for -----------------------------------------------------------------------
+
+def test_a_rerun_reuses_the_recorded_job_while_it_runs_without_listing_jobs():
+    running = recorded("jobs_get_until_done.json")[2]
+    assert running["currentState"] == "JOB_STATE_RUNNING"
+
+    def list_pages():
+        raise AssertionError("the recorded job is running: no jobs.list needed")
+    found = jobs.reusable_job(EMBED_JOB, running["id"], {running["id"]: running}.__getitem__, list_pages)
+    assert found == running
+
+
+def test_a_rerun_whose_recorded_job_failed_looks_for_another_job_of_that_name():
+    failed = recorded("jobs_get_until_failed.json")[-1]
+    pages = [recorded("jobs_list_page1.json"), recorded("jobs_list_page2.json")]
+    found = jobs.reusable_job(EMBED_JOB, failed["id"], {failed["id"]: failed}.__getitem__, lambda: pages)
+    assert found["id"] == "2026-12-01_02_41_07-8411936245017093311" and found["currentState"] == "JOB_STATE_RUNNING"
+    assert jobs.reusable_job(EMBED_JOB, failed["id"], {failed["id"]: failed}.__getitem__, lambda: [{}]) is None
+
+
+def test_a_recorded_job_of_another_name_is_not_reused():
+    done = recorded("jobs_get_until_done.json")[-1]
+    assert done["currentState"] == "JOB_STATE_DONE"
+    assert jobs.reusable_job("posters-embed-20261202-aaaaaaaaaaaa", done["id"], {done["id"]: done}.__getitem__,
+                             lambda: [recorded("jobs_list_page1.json")]) is None

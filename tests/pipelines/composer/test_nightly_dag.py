@@ -15,7 +15,8 @@ AIRFLOW_PYTHON = AIRFLOW_VENV / "bin" / "python"
 DAG_FILE = REPO / "pipelines" / "composer" / "nightly_dag.py"
 PROBE = Path(__file__).with_name("dag_probe.py")
 DATE = "2026-12-01"
-ORDER = ["embed", "embed_publish", "index", "index_publish", "candidates", "candidates_publish", "overlap_report"]
+ORDER = ["embed", "embed_publish", "evaluate", "index", "index_publish", "candidates", "candidates_publish",
+         "overlap_report"]
 
 
 def ensure_airflow_venv() -> None:
@@ -61,6 +62,7 @@ def test_one_dataflow_task_per_nightly_stage_and_a_pod_step_after_each(dag):
         "embed": "DataflowStartFlexTemplateOperator", "index": "DataflowStartFlexTemplateOperator",
         "candidates": "DataflowStartFlexTemplateOperator", "embed_publish": "KubernetesPodOperator",
         "index_publish": "KubernetesPodOperator", "candidates_publish": "KubernetesPodOperator",
+        "evaluate": "KubernetesPodOperator",
         "overlap_report": "KubernetesPodOperator"}
     assert "preprocess" not in dag["tasks"]  # preprocess feeds training; it is not nightly
 
@@ -134,3 +136,21 @@ def test_the_dag_file_imports_nothing_of_this_package():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not {name for name in imported if name.split(".")[0] in ("pipelines", "trainer", "configs")}
+
+
+def test_every_command_the_dag_runs_is_a_posters_command_that_takes_its_rendered_flags(dag):
+    from pipelines import cli
+    from pipelines.nightly import steps
+
+    pods = {task_id: task["rendered"] for task_id, task in dag["tasks"].items()
+            if task["operator"] == "KubernetesPodOperator"}
+    assert set(pods) == {"embed_publish", "evaluate", "index_publish", "candidates_publish", "overlap_report"}
+    for task_id, rendered in pods.items():
+        assert rendered["cmds"] == ["posters"]
+        arguments = rendered["arguments"]
+        command = " ".join(arguments[:2])
+        assert command in cli.STEPS, f"{task_id}: `posters {command}` is not a command"
+        function, rest = cli.command_for(arguments)
+        assert rest == arguments[2:] and callable(function)
+        args, unknown = steps.parser_for(command).parse_known_args(rest)  # required flags present, none unknown
+        assert unknown == [] and args.date == DATE and args.root == "gs://prod-bucket/posters/nightly", task_id

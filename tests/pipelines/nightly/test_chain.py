@@ -17,29 +17,14 @@ from pipelines.common import locks, versions
 from pipelines.contracts import INDEX_CURRENT_FILE, NIGHTLY_LOCK_FILE, SUCCESS_FILE
 from pipelines.nightly import chain as nightly
 from pipelines.nightly.run_state import RunState
-from pipelines.synthetic.catalog import generate_catalog
-from pipelines.synthetic.watch_history import generate_watch_history
-from tests.pipelines.embed.tiny_model import export_tiny_model
+from tests.pipelines.nightly.conftest import N_TITLES
 
-N_TITLES = 16
 FAST = ["--set", "embed.min_batch_size=4", "--set", "embed.max_batch_size=8", "--set", "candidates.k=5",
         "--set", "nightly.overlap_k=5",
         # 16 titles and an untrained model: evaluate every title, a quick map, and gates it can pass.
         "--set", "evaluate.retrieval_split=all", "--set", "evaluate.k=5", "--set", "evaluate.map_projection=pca",
         "--set", "evaluate.min_near_duplicate_recall_at_1=null", "--set", "evaluate.min_hit_rate_vs_popularity=null",
         "--set", "evaluate.max_drop_from_previous=null"]
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nightly_inputs")
-    generate_catalog(root / "catalog", n=N_TITLES, seed=2, width=64, height=96)
-    catalog = str(root / "catalog" / "catalog.csv")
-    history = str(root / "history.csv")
-    generate_watch_history(catalog, history, n_users=12, seed=2)
-    model = str(root / "model")
-    export_tiny_model(model, input_size=32, dim=16, seed=0)
-    return {"root": root, "catalog": catalog, "history": history, "model": model}
 
 
 def nightly_argv(inputs, root, date, *extra, catalog=None, history=None):
