@@ -2,20 +2,20 @@
 
 `read_poster_bytes` fetches a poster through Beam's FileSystems (local or gs://) with retries on transient
 errors; `validate_poster` checks the bytes cheaply first (size, header, dimensions) and only then decodes, so a
-decompression bomb is refused from its header alone. A poster kept as is (an RGB JPEG) is decoded at 1/8 scale
-in the DCT domain, which reads and entropy-decodes the whole stream (truncation and corruption fail as in a full
-decode) for about two thirds of the cost; a poster that is converted is decoded in full. Anything wrong raises
-`PosterRejected` with a `RejectReason` code. `ReadAndValidatePosters` does both inside a pipeline; `WriteRejects`
-writes the rejects.
-
-A poster passed on with its original bytes is also decoded by the model's own decoder
-(`pipelines.common.pixels.decode_poster`, TensorFlow), since PIL is laxer than TensorFlow about some files (it
-does not check PNG chunk CRCs, nor read past the last image data): so what this validator accepts, the model
-decodes. A reject's detail describes the file; it never copies the file's bytes.
+decompression bomb is refused from its header alone. A poster kept as is (an RGB JPEG or PNG) is decoded once, by
+the model's own decoder (`pipelines.common.pixels.poster_pixels`, TensorFlow; a JPEG at the smallest DCT scale that
+covers the model's input, which still entropy-decodes the whole stream, so truncation and corruption fail as in a
+full decode): that decode is the validation, and with `pixel_size` its pixels are the model's input (the embed
+pipeline feeds them to the model's pixel signature, so nothing decodes the poster again). Only when TensorFlow
+refuses a file does PIL decode it too, to tell a truncated or corrupted file (PIL fails as well) from one only
+TensorFlow refuses (PIL is laxer: it does not check PNG chunk CRCs, nor read past the last image data). A poster
+that is converted is decoded in full by PIL. Anything wrong raises `PosterRejected` with a `RejectReason` code.
+`ReadAndValidatePosters` does both inside a pipeline; `WriteRejects` writes the rejects. A reject's detail describes
+the file; it never copies the file's bytes.
 
 Posters leave here decodable by `tf.io.decode_image` as RGB: an RGB JPEG or PNG keeps its original bytes;
 anything else (grayscale, CMYK, palette, alpha, 16-bit, other formats) is converted to RGB — alpha composited
-on white — and re-encoded as a lossless PNG.
+on white — and re-encoded as a lossless PNG (whose `poster_pixels` are the pixels given with `pixel_size`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import io
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 import numpy as np
@@ -72,10 +72,13 @@ class ValidPoster:
     width: int
     height: int
     converted_from: str | None  # the original PIL mode when the pixels were converted to RGB ("L", "CMYK", …)
+    # `poster_pixels(image_bytes, pixel_size)`, uint8 [pixel_size, pixel_size, 3], when asked for with pixel_size
+    pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
-def validate_poster(data: bytes, config: ImageConfig) -> ValidPoster:
-    """Encoded file bytes → a `ValidPoster`, or `PosterRejected` naming the first check that failed."""
+def validate_poster(data: bytes, config: ImageConfig, pixel_size: int | None = None) -> ValidPoster:
+    """Encoded file bytes → a `ValidPoster`, or `PosterRejected` naming the first check that failed. With
+    `pixel_size` (the model's input size), the poster's model input comes with it (`ValidPoster.pixels`)."""
     if not data:
         raise PosterRejected(RejectReason.ZERO_BYTES, "the file is empty")
     if len(data) > config.max_bytes:
@@ -89,22 +92,21 @@ def validate_poster(data: bytes, config: ImageConfig) -> ValidPoster:
         raise PosterRejected(RejectReason.TOO_SMALL, f"{width}x{height} has a side below image.min_side="
                                                      f"{config.min_side}")
     keep = image.mode == "RGB" and image.format in KEPT_FORMATS and "transparency" not in image.info
-    if keep and image.format == "JPEG":
-        # Kept as is, so only decodability matters: libjpeg's DCT-domain 1/8 downscale skips most of the inverse
-        # DCT and the colour conversion but still entropy-decodes every scan to the end, so a truncated or
-        # corrupted stream fails here exactly as it does in a full decode (tests/pipelines/test_images.py).
-        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+    if keep:
+        # Without pixel_size the decode only validates: at size 1 a JPEG decodes at 1/8 scale.
+        pixels = _model_decode(data, image, width, height, pixel_size or 1)
+        return ValidPoster(data, hashlib.sha256(data).hexdigest(), width, height, converted_from=None,
+                           pixels=pixels if pixel_size else None)
     _decode_fully(image, width, height)
     sha256 = hashlib.sha256(data).hexdigest()
-    if keep:
-        _check_model_decodes(data, image.format, width, height)
-        return ValidPoster(data, sha256, width, height, converted_from=None)
     converted = _as_rgb(image)
     buffer = io.BytesIO()
     # Fast compression: these bytes are decoded once more downstream, not stored for long.
     converted.save(buffer, format="PNG", compress_level=1)
+    # The PNG is lossless, so resizing the converted pixels gives exactly `poster_pixels` of its bytes.
+    pixels = _decoder(pixel_size).resize(np.asarray(converted)) if pixel_size else None
     return ValidPoster(buffer.getvalue(), sha256, width, height,
-                       converted_from=None if image.mode == "RGB" else image.mode)
+                       converted_from=None if image.mode == "RGB" else image.mode, pixels=pixels)
 
 
 def read_poster_bytes(uri: str, retries: int = 3, max_bytes: int | None = None, backoff_s: float = 0.5) -> bytes:
@@ -186,13 +188,15 @@ def _meaningful_line(message: str) -> str:
 
 class ValidatePosterDoFn(beam.DoFn):
     """CatalogRow → (CatalogRow, ValidPoster) on the main output, or a reject record on `rejects`; with
-    `with_context`, (CatalogRow, context) → (CatalogRow, ValidPoster, context). The bytes read are counted in
-    the Beam metric `poster_bytes_read`."""
+    `with_context`, (CatalogRow, context) → (CatalogRow, ValidPoster, context); with `pixel_size`, each
+    ValidPoster carries its model input (`validate_poster`). The bytes read are counted in the Beam metric
+    `poster_bytes_read`."""
 
-    def __init__(self, config: ImageConfig, retries: int, with_context: bool = False):
+    def __init__(self, config: ImageConfig, retries: int, with_context: bool = False, pixel_size: int | None = None):
         self._config = config
         self._retries = retries
         self._with_context = with_context
+        self._pixel_size = pixel_size
         self._accepted = Metrics.counter(METRICS_NAMESPACE, "posters_accepted")
         self._converted = Metrics.counter(METRICS_NAMESPACE, "posters_converted_to_rgb")
         self._bytes_read = Metrics.counter(METRICS_NAMESPACE, POSTER_BYTES_READ)
@@ -206,7 +210,7 @@ class ValidatePosterDoFn(beam.DoFn):
         try:
             data = read_poster_bytes(row.poster_uri, self._retries, max_bytes=self._config.max_bytes)
             self._bytes_read.inc(len(data))
-            poster = validate_poster(data, self._config)
+            poster = validate_poster(data, self._config, self._pixel_size)
         except PosterRejected as rejected:
             yield beam.pvalue.TaggedOutput("rejects", reject_record(
                 row.title_id, row.poster_uri, rejected.reason, rejected.detail, row.lines))
@@ -221,18 +225,22 @@ class ReadAndValidatePosters(beam.PTransform):
     """PCollection[CatalogRow] → outputs `posters` (main: (CatalogRow, ValidPoster)) and `rejects` (dicts).
 
     `posters, rejects = rows | ReadAndValidatePosters(config.image, retries)`; with `with_context`, elements are
-    (CatalogRow, context) and posters (CatalogRow, ValidPoster, context).
+    (CatalogRow, context) and posters (CatalogRow, ValidPoster, context); with `pixel_size`, posters carry their
+    model input.
     """
 
-    def __init__(self, config: ImageConfig, retries: int = 3, with_context: bool = False):
+    def __init__(self, config: ImageConfig, retries: int = 3, with_context: bool = False,
+                 pixel_size: int | None = None):
         super().__init__()
         self._config = config
         self._retries = retries
         self._with_context = with_context
+        self._pixel_size = pixel_size
 
     def expand(self, rows):
         return rows | "ReadAndValidate" >> beam.ParDo(
-            ValidatePosterDoFn(self._config, self._retries, self._with_context)).with_outputs("rejects", main="posters")
+            ValidatePosterDoFn(self._config, self._retries, self._with_context, self._pixel_size)).with_outputs(
+                "rejects", main="posters")
 
 
 class WriteRejects(beam.PTransform):
@@ -281,18 +289,28 @@ def _looks_like(data: bytes) -> str:
     return ""
 
 
-def _check_model_decodes(data: bytes, fmt: str, width: int, height: int) -> None:
-    """`PosterRejected(UNDECODABLE_IMAGE)` unless the model's decoder (TensorFlow) decodes `data` too."""
+@functools.lru_cache(maxsize=4)
+def _decoder(size: int):
+    """One `PixelDecoder` per input size and process (its traced functions are built on first use)."""
+    from pipelines.common.pixels import PixelDecoder
+
+    return PixelDecoder(size)
+
+
+def _model_decode(data: bytes, image: Image.Image, width: int, height: int, size: int) -> np.ndarray:
+    """`poster_pixels(data, size)`, the one decode of a kept poster. When TensorFlow refuses the file, PIL decodes
+    it to say why: `TRUNCATED_IMAGE` when PIL fails too, else `UNDECODABLE_IMAGE` (a file only the model refuses)."""
     import tensorflow as tf
 
-    from pipelines.common.pixels import decode_poster
-
     try:
-        decode_poster(tf.constant(data))
+        return _decoder(size).decode(data)
     except tf.errors.OpError as err:
+        if image.format == "JPEG":  # PIL's verdict at 1/8 scale is a full decode's (tests/pipelines/common)
+            image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+        _decode_fully(image, width, height)
         raise PosterRejected(RejectReason.UNDECODABLE_IMAGE,
-                             f"{fmt} {width}x{height}: PIL reads it but TensorFlow's decoder, which the model uses, "
-                             f"refuses it ({describe_error(err)})") from err
+                             f"{image.format} {width}x{height}: PIL reads it but TensorFlow's decoder, which the "
+                             f"model uses, refuses it ({describe_error(err)})") from err
 
 
 def _decode_fully(image: Image.Image, width: int, height: int) -> None:

@@ -1,8 +1,10 @@
-"""Beam `ModelHandler` for the exported poster model: encoded poster bytes → L2-normalised embeddings.
+"""Beam `ModelHandler` for the exported poster model: poster pixels (or encoded bytes) → L2-normalised embeddings.
 
 RunInference loads the model once per worker process (shared across its threads) and feeds it batches from
-`BatchElements` sized by `embed.min_batch_size`/`max_batch_size`. The model's own graph decodes and resizes,
-so nothing here knows about pixels. When a batch runs out of accelerator memory the handler halves it,
+`BatchElements` sized by `embed.min_batch_size`/`max_batch_size`. With `pixels`, examples are the uint8
+[input_size, input_size, 3] arrays the poster validator decoded (`pipelines.common.pixels.poster_pixels`), fed to the
+export's pixel signature; without (an export that has no pixel signature), encoded bytes, which the model's own
+graph decodes and resizes. When a batch runs out of accelerator memory the handler halves it,
 retries, and keeps the size that worked for every later batch of that process. When the model fails on a batch
 for any other reason, the batch is run again one poster at a time: the posters the model fails on alone come back
 as an `InferenceFailure` (the error, as a `PredictionResult`'s inference), their batch-mates as vectors.
@@ -49,7 +51,7 @@ class PosterEmbedder:
     Callers use its methods only, so it also works behind Beam's cross-process proxy (shared model).
     """
 
-    def __init__(self, embed: Callable[[Sequence[bytes]], np.ndarray], meta: dict):
+    def __init__(self, embed: Callable[[Sequence], np.ndarray], meta: dict):
         self.embed = embed
         self.meta = meta
         self.batch_limit: Optional[int] = None
@@ -58,7 +60,7 @@ class PosterEmbedder:
     def model_version(self) -> str:
         return self.meta["model_version"]
 
-    def embed_batch(self, images: Sequence[bytes]) -> np.ndarray:
+    def embed_batch(self, images: Sequence) -> np.ndarray:
         """Embeds `images` in chunks no larger than the batch limit; on out-of-memory, halves and retries.
 
         Returns float32 [len(images), dim] in input order. A single image that still runs out of memory raises.
@@ -87,24 +89,26 @@ class PosterEmbedder:
             return self.batch_limit
 
 
-class PosterModelHandler(ModelHandler[bytes, PredictionResult, PosterEmbedder]):
-    """RunInference handler: examples are encoded poster bytes, inferences float32 [dim] unit vectors."""
+class PosterModelHandler(ModelHandler[Any, PredictionResult, PosterEmbedder]):
+    """RunInference handler: examples are poster pixels (uint8 arrays, with `pixels`) or encoded poster bytes,
+    inferences float32 [dim] unit vectors."""
 
     def __init__(self, model_uri: str, min_batch_size: int, max_batch_size: int,
-                 share_across_processes: bool = False):
+                 share_across_processes: bool = False, pixels: bool = False):
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
                          large_model=share_across_processes)
         self.model_uri = model_uri
+        self.pixels = pixels
 
     @classmethod
-    def from_config(cls, model_uri: str, embed_config) -> PosterModelHandler:
+    def from_config(cls, model_uri: str, embed_config, pixels: bool = False) -> PosterModelHandler:
         return cls(model_uri, embed_config.min_batch_size, embed_config.max_batch_size,
-                   embed_config.share_model_across_processes)
+                   embed_config.share_model_across_processes, pixels)
 
     def load_model(self) -> PosterEmbedder:
-        return PosterEmbedder(*load_exported_model(self.model_uri))
+        return PosterEmbedder(*load_exported_model(self.model_uri, pixels=self.pixels))
 
-    def run_inference(self, batch: Sequence[bytes], model: PosterEmbedder,
+    def run_inference(self, batch: Sequence, model: PosterEmbedder,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
         """Vectors for `batch`; when the model fails on the batch, each poster is run alone and those it fails on
         get an `InferenceFailure` instead of a vector, so one bad poster never costs its batch-mates."""
@@ -121,18 +125,19 @@ class PosterModelHandler(ModelHandler[bytes, PredictionResult, PosterEmbedder]):
         return [PredictionResult(image, vector, version) for image, vector in zip(batch, vectors)]
 
     @staticmethod
-    def _embed_one(image: bytes, model: PosterEmbedder):
+    def _embed_one(image, model: PosterEmbedder):
         try:
             return model.embed_batch([image])[0]
         except Exception as err:  # noqa: BLE001 — this poster alone is rejected
             Metrics.counter(METRICS_NAMESPACE, "posters_inference_failed").inc()
             return InferenceFailure(_error_text(err))
 
-    def get_num_bytes(self, batch: Sequence[bytes]) -> int:
-        return sum(len(image) for image in batch)
+    def get_num_bytes(self, batch: Sequence) -> int:
+        return sum(image.nbytes if isinstance(image, np.ndarray) else len(image) for image in batch)
 
     def get_metrics_namespace(self) -> str:
         return METRICS_NAMESPACE
 
     def __repr__(self) -> str:
-        return f"PosterModelHandler({self.model_uri!r}, batch {self.batch_elements_kwargs()})"
+        inputs = "pixels" if self.pixels else "bytes"
+        return f"PosterModelHandler({self.model_uri!r}, {inputs}, batch {self.batch_elements_kwargs()})"
