@@ -2,8 +2,9 @@
 graph.
 
 `poster_pixels` runs in the preprocess pipeline (the training data's image), inside the exported model's serving
-signature, and — through `PixelDecoder` — in the poster validator of the embed pipeline, whose pixels go to the
-model's pixel signature: all of them see exactly the same pixels, and a poster is decoded once.
+signature, in the poster validator, and — through `PixelDecoder` — in the embed pipeline's model handler, which
+decodes each batch once and feeds the pixels to the model's pixel signature: all of them see exactly the same
+pixels.
 
 A JPEG is decoded at the smallest DCT scale (1/8, 1/4, 1/2 or 1) whose output still covers the model's input
 size on both sides (libjpeg's scaled decode: the inverse DCT makes fewer pixels, the entropy decoding still reads
@@ -66,35 +67,37 @@ def poster_pixels(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
 
 
 class PixelDecoder:
-    """`poster_pixels` (or `resize_pixels`) as traced functions for one input size, called from Python one poster
-    at a time (the validator's decode); built lazily, once per process, safe to call from several threads.
-    Pickles as its size only."""
+    """`poster_pixels` for one input size as traced functions: `decode_batch` (a batch in one call, the embed
+    model handler's decode) and `decode` (one poster, to find which poster of a failing batch fails). Built lazily,
+    once per process, safe to call from several threads; pickles as its size only."""
 
     def __init__(self, size: int):
         self.size = size
         self._lock = threading.Lock()
-        self._from_bytes = self._from_array = None
+        self._one = self._batch = None
 
     def _build(self) -> None:
         with self._lock:
-            if self._from_bytes is None:
+            if self._batch is None:
                 size = self.size
-                self._from_array = tf.function(lambda image: resize_pixels(image, size),
-                                               input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-                self._from_bytes = tf.function(lambda data: poster_pixels(data, size),
-                                               input_signature=[tf.TensorSpec([], tf.string)])
+                spec = tf.TensorSpec([size, size, 3], tf.uint8)
+                self._one = tf.function(lambda data: poster_pixels(data, size),
+                                        input_signature=[tf.TensorSpec([], tf.string)])
+                self._batch = tf.function(
+                    lambda batch: tf.map_fn(lambda data: poster_pixels(data, size), batch, fn_output_signature=spec),
+                    input_signature=[tf.TensorSpec([None], tf.string)])
 
     def decode(self, data: bytes) -> np.ndarray:
         """Encoded bytes → uint8 [size, size, 3]; raises `tf.errors.OpError` when TensorFlow cannot decode them."""
-        if self._from_bytes is None:
+        if self._one is None:
             self._build()
-        return self._from_bytes(tf.constant(data)).numpy()
+        return self._one(tf.constant(data)).numpy()
 
-    def resize(self, image: np.ndarray) -> np.ndarray:
-        """Decoded uint8 RGB [height, width, 3] → uint8 [size, size, 3], as `decode` resizes."""
-        if self._from_array is None:
+    def decode_batch(self, images) -> np.ndarray:
+        """Encoded images → uint8 [n, size, size, 3]; `tf.errors.OpError` when any of them does not decode."""
+        if self._batch is None:
             self._build()
-        return self._from_array(tf.constant(image)).numpy()
+        return self._batch(tf.constant(list(images), dtype=tf.string)).numpy()
 
     def __getstate__(self):
         return {"size": self.size}

@@ -2,20 +2,21 @@
 
 `read_poster_bytes` fetches a poster through Beam's FileSystems (local or gs://) with retries on transient
 errors; `validate_poster` checks the bytes cheaply first (size, header, dimensions) and only then decodes, so a
-decompression bomb is refused from its header alone. A poster kept as is (an RGB JPEG or PNG) is decoded once, by
-the model's own decoder (`pipelines.common.pixels.poster_pixels`, TensorFlow; a JPEG at the smallest DCT scale that
-covers the model's input, which still entropy-decodes the whole stream, so truncation and corruption fail as in a
-full decode): that decode is the validation, and with `pixel_size` its pixels are the model's input (the embed
-pipeline feeds them to the model's pixel signature, so nothing decodes the poster again). Only when TensorFlow
-refuses a file does PIL decode it too, to tell a truncated or corrupted file (PIL fails as well) from one only
-TensorFlow refuses (PIL is laxer: it does not check PNG chunk CRCs, nor read past the last image data). A poster
-that is converted is decoded in full by PIL. Anything wrong raises `PosterRejected` with a `RejectReason` code.
-`ReadAndValidatePosters` does both inside a pipeline; `WriteRejects` writes the rejects. A reject's detail describes
-the file; it never copies the file's bytes.
+decompression bomb is refused from its header alone. A poster kept as is (an RGB JPEG or PNG) is decoded by the
+model's own decoder (`pipelines.common.pixels.poster_pixels`, TensorFlow; a JPEG at 1/8 scale in the DCT domain,
+which still entropy-decodes the whole stream, so truncation and corruption fail as in a full decode). With
+`decode=False` the caller decodes kept posters itself, once, with that same function — the embed pipeline's model
+handler, batch by batch, feeding the pixels to the model — and turns a poster that fails into the same reject with
+`decode_rejection`. Only when TensorFlow refuses a file does PIL decode it too, to tell a truncated or corrupted
+file (PIL fails as well: `TRUNCATED_IMAGE`) from one only TensorFlow refuses (`UNDECODABLE_IMAGE`; PIL is laxer: it
+does not check PNG chunk CRCs, nor read past the last image data). A poster that is converted is decoded in full
+by PIL. Anything wrong raises `PosterRejected` with a `RejectReason` code. `ReadAndValidatePosters` does both inside
+a pipeline; `WriteRejects` writes the rejects. A reject's detail describes the file; it never copies the file's
+bytes.
 
 Posters leave here decodable by `tf.io.decode_image` as RGB: an RGB JPEG or PNG keeps its original bytes;
 anything else (grayscale, CMYK, palette, alpha, 16-bit, other formats) is converted to RGB — alpha composited
-on white — and re-encoded as a lossless PNG (whose `poster_pixels` are the pixels given with `pixel_size`).
+on white — and re-encoded as a lossless PNG.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import io
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
@@ -72,13 +73,11 @@ class ValidPoster:
     width: int
     height: int
     converted_from: str | None  # the original PIL mode when the pixels were converted to RGB ("L", "CMYK", …)
-    # `poster_pixels(image_bytes, pixel_size)`, uint8 [pixel_size, pixel_size, 3], when asked for with pixel_size
-    pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
-def validate_poster(data: bytes, config: ImageConfig, pixel_size: int | None = None) -> ValidPoster:
+def validate_poster(data: bytes, config: ImageConfig, decode: bool = True) -> ValidPoster:
     """Encoded file bytes → a `ValidPoster`, or `PosterRejected` naming the first check that failed. With
-    `pixel_size` (the model's input size), the poster's model input comes with it (`ValidPoster.pixels`)."""
+    `decode=False`, a kept poster's pixel data is left for the caller to decode (see the module's docstring)."""
     if not data:
         raise PosterRejected(RejectReason.ZERO_BYTES, "the file is empty")
     if len(data) > config.max_bytes:
@@ -93,20 +92,28 @@ def validate_poster(data: bytes, config: ImageConfig, pixel_size: int | None = N
                                                      f"{config.min_side}")
     keep = image.mode == "RGB" and image.format in KEPT_FORMATS and "transparency" not in image.info
     if keep:
-        # Without pixel_size the decode only validates: at size 1 a JPEG decodes at 1/8 scale.
-        pixels = _model_decode(data, image, width, height, pixel_size or 1)
-        return ValidPoster(data, hashlib.sha256(data).hexdigest(), width, height, converted_from=None,
-                           pixels=pixels if pixel_size else None)
+        if decode:
+            _model_decode(data, image, width, height)
+        return ValidPoster(data, hashlib.sha256(data).hexdigest(), width, height, converted_from=None)
     _decode_fully(image, width, height)
     sha256 = hashlib.sha256(data).hexdigest()
     converted = _as_rgb(image)
     buffer = io.BytesIO()
     # Fast compression: these bytes are decoded once more downstream, not stored for long.
     converted.save(buffer, format="PNG", compress_level=1)
-    # The PNG is lossless, so resizing the converted pixels gives exactly `poster_pixels` of its bytes.
-    pixels = _decoder(pixel_size).resize(np.asarray(converted)) if pixel_size else None
     return ValidPoster(buffer.getvalue(), sha256, width, height,
-                       converted_from=None if image.mode == "RGB" else image.mode, pixels=pixels)
+                       converted_from=None if image.mode == "RGB" else image.mode)
+
+
+def decode_rejection(data: bytes, err: Exception) -> PosterRejected:
+    """The reject of a poster that `validate_poster(…, decode=False)` passed and the model's decoder then refused
+    with `err`: the reject `validate_poster` itself gives such a file."""
+    try:
+        image = _open_header(data)
+        _classify_decode_failure(data, image, *image.size, err)
+    except PosterRejected as rejected:
+        return rejected
+    raise AssertionError("unreachable")
 
 
 def read_poster_bytes(uri: str, retries: int = 3, max_bytes: int | None = None, backoff_s: float = 0.5) -> bytes:
@@ -188,15 +195,14 @@ def _meaningful_line(message: str) -> str:
 
 class ValidatePosterDoFn(beam.DoFn):
     """CatalogRow → (CatalogRow, ValidPoster) on the main output, or a reject record on `rejects`; with
-    `with_context`, (CatalogRow, context) → (CatalogRow, ValidPoster, context); with `pixel_size`, each
-    ValidPoster carries its model input (`validate_poster`). The bytes read are counted in the Beam metric
-    `poster_bytes_read`."""
+    `with_context`, (CatalogRow, context) → (CatalogRow, ValidPoster, context); `decode` as in `validate_poster`.
+    The bytes read are counted in the Beam metric `poster_bytes_read`."""
 
-    def __init__(self, config: ImageConfig, retries: int, with_context: bool = False, pixel_size: int | None = None):
+    def __init__(self, config: ImageConfig, retries: int, with_context: bool = False, decode: bool = True):
         self._config = config
         self._retries = retries
         self._with_context = with_context
-        self._pixel_size = pixel_size
+        self._decode = decode
         self._accepted = Metrics.counter(METRICS_NAMESPACE, "posters_accepted")
         self._converted = Metrics.counter(METRICS_NAMESPACE, "posters_converted_to_rgb")
         self._bytes_read = Metrics.counter(METRICS_NAMESPACE, POSTER_BYTES_READ)
@@ -210,7 +216,7 @@ class ValidatePosterDoFn(beam.DoFn):
         try:
             data = read_poster_bytes(row.poster_uri, self._retries, max_bytes=self._config.max_bytes)
             self._bytes_read.inc(len(data))
-            poster = validate_poster(data, self._config, self._pixel_size)
+            poster = validate_poster(data, self._config, self._decode)
         except PosterRejected as rejected:
             yield beam.pvalue.TaggedOutput("rejects", reject_record(
                 row.title_id, row.poster_uri, rejected.reason, rejected.detail, row.lines))
@@ -225,21 +231,20 @@ class ReadAndValidatePosters(beam.PTransform):
     """PCollection[CatalogRow] → outputs `posters` (main: (CatalogRow, ValidPoster)) and `rejects` (dicts).
 
     `posters, rejects = rows | ReadAndValidatePosters(config.image, retries)`; with `with_context`, elements are
-    (CatalogRow, context) and posters (CatalogRow, ValidPoster, context); with `pixel_size`, posters carry their
-    model input.
+    (CatalogRow, context) and posters (CatalogRow, ValidPoster, context); `decode=False` leaves the decode of kept
+    posters to the caller (`validate_poster`).
     """
 
-    def __init__(self, config: ImageConfig, retries: int = 3, with_context: bool = False,
-                 pixel_size: int | None = None):
+    def __init__(self, config: ImageConfig, retries: int = 3, with_context: bool = False, decode: bool = True):
         super().__init__()
         self._config = config
         self._retries = retries
         self._with_context = with_context
-        self._pixel_size = pixel_size
+        self._decode = decode
 
     def expand(self, rows):
         return rows | "ReadAndValidate" >> beam.ParDo(
-            ValidatePosterDoFn(self._config, self._retries, self._with_context, self._pixel_size)).with_outputs(
+            ValidatePosterDoFn(self._config, self._retries, self._with_context, self._decode)).with_outputs(
                 "rejects", main="posters")
 
 
@@ -289,28 +294,33 @@ def _looks_like(data: bytes) -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=4)
-def _decoder(size: int):
-    """One `PixelDecoder` per input size and process (its traced functions are built on first use)."""
+@functools.lru_cache(maxsize=1)
+def _validation_decoder():
+    """One `PixelDecoder` per process, at size 1: a JPEG decodes at 1/8 scale (built on first use)."""
     from pipelines.common.pixels import PixelDecoder
 
-    return PixelDecoder(size)
+    return PixelDecoder(1)
 
 
-def _model_decode(data: bytes, image: Image.Image, width: int, height: int, size: int) -> np.ndarray:
-    """`poster_pixels(data, size)`, the one decode of a kept poster. When TensorFlow refuses the file, PIL decodes
-    it to say why: `TRUNCATED_IMAGE` when PIL fails too, else `UNDECODABLE_IMAGE` (a file only the model refuses)."""
+def _model_decode(data: bytes, image: Image.Image, width: int, height: int) -> None:
+    """`PosterRejected` unless the model's decoder (`poster_pixels`) decodes the kept poster `data`."""
     import tensorflow as tf
 
     try:
-        return _decoder(size).decode(data)
+        _validation_decoder().decode(data)
     except tf.errors.OpError as err:
-        if image.format == "JPEG":  # PIL's verdict at 1/8 scale is a full decode's (tests/pipelines/common)
-            image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-        _decode_fully(image, width, height)
-        raise PosterRejected(RejectReason.UNDECODABLE_IMAGE,
-                             f"{image.format} {width}x{height}: PIL reads it but TensorFlow's decoder, which the "
-                             f"model uses, refuses it ({describe_error(err)})") from err
+        _classify_decode_failure(data, image, width, height, err)
+
+
+def _classify_decode_failure(data: bytes, image: Image.Image, width: int, height: int, err: Exception) -> None:
+    """TensorFlow refused a kept poster: PIL decodes it to say why — `TRUNCATED_IMAGE` when PIL fails too, else
+    `UNDECODABLE_IMAGE` (a file only the model's decoder refuses). Always raises."""
+    if image.format == "JPEG":  # PIL's verdict at 1/8 scale is a full decode's (tests/pipelines/common)
+        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+    _decode_fully(image, width, height)
+    raise PosterRejected(RejectReason.UNDECODABLE_IMAGE,
+                         f"{image.format} {width}x{height}: PIL reads it but TensorFlow's decoder, which the model "
+                         f"uses, refuses it ({describe_error(err)})") from err
 
 
 def _decode_fully(image: Image.Image, width: int, height: int) -> None:

@@ -15,12 +15,13 @@ the model when the bytes read have the previous sha256; titles gone from the cat
 meets the catalog in a CoGroupByKey, never as a side input (which every worker process would hold whole, and Beam
 rebuilds per bundle). Poster bytes read are counted (`poster_bytes_read`, a Beam counter and a key of stats.json).
 Catalog rows and posters are checked one at a time with the preprocess pipeline's own code (same reject reasons)
-before they reach a RunInference batch. Each poster is decoded once, by the validator, at the model's input size
-(`pipelines.common.pixels.poster_pixels`: a JPEG at the smallest DCT scale that covers it), and those uint8 pixels
-go to the export's pixel signature; an export without one (made before it existed) is fed the bytes, and its own
-graph decodes them again. Everything is written to a
-staging directory; the launcher checks the accounting (embedded + carried + rejected = read) and the error budget,
-writes the manifest and publishes.
+before they reach a RunInference batch, except the decode: each poster is decoded once, by the model handler, a
+batch in one call, at the model's input size (`pipelines.common.pixels.poster_pixels`: a JPEG at the smallest DCT
+scale that covers it), and those uint8 pixels go to the export's pixel signature; a poster that does not decode
+gets the validator's own reject (truncated, undecodable) and costs no batch-mate. An export without the pixel
+signature (made before it existed) is validated with a decode and fed the bytes, which its graph decodes again.
+Everything is written to a staging directory; the launcher checks the accounting (embedded + carried + rejected =
+read) and the error budget, writes the manifest and publishes.
 """
 from __future__ import annotations
 
@@ -184,8 +185,7 @@ class SkipUnchangedPosters(beam.PTransform):
 
 
 class ClassifyPoster(beam.DoFn):
-    """(row, poster, context) of a poster read → (record, model input: the poster's pixels when the validator
-    decoded them, else its bytes) on `embed` for new and changed titles, a
+    """(row, poster, context) of a poster read → (record, image bytes) on `embed` for new and changed titles, a
     carried embedding row on `unchanged` (same bytes as the previous run's: the file was rewritten or touched)."""
 
     def __init__(self, model_version: str):
@@ -202,7 +202,7 @@ class ClassifyPoster(beam.DoFn):
             yield beam.pvalue.TaggedOutput(UNCHANGED, _embedding_row(record, previous["embedding"],
                                                                      previous["model_version"]))
         else:
-            yield record, poster.image_bytes if poster.pixels is None else poster.pixels
+            yield record, poster.image_bytes
 
 
 def _inference_rejects(failure):
@@ -213,8 +213,13 @@ def _inference_rejects(failure):
 
 
 def _row_or_reject(record: dict, result):
-    """A RunInference result → an embedding row, or on `rejects` the title the model failed on by itself."""
-    if isinstance(result.inference, InferenceFailure):
+    """A RunInference result → an embedding row, or on `rejects` the title whose poster did not decode (the
+    validator's reason) or that the model failed on by itself."""
+    if isinstance(result.inference, InferenceFailure) and result.inference.reason:
+        yield beam.pvalue.TaggedOutput("rejects", reject_record(
+            record["title_id"], record["poster_uri"], result.inference.reason, result.inference.error,
+            record["lines"]))
+    elif isinstance(result.inference, InferenceFailure):
         yield beam.pvalue.TaggedOutput("rejects", reject_record(
             record["title_id"], record["poster_uri"], RejectReason.INFERENCE_FAILED,
             f"the model failed on this poster alone (its batch-mates were embedded): {result.inference.error}",
@@ -224,7 +229,7 @@ def _row_or_reject(record: dict, result):
 
 
 class EmbedPosters(beam.PTransform):
-    """(record, poster pixels or bytes) → (embedding rows, reject records) through RunInference and the model handler.
+    """(record, encoded poster) → (embedding rows, reject records) through RunInference and the model handler.
 
     A poster the model fails on (the handler retries a failing batch one poster at a time) goes to rejects as
     `inference_failed`, naming its title and the error; a batch that fails as a whole outside the handler (after
@@ -257,7 +262,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
     """Wires the embed pipeline into `pipeline`, every output under `out_dir`."""
     meta = read_model_meta(model_uri)
     model_version, dim = meta["model_version"], int(meta["dim"])
-    pixel_size = int(meta["input_size"]) if takes_pixels(meta) else None  # decoded once, by the validator
+    pixel_size = int(meta["input_size"]) if takes_pixels(meta) else None  # decoded once, by the model handler
     catalog, manifest_lines = pipeline | "ReadCatalog" >> ReadCatalog(catalog_uri, config.catalog)
     titles, title_rejects = catalog | "ValidateCatalogRows" >> ValidateCatalogRows(
         config.preprocess.duplicate_title_policy)
@@ -273,12 +278,12 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
         carried_unread = pipeline | "NoneCarried" >> beam.Create([])
         removed = pipeline | "NoneRemoved" >> beam.Create([])
     posters, poster_rejects = to_read | "ReadAndValidatePosters" >> ReadAndValidatePosters(
-        config.image, config.preprocess.read_retries, with_context=True, pixel_size=pixel_size)
+        config.image, config.preprocess.read_retries, with_context=True, decode=pixel_size is None)
     classified = posters | "ClassifyPosters" >> beam.ParDo(
         ClassifyPoster(model_version)).with_outputs(UNCHANGED, main="embed")
 
     embedded, inference_rejects = classified.embed | "EmbedPosters" >> EmbedPosters(
-        PosterModelHandler.from_config(model_uri, config.embed, pixels=pixel_size is not None))
+        PosterModelHandler.from_config(model_uri, config.embed, pixel_size=pixel_size))
     rows = (embedded, classified[UNCHANGED], carried_unread) | "AllRows" >> beam.Flatten()
     _ = rows | "WriteEmbeddings" >> WriteEmbeddings(out_dir, dim, model_version, config.embed.max_rows_per_file)
 

@@ -114,20 +114,18 @@ def test_the_pixel_signature_gives_the_serving_signatures_vectors(exported):
     np.testing.assert_allclose(by_pixels[SERVING_OUTPUT].numpy(), load_exported_model(out)[0](posters), atol=1e-6)
 
 
-def test_the_embed_validators_pixels_through_the_pixel_signature_give_the_serving_vectors(exported, tmp_path):
-    """Decode once: `validate_poster`'s pixels (a JPEG decoded at its DCT scale) through the loader's pixel path
-    equal the serving signature on the bytes and the Keras model on the training pixels (preprocess' PNG of
-    `poster_pixels`, decoded by the trainer)."""
+def test_the_embed_handlers_pixels_through_the_pixel_signature_give_the_serving_vectors(exported, tmp_path):
+    """Decode once: the embed model handler's batch decode (`PixelDecoder`, a JPEG at its DCT scale) through the
+    loader's pixel path equals the serving signature on the bytes, and its pixels are the training pixels
+    (preprocess' PNG of `poster_pixels`, decoded by the trainer)."""
     from pipelines.common.exported_model import takes_pixels
-    from pipelines.common.posters import validate_poster
-    from pipelines.config import ImageConfig
+    from pipelines.common.pixels import PixelDecoder
     from pipelines.preprocess.transform import PosterPng
     from trainer.data import decode_pixels
 
     embedder, out, meta = exported
     posters = [_poster(0, "JPEG", size=(300, 450)), _poster(1, "PNG"), _poster(2, "JPEG", size=(200, 300))]
-    config = ImageConfig(min_side=32, max_pixels=1_000_000, max_bytes=1_000_000)
-    served_pixels = np.stack([validate_poster(poster, config, SIZE).pixels for poster in posters])
+    served_pixels = PixelDecoder(SIZE).decode_batch(posters)
     training_pixels = np.stack([decode_pixels(PosterPng(SIZE)(poster)).numpy() for poster in posters])
     np.testing.assert_array_equal(served_pixels, training_pixels)
     assert takes_pixels(meta)

@@ -66,11 +66,14 @@ def test_the_scaled_decode_is_the_same_picture_as_a_full_decode():
     assert 0 < np.abs(scaled - full).mean() < 3
 
 
-def test_the_pixel_decoder_is_poster_pixels_and_pickles_as_its_size():
+def test_the_pixel_decoder_is_poster_pixels_one_at_a_time_or_by_batch_and_pickles_as_its_size():
     decoder = pickle.loads(pickle.dumps(PixelDecoder(64)))
     assert decoder.size == 64
-    np.testing.assert_array_equal(decoder.decode(POSTER), poster_pixels(tf.constant(POSTER), 64).numpy())
-    image = smooth_poster(40, 60)
-    np.testing.assert_array_equal(decoder.resize(image), poster_pixels(tf.constant(encoded(image, "PNG")), 64).numpy())
+    png = encoded(smooth_poster(40, 60), "PNG")
+    expected = np.stack([poster_pixels(tf.constant(image), 64).numpy() for image in (POSTER, png)])
+    np.testing.assert_array_equal(decoder.decode_batch([POSTER, png]), expected)
+    np.testing.assert_array_equal(decoder.decode(png), expected[1])
     with pytest.raises(tf.errors.InvalidArgumentError):
         decoder.decode(POSTER[:len(POSTER) // 2])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        decoder.decode_batch([png, POSTER[:len(POSTER) // 2]])

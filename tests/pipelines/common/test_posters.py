@@ -15,11 +15,12 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from pipelines.common.catalog import CatalogRow
-from pipelines.common.pixels import poster_pixels
+from pipelines.common.pixels import PixelDecoder
 from pipelines.common.posters import (
     PosterRejected,
     ReadAndValidatePosters,
     WriteRejects,
+    decode_rejection,
     poster_object,
     read_poster_bytes,
     reject_record,
@@ -49,14 +50,28 @@ def tf_pixels(data: bytes) -> np.ndarray:
     return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
 
 
+def validated(data: bytes, config: ImageConfig = CONFIG, pixel_size: int | None = None):
+    """`validate_poster` as preprocess calls it (pixel_size None: it decodes), or as the embed pipeline does: without
+    the decode, then the model handler's one decode at the model's input size, a refusal turned into the reject by
+    `decode_rejection`."""
+    if pixel_size is None:
+        return validate_poster(data, config)
+    valid = validate_poster(data, config, decode=False)
+    try:
+        PixelDecoder(pixel_size).decode(valid.image_bytes)
+    except tf.errors.OpError as err:
+        raise decode_rejection(valid.image_bytes, err) from err
+    return valid
+
+
 def rejection(data: bytes, config: ImageConfig = CONFIG, pixel_size: int | None = None) -> PosterRejected:
     with pytest.raises(PosterRejected) as caught:
-        validate_poster(data, config, pixel_size)
+        validated(data, config, pixel_size)
     return caught.value
 
 
-# Validation alone (preprocess), and validation whose one decode also gives the model's input pixels (embed): the
-# same verdicts.
+# Validation with its decode (preprocess), and without it, the decode left to the embed model handler: the same
+# verdicts.
 PIXEL_SIZES = pytest.mark.parametrize("pixel_size", [None, 32])
 
 
@@ -120,22 +135,6 @@ def test_other_formats_are_re_encoded_as_png(fmt):
 
 def test_a_png_named_jpg_is_judged_by_its_content():
     assert validate_poster(encoded(poster(), "PNG"), CONFIG).converted_from is None
-
-
-@pytest.mark.parametrize("mode, fmt", [("RGB", "JPEG"), ("RGB", "PNG"), ("L", "JPEG"), ("CMYK", "JPEG"),
-                                       ("RGBA", "PNG"), ("RGB", "WEBP")])
-def test_with_a_pixel_size_the_one_decode_gives_poster_pixels_of_the_bytes_passed_on(mode, fmt):
-    """The embed pipeline's model input comes from the validator's decode: the very `poster_pixels` that the
-    serving graph and the preprocess compute from the bytes the validator passes on (kept or converted)."""
-    image = Image.fromarray(np.random.default_rng(5).integers(0, 256, (96, 64, 3), dtype=np.uint8)).convert(mode)
-    data = encoded(image, fmt)
-    valid = validate_poster(data, CONFIG, pixel_size=24)
-    assert valid.pixels.dtype == np.uint8 and valid.pixels.shape == (24, 24, 3)
-    np.testing.assert_array_equal(valid.pixels, poster_pixels(tf.constant(valid.image_bytes), 24).numpy())
-    assert validate_poster(data, CONFIG).pixels is None
-    without = validate_poster(data, CONFIG)
-    assert (without.image_bytes, without.sha256, without.converted_from) == (
-        valid.image_bytes, valid.sha256, valid.converted_from)
 
 
 # --- validate_poster: rejects ---------------------------------------------------------------------------------
@@ -207,8 +206,9 @@ def test_a_jpeg_corrupted_in_the_middle_is_rejected(progressive, pixel_size):
 
 @pytest.mark.parametrize(("progressive", "pixel_size"), [(False, None), (True, None), (False, 64), (True, 128)])
 def test_jpeg_validation_rejects_exactly_what_a_full_decode_rejects(progressive, pixel_size):
-    """Kept JPEGs are validated by a DCT-scaled decode (1/8 without a pixel size; 1/4 and 1/2 for these input sizes
-    of a 300×450 poster); over many corruptions it rejects the same files a full decode does."""
+    """Kept JPEGs are validated by a DCT-scaled decode (1/8 in the validator; 1/4 and 1/2 in the embed handler's
+    decode at these input sizes of a 300×450 poster); over many corruptions it rejects the same files a full decode
+    does."""
     original = noisy_jpeg(progressive)
     rng = np.random.default_rng(11)
     outcomes = set()
@@ -227,7 +227,7 @@ def test_jpeg_validation_rejects_exactly_what_a_full_decode_rejects(progressive,
             data = data[:start]
         expected_rejected = full_decode_fails(bytes(data))
         try:
-            validate_poster(bytes(data), CONFIG, pixel_size)
+            validated(bytes(data), CONFIG, pixel_size)
             rejected = False
         except PosterRejected:
             rejected = True
