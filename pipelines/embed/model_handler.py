@@ -133,6 +133,8 @@ class PosterModelHandler(ModelHandler[bytes, PredictionResult, PosterEmbedder]):
                             len(inputs), _error_text(err))
                 Metrics.counter(METRICS_NAMESPACE, "batches_retried_one_by_one").inc()
                 vectors = [self._embed_one(image, model) for image in inputs]
+        if len(vectors) != len(inputs):
+            raise RuntimeError(f"embed: {len(vectors)} results for {len(inputs)} posters")
         embedded = iter(vectors)
         return [PredictionResult(image, refused[i] if i in refused else next(embedded), version)
                 for i, image in enumerate(batch)]
