@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.common import storage
+from pipelines.common.pixels import decode_poster
 from pipelines.contracts import (
     FEATURE_IMAGE,
     FEATURE_LABELS,
@@ -124,8 +125,10 @@ def _check_examples(split: PosterSplit, vocabulary: list[str], input_size: int, 
 # --- datasets -------------------------------------------------------------------------------------------
 
 def decode_pixels(png: tf.Tensor) -> tf.Tensor:
-    """One PNG of the preprocess output → uint8 RGB [size, size, 3], the model's input (no resizing here)."""
-    return tf.io.decode_png(png, channels=3)
+    """One PNG of the preprocess output → uint8 RGB [size, size, 3], the model's input (no resizing here): the one
+    decoder (`pipelines.common.pixels.decode_poster`) on the lossless PNG of the `poster_pixels` that preprocess
+    computed, so training sees exactly the pixels the embed pipeline's validator feeds the model."""
+    return decode_poster(png)
 
 
 def _decode_batch(pngs: tf.Tensor, size: int) -> tf.Tensor:

@@ -4,11 +4,15 @@ The serving signature `SERVING_SIGNATURE` takes `SERVING_INPUT` (tf.string [None
 format TensorFlow decodes) and returns `SERVING_OUTPUT` (float32 [None, dim], unit vectors). It decodes and
 resizes with `pipelines.common.pixels.poster_pixels`, the very function the preprocess used for the training data,
 then runs the embedding model (which holds the backbone's own preprocessing), so serving sees the training
-pixels. The directory is self-sufficient: loading needs TensorFlow only, not this package nor Keras.
+pixels. A second signature `PIXELS_SIGNATURE` takes those pixels already decoded (`PIXELS_INPUT`, uint8 [None,
+input_size, input_size, 3]) for the same vectors: the embed pipeline decodes each poster once, in its validator,
+with `poster_pixels`, and feeds it. The directory is self-sufficient: loading needs TensorFlow only, not this
+package nor Keras.
 
 `model_meta.json`: backbone, input_size, dim, metric, genres (the vocabulary), model_version (a content hash
 of the weights and of what shapes the input: `pipelines.common.exported_model.weights_version`, which the loader
-recomputes to refuse weights the meta does not describe), created (UTC). The directory is published whole (`_SUCCESS`).
+recomputes to refuse weights the meta does not describe), created (UTC), signatures (the signature names; a loader
+feeds pixels only to an export that lists `PIXELS_SIGNATURE`). The directory is published whole (`_SUCCESS`).
 """
 from __future__ import annotations
 
@@ -66,14 +70,17 @@ def model_version(embedder: keras.Model, backbone: str, input_size: int) -> str:
 
 
 def export_model(embedder: keras.Model, out_uri: str, backbone: str, input_size: int, genres: list[str],
-                 extra_meta: dict | None = None, pixel_signature: bool = False) -> dict:
+                 extra_meta: dict | None = None, pixel_signature: bool = True) -> dict:
     """Writes the SavedModel and `model_meta.json` to `out_uri` (local or gs://), replacing it whole.
 
     `embedder` maps pixels [B, size, size, 3] in [0, 255] to unit vectors [B, dim]. Returns the meta.
-    `pixel_signature` adds `PIXELS_SIGNATURE` (decoded pixels in; the benchmarks' bare model), which costs a
-    second trace of the whole graph: `posters export-model` asks for it, `posters train` does not.
+    `pixel_signature` adds `PIXELS_SIGNATURE` (decoded pixels in: what the embed pipeline feeds), at the cost of a
+    second trace of the graph; without it (an export for bytes-in callers only) embed lets the serving graph decode.
     """
     module = PosterServing(embedder, input_size)
+    signatures = {SERVING_SIGNATURE: module.serve}
+    if pixel_signature:
+        signatures[PIXELS_SIGNATURE] = module.embed_pixels
     meta = {
         "backbone": backbone,
         "input_size": int(input_size),
@@ -84,14 +91,12 @@ def export_model(embedder: keras.Model, out_uri: str, backbone: str, input_size:
         # all serve, the same as `model_version(embedder, …)`).
         "model_version": weights_version(module.serve.get_concrete_function().variables, backbone, input_size),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "signatures": sorted(signatures),
         **(extra_meta or {}),
     }
     staging = storage.staging_uri(out_uri)
     local = staging if not storage.is_gcs(out_uri) else tempfile.mkdtemp(prefix="poster-export-")
     try:
-        signatures = {SERVING_SIGNATURE: module.serve}
-        if pixel_signature:
-            signatures[PIXELS_SIGNATURE] = module.embed_pixels
         tf.saved_model.save(module, local, signatures=signatures)
         with open(os.path.join(local, MODEL_META_FILE), "w") as handle:
             json.dump(meta, handle, indent=2, sort_keys=True)
@@ -135,7 +140,7 @@ def main(argv: list[str]) -> int:
     except BackboneError as err:
         parser.exit(2, f"posters export-model: {err}\n")
     meta = export_model(embedder, args.out, config.model.backbone, config.model.input_size,
-                        [f"genre_{i}" for i in range(args.genres)], extra_meta={"trained": False}, pixel_signature=True)
+                        [f"genre_{i}" for i in range(args.genres)], extra_meta={"trained": False})
     print(f"exported {config.model.backbone} at {config.model.input_size}px (untrained, model_version "
           f"{meta['model_version']}) to {args.out}")
     return 0

@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems  # what `pipelines.common.sto
 
 from pipelines.common import storage
 from pipelines.contracts import FEATURE_IMAGE, FEATURE_LABELS, FEATURE_PRIMARY_GENRE
-from trainer.data import SPLIT_PREFIXES, TrainingDataError, check_label_width, transform_output
+from trainer.data import SPLIT_PREFIXES, TrainingDataError, check_label_width, decode_pixels, transform_output
 from trainer.distribute import sum_over_workers, worker_rank
 from trainer.sampler import check_pk
 
@@ -202,8 +202,7 @@ def _batch_parser(spec: dict, input_size: int, target: str):
 
     def parse(serialized):
         features = tf.io.parse_example(serialized, wanted)
-        pixels = tf.map_fn(lambda png: tf.io.decode_png(png, channels=3), features[FEATURE_IMAGE],
-                           fn_output_signature=pixels_spec)
+        pixels = tf.map_fn(decode_pixels, features[FEATURE_IMAGE], fn_output_signature=pixels_spec)
         return pixels, features[target]
 
     return parse

@@ -2,8 +2,11 @@
 
 An export is a directory: a SavedModel whose signature `SERVING_SIGNATURE` takes `SERVING_INPUT` (tf.string
 [None], encoded images) and returns `SERVING_OUTPUT` (float32 [None, dim], unit vectors), and beside it
-`MODEL_META_FILE` (backbone, input_size, dim, metric, genres, model_version, created). Loading needs TensorFlow
-only, not Keras nor the trainer.
+`MODEL_META_FILE` (backbone, input_size, dim, metric, genres, model_version, created, signatures). Exports that list
+`PIXELS_SIGNATURE` in their meta's `signatures` also take decoded pixels (`PIXELS_INPUT`, uint8 [None, input_size,
+input_size, 3], `pipelines.common.pixels.poster_pixels` of the posters) for the same vectors: the embed pipeline
+decodes each poster once, in its validator, and feeds those. Loading needs TensorFlow only, not Keras nor the
+trainer.
 
 `model_version` is `weights_version` of the serving graph's variables: the trainer computes it when it exports,
 and `load_exported_model` recomputes it from the variables it loaded and refuses an export whose weights are not
@@ -21,7 +24,15 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.common import storage
-from pipelines.contracts import EMBEDDING_METRIC, MODEL_META_FILE, SERVING_INPUT, SERVING_OUTPUT, SERVING_SIGNATURE
+from pipelines.contracts import (
+    EMBEDDING_METRIC,
+    MODEL_META_FILE,
+    PIXELS_INPUT,
+    PIXELS_SIGNATURE,
+    SERVING_INPUT,
+    SERVING_OUTPUT,
+    SERVING_SIGNATURE,
+)
 
 
 class ExportError(ValueError):
@@ -63,6 +74,11 @@ def read_model_meta(model_uri: str) -> dict:
     return storage.read_json(meta_uri)
 
 
+def takes_pixels(meta: dict) -> bool:
+    """Whether the export described by `meta` has the pixel signature (exports made before it existed do not)."""
+    return PIXELS_SIGNATURE in meta.get("signatures", ())
+
+
 def _download_tree(uri: str) -> str:
     local = tempfile.mkdtemp(prefix="poster-model-")
     prefix = uri.rstrip("/") + "/"
@@ -74,8 +90,10 @@ def _download_tree(uri: str) -> str:
     return local
 
 
-def load_exported_model(uri: str) -> tuple[Callable[[Sequence[bytes]], np.ndarray], dict]:
-    """An export (local or gs://) → (embed, meta): `embed(list of encoded images)` → float32 [n, dim] unit rows.
+def load_exported_model(uri: str, pixels: bool = False) -> tuple[Callable[[Sequence], np.ndarray], dict]:
+    """An export (local or gs://) → (embed, meta): `embed(list of encoded images)` → float32 [n, dim] unit rows;
+    with `pixels`, `embed(uint8 [n, input_size, input_size, 3] pixels, or a list of such images)` through the
+    pixel signature (`ExportError` when the export has none).
 
     Raises `ExportError` when the loaded weights do not hash to the meta's `model_version`.
     On gs:// the directory must be published whole (`_SUCCESS`, written last) and is copied to a local
@@ -103,13 +121,17 @@ def load_exported_model(uri: str) -> tuple[Callable[[Sequence[bytes]], np.ndarra
                           f"{meta.get('model_version')!r}, the loaded weights hash to {version!r}); re-export the "
                           f"model, or put back the {MODEL_META_FILE} that was written with these weights")
     dim = int(meta["dim"])
+    if pixels and PIXELS_SIGNATURE not in loaded.signatures:
+        raise ExportError(f"{uri}: the export has no {PIXELS_SIGNATURE!r} signature (decoded pixels in); re-export it "
+                          "with this version of `posters train` or `posters export-model`")
+    name, key = (PIXELS_SIGNATURE, PIXELS_INPUT) if pixels else (SERVING_SIGNATURE, SERVING_INPUT)
 
-    def embed(images: Sequence[bytes]) -> np.ndarray:
-        images = list(images)
-        if not images:
+    def embed(images: Sequence) -> np.ndarray:
+        if not len(images):
             return np.zeros((0, dim), np.float32)
-        result = loaded.signatures[SERVING_SIGNATURE](
-            **{SERVING_INPUT: tf.constant(images, dtype=tf.string)})[SERVING_OUTPUT]
+        batch = np.stack(images) if pixels and not isinstance(images, np.ndarray) else images
+        inputs = tf.constant(batch, dtype=tf.uint8) if pixels else tf.constant(list(images), dtype=tf.string)
+        result = loaded.signatures[name](**{key: inputs})[SERVING_OUTPUT]
         return result.numpy().astype(np.float32, copy=False)
 
     return embed, meta

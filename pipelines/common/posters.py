@@ -5,16 +5,17 @@ requests, `http.*` settings), anything else through Beam's FileSystems (local or
 retries on transient errors; a missing file is `no_poster`.
 
 `validate_poster` checks the bytes cheaply first (size, header, dimensions) and only then decodes, so a
-decompression bomb is refused from its header alone. A poster kept as is (an RGB JPEG) is decoded at 1/8 scale
-in the DCT domain, which reads and entropy-decodes the whole stream (truncation and corruption fail as in a full
-decode) for about two thirds of the cost; a poster that is converted is decoded in full. Anything wrong raises
-`PosterRejected` with a `RejectReason` code. `ReadAndValidatePosters` does both inside a pipeline (fetching
-`http.concurrency` posters at once per worker process); `WriteRejects` writes the rejects.
-
-A poster passed on with its original bytes is also decoded by the model's own decoder
-(`pipelines.common.pixels.decode_poster`, TensorFlow), since PIL is laxer than TensorFlow about some files (it
-does not check PNG chunk CRCs, nor read past the last image data): so what this validator accepts, the model
-decodes. A reject's detail describes the file; it never copies the file's bytes.
+decompression bomb is refused from its header alone. A poster kept as is (an RGB JPEG or PNG) is decoded by the
+model's own decoder (`pipelines.common.pixels.poster_pixels`, TensorFlow; a JPEG at 1/8 scale in the DCT domain,
+which still entropy-decodes the whole stream, so truncation and corruption fail as in a full decode). With
+`decode=False` the caller decodes kept posters itself, once, with that same function — the embed pipeline's model
+handler, batch by batch, feeding the pixels to the model — and turns a poster that fails into the same reject with
+`decode_rejection`. Only when TensorFlow refuses a file does PIL decode it too, to tell a truncated or corrupted
+file (PIL fails as well: `TRUNCATED_IMAGE`) from one only TensorFlow refuses (`UNDECODABLE_IMAGE`; PIL is laxer: it
+does not check PNG chunk CRCs, nor read past the last image data). A poster that is converted is decoded in full
+by PIL. Anything wrong raises `PosterRejected` with a `RejectReason` code. `ReadAndValidatePosters` does both inside
+a pipeline (fetching `http.concurrency` posters at once per worker process); `WriteRejects` writes the rejects. A
+reject's detail describes the file; it never copies the file's bytes.
 
 Posters leave here decodable by `tf.io.decode_image` as RGB: an RGB JPEG or PNG keeps its original bytes;
 anything else (grayscale, CMYK, palette, alpha, 16-bit, other formats) is converted to RGB — alpha composited
@@ -82,8 +83,9 @@ class ValidPoster:
     converted_from: str | None  # the original PIL mode when the pixels were converted to RGB ("L", "CMYK", …)
 
 
-def validate_poster(data: bytes, config: ImageConfig) -> ValidPoster:
-    """Encoded file bytes → a `ValidPoster`, or `PosterRejected` naming the first check that failed."""
+def validate_poster(data: bytes, config: ImageConfig, decode: bool = True) -> ValidPoster:
+    """Encoded file bytes → a `ValidPoster`, or `PosterRejected` naming the first check that failed. With
+    `decode=False`, a kept poster's pixel data is left for the caller to decode (see the module's docstring)."""
     if not data:
         raise PosterRejected(RejectReason.ZERO_BYTES, "the file is empty")
     if len(data) > config.max_bytes:
@@ -97,22 +99,29 @@ def validate_poster(data: bytes, config: ImageConfig) -> ValidPoster:
         raise PosterRejected(RejectReason.TOO_SMALL, f"{width}x{height} has a side below image.min_side="
                                                      f"{config.min_side}")
     keep = image.mode == "RGB" and image.format in KEPT_FORMATS and "transparency" not in image.info
-    if keep and image.format == "JPEG":
-        # Kept as is, so only decodability matters: libjpeg's DCT-domain 1/8 downscale skips most of the inverse
-        # DCT and the colour conversion but still entropy-decodes every scan to the end, so a truncated or
-        # corrupted stream fails here exactly as it does in a full decode (tests/pipelines/test_images.py).
-        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+    if keep:
+        if decode:
+            _model_decode(data, image, width, height)
+        return ValidPoster(data, hashlib.sha256(data).hexdigest(), width, height, converted_from=None)
     _decode_fully(image, width, height)
     sha256 = hashlib.sha256(data).hexdigest()
-    if keep:
-        _check_model_decodes(data, image.format, width, height)
-        return ValidPoster(data, sha256, width, height, converted_from=None)
     converted = _as_rgb(image)
     buffer = io.BytesIO()
     # Fast compression: these bytes are decoded once more downstream, not stored for long.
     converted.save(buffer, format="PNG", compress_level=1)
     return ValidPoster(buffer.getvalue(), sha256, width, height,
                        converted_from=None if image.mode == "RGB" else image.mode)
+
+
+def decode_rejection(data: bytes, err: Exception) -> PosterRejected:
+    """The reject of a poster that `validate_poster(…, decode=False)` passed and the model's decoder then refused
+    with `err`: the reject `validate_poster` itself gives such a file."""
+    try:
+        image = _open_header(data)
+        _classify_decode_failure(data, image, *image.size, err)
+    except PosterRejected as rejected:
+        return rejected
+    raise AssertionError("unreachable")
 
 
 def read_poster_bytes(uri: str, retries: int = 3, max_bytes: int | None = None, backoff_s: float = 0.5) -> bytes:
@@ -297,18 +306,19 @@ class FetchPostersDoFn(beam.DoFn):
 class ValidatePosterDoFn(beam.DoFn):
     """(CatalogRow, FetchedPoster) → (CatalogRow, ValidPoster) on the main output, or a reject record on `rejects`;
     with `with_context`, (CatalogRow, FetchedPoster, context) → (CatalogRow, ValidPoster, context, poster object
-    fetched: `FetchedPoster.poster_object`)."""
+    fetched: `FetchedPoster.poster_object`); `decode` as in `validate_poster`."""
 
-    def __init__(self, config: ImageConfig, with_context: bool = False):
+    def __init__(self, config: ImageConfig, with_context: bool = False, decode: bool = True):
         self._config = config
         self._with_context = with_context
+        self._decode = decode
         self._accepted = Metrics.counter(METRICS_NAMESPACE, "posters_accepted")
         self._converted = Metrics.counter(METRICS_NAMESPACE, "posters_converted_to_rgb")
 
     def process(self, element: tuple):
         row, fetched, context = element if self._with_context else (*element, None)
         try:
-            poster = validate_poster(fetched.data, self._config)
+            poster = validate_poster(fetched.data, self._config, self._decode)
         except PosterRejected as rejected:
             yield beam.pvalue.TaggedOutput("rejects", reject_record(
                 row.title_id, row.poster_uri, rejected.reason, rejected.detail, row.lines))
@@ -325,17 +335,19 @@ class ReadAndValidatePosters(beam.PTransform):
     `posters, rejects = rows | ReadAndValidatePosters(config.image, retries, config.http)`; with `with_context`,
     elements are (CatalogRow, context) and posters (CatalogRow, ValidPoster, context, fetched poster object); with
     `conditional` (contexts are dicts holding `PREVIOUS_OBJECT`) a third output holds the (CatalogRow,
-    FetchedPoster, context) of http posters unchanged since then: `posters, rejects, not_modified = …`.
+    FetchedPoster, context) of http posters unchanged since then: `posters, rejects, not_modified = …`;
+    `decode=False` leaves the decode of kept posters to the caller (`validate_poster`).
     """
 
     def __init__(self, config: ImageConfig, retries: int = 3, http: HttpConfig | None = None,
-                 with_context: bool = False, conditional: bool = False):
+                 with_context: bool = False, conditional: bool = False, decode: bool = True):
         super().__init__()
         self._config = config
         self._retries = retries
         self._http = http or HttpConfig()
         self._with_context = with_context
         self._conditional = conditional
+        self._decode = decode
 
     def expand(self, rows):
         fetched = (rows
@@ -345,7 +357,7 @@ class ReadAndValidatePosters(beam.PTransform):
                        self._http, self._retries, self._config.max_bytes, self._with_context, self._conditional))
                    .with_outputs("rejects", "not_modified", main="fetched"))
         validated = fetched.fetched | "Validate" >> beam.ParDo(
-            ValidatePosterDoFn(self._config, self._with_context)).with_outputs("rejects", main="posters")
+            ValidatePosterDoFn(self._config, self._with_context, self._decode)).with_outputs("rejects", main="posters")
         rejects = (fetched.rejects, validated.rejects) | "PosterRejects" >> beam.Flatten()
         if self._conditional:
             return validated.posters, rejects, fetched.not_modified
@@ -403,18 +415,33 @@ def _looks_like(data: bytes) -> str:
     return ""
 
 
-def _check_model_decodes(data: bytes, fmt: str, width: int, height: int) -> None:
-    """`PosterRejected(UNDECODABLE_IMAGE)` unless the model's decoder (TensorFlow) decodes `data` too."""
+@functools.lru_cache(maxsize=1)
+def _validation_decoder():
+    """One `PixelDecoder` per process, at size 1: a JPEG decodes at 1/8 scale (built on first use)."""
+    from pipelines.common.pixels import PixelDecoder
+
+    return PixelDecoder(1)
+
+
+def _model_decode(data: bytes, image: Image.Image, width: int, height: int) -> None:
+    """`PosterRejected` unless the model's decoder (`poster_pixels`) decodes the kept poster `data`."""
     import tensorflow as tf
 
-    from pipelines.common.pixels import decode_poster
-
     try:
-        decode_poster(tf.constant(data))
+        _validation_decoder().decode(data)
     except tf.errors.OpError as err:
-        raise PosterRejected(RejectReason.UNDECODABLE_IMAGE,
-                             f"{fmt} {width}x{height}: PIL reads it but TensorFlow's decoder, which the model uses, "
-                             f"refuses it ({describe_error(err)})") from err
+        _classify_decode_failure(data, image, width, height, err)
+
+
+def _classify_decode_failure(data: bytes, image: Image.Image, width: int, height: int, err: Exception) -> None:
+    """TensorFlow refused a kept poster: PIL decodes it to say why — `TRUNCATED_IMAGE` when PIL fails too, else
+    `UNDECODABLE_IMAGE` (a file only the model's decoder refuses). Always raises."""
+    if image.format == "JPEG":  # PIL's verdict at 1/8 scale is a full decode's (tests/pipelines/common)
+        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+    _decode_fully(image, width, height)
+    raise PosterRejected(RejectReason.UNDECODABLE_IMAGE,
+                         f"{image.format} {width}x{height}: PIL reads it but TensorFlow's decoder, which the model "
+                         f"uses, refuses it ({describe_error(err)})") from err
 
 
 def _decode_fully(image: Image.Image, width: int, height: int) -> None:

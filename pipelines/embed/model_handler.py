@@ -1,8 +1,14 @@
 """Beam `ModelHandler` for the exported poster model: encoded poster bytes → L2-normalised embeddings.
 
 RunInference loads the model once per worker process (shared across its threads) and feeds it batches from
-`BatchElements` sized by `embed.min_batch_size`/`max_batch_size`. The model's own graph decodes and resizes,
-so nothing here knows about pixels. When a batch runs out of accelerator memory the handler halves it,
+`BatchElements` sized by `embed.min_batch_size`/`max_batch_size`. With `pixel_size` (an export with the pixel
+signature), the handler decodes each batch once, in one call, with the one pixel function
+(`pipelines.common.pixels.poster_pixels`: a JPEG at the smallest DCT scale that covers the input) in the worker
+process, and feeds the uint8 pixels to the model's pixel signature; that decode is the posters' validation too
+(the validator passed them with `decode=False`): when the batch does not decode, its posters are decoded one at a
+time and those that fail come back as an `InferenceFailure` carrying the validator's own reject
+(`posters.decode_rejection`: truncated, undecodable). Without `pixel_size` the model's own graph decodes the bytes.
+When a batch runs out of accelerator memory the handler halves it,
 retries, and keeps the size that worked for every later batch of that process. When the model fails on a batch
 for any other reason, the batch is run again one poster at a time: the posters the model fails on alone come back
 as an `InferenceFailure` (the error, as a `PredictionResult`'s inference), their batch-mates as vectors.
@@ -22,7 +28,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from pipelines.common.exported_model import load_exported_model
-from pipelines.common.posters import describe_error
+from pipelines.common.pixels import PixelDecoder
+from pipelines.common.posters import decode_rejection, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +39,11 @@ _ESCAPED_BYTES = re.compile(r"(\\x[0-9a-fA-F]{2})+")
 
 @dataclass(frozen=True)
 class InferenceFailure:
-    """The inference of a poster the model failed on by itself: `error` is `Type: message`, one line."""
+    """The inference of a poster the model failed on by itself (`error` is `Type: message`, one line), or with a
+    `reason`, of one the decode refused: `reason` and `error` are the validator's reject reason and detail."""
 
     error: str
+    reason: Optional[str] = None
 
 
 def _error_text(err: Exception) -> str:
@@ -91,37 +100,63 @@ class PosterModelHandler(ModelHandler[bytes, PredictionResult, PosterEmbedder]):
     """RunInference handler: examples are encoded poster bytes, inferences float32 [dim] unit vectors."""
 
     def __init__(self, model_uri: str, min_batch_size: int, max_batch_size: int,
-                 share_across_processes: bool = False):
+                 share_across_processes: bool = False, pixel_size: Optional[int] = None):
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
                          large_model=share_across_processes)
         self.model_uri = model_uri
+        self.pixel_size = pixel_size
+        # In each worker process, not in the shared model's: decoding is the workers' CPU work.
+        self._decoder = PixelDecoder(pixel_size) if pixel_size else None
 
     @classmethod
-    def from_config(cls, model_uri: str, embed_config) -> PosterModelHandler:
+    def from_config(cls, model_uri: str, embed_config, pixel_size: Optional[int] = None) -> PosterModelHandler:
         return cls(model_uri, embed_config.min_batch_size, embed_config.max_batch_size,
-                   embed_config.share_model_across_processes)
+                   embed_config.share_model_across_processes, pixel_size)
 
     def load_model(self) -> PosterEmbedder:
-        return PosterEmbedder(*load_exported_model(self.model_uri))
+        return PosterEmbedder(*load_exported_model(self.model_uri, pixels=self._decoder is not None))
 
     def run_inference(self, batch: Sequence[bytes], model: PosterEmbedder,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
-        """Vectors for `batch`; when the model fails on the batch, each poster is run alone and those it fails on
-        get an `InferenceFailure` instead of a vector, so one bad poster never costs its batch-mates."""
+        """Vectors for `batch` (decoded first, with `pixel_size`); a poster that does not decode gets an
+        `InferenceFailure` with its reject reason, and when the model fails on the batch, each poster is run alone
+        and those it fails on get an `InferenceFailure`: one bad poster never costs its batch-mates."""
         version = model.model_version()
+        inputs, refused = self._decode(batch) if self._decoder is not None else (batch, {})
         try:
-            vectors = list(model.embed_batch(batch))
+            vectors = list(model.embed_batch(inputs)) if len(inputs) else []
         except Exception as err:  # noqa: BLE001 — the batch is retried poster by poster below
-            if len(batch) == 1:
-                return [PredictionResult(batch[0], InferenceFailure(_error_text(err)), version)]
-            log.warning("embed: the model failed on a batch of %d (%s); retrying its posters one by one",
-                        len(batch), _error_text(err))
-            Metrics.counter(METRICS_NAMESPACE, "batches_retried_one_by_one").inc()
-            vectors = [self._embed_one(image, model) for image in batch]
-        return [PredictionResult(image, vector, version) for image, vector in zip(batch, vectors)]
+            if len(inputs) == 1:
+                vectors = [InferenceFailure(_error_text(err))]
+            else:
+                log.warning("embed: the model failed on a batch of %d (%s); retrying its posters one by one",
+                            len(inputs), _error_text(err))
+                Metrics.counter(METRICS_NAMESPACE, "batches_retried_one_by_one").inc()
+                vectors = [self._embed_one(image, model) for image in inputs]
+        if len(vectors) != len(inputs):
+            raise RuntimeError(f"embed: {len(vectors)} results for {len(inputs)} posters")
+        embedded = iter(vectors)
+        return [PredictionResult(image, refused[i] if i in refused else next(embedded), version)
+                for i, image in enumerate(batch)]
+
+    def _decode(self, batch: Sequence[bytes]) -> tuple[np.ndarray, dict[int, InferenceFailure]]:
+        """(uint8 pixels of the posters that decode, in order; {index in batch: the reject of one that does not})."""
+        try:
+            return self._decoder.decode_batch(batch), {}
+        except tf.errors.OpError:  # find the posters that fail, one at a time
+            pass
+        pixels, refused = [], {}
+        for index, image in enumerate(batch):
+            try:
+                pixels.append(self._decoder.decode(image))
+            except tf.errors.OpError as err:
+                rejected = decode_rejection(image, err)
+                refused[index] = InferenceFailure(rejected.detail, rejected.reason)
+        size = self._decoder.size
+        return (np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)), refused
 
     @staticmethod
-    def _embed_one(image: bytes, model: PosterEmbedder):
+    def _embed_one(image, model: PosterEmbedder):
         try:
             return model.embed_batch([image])[0]
         except Exception as err:  # noqa: BLE001 — this poster alone is rejected
@@ -135,4 +170,5 @@ class PosterModelHandler(ModelHandler[bytes, PredictionResult, PosterEmbedder]):
         return METRICS_NAMESPACE
 
     def __repr__(self) -> str:
-        return f"PosterModelHandler({self.model_uri!r}, batch {self.batch_elements_kwargs()})"
+        inputs = f"decoded to {self.pixel_size}px pixels" if self.pixel_size else "bytes"
+        return f"PosterModelHandler({self.model_uri!r}, {inputs}, batch {self.batch_elements_kwargs()})"

@@ -18,9 +18,13 @@ last time, and a 304 carries the title over without downloading the poster (coun
 meets the catalog in a CoGroupByKey, never as a side input (which every worker process would hold whole, and Beam
 rebuilds per bundle). Poster bytes read are counted (`poster_bytes_read`, a Beam counter and a key of `_stats.json`).
 Catalog rows and posters are checked one at a time with the preprocess pipeline's own code (same reject reasons)
-before they reach a RunInference batch; the model's own graph decodes and resizes them. Everything is written to a
-staging directory; the launcher checks the accounting (embedded + carried + rejected = read) and the error budget,
-writes the manifest and publishes.
+before they reach a RunInference batch, except the decode: each poster is decoded once, by the model handler, a
+batch in one call, at the model's input size (`pipelines.common.pixels.poster_pixels`: a JPEG at the smallest DCT
+scale that covers it), and those uint8 pixels go to the export's pixel signature; a poster that does not decode
+gets the validator's own reject (truncated, undecodable) and costs no batch-mate. An export without the pixel
+signature (made before it existed) is validated with a decode and fed the bytes, which its graph decodes again.
+Everything is written to a staging directory; the launcher checks the accounting (embedded + carried + rejected =
+read) and the error budget, writes the manifest and publishes.
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ from pipelines.common.accounting import (
 from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog
 from pipelines.common.catalog_rows import ValidateCatalogRows
 from pipelines.common.command_line import command_parser, make_pipeline, parse_command
-from pipelines.common.exported_model import ExportError, load_exported_model, read_model_meta
+from pipelines.common.exported_model import ExportError, load_exported_model, read_model_meta, takes_pixels
 from pipelines.common.posters import (
     POSTER_BYTES_READ,
     PREVIOUS_OBJECT,
@@ -241,8 +245,13 @@ def _inference_rejects(failure):
 
 
 def _row_or_reject(record: dict, result):
-    """A RunInference result → an embedding row, or on `rejects` the title the model failed on by itself."""
-    if isinstance(result.inference, InferenceFailure):
+    """A RunInference result → an embedding row, or on `rejects` the title whose poster did not decode (the
+    validator's reason) or that the model failed on by itself."""
+    if isinstance(result.inference, InferenceFailure) and result.inference.reason:
+        yield beam.pvalue.TaggedOutput("rejects", reject_record(
+            record["title_id"], record["poster_uri"], result.inference.reason, result.inference.error,
+            record["lines"]))
+    elif isinstance(result.inference, InferenceFailure):
         yield beam.pvalue.TaggedOutput("rejects", reject_record(
             record["title_id"], record["poster_uri"], RejectReason.INFERENCE_FAILED,
             f"the model failed on this poster alone (its batch-mates were embedded): {result.inference.error}",
@@ -291,6 +300,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
     """Wires the embed pipeline into `pipeline`, every output under `out_dir`."""
     meta = read_model_meta(model_uri)
     model_version, dim = meta["model_version"], int(meta["dim"])
+    pixel_size = int(meta["input_size"]) if takes_pixels(meta) else None  # decoded once, by the model handler
     catalog, manifest_lines = pipeline | "ReadCatalog" >> ReadCatalog(catalog_uri, config.catalog)
     titles, title_rejects = catalog | "ValidateCatalogRows" >> ValidateCatalogRows(
         config.preprocess.duplicate_title_policy)
@@ -306,13 +316,14 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
         carried_unread = pipeline | "NoneCarried" >> beam.Create([])
         removed = pipeline | "NoneRemoved" >> beam.Create([])
     posters, poster_rejects, not_modified = to_read | "ReadAndValidatePosters" >> ReadAndValidatePosters(
-        config.image, config.preprocess.read_retries, config.http, with_context=True, conditional=True)
+        config.image, config.preprocess.read_retries, config.http, with_context=True, conditional=True,
+        decode=pixel_size is None)
     carried_not_modified = not_modified | "CarryNotModified" >> beam.MapTuple(_carry_not_modified)
     classified = posters | "ClassifyPosters" >> beam.ParDo(
         ClassifyPoster(model_version)).with_outputs(UNCHANGED, main="embed")
 
     embedded, inference_rejects = classified.embed | "EmbedPosters" >> EmbedPosters(
-        PosterModelHandler.from_config(model_uri, config.embed), config.embed.accelerator)
+        PosterModelHandler.from_config(model_uri, config.embed, pixel_size=pixel_size), config.embed.accelerator)
     rows = (embedded, classified[UNCHANGED], carried_unread, carried_not_modified) | "AllRows" >> beam.Flatten()
     _ = rows | "WriteEmbeddings" >> WriteEmbeddings(out_dir, dim, model_version, config.embed.max_rows_per_file)
 

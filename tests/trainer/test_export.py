@@ -36,8 +36,7 @@ def _poster(seed: int, fmt: str, size=(45, 60)) -> bytes:
 def exported(tmp_path_factory):
     embedder = _embedder()
     out = str(tmp_path_factory.mktemp("export") / "model")
-    meta = export_model(embedder, out, "tiny_cnn", SIZE, GENRES, extra_meta={"trained_on": "fixture"},
-                        pixel_signature=True)
+    meta = export_model(embedder, out, "tiny_cnn", SIZE, GENRES, extra_meta={"trained_on": "fixture"})
     return embedder, out, meta
 
 
@@ -113,6 +112,30 @@ def test_the_pixel_signature_gives_the_serving_signatures_vectors(exported):
     pixels = np.stack([poster_pixels(tf.constant(poster), SIZE).numpy() for poster in posters])
     by_pixels = tf.saved_model.load(out).signatures[PIXELS_SIGNATURE](**{PIXELS_INPUT: tf.constant(pixels)})
     np.testing.assert_allclose(by_pixels[SERVING_OUTPUT].numpy(), load_exported_model(out)[0](posters), atol=1e-6)
+
+
+def test_the_embed_handlers_pixels_through_the_pixel_signature_give_the_serving_vectors(exported, tmp_path):
+    """Decode once: the embed model handler's batch decode (`PixelDecoder`, a JPEG at its DCT scale) through the
+    loader's pixel path equals the serving signature on the bytes, and its pixels are the training pixels
+    (preprocess' PNG of `poster_pixels`, decoded by the trainer)."""
+    from pipelines.common.exported_model import takes_pixels
+    from pipelines.common.pixels import PixelDecoder
+    from pipelines.preprocess.transform import PosterPng
+    from trainer.data import decode_pixels
+
+    embedder, out, meta = exported
+    posters = [_poster(0, "JPEG", size=(300, 450)), _poster(1, "PNG"), _poster(2, "JPEG", size=(200, 300))]
+    served_pixels = PixelDecoder(SIZE).decode_batch(posters)
+    training_pixels = np.stack([decode_pixels(PosterPng(SIZE)(poster)).numpy() for poster in posters])
+    np.testing.assert_array_equal(served_pixels, training_pixels)
+    assert takes_pixels(meta)
+    embed_pixels, _ = load_exported_model(out, pixels=True)
+    np.testing.assert_allclose(embed_pixels(list(served_pixels)), load_exported_model(out)[0](posters), atol=1e-6)
+    np.testing.assert_allclose(embed_pixels(served_pixels), embedder(training_pixels, training=False), atol=1e-5)
+    bytes_only = str(tmp_path / "bytes-only")
+    assert not takes_pixels(export_model(embedder, bytes_only, "tiny_cnn", SIZE, GENRES, pixel_signature=False))
+    with pytest.raises(ExportError, match="no 'embed_pixels' signature"):
+        load_exported_model(bytes_only, pixels=True)
 
 
 def test_export_model_command_writes_an_untrained_export_of_the_config(tmp_path, capsys):

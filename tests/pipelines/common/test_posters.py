@@ -15,10 +15,12 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from pipelines.common.catalog import CatalogRow
+from pipelines.common.pixels import PixelDecoder
 from pipelines.common.posters import (
     PosterRejected,
     ReadAndValidatePosters,
     WriteRejects,
+    decode_rejection,
     poster_object,
     read_poster_bytes,
     reject_record,
@@ -48,10 +50,29 @@ def tf_pixels(data: bytes) -> np.ndarray:
     return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
 
 
-def rejection(data: bytes, config: ImageConfig = CONFIG) -> PosterRejected:
+def validated(data: bytes, config: ImageConfig = CONFIG, pixel_size: int | None = None):
+    """`validate_poster` as preprocess calls it (pixel_size None: it decodes), or as the embed pipeline does: without
+    the decode, then the model handler's one decode at the model's input size, a refusal turned into the reject by
+    `decode_rejection`."""
+    if pixel_size is None:
+        return validate_poster(data, config)
+    valid = validate_poster(data, config, decode=False)
+    try:
+        PixelDecoder(pixel_size).decode(valid.image_bytes)
+    except tf.errors.OpError as err:
+        raise decode_rejection(valid.image_bytes, err) from err
+    return valid
+
+
+def rejection(data: bytes, config: ImageConfig = CONFIG, pixel_size: int | None = None) -> PosterRejected:
     with pytest.raises(PosterRejected) as caught:
-        validate_poster(data, config)
+        validated(data, config, pixel_size)
     return caught.value
+
+
+# Validation with its decode (preprocess), and without it, the decode left to the embed model handler: the same
+# verdicts.
+PIXEL_SIZES = pytest.mark.parametrize("pixel_size", [None, 32])
 
 
 # --- validate_poster: kept, converted ------------------------------------------------------------------------
@@ -148,10 +169,11 @@ def test_a_reject_detail_never_copies_the_files_bytes(data):
         assert repr(data[start:start + 6])[2:-1] not in detail
 
 
+@PIXEL_SIZES
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-def test_truncated(fmt):
+def test_truncated(fmt, pixel_size):
     data = encoded(poster(size=(120, 180)), fmt)
-    rejected = rejection(data[:len(data) // 2])
+    rejected = rejection(data[:len(data) // 2], pixel_size=pixel_size)
     assert rejected.reason == RejectReason.TRUNCATED_IMAGE and "120x180" in rejected.detail
 
 
@@ -170,20 +192,23 @@ def full_decode_fails(data: bytes) -> bool:
     return False
 
 
+@PIXEL_SIZES
 @pytest.mark.parametrize("progressive", [False, True])
-def test_a_jpeg_corrupted_in_the_middle_is_rejected(progressive):
+def test_a_jpeg_corrupted_in_the_middle_is_rejected(progressive, pixel_size):
     """Bytes overwritten (not cut off) in the middle of the scan data: a full decode fails, so must validation."""
     data = bytearray(noisy_jpeg(progressive))
     middle = len(data) // 2
     data[middle:middle + 64] = b"\xff" * 64
     assert full_decode_fails(bytes(data))
-    rejected = rejection(bytes(data))
+    rejected = rejection(bytes(data), pixel_size=pixel_size)
     assert rejected.reason == RejectReason.TRUNCATED_IMAGE and "300x450" in rejected.detail
 
 
-@pytest.mark.parametrize("progressive", [False, True])
-def test_jpeg_validation_rejects_exactly_what_a_full_decode_rejects(progressive):
-    """Kept JPEGs are validated at 1/8 scale; over many corruptions it rejects the same files a full decode does."""
+@pytest.mark.parametrize(("progressive", "pixel_size"), [(False, None), (True, None), (False, 64), (True, 128)])
+def test_jpeg_validation_rejects_exactly_what_a_full_decode_rejects(progressive, pixel_size):
+    """Kept JPEGs are validated by a DCT-scaled decode (1/8 in the validator; 1/4 and 1/2 in the embed handler's
+    decode at these input sizes of a 300×450 poster); over many corruptions it rejects the same files a full decode
+    does."""
     original = noisy_jpeg(progressive)
     rng = np.random.default_rng(11)
     outcomes = set()
@@ -202,7 +227,7 @@ def test_jpeg_validation_rejects_exactly_what_a_full_decode_rejects(progressive)
             data = data[:start]
         expected_rejected = full_decode_fails(bytes(data))
         try:
-            validate_poster(bytes(data), CONFIG)
+            validated(bytes(data), CONFIG, pixel_size)
             rejected = False
         except PosterRejected:
             rejected = True
@@ -219,22 +244,24 @@ def with_bad_idat_crc(png: bytes) -> bytes:
     return png[:crc_at] + bytes([png[crc_at] ^ 0x01]) + png[crc_at + 1:]
 
 
-def test_a_png_with_a_wrong_idat_crc_is_rejected_as_the_model_cannot_decode_it():
+@PIXEL_SIZES
+def test_a_png_with_a_wrong_idat_crc_is_rejected_as_the_model_cannot_decode_it(pixel_size):
     data = with_bad_idat_crc(encoded(poster(), "PNG"))
     Image.open(io.BytesIO(data)).load()  # PIL does not check the CRC
     with pytest.raises(tf.errors.InvalidArgumentError):
         tf_pixels(data)  # the model's decoder does
-    rejected = rejection(data)
+    rejected = rejection(data, pixel_size=pixel_size)
     assert rejected.reason == RejectReason.UNDECODABLE_IMAGE and "PNG 40x60" in rejected.detail
 
 
-def test_a_png_cut_after_its_image_data_is_rejected_as_the_model_cannot_decode_it():
+@PIXEL_SIZES
+def test_a_png_cut_after_its_image_data_is_rejected_as_the_model_cannot_decode_it(pixel_size):
     """PIL stops reading at the last image data; TensorFlow reads on to the end chunk and refuses a file without
     one."""
     data = encoded(poster(), "PNG")
     data = data[:data.index(b"IEND") - 4]
     Image.open(io.BytesIO(data)).load()
-    assert rejection(data).reason == RejectReason.UNDECODABLE_IMAGE
+    assert rejection(data, pixel_size=pixel_size).reason == RejectReason.UNDECODABLE_IMAGE
 
 
 def test_too_many_pixels_is_refused_from_the_header_alone():

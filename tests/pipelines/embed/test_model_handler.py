@@ -127,3 +127,37 @@ def test_model_shared_across_processes_gives_the_same_vectors(model_dir):
         results = p | beam.Create(list(enumerate(images))) | RunInference(handler)
         close = results | beam.MapTuple(lambda i, result: bool(np.allclose(result.inference, expected[i], atol=1e-6)))
         assert_that(close, equal_to([True] * len(images)))
+
+
+def test_with_a_pixel_size_the_handler_decodes_once_and_gives_the_exported_models_vectors(model_dir):
+    """The batch decoded in one call (the posters' only decode) and run through the pixel signature: the vectors
+    of the serving signature on the bytes."""
+    images = poster_jpegs(5)
+    handler = PosterModelHandler(model_dir, min_batch_size=2, max_batch_size=4, pixel_size=32)
+    results = list(handler.run_inference(images, handler.load_model()))
+    assert [r.example for r in results] == images
+    np.testing.assert_allclose(np.stack([r.inference for r in results]), call_exported_model(model_dir, images),
+                               atol=1e-6)
+
+
+def test_a_poster_that_does_not_decode_gets_the_validators_reject_and_costs_no_batch_mate(model_dir):
+    """Passed by `validate_poster(decode=False)`, refused by the handler's decode: the reject (reason and detail)
+    that `validate_poster` with its decode gives the same file."""
+    from pipelines.common.posters import PosterRejected, validate_poster
+    from pipelines.config import ImageConfig
+    from pipelines.contracts import RejectReason
+    from pipelines.embed.model_handler import InferenceFailure
+
+    config = ImageConfig(min_side=16, max_pixels=1_000_000, max_bytes=1_000_000)
+    good = poster_jpegs(3)
+    truncated = good[1][:len(good[1]) // 2]
+    validate_poster(truncated, config, decode=False)  # the header is intact: only a decode tells
+    with pytest.raises(PosterRejected) as caught:
+        validate_poster(truncated, config)
+    batch = [good[0], truncated, good[2]]
+    handler = PosterModelHandler(model_dir, min_batch_size=2, max_batch_size=4, pixel_size=32)
+    results = list(handler.run_inference(batch, handler.load_model()))
+    assert results[1].inference == InferenceFailure(caught.value.detail, RejectReason.TRUNCATED_IMAGE)
+    assert caught.value.reason == RejectReason.TRUNCATED_IMAGE
+    np.testing.assert_allclose(np.stack([results[0].inference, results[2].inference]),
+                               call_exported_model(model_dir, [good[0], good[2]]), atol=1e-6)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from pipelines.bench import embed as embed_bench
 from pipelines.common.accounting import ErrorBudgetExceeded
+from pipelines.common.exported_model import takes_pixels
 from pipelines.common.posters import POSTER_BYTES_READ, validate_poster
 from pipelines.config import load_config
 from pipelines.contracts import (
@@ -335,6 +336,23 @@ def test_a_model_directory_with_another_models_weights_is_refused(catalog_dir, m
     assert model[1]["model_version"] in message and not out.exists()
 
 
+def test_an_export_without_the_pixel_signature_is_fed_bytes_and_gives_the_same_vectors(first_run, model,
+                                                                                      catalog_dir, tmp_path):
+    """Exports made before the pixel signature existed still embed (their graph decodes the bytes again); the same
+    weights give the vectors that the pixel path gave."""
+    legacy = str(tmp_path / "legacy-model")
+    meta = export_tiny_model(legacy, input_size=32, dim=16, seed=0, pixel_signature=False)
+    assert meta["model_version"] == model[1]["model_version"] and not takes_pixels(meta)
+    assert takes_pixels(model[1])
+    out = tmp_path / "embeddings"
+    stats = run_embed(catalog_dir / "catalog.csv", legacy, out)
+    assert stats["rows"] == N + 5 and stats["rejected"] == 6
+    first, now = read_rows(first_run[0]), read_rows(out)
+    assert sorted(now) == sorted(first)
+    np.testing.assert_allclose(np.stack([now[t][0] for t in sorted(now)]),
+                               np.stack([first[t][0] for t in sorted(first)]), atol=1e-5)
+
+
 class PidRecordingHandler(PosterModelHandler):
     """The real model handler, leaving a file named for each process that loads the model."""
 
@@ -351,8 +369,8 @@ class PidRecordingHandlers:
     def __init__(self, pid_dir: str):
         self.pid_dir = pid_dir
 
-    def from_config(self, model_uri, embed_config):
-        handler = PidRecordingHandler.from_config(model_uri, embed_config)
+    def from_config(self, model_uri, embed_config, **kwargs):
+        handler = PidRecordingHandler.from_config(model_uri, embed_config, **kwargs)
         handler.pid_dir = self.pid_dir
         return handler
 

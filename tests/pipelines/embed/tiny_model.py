@@ -28,9 +28,12 @@ def tiny_embedder(input_size: int, dim: int, seed: int) -> keras.Model:
     return embedding_model(build_model(config, num_genres=len(GENRES)))
 
 
-def export_tiny_model(out_dir: str, input_size: int = 32, dim: int = 16, seed: int = 0) -> dict:
-    """Exports an untrained `tiny_cnn` poster model to `out_dir`; returns its meta (model_version = weight hash)."""
-    return export_model(tiny_embedder(input_size, dim, seed), out_dir, "tiny_cnn", input_size, GENRES)
+def export_tiny_model(out_dir: str, input_size: int = 32, dim: int = 16, seed: int = 0,
+                      pixel_signature: bool = True) -> dict:
+    """Exports an untrained `tiny_cnn` poster model to `out_dir`; returns its meta (model_version = weight hash).
+    Without `pixel_signature`, an export as made before the pixel signature existed (bytes in only)."""
+    return export_model(tiny_embedder(input_size, dim, seed), out_dir, "tiny_cnn", input_size, GENRES,
+                        pixel_signature=pixel_signature)
 
 
 class JpegOnlyServing(PosterServing):
