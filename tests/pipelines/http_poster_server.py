@@ -150,7 +150,8 @@ def _handler(server: PosterServer):
                 self.close_connection = True
             self.end_headers()
             if status != 304 and body:
+                with server._lock:  # counted before the write: a client that has the body sees it counted
+                    server.body_bytes[self.path] += len(body)
                 self.wfile.write(body)
-                server.body_bytes[self.path] += len(body)
 
     return Handler
