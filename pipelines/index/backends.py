@@ -9,6 +9,7 @@ one search breadth, the manifest's `nprobe`: IVF lists probed (faiss IVF), `efSe
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Optional
 
 import faiss
@@ -68,10 +69,7 @@ def add_to_shard(plan: vi.IndexPlan, empty_index: bytes, ids: np.ndarray, vector
                  settings: IndexConfig, dim: int):
     """One shard's index holding `vectors` under `ids`."""
     if plan.backend == "scann":
-        settings_for_shard = scann_settings(settings)
-        if settings_for_shard.num_leaves is None:
-            settings_for_shard = si.ScannSettings(**{**settings_for_shard.__dict__, "num_leaves": plan.nlist})
-        return si.build_shard(ids, vectors, 10, settings_for_shard, dim)
+        return si.build_shard(ids, vectors, 10, replace(scann_settings(settings), num_leaves=plan.nlist), dim)
     return vi.add_to_shard(empty_index, ids, vectors)
 
 
