@@ -37,6 +37,10 @@ TEST = [
     "duckdb==2.0.0",
 ]
 
+# `index.backend: scann`: ScaNN's pybind core (pipelines/index/scann_index.py loads it without TensorFlow; its TF
+# op library was built for TF 2.20 and does not load beside 2.21). Pinned: the loader knows this wheel's layout.
+SCANN = ["scann==1.4.2"]
+
 setup(
     name="poster-similarity",
     version="0.1.0",
@@ -46,6 +50,6 @@ setup(
     package_data={"configs": ["*.yaml"]},
     include_package_data=True,
     install_requires=RUNTIME,
-    extras_require={"test": TEST},
+    extras_require={"test": TEST + SCANN, "scann": SCANN},
     entry_points={"console_scripts": ["posters=pipelines.cli:main"]},
 )

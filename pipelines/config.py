@@ -204,7 +204,9 @@ class EmbedConfig(Section):
 
 
 class IndexConfig(Section):
-    factory: Optional[str] = None  # a faiss index_factory string; None: chosen by size
+    # faiss: any index_factory string (`factory`); scann: ScaNN's tree + AH + reorder (the `scann` extra).
+    backend: Literal["faiss", "scann"] = "faiss"
+    factory: Optional[str] = None  # a faiss index_factory string (e.g. HNSW32,Flat); None: chosen by size
     flat_max_vectors: Positive = 50_000  # up to this many vectors: exact search (Flat); above: IVF
     nlist: Optional[Positive] = None  # IVF inverted lists; None: about 2·sqrt(n), a power of two
     nprobe: Positive = 4  # lists searched per query; with tune_nprobe, the smallest value tried
@@ -218,6 +220,19 @@ class IndexConfig(Section):
     # equal: a collapsed model) the build fails and nothing is published; None: not checked.
     max_tied_neighbour_share: Optional[Fraction] = 0.5
     keep_versions: Positive = 3  # published versions kept (the live one included); older ones are deleted
+    hnsw_ef_construction: Positive = 80  # HNSW graphs (faiss HNSW32,Flat); faiss' 40 missed recall 0.95 here
+    # ScaNN (backend scann): leaves per shard (None: about 2·sqrt(shard size)), searched: nprobe (tuned likewise)
+    scann_num_leaves: Optional[Positive] = None
+    scann_dims_per_block: Positive = 2  # anisotropic quantisation: dimensions per 4-bit code
+    scann_anisotropic_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
+    scann_reorder: Annotated[int, Field(ge=11)] = 100  # candidates re-scored exactly (≥ k + 1)
+
+    @model_validator(mode="after")
+    def _factory_is_faiss(self):
+        if self.backend == "scann" and self.factory is not None:
+            raise ValueError(f"index.factory {self.factory!r} is a faiss setting; with index.backend scann leave "
+                             "it unset (ScaNN is set by index.scann_*)")
+        return self
 
     @field_validator("factory")
     @classmethod

@@ -20,6 +20,7 @@ METRIC = faiss.METRIC_INNER_PRODUCT
 METRIC_NAME = "inner_product"
 UNIT_NORM_TOLERANCE = 1e-3
 _ID_MASK = (1 << 63) - 1
+REFINE_K_FACTOR = 4  # a refine index re-scores this many times k of its base index's candidates
 
 
 class IndexBuildError(ValueError):
@@ -73,6 +74,7 @@ class IndexPlan:
     nlist: Optional[int]  # inverted lists, None for a non-IVF index
     num_shards: int
     train_size: int  # vectors the empty index is trained on (0: needs no training)
+    backend: str = "faiss"  # "scann": `nlist` is the tree's leaves per shard, `factory` a description
 
 
 def default_nlist(n: int) -> int:
@@ -128,9 +130,13 @@ def ivf_of(index: faiss.Index):
 
 
 # --- building ---------------------------------------------------------------------------------------------
-def train_empty_index(factory: str, dim: int, sample: np.ndarray) -> faiss.Index:
-    """An empty index of `factory`, trained (coarse quantiser, codebooks) on `sample` when it needs training."""
+def train_empty_index(factory: str, dim: int, sample: np.ndarray, ef_construction: Optional[int] = None) -> faiss.Index:
+    """An empty index of `factory`, trained (coarse quantiser, codebooks) on `sample` when it needs training;
+    an HNSW graph gets `ef_construction` (faiss' default of 40 builds graphs that miss recall 0.95 here)."""
     index = faiss.index_factory(dim, factory, METRIC)
+    hnsw = hnsw_of(index)
+    if hnsw is not None and ef_construction:
+        hnsw.hnsw.efConstruction = ef_construction  # kept by serialize: every shard's copy builds with it
     if not index.is_trained:
         ivf = ivf_of(index)
         if ivf is not None and len(sample) < ivf.nlist:
@@ -148,10 +154,36 @@ def add_to_shard(empty_index: bytes, ids: np.ndarray, vectors: np.ndarray) -> fa
     return index
 
 
+def hnsw_of(index: faiss.Index):
+    """The HNSW graph index inside an index (IDMap2, pre-transforms…), or None for an index without one."""
+    index = faiss.downcast_index(index)
+    while isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
+        index = faiss.downcast_index(index.index)
+    return index if isinstance(index, faiss.IndexHNSW) else None
+
+
+def search_parameter(index: faiss.Index) -> Optional[str]:
+    """What the search breadth (`nprobe` in the manifest and config) sets: IVF lists or HNSW efSearch."""
+    if ivf_of(index) is not None:
+        return "nprobe"
+    return "efSearch" if hnsw_of(index) is not None else None
+
+
 def set_search_parameters(index: faiss.Index, nprobe: Optional[int]) -> None:
-    """Sets nprobe on an IVF index (and a matching search depth on an HNSW coarse quantiser)."""
+    """Sets nprobe on an IVF index (and a matching search depth on an HNSW coarse quantiser), or efSearch on
+    an HNSW index; a refine step (`…,Refine(SQ8)`, `…,RFlat`) re-ranks REFINE_K_FACTOR × k candidates."""
+    outer = faiss.downcast_index(index)
+    while isinstance(outer, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        outer = faiss.downcast_index(outer.index)
+    if isinstance(outer, faiss.IndexRefine):
+        outer.k_factor = REFINE_K_FACTOR
     ivf = ivf_of(index)
-    if ivf is None or nprobe is None:
+    if ivf is None:
+        hnsw = hnsw_of(index)
+        if hnsw is not None and nprobe is not None:
+            hnsw.hnsw.efSearch = nprobe
+        return
+    if nprobe is None:
         return
     ivf.nprobe = min(nprobe, ivf.nlist)
     quantizer = faiss.downcast_index(ivf.quantizer)
@@ -171,6 +203,15 @@ def nprobe_candidates(nprobe: int, nlist: Optional[int], tune: bool) -> list[Opt
     limit = max(first, nlist // 4) if tune else first
     steps = (round(first * 2 ** (i / 2)) for i in range(2 * math.ceil(math.log2(limit / first)) + 1))
     return sorted({min(step, limit) for step in steps})
+
+
+def ef_search_candidates(ef_search: int, tune: bool) -> list[int]:
+    """HNSW efSearch values to measure: the configured one (at least 16) and, when tuning, steps of about √2
+    up to 1024."""
+    first = max(16, ef_search)
+    if not tune or first >= 1024:
+        return [first]
+    return sorted({min(1024, round(first * 2 ** (i / 2))) for i in range(2 * math.ceil(math.log2(1024 / first)) + 1)})
 
 
 def serialize(index: faiss.Index) -> bytes:

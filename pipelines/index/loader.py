@@ -12,6 +12,12 @@ is ever held whole in memory); `ShardedIndex.mode` records how the shards were o
 verified local copy once (the candidates pipeline calls it once per machine) and `load_index(copy, mmap=True,
 verified=True)` then maps it without hashing it again. The id map is read shard by shard into Arrow arrays
 (about 14 bytes a title, not a Python string each).
+
+The manifest records the index's backend (`faiss`, the default of versions before backends, or `scann`);
+`load_index` checks it before reading a shard: an unknown backend, one not installed here (ScaNN is an optional
+extra) or one other than `expected_backend` is refused with a one-line `IndexLoadError`. ScaNN shards cannot be
+memory-mapped: with `mmap=True` their verified local file is extracted under the cache directory and the
+searcher reads it into memory (its float32 vectors, for `vector`, stay mapped).
 """
 from __future__ import annotations
 
@@ -30,7 +36,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import storage, versions
 from pipelines.contracts import INDEX_MANIFEST_FILE, INDEX_MANIFEST_KEYS
+from pipelines.index import backends
 from pipelines.index import faiss_index as vi
+from pipelines.index import scann_index as si
 
 _CHUNK = 16 << 20
 
@@ -98,7 +106,7 @@ class ShardedIndex:
     def search_ids(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k as (scores, int64 ids; -1 where missing), merged across shards."""
         for shard in self.shards:
-            vi.set_search_parameters(shard, self.nprobe)
+            backends.set_breadth(shard, self.nprobe)
         if self._shared_coarse_search:
             # Every shard is a copy of one trained index: assign the queries to lists once, not once per shard.
             first = self.shards[0]
@@ -114,7 +122,7 @@ class ShardedIndex:
         if row is None:
             raise KeyError(f"title_id {title_id!r} is not in index {self.version}")
         shard = self.shards[self._id_shards[row]]
-        ivf = vi.ivf_of(shard)
+        ivf = None if isinstance(shard, si.ScannShard) else vi.ivf_of(shard)
         if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
             ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
         return shard.reconstruct(int(self._ids[row]))
@@ -135,7 +143,8 @@ class ShardedIndex:
 
 
 def load_index(uri: str, expected_model_version: Optional[str] = None, mmap: bool = False,
-               cache_dir: Optional[str] = None, verified: bool = False) -> ShardedIndex:
+               cache_dir: Optional[str] = None, verified: bool = False,
+               expected_backend: Optional[str] = None) -> ShardedIndex:
     """Loads the live version under an index root (via `CURRENT`), or a version directory given directly.
 
     Raises `IndexLoadError` when a file is missing or does not match the manifest's sha256, or when the index
@@ -148,8 +157,9 @@ def load_index(uri: str, expected_model_version: Optional[str] = None, mmap: boo
         raise IndexLoadError(f"index {version_dir} holds embeddings of model {manifest['model_version']!r}, "
                              f"not {expected_model_version!r}; rebuild it with `posters index` from that "
                              "model's embeddings")
+    backend = check_backend(version_dir, manifest, expected_backend)
     id_map = _read_id_maps(version_dir, manifest["id_map"])
-    shards = [_load_shard(version_dir, entry, manifest["nlist"], mmap, cache_dir, verified)
+    shards = [_load_shard(version_dir, entry, manifest["nlist"], mmap, cache_dir, verified, backend, manifest["dim"])
               for entry in manifest["shards"]]
     for entry, shard in zip(manifest["shards"], shards):
         if shard.ntotal != entry["count"] or shard.d != manifest["dim"]:
@@ -175,6 +185,21 @@ def local_copy(uri: str, cache_dir: Optional[str] = None) -> str:
         _load_path(version_dir, entry, cache_dir)
     storage.write_json(os.path.join(local, INDEX_MANIFEST_FILE), manifest)  # last: the copy is complete
     return local
+
+
+def check_backend(version_dir: str, manifest: dict, expected: Optional[str] = None) -> str:
+    """The backend the manifest records (faiss for versions before backends), refused when unknown, not
+    installed here, or not `expected`."""
+    backend = manifest.get("backend", "faiss")
+    if backend not in ("faiss", "scann"):
+        raise IndexLoadError(f"index {version_dir} was built with backend {backend!r}, which this version does "
+                             "not know (faiss, scann)")
+    if expected is not None and backend != expected:
+        raise IndexLoadError(f"index {version_dir} was built with backend {backend!r}, not {expected!r}; rebuild "
+                             f"it with `posters index --set index.backend={expected}` or load it as {backend}")
+    if backend == "scann" and (reason := si.unavailable_reason()):
+        raise IndexLoadError(f"index {version_dir} is a ScaNN index, but {reason}")
+    return backend
 
 
 def _id_map_entries(id_map) -> list[dict]:
@@ -223,13 +248,34 @@ def _verified_bytes(version_dir: str, entry: dict) -> bytes:
 
 
 def _load_shard(version_dir: str, entry: dict, nlist: Optional[int], mmap: bool,
-                cache_dir: Optional[str], verified: bool = False) -> faiss.Index:
+                cache_dir: Optional[str], verified: bool = False, backend: str = "faiss", dim: int = 0):
+    if backend == "scann":
+        source = (_verified_bytes(version_dir, entry) if not mmap else os.path.join(version_dir, entry["file"])
+                  if verified else _load_path(version_dir, entry, cache_dir))
+        os.makedirs(_cache_root(cache_dir), exist_ok=True)
+        try:
+            return si.deserialize(source, dim, _cache_root(cache_dir))
+        except ValueError as err:
+            raise IndexLoadError(f"{storage.join(version_dir, entry['file'])}: the manifest says backend scann, "
+                                 f"but the file is {_one_line(err)}") from err
     if not mmap:
-        return vi.deserialize(_verified_bytes(version_dir, entry))
+        return _faiss_shard(version_dir, entry, lambda: vi.deserialize(_verified_bytes(version_dir, entry)))
     path = os.path.join(version_dir, entry["file"]) if verified else _load_path(version_dir, entry, cache_dir)
     # IVF: the inverted lists are mapped; Flat, HNSW…: the flat code array is (faiss refuses both flags at once).
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if nlist else faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
-    return faiss.read_index(path, flags)
+    return _faiss_shard(version_dir, entry, lambda: faiss.read_index(path, flags))
+
+
+def _faiss_shard(version_dir: str, entry: dict, read) -> faiss.Index:
+    try:
+        return read()
+    except RuntimeError as err:  # faiss' own message is a C++ assertion: name the file and the backend
+        raise IndexLoadError(f"{storage.join(version_dir, entry['file'])}: the manifest says backend faiss, but "
+                             f"faiss cannot read the file ({_one_line(err)})") from err
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())[:200]
 
 
 def _load_path(version_dir: str, entry: dict, cache_dir: Optional[str]) -> str:

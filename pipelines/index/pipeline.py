@@ -53,6 +53,7 @@ from pipelines.contracts import (
     index_shard_name,
 )
 from pipelines.embed.reader import EmbeddingsInfo, describe_embeddings, embedding_matrix
+from pipelines.index import backends
 from pipelines.index import faiss_index as vi
 
 log = logging.getLogger(__name__)
@@ -160,19 +161,21 @@ def split_sample(sample: VectorBatch, num_queries: int) -> tuple[VectorBatch, Ve
 
 
 def build_shard(shard: int, batch: VectorBatch, empty_index: bytes, queries: VectorBatch, nprobes: list,
-                version_dir: str) -> ShardResult:
+                version_dir: str, plan: Optional[vi.IndexPlan] = None,
+                settings: Optional[IndexConfig] = None) -> ShardResult:
     """Adds one shard's vectors to a copy of the trained index, writes it and the shard's id map, and answers
     the recall queries."""
     vi.check_unique_ids(batch.ids, batch.title_ids)
     id_map = write_id_map(shard, batch, version_dir)
-    index = vi.add_to_shard(empty_index, batch.ids, batch.vectors)
-    data = vi.serialize(index)
+    plan, settings = plan or vi.IndexPlan("Flat", None, 1, 0), settings or IndexConfig()
+    index = backends.add_to_shard(plan, empty_index, batch.ids, batch.vectors, settings, queries.vectors.shape[1])
+    data = backends.serialize(index)
     name = index_shard_name(shard)
     storage.write_bytes(storage.join(version_dir, name), data)
     exact = vi.exact_search(queries.vectors, batch.vectors, batch.ids, RECALL_K + 1)
     approx = {}
     for nprobe in nprobes:
-        vi.set_search_parameters(index, nprobe)
+        backends.set_breadth(index, nprobe)
         approx[nprobe] = vi.search(index, queries.vectors, RECALL_K + 1)
     return ShardResult(shard, name, len(batch.ids), vi.sha256_hex(data), len(data), id_map, exact, approx)
 
@@ -230,6 +233,7 @@ def write_version(results: list[ShardResult], queries: VectorBatch, plan: vi.Ind
     nprobe = choose_nprobe(recalls, settings.min_recall_at_10)
     manifest = {
         "version": version_dir.rstrip("/").rsplit("/", 1)[-1],
+        **backends.manifest_fields(plan, settings, info.dim),
         "factory": plan.factory, "metric": vi.METRIC_NAME, "embedding_metric": info.metric, "dim": info.dim,
         "nlist": plan.nlist, "nprobe": nprobe, "count": total,
         "shards": [{"file": r.file, "count": r.count, "sha256": r.sha256, "bytes": r.bytes} for r in results],
@@ -333,15 +337,16 @@ def _counted_rows(batch: VectorBatch) -> VectorBatch:
 
 
 class BuildShard(beam.DoFn):
-    def __init__(self, dim: int, nprobes: list, version_dir: str):
+    def __init__(self, dim: int, nprobes: list, version_dir: str, plan: vi.IndexPlan, settings: IndexConfig):
         self.dim, self.nprobes, self.version_dir = dim, nprobes, version_dir
+        self.plan, self.settings = plan, settings
         self.vectors = Metrics.counter("index", "vectors_indexed")
         self.shards = Metrics.counter("index", "shards_written")
 
     def process(self, shard_batches, empty_index, queries):
         shard, batches = shard_batches
         result = build_shard(shard, concat_batches(batches, self.dim), empty_index, queries, self.nprobes,
-                             self.version_dir)
+                             self.version_dir, self.plan, self.settings)
         self.vectors.inc(result.count)
         self.shards.inc()
         yield result
@@ -368,14 +373,14 @@ class BuildShardedIndex(beam.PTransform):
         queries = sample | "RecallQueries" >> beam.Map(lambda split: split[0])
         empty_index = (sample
                        | "TrainEmptyIndex" >> beam.Map(
-                           lambda split: vi.serialize(vi.train_empty_index(plan.factory, info.dim, split[1].vectors))))
+                           lambda split: backends.train_empty(plan, info.dim, split[1].vectors, settings)))
         every_shard = (files.pipeline
                        | "EveryShard" >> beam.Create([(s, empty_batch(info.dim)) for s in range(plan.num_shards)]))
-        nprobes = vi.nprobe_candidates(settings.nprobe, plan.nlist, settings.tune_nprobe)
+        nprobes = backends.search_candidates(plan, settings, info.dim)
         shards = ((batches | "AssignShards" >> beam.FlatMap(split_by_shard, plan.num_shards), every_shard)
                   | "WithEveryShard" >> beam.Flatten()
                   | "GroupByShard" >> beam.GroupByKey()
-                  | "BuildShards" >> beam.ParDo(BuildShard(info.dim, nprobes, self.version_dir),
+                  | "BuildShards" >> beam.ParDo(BuildShard(info.dim, nprobes, self.version_dir, plan, settings),
                                                 beam.pvalue.AsSingleton(empty_index),
                                                 beam.pvalue.AsSingleton(queries)))
         return (shards
@@ -405,8 +410,7 @@ def build_and_publish(config: Config, embeddings_uri: str, out_uri: str, beam_ar
     if info.metric != EMBEDDING_METRIC:
         raise vi.IndexBuildError(f"{embeddings_uri}: metric {info.metric!r}; the index serves "
                                  f"{EMBEDDING_METRIC!r} embeddings (unit vectors, inner product)")
-    plan = vi.plan_index(info.rows, info.dim, settings.factory, settings.flat_max_vectors, settings.nlist,
-                         settings.num_shards, settings.vectors_per_shard, settings.train_sample_size)
+    plan = backends.plan_index(info.rows, info.dim, settings)
     version = versions.new_version()
     version_dir = versions.version_uri(out_uri, version)
     log.info("indexing %d vectors of %s as %s in %d shards → %s", info.rows, embeddings_uri, plan.factory,
@@ -452,7 +456,7 @@ def _discard(out_uri: str, version: str) -> None:
 
 
 def summary(manifest: dict, out_uri: str) -> str:
-    nprobe = f", nprobe {manifest['nprobe']}" if manifest["nprobe"] else ""
+    nprobe = f", {manifest.get('search_parameter') or 'nprobe'} {manifest['nprobe']}" if manifest["nprobe"] else ""
     return (f"index {manifest['version']}: {manifest['count']:,} vectors in {len(manifest['shards'])} shards "
             f"({manifest['factory']}{nprobe}), recall@10 {manifest['recall_at_10']:.3f} on "
             f"{manifest['recall_queries']} queries, built in {manifest['build_s']:.1f} s; "
