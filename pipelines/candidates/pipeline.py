@@ -16,7 +16,6 @@ Outputs are written to a staging directory and published whole (`_SUCCESS` last)
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import time
@@ -30,8 +29,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.utils import shared
-from apache_beam.utils.multi_process_shared import MultiProcessShared
 
+from pipelines.candidates.all_titles import AllTitlesNeighbours, list_scan_applies, lists_per_group
+from pipelines.candidates.index_copy import IndexCopy, index_copy_tag, open_index  # noqa: F401 (part of this API)
 from pipelines.candidates.watch_history import (
     ReadWatchHistory,
     Skip,
@@ -81,6 +81,8 @@ class CandidatesPlan:
     query_batch_size: int
     faiss_threads: Optional[int]  # per worker process; None: faiss' default
     watch_limits: WatchLimits  # the weights and timestamps a usable watch row has, judged at the plan's time
+    # item→item by list groups (`all_titles`): consecutive inverted lists per group; None: query by query
+    lists_per_group: Optional[int] = None
 
 
 # --- plain functions -------------------------------------------------------------------------------------------
@@ -114,24 +116,6 @@ def search_by_depth(index, batch: list[Query], k: int) -> Iterator[tuple[Query, 
         Metrics.counter(METRICS_NAMESPACE, "searched_depth").inc(depth * len(queries))
         for query, ids, row_scores in zip(queries, title_ids, scores):
             yield query, top_k_excluding(ids, row_scores, query.exclude, k)
-
-
-class IndexCopy:
-    """The machine's one verified local copy of an index version; `MultiProcessShared` holds it, so the files are
-    fetched and hashed once per machine, whatever the number of worker processes."""
-
-    def __init__(self, uri: str):
-        from pipelines.index.loader import local_copy
-
-        self._path = local_copy(uri)
-
-    def path(self) -> str:
-        return self._path
-
-
-def index_copy_tag(uri: str) -> str:
-    """`MultiProcessShared`'s tag (it names lock files) for the copy of one index version."""
-    return "posters-index-copy-" + hashlib.sha256(uri.encode()).hexdigest()[:20]
 
 
 def embedding_vectors(path: str, dim: int) -> Iterator[tuple[str, np.ndarray]]:
@@ -175,21 +159,7 @@ class SearchNeighbours(beam.DoFn):
         self._index = self._copy = None
 
     def setup(self):
-        from pipelines.index.loader import load_index
-
-        if self._faiss_threads:
-            import faiss
-
-            faiss.omp_set_num_threads(self._faiss_threads)
-        uri, model_version = self._index_uri, self._model_version
-        started = time.time()
-        # Held for the DoFn's life: released, the server would drop the copy and the next setup hash it again.
-        self._copy = MultiProcessShared(lambda: IndexCopy(uri), tag=index_copy_tag(uri)).acquire()
-        path = self._copy.path()
-        self._index = self._shared.acquire(
-            lambda: load_index(path, expected_model_version=model_version, mmap=True, verified=True), tag=path)
-        log.info("candidates: index %s (%s) ready in this process after %.1f s", path, self._index.mode,
-                 time.time() - started)
+        self._copy, self._index = open_index(self._shared, self._index_uri, self._model_version, self._faiss_threads)
 
     def process(self, batch: list[Query]):
         Metrics.counter(METRICS_NAMESPACE, "query_batches").inc()
@@ -254,10 +224,13 @@ def build_pipeline(pipeline: beam.Pipeline, plan: CandidatesPlan) -> None:
     """Wires the candidates pipeline: item→item, user→item and the skipped rows."""
     index_handle = shared.Shared()  # both searches share one loaded index per worker process
     embeddings = pipeline | "ReadEmbeddings" >> ReadEmbeddingVectors(plan.embedding_files, plan.dim)
-    (embeddings
-     | "ItemQueries" >> beam.Map(lambda kv: Query(kv[0], kv[1], frozenset([kv[0]])))
-     | "SimilarTitles" >> TopNeighbours(plan, index_handle)
-     | "WriteItem2Item" >> WriteCandidates(plan, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA, "title_id", "neighbors"))
+    if plan.lists_per_group:
+        similar = pipeline | "SimilarTitles" >> AllTitlesNeighbours(plan, index_handle)
+    else:
+        similar = (embeddings
+                   | "ItemQueries" >> beam.Map(lambda kv: Query(kv[0], kv[1], frozenset([kv[0]])))
+                   | "SimilarTitles" >> TopNeighbours(plan, index_handle))
+    similar | "WriteItem2Item" >> WriteCandidates(plan, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA, "title_id", "neighbors")
     history = pipeline | "ReadWatchHistory" >> ReadWatchHistory(plan.history_uri, plan.watch_limits)
     users = (history.events, embeddings) | "UserQueries" >> UserQueries(plan.recency_half_life_days)
     (users.queries
@@ -271,14 +244,21 @@ def build_pipeline(pipeline: beam.Pipeline, plan: CandidatesPlan) -> None:
 
 
 # --- the job ---------------------------------------------------------------------------------------------------
-def resolve_index(index_uri: str) -> tuple[str, str, str]:
-    """(version directory, version, model_version) of the live index under `index_uri` (a published root
-    with `CURRENT`, or one version directory); raises IndexLoadError when there is none."""
+def resolve_index(index_uri: str) -> tuple[str, dict]:
+    """(version directory, manifest) of the live index under `index_uri` (a published root with `CURRENT`, or one
+    version directory); raises IndexLoadError when there is none."""
     from pipelines.index.loader import resolve_version_dir
 
     version_dir = resolve_version_dir(index_uri)
-    manifest = storage.read_json(storage.join(version_dir, INDEX_MANIFEST_FILE))
-    return version_dir, manifest["version"], manifest["model_version"]
+    return version_dir, storage.read_json(storage.join(version_dir, INDEX_MANIFEST_FILE))
+
+
+def item_lists_per_group(manifest: dict, rows: int, config: Config) -> Optional[int]:
+    """Lists per group for the all-titles list scan, or None where the index is searched query by query."""
+    settings = config.candidates
+    if settings.all_titles_search != "list_scan" or not list_scan_applies(manifest):
+        return None
+    return lists_per_group(manifest["nlist"], rows, manifest["nprobe"] or 1, settings.all_titles_queries_per_group)
 
 
 def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_dir: str,
@@ -288,7 +268,8 @@ def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_d
     if not FileSystems.match([history_uri])[0].metadata_list:
         raise FileNotFoundError(f"watch history {history_uri!r}: no such file")
     info = describe_embeddings(embeddings_uri)
-    version_dir, version, index_model = resolve_index(index_uri)
+    version_dir, manifest = resolve_index(index_uri)
+    version, index_model = manifest["version"], manifest["model_version"]
     if index_model != info.model_version:
         raise ValueError(f"the index at {version_dir} was built from model {index_model}'s embeddings but "
                          f"{embeddings_uri} holds model {info.model_version}'s: pass the embeddings the index was "
@@ -298,7 +279,8 @@ def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_d
                           k=config.candidates.k, recency_half_life_days=config.candidates.recency_half_life_days,
                           query_batch_size=config.candidates.query_batch_size,
                           faiss_threads=config.candidates.faiss_threads,
-                          watch_limits=watch_limits(config.candidates))
+                          watch_limits=watch_limits(config.candidates),
+                          lists_per_group=item_lists_per_group(manifest, info.rows, config))
 
 
 def pipeline_counters(result) -> dict[str, int]:

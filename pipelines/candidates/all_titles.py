@@ -1,0 +1,249 @@
+"""Item→item for every title in one pass over the inverted lists: faiss' `big_batch_search`, split across Beam.
+
+    embedding batches ──▶ RouteToListGroups ──▶ GroupByKey(list group) ──▶ ScanListGroup ─┐
+            └──────────── (batch, title ids) ─────────────────────────────────────────────┴─▶ CoGroupByKey(batch)
+                                                                                                  └─▶ MergeBatch
+
+Searching every title one query at a time reads each inverted list once per query that probes it. faiss'
+`big_batch_search` (`faiss.contrib.big_batch_search`) turns that around: it assigns all queries to their
+`nprobe` lists with the shared coarse quantiser, then reads each list once and scores every query that probes
+it against the list's vectors. Here the same algorithm is split over Beam elements so that no process holds all
+queries: a batch of titles is assigned to its lists (`route_batch`) and sent, per *group* of consecutive lists,
+through a `GroupByKey`; one element of that shuffle is a list group with the queries that probe it (about
+`candidates.all_titles_queries_per_group` of them, whatever the catalog's size); it is scored list by list with
+faiss' own `BlockComputer` and `ResultHeap` (`scan_list_group`), and the partial top-k of each query goes back
+to its batch, where the partials are merged and the title itself is left out (`merge_batch`). The lists a query
+probes and the scores computed there are those of the plain IVF search, so the top-k is the same (ties aside).
+
+It applies to IVF-Flat indexes, and IVF-SQ/PQ ones encoded without residuals, held by faiss (`list_scan_applies`);
+any other index (a transform in front, residual codes under inner product, which `big_batch_search` gets wrong,
+another backend) is searched query by query as before.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple, Optional
+
+import apache_beam as beam
+import faiss
+import numpy as np
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import Metrics
+from faiss.contrib.big_batch_search import BlockComputer
+from faiss.contrib.inspect_tools import get_invlist
+
+from pipelines.embed.reader import embedding_matrix, parquet_errors
+
+METRICS_NAMESPACE = "candidates"
+READ_BATCH_ROWS = 4096  # titles assigned to their lists together (one Parquet record batch)
+
+
+class RoutedQueries(NamedTuple):
+    """The queries of one title batch that probe lists of one group."""
+
+    batch: str  # the batch's key (its first title id)
+    positions: np.ndarray  # int32 [m]: rows in the batch
+    vectors: np.ndarray  # float32 [m, d]
+    lists: np.ndarray  # int32 [m, nprobe]: the lists each probes, -1 where outside the group
+
+
+class Partial(NamedTuple):
+    """One list group's best results for queries of one batch."""
+
+    positions: np.ndarray  # int32 [m]
+    scores: np.ndarray  # float32 [m, depth], descending
+    ids: np.ndarray  # int64 [m, depth], -1 where none
+
+
+# --- plain functions -------------------------------------------------------------------------------------------
+def list_scan_computer(index) -> Optional[BlockComputer]:
+    """faiss' `BlockComputer` for one IVF index when its lists can be scanned as `big_batch_search` does and give
+    the plain search's scores (IVF-Flat; SQ/PQ without residuals under inner product), else None."""
+    if not isinstance(index, faiss.IndexIVF):
+        return None
+    try:
+        computer = BlockComputer(index)
+    except RuntimeError:  # an IVF type big_batch_search does not know
+        return None
+    if computer.by_residual and index.metric_type != faiss.METRIC_L2:
+        return None  # it subtracts the centroid from the query: right for L2 only
+    return computer
+
+
+def list_scan_applies(manifest: dict) -> bool:
+    """Whether the index a manifest describes is searched list by list (see `list_scan_computer`)."""
+    if manifest.get("backend", "faiss") != "faiss" or not manifest.get("nlist"):
+        return False
+    from pipelines.index.faiss_index import METRIC
+
+    empty = faiss.downcast_index(faiss.index_factory(manifest["dim"], manifest["factory"], METRIC))
+    return list_scan_computer(empty) is not None
+
+
+def lists_per_group(nlist: int, rows: int, nprobe: int, queries_per_group: int) -> int:
+    """Consecutive lists per group so that a group is probed by about `queries_per_group` queries on average
+    (each of `rows` queries probes `nprobe` of the `nlist` lists)."""
+    probes_per_list = max(1.0, rows * min(nprobe, nlist) / nlist)
+    return max(1, min(nlist, math.floor(queries_per_group / probes_per_list)))
+
+
+def embedding_batches(path: str, dim: int, rows: int = READ_BATCH_ROWS) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(title ids, float32 [m, dim]) for one embeddings Parquet file, `rows` at a time."""
+    with FileSystems.open(path, compression_type="uncompressed") as handle, parquet_errors(path):
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=rows, columns=["title_id", "embedding"]):
+            yield batch.column("title_id").to_pylist(), np.ascontiguousarray(embedding_matrix(batch, dim))
+
+
+def route_batch(title_ids: list[str], vectors: np.ndarray, quantizer, nprobe: int,
+                group_size: int) -> Iterator[tuple[int, RoutedQueries]]:
+    """(group, the batch's queries that probe lists of it) for every group the batch probes."""
+    _, lists = quantizer.search(vectors, nprobe)
+    lists = lists.astype(np.int32)
+    groups = np.where(lists >= 0, lists // group_size, -1)
+    for group in np.unique(groups[groups >= 0]):
+        inside = groups == group
+        rows = np.flatnonzero(inside.any(axis=1)).astype(np.int32)
+        yield int(group), RoutedQueries(title_ids[0], rows, vectors[rows], np.where(inside[rows], lists[rows], -1))
+
+
+def scan_list_group(ivfs: list, computer: BlockComputer, group: int, group_size: int,
+                    routed: Iterable[RoutedQueries], depth: int) -> Iterator[tuple[str, Partial]]:
+    """(batch, partial top-`depth`) for every batch with queries probing lists of `group`: each list of the group,
+    in every shard, is read once and scored against all the queries that probe it."""
+    routed = list(routed)  # one group's queries: bounded by `queries_per_group`, not by the catalog
+    vectors = np.concatenate([r.vectors for r in routed])
+    lists = np.concatenate([r.lists for r in routed])
+    heap = faiss.ResultHeap(len(vectors), depth, keep_max=True)
+    first = group * group_size
+    for list_no in range(first, min(first + group_size, ivfs[0].nlist)):
+        queries = np.flatnonzero((lists == list_no).any(axis=1))
+        if not len(queries):
+            continue
+        for ivf in ivfs:
+            list_ids, codes = get_invlist(ivf.invlists, list_no)
+            if not len(list_ids):
+                continue
+            stored = codes.ravel() if computer.decode_func is None else computer.decode_func(codes)
+            scores, rows = computer.block_search(vectors[queries], stored.reshape(len(list_ids), -1),
+                                                 list_ids, min(depth, len(list_ids)))
+            heap.add_result_subset(queries.astype(np.int64), scores, np.where(rows >= 0, list_ids[rows], -1))
+        Metrics.counter(METRICS_NAMESPACE, "lists_scanned").inc()
+    heap.finalize()
+    start = 0
+    for part in routed:
+        end = start + len(part.positions)
+        yield part.batch, Partial(part.positions, heap.D[start:end].copy(), heap.I[start:end].copy())
+        start = end
+
+
+def merge_batch(size: int, partials: Iterable[Partial], depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """One batch's (scores, ids) [size, depth], descending: the best of its partials from every list group."""
+    heap = faiss.ResultHeap(size, depth, keep_max=True)
+    for part in partials:
+        heap.add_result_subset(part.positions.astype(np.int64), part.scores, part.ids)
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def batch_neighbours(index, title_ids: list[str], scores: np.ndarray, ids: np.ndarray,
+                     k: int) -> Iterator[tuple[str, list[dict]]]:
+    """(title_id, its top-k other titles) for one merged batch, as the plain search path writes them."""
+    from pipelines.candidates.pipeline import top_k_excluding
+
+    found, found_scores = index._as_titles(scores, ids)  # the loader's id → title id mapping, as `search` uses
+    for title_id, row_ids, row_scores in zip(title_ids, found, found_scores):
+        yield title_id, top_k_excluding(row_ids, row_scores, frozenset([title_id]), k)
+
+
+# --- Beam ------------------------------------------------------------------------------------------------------
+class _IndexedDoFn(beam.DoFn):
+    """A DoFn that opens the machine's memory-mapped index in `setup` (see `index_copy.open_index`)."""
+
+    def __init__(self, index_handle, index_uri: str, model_version: str, faiss_threads: Optional[int]):
+        self._shared, self._index_uri, self._model_version = index_handle, index_uri, model_version
+        self._faiss_threads = faiss_threads
+        self._copy = self._index = None
+
+    def setup(self):
+        from pipelines.candidates.index_copy import open_index
+
+        self._copy, self._index = open_index(self._shared, self._index_uri, self._model_version, self._faiss_threads)
+
+    def _ivfs(self) -> list:
+        from pipelines.index.faiss_index import ivf_of, set_search_parameters
+
+        for shard in self._index.shards:
+            set_search_parameters(shard, self._index.nprobe)
+        return [faiss.downcast_index(ivf_of(shard)) for shard in self._index.shards]
+
+
+class RouteToListGroups(_IndexedDoFn):
+    """(title ids, vectors) → (list group, `RoutedQueries`) for each group the batch's queries probe, and the
+    batch's title ids on the `titles` output."""
+
+    def __init__(self, index_handle, index_uri, model_version, faiss_threads, group_size: int):
+        super().__init__(index_handle, index_uri, model_version, faiss_threads)
+        self._group_size = group_size
+
+    def process(self, batch):
+        title_ids, vectors = batch
+        first = self._ivfs()[0]
+        yield beam.pvalue.TaggedOutput("titles", (title_ids[0], title_ids))
+        yield from route_batch(title_ids, vectors, first.quantizer, first.nprobe, self._group_size)
+
+
+class ScanListGroup(_IndexedDoFn):
+    """(list group, its `RoutedQueries`) → (batch, `Partial`) for every batch with queries in the group."""
+
+    def __init__(self, index_handle, index_uri, model_version, faiss_threads, group_size: int, depth: int):
+        super().__init__(index_handle, index_uri, model_version, faiss_threads)
+        self._group_size, self._depth = group_size, depth
+
+    def process(self, grouped):
+        group, routed = grouped
+        ivfs = self._ivfs()
+        computer = list_scan_computer(ivfs[0])
+        assert computer is not None, "the plan chose the list scan for an index it does not apply to"
+        yield from scan_list_group(ivfs, computer, group, self._group_size, routed, self._depth)
+
+
+class MergeBatch(_IndexedDoFn):
+    """(batch, {titles, partials}) → (title_id, top-k neighbours) for every title of the batch."""
+
+    def __init__(self, index_handle, index_uri, model_version, faiss_threads, k: int):
+        super().__init__(index_handle, index_uri, model_version, faiss_threads)
+        self._k = k
+
+    def process(self, joined):
+        _, grouped = joined
+        (title_ids,) = grouped["titles"]
+        scores, ids = merge_batch(len(title_ids), grouped["partials"], self._k + 1)
+        Metrics.counter(METRICS_NAMESPACE, "title_batches").inc()
+        yield from batch_neighbours(self._index, title_ids, scores, ids, self._k)
+
+
+class AllTitlesNeighbours(beam.PTransform):
+    """Embeddings Parquet files → (title_id, its top-k other titles) for every title, by list groups."""
+
+    def __init__(self, plan, index_handle):
+        super().__init__()
+        self._plan, self._index_handle = plan, index_handle
+
+    def expand(self, pbegin):
+        plan, handle = self._plan, self._index_handle
+        opened = (handle, plan.index_uri, plan.model_version, plan.faiss_threads)
+        routed = (pbegin
+                  | "ListFiles" >> beam.Create(plan.embedding_files)
+                  | "SpreadFiles" >> beam.Reshuffle()
+                  | "ReadBatches" >> beam.FlatMap(embedding_batches, plan.dim)
+                  | "SpreadBatches" >> beam.Reshuffle()
+                  | "RouteToListGroups" >> beam.ParDo(RouteToListGroups(*opened, plan.lists_per_group))
+                  .with_outputs("titles", main="routed"))
+        partials = (routed.routed
+                    | "GroupByListGroup" >> beam.GroupByKey()
+                    | "ScanListGroup" >> beam.ParDo(ScanListGroup(*opened, plan.lists_per_group, plan.k + 1)))
+        return ({"titles": routed.titles, "partials": partials}
+                | "JoinPartialsByBatch" >> beam.CoGroupByKey()
+                | "MergeBatch" >> beam.ParDo(MergeBatch(*opened, plan.k)))
