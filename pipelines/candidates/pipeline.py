@@ -220,17 +220,26 @@ class WriteSkipped(beam.PTransform):
                                                            SKIPPED_SCHEMA, file_name_suffix=".parquet"))
 
 
-def build_pipeline(pipeline: beam.Pipeline, plan: CandidatesPlan) -> None:
-    """Wires the candidates pipeline: item→item, user→item and the skipped rows."""
-    index_handle = shared.Shared()  # both searches share one loaded index per worker process
-    embeddings = pipeline | "ReadEmbeddings" >> ReadEmbeddingVectors(plan.embedding_files, plan.dim)
+def build_item2item(pipeline: beam.Pipeline, plan: CandidatesPlan, index_handle: shared.Shared,
+                    embeddings: Optional[beam.PCollection] = None) -> None:
+    """Wires item→item: every title's top-k by list groups where the index allows it (`all_titles`), else query
+    by query from `embeddings` ((title_id, vector) pairs; read here when None)."""
     if plan.lists_per_group:
         similar = pipeline | "SimilarTitles" >> AllTitlesNeighbours(plan, index_handle)
     else:
+        if embeddings is None:
+            embeddings = pipeline | "ReadEmbeddings" >> ReadEmbeddingVectors(plan.embedding_files, plan.dim)
         similar = (embeddings
                    | "ItemQueries" >> beam.Map(lambda kv: Query(kv[0], kv[1], frozenset([kv[0]])))
                    | "SimilarTitles" >> TopNeighbours(plan, index_handle))
     similar | "WriteItem2Item" >> WriteCandidates(plan, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA, "title_id", "neighbors")
+
+
+def build_pipeline(pipeline: beam.Pipeline, plan: CandidatesPlan) -> None:
+    """Wires the candidates pipeline: item→item, user→item and the skipped rows."""
+    index_handle = shared.Shared()  # every search shares one loaded index per worker process
+    embeddings = pipeline | "ReadEmbeddings" >> ReadEmbeddingVectors(plan.embedding_files, plan.dim)
+    build_item2item(pipeline, plan, index_handle, embeddings)
     history = pipeline | "ReadWatchHistory" >> ReadWatchHistory(plan.history_uri, plan.watch_limits)
     users = (history.events, embeddings) | "UserQueries" >> UserQueries(plan.recency_half_life_days)
     (users.queries
