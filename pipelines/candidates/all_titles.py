@@ -78,8 +78,8 @@ def list_scan_applies(manifest: dict) -> bool:
         return False
     from pipelines.index.faiss_index import METRIC
 
-    empty = faiss.downcast_index(faiss.index_factory(manifest["dim"], manifest["factory"], METRIC))
-    return list_scan_computer(empty) is not None
+    empty = faiss.index_factory(manifest["dim"], manifest["factory"], METRIC)  # alive while downcast looks at it
+    return list_scan_computer(faiss.downcast_index(empty)) is not None
 
 
 def lists_per_group(nlist: int, rows: int, nprobe: int, queries_per_group: int) -> int:

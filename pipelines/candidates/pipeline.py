@@ -32,6 +32,7 @@ from apache_beam.utils import shared
 
 from pipelines.candidates.all_titles import AllTitlesNeighbours, list_scan_applies, lists_per_group
 from pipelines.candidates.index_copy import IndexCopy, index_copy_tag, open_index  # noqa: F401 (part of this API)
+from pipelines.candidates.user_vectors import UserQueriesFromIndex, stores_exact_vectors
 from pipelines.candidates.watch_history import (
     ReadWatchHistory,
     Skip,
@@ -83,6 +84,9 @@ class CandidatesPlan:
     watch_limits: WatchLimits  # the weights and timestamps a usable watch row has, judged at the plan's time
     # item→item by list groups (`all_titles`): consecutive inverted lists per group; None: query by query
     lists_per_group: Optional[int] = None
+    # user→item: watched titles' vectors read from the index (`user_vectors`; no shuffle of the embeddings)
+    # where it stores them exactly; False: joined with the embeddings by title
+    user_vectors_from_index: bool = False
 
 
 # --- plain functions -------------------------------------------------------------------------------------------
@@ -238,10 +242,15 @@ def build_item2item(pipeline: beam.Pipeline, plan: CandidatesPlan, index_handle:
 def build_pipeline(pipeline: beam.Pipeline, plan: CandidatesPlan) -> None:
     """Wires the candidates pipeline: item→item, user→item and the skipped rows."""
     index_handle = shared.Shared()  # every search shares one loaded index per worker process
-    embeddings = pipeline | "ReadEmbeddings" >> ReadEmbeddingVectors(plan.embedding_files, plan.dim)
+    embeddings = None
+    if not (plan.lists_per_group and plan.user_vectors_from_index):  # a step still needs (title_id, vector)s
+        embeddings = pipeline | "ReadEmbeddings" >> ReadEmbeddingVectors(plan.embedding_files, plan.dim)
     build_item2item(pipeline, plan, index_handle, embeddings)
     history = pipeline | "ReadWatchHistory" >> ReadWatchHistory(plan.history_uri, plan.watch_limits)
-    users = (history.events, embeddings) | "UserQueries" >> UserQueries(plan.recency_half_life_days)
+    if plan.user_vectors_from_index:
+        users = history.events | "UserQueries" >> UserQueriesFromIndex(plan, index_handle)
+    else:
+        users = (history.events, embeddings) | "UserQueries" >> UserQueries(plan.recency_half_life_days)
     (users.queries
      | "AsQueries" >> beam.Map(lambda user: Query(user.user_id, user.vector, user.watched))
      | "UserCandidates" >> TopNeighbours(plan, index_handle)
@@ -289,7 +298,8 @@ def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_d
                           query_batch_size=config.candidates.query_batch_size,
                           faiss_threads=config.candidates.faiss_threads,
                           watch_limits=watch_limits(config.candidates),
-                          lists_per_group=item_lists_per_group(manifest, info.rows, config))
+                          lists_per_group=item_lists_per_group(manifest, info.rows, config),
+                          user_vectors_from_index=stores_exact_vectors(manifest))
 
 
 def pipeline_counters(result) -> dict[str, int]:

@@ -1,5 +1,6 @@
-"""Item→item by list groups (faiss' big_batch_search split across Beam) gives every title the same top-k as the
-plain query-by-query search of the same IVF index, and applies only to indexes whose lists it scores exactly."""
+"""On an IVF index: item→item by list groups (faiss' big_batch_search split across Beam) gives every title the same
+top-k as the plain query-by-query search, and applies only to indexes whose lists it scores exactly; user queries
+built from the vectors the index stores equal the weighted average of the embeddings, with no embedding shuffled."""
 import csv
 import glob
 import os
@@ -13,22 +14,24 @@ from pipelines.bench.index import clustered_unit_vectors
 from pipelines.candidates import all_titles
 from pipelines.candidates import pipeline as candidates
 from pipelines.config import load_config
-from pipelines.contracts import ITEM2ITEM_DIR
+from pipelines.contracts import ITEM2ITEM_DIR, USER_CANDIDATES_DIR
 from pipelines.index.loader import load_index
 from tests.pipelines.candidates.candidate_inputs import build_index, write_embeddings
 
 K = 5
 NPROBE = 3
-TITLES = [f"tt{i:05d}" for i in range(3000)]
+TITLES = [f"tt{i:05d}" for i in range(1500)]
 VECTORS = clustered_unit_vectors(len(TITLES), 16, seed=5, intrinsic_dim=8)
-INDEX_SETTINGS = ["index.factory=IVF32,Flat", f"index.nprobe={NPROBE}", "index.tune_nprobe=false",
-                  "index.vectors_per_shard=1200", "index.min_recall_at_10=0"]
+INDEX_SETTINGS = ["index.factory=IVF16,Flat", f"index.nprobe={NPROBE}", "index.tune_nprobe=false",
+                  "index.vectors_per_shard=600", "index.min_recall_at_10=0"]
+HISTORY = {"ana": [(TITLES[0], 1.0), (TITLES[1], 2.0), ("not-indexed", 1.0)],
+           "bo": [(TITLES[i], 1.0) for i in range(100, 140)], "ghost": [("not-indexed", 1.0)]}
 SMALL_GROUPS = [f"candidates.k={K}", "candidates.all_titles_queries_per_group=1000"]
 
 
-def _item2item(out: str) -> dict:
-    rows = pq.read_table(sorted(glob.glob(os.path.join(out, ITEM2ITEM_DIR, "*.parquet")))).to_pylist()
-    return {row["title_id"]: [(n["title_id"], n["score"]) for n in row["neighbors"]] for row in rows}
+def _lists(out: str, directory: str, key: str, column: str) -> dict:
+    rows = pq.read_table(sorted(glob.glob(os.path.join(out, directory, "*.parquet")))).to_pylist()
+    return {row[key]: [(n["title_id"], n["score"]) for n in row[column]] for row in rows}
 
 
 def _run(root, out: str, settings: list[str]) -> dict:
@@ -36,7 +39,8 @@ def _run(root, out: str, settings: list[str]) -> dict:
     assert candidates.main(["--config", "configs/local.yaml", *sets, "--index", str(root / "index"),
                             "--embeddings", str(root / "embeddings"), "--history", str(root / "history.csv"),
                             "--out", out]) == 0
-    return _item2item(out)
+    return {"item2item": _lists(out, ITEM2ITEM_DIR, "title_id", "neighbors"),
+            "users": _lists(out, USER_CANDIDATES_DIR, "user_id", "candidates")}
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +49,10 @@ def ivf_catalog(tmp_path_factory):
     write_embeddings(str(root / "embeddings"), TITLES, VECTORS)
     manifest = build_index(str(root / "embeddings"), str(root / "index"), INDEX_SETTINGS)
     with open(root / "history.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([["user_id", "title_id"], ["ana", TITLES[0]], ["ana", TITLES[1]]])
+        csv.writer(handle).writerows([["user_id", "title_id", "weight"]] + [
+            [user, title, weight] for user, watches in HISTORY.items() for title, weight in watches])
     return {"root": root, "manifest": manifest,
-            "list_scan": _run(root, str(root / "list-scan"), SMALL_GROUPS),
-            "per_query": _run(root, str(root / "per-query"),
-                              [f"candidates.k={K}", "candidates.all_titles_search=per_query"])}
+            "list_scan": _run(root, str(root / "list-scan"), SMALL_GROUPS)}
 
 
 def _assert_same_top_k_ties_aside(found: list, expected: list):
@@ -63,31 +66,60 @@ def _assert_same_top_k_ties_aside(found: list, expected: list):
 
 def test_the_index_is_an_ivf_searched_by_list_groups_of_bounded_size(ivf_catalog, tmp_path):
     root, manifest = ivf_catalog["root"], ivf_catalog["manifest"]
-    assert manifest["nlist"] == 32 and manifest["nprobe"] == NPROBE and len(manifest["shards"]) == 3
+    assert manifest["nlist"] == 16 and manifest["nprobe"] == NPROBE and len(manifest["shards"]) == 3
     plan = candidates.plan_candidates(str(root / "index"), str(root / "embeddings"), str(root / "history.csv"),
                                       str(tmp_path / "out"), load_config("configs/local.yaml", SMALL_GROUPS))
-    # 3,000 titles × 3 probes over 32 lists ≈ 281 queries per list: 3 lists per group of ~1,000 queries
-    assert plan.lists_per_group == 3
+    # 1,500 titles × 3 probes over 16 lists ≈ 281 queries per list: 3 lists per group of ~1,000 queries
+    assert plan.lists_per_group == 3 and plan.user_vectors_from_index
 
 
 def test_every_title_gets_the_plain_search_top_k_without_itself(ivf_catalog):
-    list_scan, per_query = ivf_catalog["list_scan"], ivf_catalog["per_query"]
-    assert sorted(list_scan) == sorted(per_query) == TITLES
-    for title in TITLES:
-        assert title not in [t for t, _ in list_scan[title]]
-        _assert_same_top_k_ties_aside(list_scan[title], per_query[title])
-
-
-def test_the_list_scan_equals_the_loaded_index_search_of_every_title(ivf_catalog):
+    """The plain search: the loaded index's `search` (query by query, nprobe lists each), as `posters candidates`
+    searched with `candidates.all_titles_search=per_query` (and before the list scan)."""
+    list_scan = ivf_catalog["list_scan"]["item2item"]
+    assert sorted(list_scan) == TITLES
     index = load_index(str(ivf_catalog["root"] / "index"))
     found, scores = index.search(VECTORS, K + 1)
     for title, row, row_scores in zip(TITLES, found, scores):
         expected = [(t, float(s)) for t, s in zip(row, row_scores) if t != title][:K]
-        _assert_same_top_k_ties_aside(ivf_catalog["list_scan"][title], expected)
+        _assert_same_top_k_ties_aside(ivf_catalog["list_scan"]["item2item"][title], expected)
+
+
+def test_user_queries_from_the_index_vectors_equal_the_weighted_average_of_the_embeddings(ivf_catalog):
+    index = load_index(str(ivf_catalog["root"] / "index"))
+    row = {title: i for i, title in enumerate(TITLES)}
+    users = ivf_catalog["list_scan"]["users"]
+    assert sorted(users) == ["ana", "bo"]  # ghost watched only a title the index does not hold
+    for user, found in users.items():
+        watched = {title for title, _ in HISTORY[user]}
+        total = sum(weight * VECTORS[row[title]] for title, weight in HISTORY[user] if title in row)
+        titles, scores = index.search(total / np.linalg.norm(total), K + len(watched))
+        expected = [(t, float(s)) for t, s in zip(titles[0], scores[0]) if t not in watched][:K]
+        _assert_same_top_k_ties_aside(found, expected)
+
+
+def test_no_embedding_is_shuffled_when_the_index_holds_the_vectors(ivf_catalog, tmp_path):
+    """The user→item join keyed every embedding by title, and item→item queried title by title: both put the
+    whole catalog through a shuffle of per-title elements."""
+    import apache_beam as beam
+
+    root = ivf_catalog["root"]
+    plan = candidates.plan_candidates(str(root / "index"), str(root / "embeddings"), str(root / "history.csv"),
+                                      str(tmp_path / "out"), load_config("configs/local.yaml", SMALL_GROUPS))
+    pipeline = beam.Pipeline()
+    candidates.build_pipeline(pipeline, plan)
+    labels = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
+    assert not [label for label in labels if "JoinWatchesWithEmbeddings" in label or "ReadEmbeddings" in label]
+    assert any(label.endswith("UserQueries/GroupWatchesByUser") for label in labels)
+    assert any(label.endswith("SimilarTitles/GroupByListGroup") for label in labels)
+
+
+_BUILT = []  # the factories' objects, kept alive while their downcast views are used
 
 
 def _empty(factory: str, by_residual=None):
-    index = faiss.downcast_index(faiss.index_factory(16, factory, faiss.METRIC_INNER_PRODUCT))
+    _BUILT.append(faiss.index_factory(16, factory, faiss.METRIC_INNER_PRODUCT))
+    index = faiss.downcast_index(_BUILT[-1])
     if by_residual is not None:
         index.by_residual = by_residual
     return index
