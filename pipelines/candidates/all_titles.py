@@ -28,24 +28,22 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 import faiss
 import numpy as np
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from faiss.contrib.big_batch_search import BlockComputer
 from faiss.contrib.inspect_tools import get_invlist
 
-from pipelines.embed.reader import embedding_matrix, parquet_errors
-
 METRICS_NAMESPACE = "candidates"
-READ_BATCH_ROWS = 4096  # titles assigned to their lists together (one Parquet record batch)
 
 
 class RoutedQueries(NamedTuple):
-    """The queries of one title batch that probe lists of one group."""
+    """The titles of one source (a shard's range of lists) whose queries probe lists of one group: where their
+    vectors sit in the index, not the vectors (so the shuffle carries ~20 bytes a probe, not the embedding)."""
 
-    batch: str  # the batch's key (its first title id)
-    positions: np.ndarray  # int32 [m]: rows in the batch
-    vectors: np.ndarray  # float32 [m, d]
+    batch: str  # the source's key
+    positions: np.ndarray  # int32 [m]: rows in the source
+    shard: int  # the shard the source's vectors are in
+    source_lists: np.ndarray  # int32 [m]: the list each vector sits in
+    offsets: np.ndarray  # int32 [m]: its offset in that list
     lists: np.ndarray  # int32 [m, nprobe]: the lists each probes, -1 where outside the group
 
 
@@ -59,22 +57,21 @@ class Partial(NamedTuple):
 
 # --- plain functions -------------------------------------------------------------------------------------------
 def list_scan_computer(index) -> Optional[BlockComputer]:
-    """faiss' `BlockComputer` for one IVF index when its lists can be scanned as `big_batch_search` does and give
-    the plain search's scores (IVF-Flat; SQ/PQ without residuals under inner product), else None."""
-    if not isinstance(index, faiss.IndexIVF):
+    """faiss' `BlockComputer` for an IVF-Flat index: its lists hold the vectors exactly, so each title's query is
+    read from them and scored as the plain search scores it; None for any other index (compressed codes would
+    make the query a decoded approximation; `big_batch_search` also gets residual codes wrong under inner
+    product)."""
+    if not isinstance(index, faiss.IndexIVFFlat):
         return None
-    try:
-        computer = BlockComputer(index)
-    except RuntimeError:  # an IVF type big_batch_search does not know
-        return None
-    if computer.by_residual and index.metric_type != faiss.METRIC_L2:
-        return None  # it subtracts the centroid from the query: right for L2 only
-    return computer
+    return BlockComputer(index)
 
 
-def list_scan_applies(manifest: dict) -> bool:
-    """Whether the index a manifest describes is searched list by list (see `list_scan_computer`)."""
+def list_scan_applies(manifest: dict, embedded_rows: Optional[int] = None) -> bool:
+    """Whether the index a manifest describes is searched list by list (see `list_scan_computer`): the titles are
+    then those of the index, so it must hold as many as the embeddings (`embedded_rows`) it was built from."""
     if manifest.get("backend", "faiss") != "faiss" or not manifest.get("nlist"):
+        return False
+    if embedded_rows is not None and manifest.get("count") != embedded_rows:
         return False
     from pipelines.index.faiss_index import METRIC
 
@@ -89,23 +86,60 @@ def lists_per_group(nlist: int, rows: int, nprobe: int, queries_per_group: int) 
     return max(1, min(nlist, math.floor(queries_per_group / probes_per_list)))
 
 
-def embedding_batches(path: str, dim: int, rows: int = READ_BATCH_ROWS) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(title ids, float32 [m, dim]) for one embeddings Parquet file, `rows` at a time."""
-    with FileSystems.open(path, compression_type="uncompressed") as handle, parquet_errors(path):
-        for batch in pq.ParquetFile(handle).iter_batches(batch_size=rows, columns=["title_id", "embedding"]):
-            yield batch.column("title_id").to_pylist(), np.ascontiguousarray(embedding_matrix(batch, dim))
+def list_sources(num_shards: int, nlist: int, group_size: int) -> list[tuple[int, int]]:
+    """(shard, first list) of every source: a shard's `group_size` consecutive lists."""
+    return [(shard, first) for shard in range(num_shards) for first in range(0, nlist, group_size)]
 
 
-def route_batch(title_ids: list[str], vectors: np.ndarray, quantizer, nprobe: int,
-                group_size: int) -> Iterator[tuple[int, RoutedQueries]]:
-    """(group, the batch's queries that probe lists of it) for every group the batch probes."""
+def _list_vectors(ivf, list_no: int) -> np.ndarray:
+    """A view of one IVF-Flat list's vectors in the (memory-mapped) index, float32 [size, d]; no copy."""
+    size = ivf.invlists.list_size(list_no)
+    if not size:
+        return np.empty((0, ivf.d), np.float32)
+    codes = faiss.rev_swig_ptr(ivf.invlists.get_codes(list_no), size * ivf.code_size)
+    return codes.view(np.float32).reshape(size, ivf.d)
+
+
+def route_source(ivf, shard: int, first: int, group_size: int, nprobe: int,
+                 quantizer) -> tuple[str, np.ndarray, list[tuple[int, RoutedQueries]]]:
+    """(the source's key, its titles' ids, (group, its `RoutedQueries`) for every group they probe): the vectors
+    of a shard's lists `first…first+group_size`, assigned to their `nprobe` lists by the shared quantiser."""
+    key = f"{shard}:{first}"
+    lists_in = range(first, min(first + group_size, ivf.nlist))
+    ids = [get_invlist_ids(ivf, list_no) for list_no in lists_in]
+    sizes = [len(chunk) for chunk in ids]
+    if not sum(sizes):
+        return key, np.empty(0, np.int64), []
+    vectors = np.concatenate([_list_vectors(ivf, list_no) for list_no in lists_in])
+    source_lists = np.repeat(np.array(list(lists_in), np.int32), sizes)
+    offsets = np.concatenate([np.arange(size, dtype=np.int32) for size in sizes])
     _, lists = quantizer.search(vectors, nprobe)
     lists = lists.astype(np.int32)
     groups = np.where(lists >= 0, lists // group_size, -1)
+    routed = []
     for group in np.unique(groups[groups >= 0]):
         inside = groups == group
         rows = np.flatnonzero(inside.any(axis=1)).astype(np.int32)
-        yield int(group), RoutedQueries(title_ids[0], rows, vectors[rows], np.where(inside[rows], lists[rows], -1))
+        routed.append((int(group), RoutedQueries(key, rows, shard, source_lists[rows], offsets[rows],
+                                                 np.where(inside[rows], lists[rows], -1))))
+    return key, np.concatenate(ids), routed
+
+
+def get_invlist_ids(ivf, list_no: int) -> np.ndarray:
+    size = ivf.invlists.list_size(list_no)
+    return faiss.rev_swig_ptr(ivf.invlists.get_ids(list_no), size).copy() if size else np.empty(0, np.int64)
+
+
+def query_vectors(ivfs: list, routed: list[RoutedQueries]) -> np.ndarray:
+    """The routed titles' own vectors, read from the index's lists (float32 [m, d])."""
+    parts = []
+    for part in routed:
+        vectors = np.empty((len(part.positions), ivfs[part.shard].d), np.float32)
+        for list_no in np.unique(part.source_lists):
+            rows = part.source_lists == list_no
+            vectors[rows] = _list_vectors(ivfs[part.shard], int(list_no))[part.offsets[rows]]
+        parts.append(vectors)
+    return np.concatenate(parts)
 
 
 def scan_list_group(ivfs: list, computer: BlockComputer, group: int, group_size: int,
@@ -113,7 +147,7 @@ def scan_list_group(ivfs: list, computer: BlockComputer, group: int, group_size:
     """(batch, partial top-`depth`) for every batch with queries probing lists of `group`: each list of the group,
     in every shard, is read once and scored against all the queries that probe it."""
     routed = list(routed)  # one group's queries: bounded by `queries_per_group`, not by the catalog
-    vectors = np.concatenate([r.vectors for r in routed])
+    vectors = query_vectors(ivfs, routed)
     lists = np.concatenate([r.lists for r in routed])
     heap = faiss.ResultHeap(len(vectors), depth, keep_max=True)
     first = group * group_size
@@ -147,13 +181,15 @@ def merge_batch(size: int, partials: Iterable[Partial], depth: int) -> tuple[np.
     return heap.D, heap.I
 
 
-def batch_neighbours(index, title_ids: list[str], scores: np.ndarray, ids: np.ndarray,
+def batch_neighbours(index, own_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray,
                      k: int) -> Iterator[tuple[str, list[dict]]]:
-    """(title_id, its top-k other titles) for one merged batch, as the plain search path writes them."""
+    """(title_id, its top-k other titles) for one merged source, as the plain search path writes them."""
     from pipelines.candidates.pipeline import top_k_excluding
 
-    found, found_scores = index._as_titles(scores, ids)  # the loader's id → title id mapping, as `search` uses
-    for title_id, row_ids, row_scores in zip(title_ids, found, found_scores):
+    # the loader's id → title id mapping, as its `search` uses
+    titles, _ = index._as_titles(np.zeros((len(own_ids), 1), np.float32), own_ids[:, None])
+    found, found_scores = index._as_titles(scores, ids)
+    for (title_id,), row_ids, row_scores in zip(titles, found, found_scores):
         yield title_id, top_k_excluding(row_ids, row_scores, frozenset([title_id]), k)
 
 
@@ -179,19 +215,22 @@ class _IndexedDoFn(beam.DoFn):
         return [faiss.downcast_index(ivf_of(shard)) for shard in self._index.shards]
 
 
-class RouteToListGroups(_IndexedDoFn):
-    """(title ids, vectors) → (list group, `RoutedQueries`) for each group the batch's queries probe, and the
-    batch's title ids on the `titles` output."""
+class RouteSources(_IndexedDoFn):
+    """(shard, first list) → (list group, `RoutedQueries`) for each group the source's titles probe, and the
+    source's title ids on the `titles` output."""
 
     def __init__(self, index_handle, index_uri, model_version, faiss_threads, group_size: int):
         super().__init__(index_handle, index_uri, model_version, faiss_threads)
         self._group_size = group_size
 
-    def process(self, batch):
-        title_ids, vectors = batch
-        first = self._ivfs()[0]
-        yield beam.pvalue.TaggedOutput("titles", (title_ids[0], title_ids))
-        yield from route_batch(title_ids, vectors, first.quantizer, first.nprobe, self._group_size)
+    def process(self, source):
+        shard, first = source
+        ivfs = self._ivfs()
+        key, ids, routed = route_source(ivfs[shard], shard, first, self._group_size, ivfs[0].nprobe,
+                                        ivfs[0].quantizer)
+        if len(ids):
+            yield beam.pvalue.TaggedOutput("titles", (key, ids))
+        yield from routed
 
 
 class ScanListGroup(_IndexedDoFn):
@@ -218,14 +257,14 @@ class MergeBatch(_IndexedDoFn):
 
     def process(self, joined):
         _, grouped = joined
-        (title_ids,) = grouped["titles"]
-        scores, ids = merge_batch(len(title_ids), grouped["partials"], self._k + 1)
-        Metrics.counter(METRICS_NAMESPACE, "title_batches").inc()
-        yield from batch_neighbours(self._index, title_ids, scores, ids, self._k)
+        (own_ids,) = grouped["titles"]
+        scores, ids = merge_batch(len(own_ids), grouped["partials"], self._k + 1)
+        Metrics.counter(METRICS_NAMESPACE, "title_sources").inc()
+        yield from batch_neighbours(self._index, own_ids, scores, ids, self._k)
 
 
 class AllTitlesNeighbours(beam.PTransform):
-    """Embeddings Parquet files → (title_id, its top-k other titles) for every title, by list groups."""
+    """The index's lists → (title_id, its top-k other titles) for every title it holds, by list groups."""
 
     def __init__(self, plan, index_handle):
         super().__init__()
@@ -234,12 +273,11 @@ class AllTitlesNeighbours(beam.PTransform):
     def expand(self, pbegin):
         plan, handle = self._plan, self._index_handle
         opened = (handle, plan.index_uri, plan.model_version, plan.faiss_threads)
+        sources = list_sources(plan.index_shards, plan.index_nlist, plan.lists_per_group)
         routed = (pbegin
-                  | "ListFiles" >> beam.Create(plan.embedding_files)
-                  | "SpreadFiles" >> beam.Reshuffle()
-                  | "ReadBatches" >> beam.FlatMap(embedding_batches, plan.dim)
-                  | "SpreadBatches" >> beam.Reshuffle()
-                  | "RouteToListGroups" >> beam.ParDo(RouteToListGroups(*opened, plan.lists_per_group))
+                  | "ListSources" >> beam.Create(sources)
+                  | "SpreadSources" >> beam.Reshuffle()
+                  | "RouteSources" >> beam.ParDo(RouteSources(*opened, plan.lists_per_group))
                   .with_outputs("titles", main="routed"))
         partials = (routed.routed
                     | "GroupByListGroup" >> beam.GroupByKey()

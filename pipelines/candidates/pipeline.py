@@ -84,6 +84,8 @@ class CandidatesPlan:
     watch_limits: WatchLimits  # the weights and timestamps a usable watch row has, judged at the plan's time
     # item→item by list groups (`all_titles`): consecutive inverted lists per group; None: query by query
     lists_per_group: Optional[int] = None
+    index_shards: int = 1
+    index_nlist: Optional[int] = None
     # user→item: watched titles' vectors read from the index (`user_vectors`; no shuffle of the embeddings)
     # where it stores them exactly; False: joined with the embeddings by title
     user_vectors_from_index: bool = False
@@ -274,7 +276,7 @@ def resolve_index(index_uri: str) -> tuple[str, dict]:
 def item_lists_per_group(manifest: dict, rows: int, config: Config) -> Optional[int]:
     """Lists per group for the all-titles list scan, or None where the index is searched query by query."""
     settings = config.candidates
-    if settings.all_titles_search != "list_scan" or not list_scan_applies(manifest):
+    if settings.all_titles_search != "list_scan" or not list_scan_applies(manifest, rows):
         return None
     return lists_per_group(manifest["nlist"], rows, manifest["nprobe"] or 1, settings.all_titles_queries_per_group)
 
@@ -299,6 +301,7 @@ def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_d
                           faiss_threads=config.candidates.faiss_threads,
                           watch_limits=watch_limits(config.candidates),
                           lists_per_group=item_lists_per_group(manifest, info.rows, config),
+                          index_shards=len(manifest["shards"]), index_nlist=manifest.get("nlist"),
                           user_vectors_from_index=stores_exact_vectors(manifest))
 
 
