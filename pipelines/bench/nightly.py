@@ -132,7 +132,9 @@ def bench_index_and_candidates(label: str, work: str, embeddings: str, args, set
     n = len(title_ids)
     write_history(history, title_ids, heavy_watches=min(2000, n))
     del title_ids
-    index_s = _stage("index.pipeline", [*common, "--embeddings", embeddings, "--out", index_uri, *args.runner_flags])
+    index_s = _stage("index.pipeline", [*common, "--embeddings", embeddings, "--out", index_uri,
+                                        *(args.runner_flags if args.index_runner_flags is None
+                                          else args.index_runner_flags)])
     _, manifest = resolve_index(index_uri)
     rows = [_row(f"{label}: index ({manifest['factory']}, nprobe {manifest['nprobe']})", n, index_s,
                  "bare faiss build", bare_index_build_s(embeddings, manifest))]
@@ -212,11 +214,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--whole-candidates", action=argparse.BooleanOptionalAction, default=True,
                         help="also time `posters candidates` whole (item→item and users)")
     parser.add_argument("--runner_flags", default=" ".join(DIRECT_FLAGS), help="Beam flags for every stage")
+    parser.add_argument("--index_runner_flags", help="Beam flags for the index stage (default: --runner_flags)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", help="where inputs and outputs go (default: a temporary directory, removed)")
     parser.add_argument("--json", help="write the rows here as JSON")
     args = parser.parse_args(argv)
     args.runner_flags = args.runner_flags.split()
+    if args.index_runner_flags is not None:
+        args.index_runner_flags = args.index_runner_flags.split()
     args.set = ["candidates.faiss_threads=1", *args.set]
     root = args.work or tempfile.mkdtemp(prefix="posters-bench-nightly-")
     rows: list[dict] = []

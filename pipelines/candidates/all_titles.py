@@ -1,23 +1,25 @@
 """Item→item for every title in one pass over the inverted lists: faiss' `big_batch_search`, split across Beam.
 
-    embedding batches ──▶ RouteToListGroups ──▶ GroupByKey(list group) ──▶ ScanListGroup ─┐
-            └──────────── (batch, title ids) ─────────────────────────────────────────────┴─▶ CoGroupByKey(batch)
+    (shard, lists) sources ──▶ RouteSources ──▶ GroupByKey(list group) ──▶ ScanListGroup ─┐
+            └──────────── (source, title ids) ───────────────────────────────────────────┴─▶ CoGroupByKey(source)
                                                                                                   └─▶ MergeBatch
 
 Searching every title one query at a time reads each inverted list once per query that probes it. faiss'
 `big_batch_search` (`faiss.contrib.big_batch_search`) turns that around: it assigns all queries to their
 `nprobe` lists with the shared coarse quantiser, then reads each list once and scores every query that probes
 it against the list's vectors. Here the same algorithm is split over Beam elements so that no process holds all
-queries: a batch of titles is assigned to its lists (`route_batch`) and sent, per *group* of consecutive lists,
-through a `GroupByKey`; one element of that shuffle is a list group with the queries that probe it (about
-`candidates.all_titles_queries_per_group` of them, whatever the catalog's size); it is scored list by list with
-faiss' own `BlockComputer` and `ResultHeap` (`scan_list_group`), and the partial top-k of each query goes back
-to its batch, where the partials are merged and the title itself is left out (`merge_batch`). The lists a query
+queries. A title's query is its own vector, which an IVF-Flat index holds exactly (the embedding it was built
+from), so the titles are read from the index itself: a *source* (a shard's range of consecutive lists) is
+assigned to its lists (`route_source`) and sent, per *group* of consecutive lists, through a `GroupByKey` —
+as list positions (about 20 bytes a probe), not vectors; one element of that shuffle is a list group with the
+queries that probe it (about `candidates.all_titles_queries_per_group`, whatever the catalog's size). The group
+reads its queries' vectors and its lists from the machine's memory-mapped index and scores them list by list
+with faiss' own `BlockComputer` and `ResultHeap` (`scan_list_group`); each query's partial top-k goes back to
+its source, where the partials are merged and the title itself is left out (`merge_batch`). The lists a query
 probes and the scores computed there are those of the plain IVF search, so the top-k is the same (ties aside).
 
-It applies to IVF-Flat indexes, and IVF-SQ/PQ ones encoded without residuals, held by faiss (`list_scan_applies`);
-any other index (a transform in front, residual codes under inner product, which `big_batch_search` gets wrong,
-another backend) is searched query by query as before.
+It applies to IVF-Flat indexes held by faiss that hold as many titles as the embeddings (`list_scan_applies`);
+any other index (compressed codes, a transform in front, another backend) is searched query by query as before.
 """
 from __future__ import annotations
 

@@ -1,16 +1,19 @@
 """`posters candidates`: item→item and user→item top-k candidates from the published index (Beam + faiss).
 
-    embeddings ──▶ ItemQueries ───────────────────────────▶ TopNeighbours ──▶ item2item/part-*.parquet
-        └────────▶ UserQueries ◀── ReadWatchHistory
-                       ├────────────────────────────────▶ TopNeighbours ──▶ user/part-*.parquet
-                       └── users and rows without a query ──────────────▶ skipped/part-*.parquet
+    index lists ──▶ AllTitlesNeighbours (list groups) ────────────────▶ item2item/part-*.parquet
+    ReadWatchHistory ──▶ UserQueriesFromIndex ──▶ TopNeighbours ──────▶ user/part-*.parquet
+                               └── users and rows without a query ────▶ skipped/part-*.parquet
 
 Every title's query is its own embedding (itself excluded from its neighbours); every user's is the normalised
-weighted average of the titles they watched (`pipelines.candidates.watch_history`; watched titles excluded). Queries are
-searched in batches, each query only as deep as its own exclusions need (`search_by_depth`: one user with
+weighted average of the titles they watched (`pipelines.candidates.watch_history`; watched titles excluded). On an
+IVF-Flat index item→item reads each inverted list once for all the titles that probe it (`all_titles`: faiss'
+`big_batch_search`, split by list groups), and a user's watched titles' vectors are read from the index
+(`user_vectors`): no step shuffles the embeddings. Other indexes search title by title from the embeddings
+(Flat, HNSW-Flat: user vectors still from the index; compressed: joined with the embeddings by title). User
+queries are searched in batches, each only as deep as its own exclusions need (`search_by_depth`: one user with
 thousands of watched titles does not deepen the others' searches). The index is copied and verified once per
-machine (`MultiProcessShared` holds the copy) and memory-mapped by every worker process, so its vectors sit in
-the page cache once per machine, not once per process. The live index version is resolved once,
+machine (`MultiProcessShared` holds the copy) and memory-mapped by every worker process (`index_copy`), so its
+vectors sit in the page cache once per machine, not once per process. The live index version is resolved once,
 before the pipeline starts, so every worker searches the same version even if `CURRENT` moves meanwhile.
 Outputs are written to a staging directory and published whole (`_SUCCESS` last), with a summary.
 """
