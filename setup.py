@@ -14,6 +14,9 @@ RUNTIME = [
     "matplotlib>=3.8,<4",
     # The config model (pipelines/config.py); the stack already brings it.
     "pydantic>=2.14,<3",
+    # Posters by http(s) URL (pipelines/common/http_posters.py); Beam's GCP extra already brings both.
+    "requests>=2.32,<3",
+    "urllib3>=2.8,<3",  # Retry(retry_after_max=...) caps a server's Retry-After
     # `posters evaluate`'s 2-D map of the embedding (numba, pynndescent, scikit-learn come with it).
     "umap-learn>=0.5,<0.6",
 ]
@@ -30,6 +33,8 @@ TEST = [
     "hypothesis>=6,<7",
     # The report's browser test drives headless Chromium over the DevTools protocol (websockets.sync).
     "websockets>=13,<18",
+    # The readers test: embeddings and candidates folders open in DuckDB as they are.
+    "duckdb==2.0.0",
 ]
 
 setup(

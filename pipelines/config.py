@@ -86,6 +86,31 @@ class ImageConfig(Section):
     max_bytes: Positive = 50_000_000
 
 
+class HttpConfig(Section):
+    """Posters whose URI is http:// or https:// (pipelines/common/http_posters.py), in every stage that reads them."""
+
+    concurrency: Positive = 8  # posters fetched at once per worker process (threads sharing one connection pool)
+    connect_timeout_s: PositiveFloat = 5.0  # per attempt
+    read_timeout_s: PositiveFloat = 20.0  # per attempt: the longest wait for the headers or for the next bytes
+    total_timeout_s: PositiveFloat = 60.0  # the whole download of one poster, from the first request
+    retries: NonNegative = 3  # more attempts after a connection error, a timeout before the headers, 429 or 5xx
+    backoff_s: NonNegativeFloat = 0.5  # waits backoff_s × 2^(n - 1) before the n-th retry (the first retry at once)
+    max_retry_after_s: NonNegativeFloat = 60.0  # a server's Retry-After is honoured up to this many seconds
+    max_bytes: Positive = 20_000_000  # a larger body is `http_too_large` (refused from Content-Length if declared)
+    max_redirects: NonNegative = 5  # more is `http_too_many_redirects`
+    # Allowed Content-Type prefixes (lower case); a response without Content-Type is let through to the validator.
+    content_types: list[str] = Field(default_factory=lambda: ["image/", "application/octet-stream",
+                                                              "binary/octet-stream"])
+    user_agent: str = "poster-similarity/0.1"
+
+    @field_validator("content_types")
+    @classmethod
+    def _lower_case_prefixes(cls, value: list[str]) -> list[str]:
+        if not value or any(not prefix or prefix != prefix.lower() for prefix in value):
+            raise ValueError("http.content_types must be a non-empty list of lower-case prefixes such as image/")
+        return value
+
+
 class PreprocessConfig(Section):
     duplicate_title_policy: Literal["reject", "keep_last"] = "reject"
     max_reject_fraction: Fraction = 0.2
@@ -94,6 +119,15 @@ class PreprocessConfig(Section):
     vocab_frequency_threshold: Positive = 1
     num_shards: NonNegative = 0  # 0: let the runner decide
     read_retries: NonNegative = 3
+    # Leak-free splits: posters whose difference hashes (hash_size² bits) differ in at most this many bits are
+    # near-duplicates and split with their title's group (byte-identical posters always are); null: only
+    # byte-identical posters are grouped. 20 of 256 bits keeps the generator's re-encoded copies together and
+    # distinct posters apart (measured: copies ≤ 14 bits apart, distinct posters ≥ 37).
+    near_duplicate_max_distance: Optional[NonNegative] = 20
+    near_duplicate_hash_size: int = Field(16, ge=5, le=32)
+    # Rounds of label propagation that merge linked titles into groups; links still unsettled after them are
+    # counted in `_stats.json` (`unsettled_duplicate_links`) and make the run fail.
+    duplicate_group_rounds: Positive = 6
 
 
 class ModelConfig(Section):
@@ -221,6 +255,9 @@ class EvaluateConfig(Section):
     seed: int = 0  # random reference vectors, near-duplicate edits, samples, the random baseline, the map
     # Titles scored against each other: the preprocess' eval split (titles the model did not train on), or all.
     retrieval_split: Literal["eval", "all"] = "eval"
+    # Titles evaluated: a stable hash sample of about this many (every title of a smaller catalog); what the
+    # evaluation holds in memory grows with this, not with the catalog (docs/scaling.md).
+    max_titles: Positive = 50_000
     retrieval_max_queries: Positive = 3000  # titles scored against each other (a seeded sample above this)
     near_duplicate_posters: Positive = 200  # eval posters copied (4 edited copies each) to find their original
     reference_max_titles: Positive = 20_000  # trivial image features (read every poster) only up to this catalog size
@@ -238,6 +275,7 @@ class EvaluateConfig(Section):
 class Config(Section):
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -16,8 +16,8 @@ class RejectReason:
     MISSING_TITLE_ID = "missing_title_id"
     DUPLICATE_TITLE_ID = "duplicate_title_id"
     NO_GENRES = "no_genres"
-    NO_POSTER = "no_poster"
-    UNREADABLE = "unreadable"
+    NO_POSTER = "no_poster"  # the row names no poster, or its file (local or gs://) does not exist
+    UNREADABLE = "unreadable"  # the file exists but cannot be read (permissions, I/O errors after retries)
     ZERO_BYTES = "zero_bytes"
     FILE_TOO_LARGE = "file_too_large"
     NOT_AN_IMAGE = "not_an_image"
@@ -28,10 +28,23 @@ class RejectReason:
     MALFORMED_RECORD = "malformed_record"  # a manifest line that does not parse as one record (its line number)
     POSTER_OUTSIDE_ROOTS = "poster_outside_roots"  # a poster uri outside catalog.allowed_roots: never read
     UNDECODABLE_IMAGE = "undecodable_image"  # PIL reads it, the model's decoder (TensorFlow) refuses it
+    # Posters by URL (pipelines/common/http_posters.py, settings `http.*`); retried ones after the last attempt.
+    HTTP_404 = "http_404"  # 404 Not Found or 410 Gone
+    HTTP_403 = "http_403"  # 401 or 403: the server refuses to serve it
+    HTTP_429 = "http_429"  # still rate-limited after http.retries
+    HTTP_5XX = "http_5xx"  # a server error after http.retries
+    HTTP_STATUS = "http_status"  # any other status that is not 2xx (the detail names it)
+    HTTP_TIMEOUT = "http_timeout"  # no answer within the timeouts, or a download past http.total_timeout_s
+    HTTP_CONNECTION = "http_connection"  # no connection (DNS, refused, reset, TLS) after http.retries
+    HTTP_TOO_LARGE = "http_too_large"  # more than http.max_bytes
+    HTTP_CONTENT_TYPE = "http_content_type"  # a Content-Type outside http.content_types (an error page, a script)
+    HTTP_TOO_MANY_REDIRECTS = "http_too_many_redirects"  # more than http.max_redirects
+    HTTP_ERROR = "http_error"  # a URL requests refuses (malformed, a redirect to another scheme)
 
     ALL = (MISSING_TITLE_ID, DUPLICATE_TITLE_ID, NO_GENRES, NO_POSTER, UNREADABLE, ZERO_BYTES, FILE_TOO_LARGE,
            NOT_AN_IMAGE, TRUNCATED_IMAGE, TOO_MANY_PIXELS, TOO_SMALL, INFERENCE_FAILED, MALFORMED_RECORD,
-           POSTER_OUTSIDE_ROOTS, UNDECODABLE_IMAGE)
+           POSTER_OUTSIDE_ROOTS, UNDECODABLE_IMAGE, HTTP_404, HTTP_403, HTTP_429, HTTP_5XX, HTTP_STATUS, HTTP_TIMEOUT,
+           HTTP_CONNECTION, HTTP_TOO_LARGE, HTTP_CONTENT_TYPE, HTTP_TOO_MANY_REDIRECTS, HTTP_ERROR)
 
 
 REJECTS_SCHEMA = pa.schema([
@@ -55,12 +68,25 @@ GENRE_VOCABULARY_NAME = "genres"
 # Raw input of the preprocessing_fn, beside title_id and image (the validated poster's encoded bytes).
 RAW_FEATURE_GENRES = "genres"
 
+# Titles whose posters are byte-identical or near-identical form a split group, split as one (its group_id is the
+# group's smallest title_id; a title in no group splits by its own id): `pipelines.common.splits`. Written under
+# `duplicate_groups/`, one row per title in a group of two or more; evaluate reads it to split the same way.
+DUPLICATE_GROUPS_DIR = "duplicate_groups"
+DUPLICATE_GROUPS_SCHEMA = pa.schema([
+    ("title_id", pa.string()),
+    ("group_id", pa.string()),
+    ("image_sha256", pa.string()),
+    ("dhash", pa.string()),  # hex; null when near-duplicate grouping is off
+    ("split", pa.string()),  # "train" | "eval"
+])
 PREPROCESS_TRAIN_PREFIX = "train/part"
 PREPROCESS_EVAL_PREFIX = "eval/part"
 TRANSFORM_FN_DIR = "transform_fn"
 TRANSFORMED_METADATA_DIR = "transformed_metadata"
-REJECTS_DIR = "rejects"
-STATS_FILE = "stats.json"
+# Side files and folders beside data files start with "_": pyarrow.dataset, pyarrow.parquet.read_table(dir),
+# DuckDB and Spark skip such names, so an embeddings or candidates folder opens directly as a Parquet dataset.
+REJECTS_DIR = "_rejects"
+STATS_FILE = "_stats.json"
 SUCCESS_FILE = "_SUCCESS"
 
 # --- model export -----------------------------------------------------------------------------------------
@@ -100,7 +126,10 @@ def embeddings_schema(dim: int, model_version: str, metric: str = EMBEDDING_METR
 # existed lack it): the poster's object metadata when it was read, so that the next incremental run reads a
 # poster's bytes only when its metadata differs. `uri`, `size` (bytes) and `updated` (modification time, seconds
 # since the epoch) for every filesystem; on GCS also the object's `generation`, `crc32c` and `md5` (base64, as
-# GCS gives them). Null when the metadata could not be looked up (the poster is then read every run).
+# GCS gives them). Null when the metadata could not be looked up (the poster is then read every run). For an
+# http(s) poster (nothing is looked up without a request): `uri`, `size` and the `etag` and `last_modified`
+# headers the server sent, which the next run sends back (If-None-Match / If-Modified-Since); a 304 carries the
+# title over without downloading its poster. Files written before `etag` existed lack the two fields.
 POSTER_OBJECT_COLUMN = "poster_object"
 POSTER_OBJECT_TYPE = pa.struct([
     ("uri", pa.string()),
@@ -109,6 +138,8 @@ POSTER_OBJECT_TYPE = pa.struct([
     ("generation", pa.int64()),
     ("crc32c", pa.string()),
     ("md5", pa.string()),
+    ("etag", pa.string()),
+    ("last_modified", pa.string()),
 ])
 
 
@@ -118,7 +149,10 @@ def embed_output_schema(dim: int, model_version: str, metric: str = EMBEDDING_ME
     return schema.append(pa.field(POSTER_OBJECT_COLUMN, POSTER_OBJECT_TYPE, nullable=True))
 
 
-EMBEDDINGS_MANIFEST_FILE = "embeddings_manifest.json"
+EMBEDDINGS_MANIFEST_FILE = "_manifest.json"
+# Embeddings folders written before the side files were named with "_" (still read; such a folder does not open
+# as a Parquet dataset: `rejects/` and the JSON files sit among the data files).
+LEGACY_EMBEDDINGS_MANIFEST_FILE = "embeddings_manifest.json"
 
 # --- index ------------------------------------------------------------------------------------------------
 INDEX_MANIFEST_FILE = "manifest.json"
@@ -171,11 +205,12 @@ USER_CANDIDATES_SCHEMA = pa.schema([
 WATCH_HISTORY_COLUMNS = ("user_id", "title_id", "timestamp", "weight")
 
 # Candidates output layout: `<out>/item2item/part-*.parquet`, `<out>/user/part-*.parquet`,
-# `<out>/skipped/part-*.parquet` (watch rows and users that produced no query), `candidates_summary.json`.
+# `<out>/_skipped/part-*.parquet` (watch rows and users that produced no query), `_candidates_summary.json`:
+# `<out>/item2item` and `<out>/user` each open as a Parquet dataset; `<out>` itself holds only those two.
 ITEM2ITEM_DIR = "item2item"
 USER_CANDIDATES_DIR = "user"
-SKIPPED_DIR = "skipped"
-CANDIDATES_SUMMARY_FILE = "candidates_summary.json"
+SKIPPED_DIR = "_skipped"
+CANDIDATES_SUMMARY_FILE = "_candidates_summary.json"
 
 
 class SkipReason:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pipelines.common import storage
+from pipelines.contracts import STATS_FILE
 
 
 def _stage(module: str, function: str = "main"):
@@ -65,6 +66,7 @@ def run_demo(config: str, out: Path, n: int, seed: int, overrides: list[str]) ->
     # The demo reports the gates; it does not enforce them (no --fail-on-gates).
     timed("evaluate", lambda: _stage("pipelines.evaluate.command")(
         common + ["--embeddings", str(paths["embeddings"]), "--catalog", catalog, "--model", model,
+                  "--preprocess", str(paths["preprocessed"]),
                   "--history", history, "--index", str(paths["index"]), "--training", str(paths["training"]),
                   "--out", str(paths["evaluation"])]))
     return _summary(out, paths, timings)
@@ -94,7 +96,7 @@ def _read_json_list(path: Path) -> list:
 
 
 def _summary(out: Path, paths: dict, timings: dict) -> dict:
-    stats = _read_json(paths["preprocessed"] / "stats.json")
+    stats = _read_json(paths["preprocessed"] / STATS_FILE)
     metrics = _read_json(paths["training"] / "eval_metrics.json")
     evaluation = _read_json(paths["evaluation"] / "evaluation.json")
     summary = {

@@ -14,6 +14,11 @@ between polls; it includes touched pages of memory-mapped files, which the page 
 processes) and the largest private anonymous memory seen (RssAnon), and the tree's CPU time (RUSAGE_CHILDREN
 once it has exited). The last column of the table
 is the growth from the smallest to the largest N.
+
+`posters evaluate` (stage `evaluate`, not a Beam pipeline) runs in its launcher alone, on the embeddings, the
+watch history and a generated CSV catalog whose rows share one small poster, with the config given (the nightly's
+evaluation, less the near-duplicates, which need the exported model): its launcher peak is what the nightly's
+evaluation holds at that N.
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ DEFAULT_SIZES = (100_000, 200_000, 400_000)
 DIRECT_FLAGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 ROWS_PER_FILE = 50_000
 MODEL_VERSION = "bench-scale"
-STAGES = ("index", "candidates", "overlap")
+STAGES = ("index", "candidates", "overlap", "evaluate")
 
 
 # --- inputs -----------------------------------------------------------------------------------------------------
@@ -78,6 +83,19 @@ def write_history(path: str, titles: list[str], seed: int = 0, heavy_watches: in
                              "timestamp": np.full(len(user_ids), 1_700_000_000.0),
                              "weight": np.ones(len(user_ids))}), path)
     return len(user_ids)
+
+
+def write_catalog(directory: str, titles: list[str]) -> str:
+    """A CSV catalog manifest of `titles` whose rows all name one small poster (what `posters evaluate` reads
+    for the sampled titles); returns the manifest's path."""
+    from PIL import Image
+
+    Image.new("RGB", (32, 48), (200, 60, 40)).save(os.path.join(directory, "poster.jpg"), format="JPEG")
+    path = os.path.join(directory, "catalog.csv")
+    with open(path, "w") as handle:
+        handle.write("title_id,title,genres,poster_uri\n")
+        handle.writelines(f"{t},Title {t},Drama,poster.jpg\n" for t in titles)
+    return path
 
 
 # --- measuring a process tree ------------------------------------------------------------------------------------
@@ -187,6 +205,10 @@ def stage_commands(work: str, config: str, overrides: list[str]) -> dict[str, li
                              "--embeddings", paths["embeddings"], "--history", paths["history.parquet"],
                              "--out", paths["candidates"], *DIRECT_FLAGS],
         "overlap": [python, "-m", "pipelines.bench.scale", "_overlap", paths["embeddings"], paths["candidates"]],
+        # not a Beam pipeline: its launcher is all there is (the sample, a batch, the measures)
+        "evaluate": cli + ["evaluate", "--config", config, *sets, "--embeddings", paths["embeddings"],
+                           "--catalog", os.path.join(work, "catalog.csv"), "--history", paths["history.parquet"],
+                           "--out", os.path.join(work, "evaluation")],
     }
 
 
@@ -211,6 +233,8 @@ def bench_size(n: int, args, root: str) -> dict:
     os.makedirs(os.path.join(work, "embeddings"), exist_ok=True)
     titles = write_embeddings(os.path.join(work, "embeddings"), n, args.dim)
     watches = write_history(os.path.join(work, "history.parquet"), titles)
+    if "evaluate" in args.stages:
+        write_catalog(work, titles)
     env = {**os.environ, "PYTHONPATH": args.code + os.pathsep + os.environ.get("PYTHONPATH", "")}
     results = {"n": n, "watches": watches}
     needed = {STAGES[i] for stage in args.stages for i in range(STAGES.index(stage) + 1)}  # and their inputs

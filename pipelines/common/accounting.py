@@ -1,4 +1,4 @@
-"""A catalog run's counts: stat pairs summed by Beam → stats.json, the accounting identity and the error budget.
+"""A catalog run's counts: stat pairs summed by Beam → `_stats.json`, the accounting identity and the error budget.
 
 preprocess and embed count what they read, accept and reject as stat pairs `((section, name), n)` — `name` ''
 for a top-level integer such as `read`, else a key inside the `section` dict, such as a reject reason under
@@ -76,7 +76,7 @@ class CountStats(beam.PTransform):
 
 
 def budget_figures(stats: dict, duplicate_title_policy: str, max_reject_fraction: float) -> dict:
-    """The counts and the settings → what the error budget is judged on, for stats.json:
+    """The counts and the settings → what the error budget is judged on, for `_stats.json`:
     `duplicate_titles_kept_last` (rows superseded under `keep_last`: rejects for the accounting, not errors),
     `reject_fraction` and `max_reject_fraction`."""
     superseded = (stats["rejected_by_reason"].get(RejectReason.DUPLICATE_TITLE_ID, 0)
@@ -121,7 +121,7 @@ def check_error_budget(stats: dict, setting: str, unit: str = "rows") -> None:
 
 
 def write_stats_and_check_budget(stats: dict, staging: str, out: str, setting: str, unit: str = "rows") -> None:
-    """Writes stats.json into `staging`, then raises `ErrorBudgetExceeded` for a run over its budget, saying that
+    """Writes `_stats.json` into `staging`, then raises `ErrorBudgetExceeded` for a run over its budget, saying that
     nothing went to `out` and that the rejects and stats stay in `staging`. On return the caller publishes."""
     storage.write_json(storage.join(staging, STATS_FILE), stats)
     try:

@@ -335,9 +335,11 @@ def _catalog_row(record: dict, number: int, source: Record, config: CatalogConfi
         poster_uri = None
     problem = None
     if poster_uri and not is_inside(poster_uri, roots):
+        scheme, _, rest = poster_uri.partition("://")
+        example = f" (e.g. '{scheme}://{rest.split('/', 1)[0]}/')" if scheme.lower() in ("http", "https") else ""
         problem = (RejectReason.POSTER_OUTSIDE_ROOTS,
                    f"row {number}: the poster is outside the allowed roots ({', '.join(roots)}); add its location "
-                   "to catalog.allowed_roots to read it")
+                   f"to catalog.allowed_roots{example} to read it")
     return CatalogRow(title_id=title_id, title=_text(record.get("title")) or "",
                       genres=split_genres(record.get("genres"), config.genre_separators, names),
                       poster_uri=poster_uri, row_number=number, line_number=source.line_number,

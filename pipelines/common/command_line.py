@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.runners.runner import PipelineRunner
 
 from pipelines.config import Config, load_config
 
@@ -48,4 +49,25 @@ def make_pipeline(config: Config, beam_args: list[str], save_main_session: bool 
         return test_pipeline
     options = PipelineOptions(beam_argv(config, beam_args))
     options.view_as(SetupOptions).save_main_session = save_main_session
-    return beam.Pipeline(options=options)
+    return beam.Pipeline(runner=local_runner(options), options=options)
+
+
+# What Beam's `runner` option accepts for its direct runner (case-insensitive; Beam adds a missing "Runner").
+_DIRECT_RUNNER_NAMES = {None, "direct", "directrunner", "switchingdirectrunner"}
+
+
+def local_runner(options: PipelineOptions) -> PipelineRunner | None:
+    """For `runner: DirectRunner` (or no runner): Beam's Python direct runner (`FnApiRunner`, with the pipeline
+    options passed to its workers as Beam's DirectRunner does). Beam 2.77's DirectRunner first tries the Prism
+    runner, which downloads its binary from GitHub (on a firewalled network that can hang) before falling back to
+    this same runner; naming it here never reaches for the network. Any other runner: None (Beam's own choice)."""
+    name = options.view_as(StandardOptions).runner
+    if (name.lower() if isinstance(name, str) else name) not in _DIRECT_RUNNER_NAMES:
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=provision)

@@ -1,12 +1,15 @@
 """The one poster reader and validator, shared by the preprocess and embed pipelines.
 
-`read_poster_bytes` fetches a poster through Beam's FileSystems (local or gs://) with retries on transient
-errors; `validate_poster` checks the bytes cheaply first (size, header, dimensions) and only then decodes, so a
+`fetch_poster` turns a poster URI into bytes: http(s) URLs through `pipelines.common.http_posters` (conditional
+requests, `http.*` settings), anything else through Beam's FileSystems (local or gs://, `read_poster_bytes`) with
+retries on transient errors; a missing file is `no_poster`.
+
+`validate_poster` checks the bytes cheaply first (size, header, dimensions) and only then decodes, so a
 decompression bomb is refused from its header alone. A poster kept as is (an RGB JPEG) is decoded at 1/8 scale
 in the DCT domain, which reads and entropy-decodes the whole stream (truncation and corruption fail as in a full
 decode) for about two thirds of the cost; a poster that is converted is decoded in full. Anything wrong raises
-`PosterRejected` with a `RejectReason` code. `ReadAndValidatePosters` does both inside a pipeline; `WriteRejects`
-writes the rejects.
+`PosterRejected` with a `RejectReason` code. `ReadAndValidatePosters` does both inside a pipeline (fetching
+`http.concurrency` posters at once per worker process); `WriteRejects` writes the rejects.
 
 A poster passed on with its original bytes is also decoded by the model's own decoder
 (`pipelines.common.pixels.decode_poster`, TensorFlow), since PIL is laxer than TensorFlow about some files (it
@@ -19,12 +22,14 @@ on white — and re-encoded as a lossless PNG.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import io
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -35,13 +40,16 @@ from apache_beam.metrics import Metrics
 from google.api_core import exceptions as google_errors
 from PIL import Image
 
-from pipelines.common import storage
-from pipelines.common.catalog import CatalogRow
-from pipelines.config import ImageConfig
+from pipelines.common import http_posters, storage
+from pipelines.config import HttpConfig, ImageConfig
 from pipelines.contracts import REJECTS_SCHEMA, RejectReason
 
 METRICS_NAMESPACE = "posters"
 POSTER_BYTES_READ = "poster_bytes_read"  # the Beam counter of poster bytes read (the stats' key too)
+POSTERS_NOT_MODIFIED = "posters_not_modified"  # the Beam counter of 304 answers: posters not downloaded again
+# With `conditional`, each context is a dict and this key holds the poster object recorded when the title was last
+# read (or None): an http poster whose server answers 304 to it goes to the `not_modified` output.
+PREVIOUS_OBJECT = "previous_poster_object"
 # Formats PIL may even try to parse; the rest (EPS, which shells out to Ghostscript, PSD, …) are not posters.
 # (JPEG covers multi-picture JPEGs too: PIL opens them as format "MPO", which we re-encode.)
 POSTER_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
@@ -112,7 +120,8 @@ def read_poster_bytes(uri: str, retries: int = 3, max_bytes: int | None = None, 
     (enough for `validate_poster` to see the file is too large without reading all of it).
 
     Transient errors (I/O and server errors) are retried `retries` times with exponential backoff; a missing
-    or forbidden file is `PosterRejected(UNREADABLE)` at once, and so is the last transient error.
+    file is `PosterRejected(NO_POSTER)` at once, a forbidden one `PosterRejected(UNREADABLE)`, and so is the last
+    transient error.
     """
     for attempt in range(retries + 1):
         try:
@@ -121,17 +130,58 @@ def read_poster_bytes(uri: str, retries: int = 3, max_bytes: int | None = None, 
         except Exception as err:  # noqa: BLE001 — every failure becomes a reject row, none crashes the job
             if not _is_transient(err) or attempt == retries:
                 tries = f" after {attempt + 1} attempts" if attempt else ""
-                raise PosterRejected(RejectReason.UNREADABLE, f"{type(err).__name__}{tries}: "
-                                                              f"{describe_error(err).partition(': ')[2]}") from err
+                reason = RejectReason.NO_POSTER if _is_missing(err) else RejectReason.UNREADABLE
+                raise PosterRejected(reason, f"{type(err).__name__}{tries}: "
+                                             f"{describe_error(err).partition(': ')[2]}") from err
             time.sleep(backoff_s * 2 ** attempt)
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class FetchedPoster:
+    data: bytes | None  # None: an http server said the poster has not changed since the previous object (304)
+    poster_object: dict | None  # what to record for an http poster (`contracts.POSTER_OBJECT_TYPE`); else None
+
+
+def fetch_poster(uri: str, http: HttpConfig, retries: int = 3, max_bytes: int | None = None,
+                 previous: dict | None = None) -> FetchedPoster:
+    """A poster URI → its bytes, the one way every stage reads a poster: http(s) through `http_posters` (a
+    conditional request when `previous`, the poster object recorded last time, carries an ETag or Last-Modified),
+    anything else through `read_poster_bytes` (`retries`, `max_bytes`). Raises `PosterRejected`."""
+    if not http_posters.is_http(uri):
+        return FetchedPoster(read_poster_bytes(uri, retries, max_bytes=max_bytes), None)
+    if previous and previous.get("uri") != uri:  # the catalog moved the poster: another URL's validators mean nothing
+        previous = None
+    try:
+        fetched = http_posters.fetch_http_poster(uri, http, previous)
+    except http_posters.HttpPosterFailed as failed:
+        raise PosterRejected(failed.reason, failed.detail) from failed
+    size = len(fetched.data) if fetched.data is not None else (previous or {}).get("size")
+    recorded = {**_EMPTY_OBJECT, "uri": uri, "size": size, "etag": fetched.etag, "last_modified": fetched.last_modified}
+    if fetched.data is None:  # a 304 may leave out validators that have not changed
+        recorded.update(etag=fetched.etag or previous.get("etag"),
+                        last_modified=fetched.last_modified or previous.get("last_modified"))
+    return FetchedPoster(fetched.data, recorded)
+
+
+_EMPTY_OBJECT = {"uri": None, "size": None, "updated": None, "generation": None, "crc32c": None, "md5": None,
+                 "etag": None, "last_modified": None}
+
+
+def same_poster_object(recorded: dict | None, found: dict | None) -> bool:
+    """Whether two poster objects describe the same file; a field one of them lacks (written before the field
+    existed) counts as null."""
+    if recorded is None or found is None:
+        return False
+    return all(recorded.get(key) == found.get(key) for key in _EMPTY_OBJECT)
 
 
 def poster_object(uri: str | None) -> dict | None:
     """The poster's object metadata (`contracts.POSTER_OBJECT_TYPE`) without reading its bytes: size and
     modification time from Beam's FileSystems, and on GCS the blob's generation, crc32c and md5 (one metadata
-    request). None when it cannot be looked up: the poster is then read, and the read says what is wrong."""
-    if not uri:
+    request). None when it cannot be looked up: the poster is then read, and the read says what is wrong; None
+    for an http(s) poster, whose metadata comes with its (conditional) GET."""
+    if not uri or http_posters.is_http(uri):
         return None
     try:
         if storage.is_gcs(uri):
@@ -139,13 +189,14 @@ def poster_object(uri: str | None) -> dict | None:
             blob = _gcs_bucket(bucket_name, os.environ.get("STORAGE_EMULATOR_HOST")).get_blob(name)
             if blob is None:
                 return None
-            return {"uri": uri, "size": blob.size, "updated": blob.updated.timestamp() if blob.updated else None,
+            return {**_EMPTY_OBJECT, "uri": uri, "size": blob.size,
+                    "updated": blob.updated.timestamp() if blob.updated else None,
                     "generation": blob.generation, "crc32c": blob.crc32c, "md5": blob.md5_hash}
         metadata = FileSystems.get_filesystem(uri).metadata(uri)
     except Exception:  # noqa: BLE001 — a poster that cannot be looked up is read, and rejected there if need be
         return None
-    return {"uri": uri, "size": metadata.size_in_bytes, "updated": metadata.last_updated_in_seconds,
-            "generation": None, "crc32c": None, "md5": None}
+    return {**_EMPTY_OBJECT, "uri": uri, "size": metadata.size_in_bytes,
+            "updated": metadata.last_updated_in_seconds}
 
 
 @functools.lru_cache(maxsize=16)
@@ -184,29 +235,80 @@ def _meaningful_line(message: str) -> str:
     return lines[0].strip() if lines else ""
 
 
-class ValidatePosterDoFn(beam.DoFn):
-    """CatalogRow → (CatalogRow, ValidPoster) on the main output, or a reject record on `rejects`; with
-    `with_context`, (CatalogRow, context) → (CatalogRow, ValidPoster, context). The bytes read are counted in
-    the Beam metric `poster_bytes_read`."""
+class FetchPostersDoFn(beam.DoFn):
+    """A batch of CatalogRows (or (CatalogRow, context) pairs, `with_context`) → (CatalogRow, FetchedPoster[,
+    context]) on the main output, reject records on `rejects`, and with `conditional` (CatalogRow,
+    FetchedPoster, context) on `not_modified` for an http poster the server says is unchanged (304).
 
-    def __init__(self, config: ImageConfig, retries: int, with_context: bool = False):
+    `http.concurrency` posters are fetched at once by a thread pool (one per process, sharing one connection pool)
+    and come out in input order, so at most that many more posters are held than one. The bytes read are counted
+    in the Beam metric `poster_bytes_read`, the 304s in `posters_not_modified` (counted here: Beam metrics belong
+    to the thread that runs the bundle)."""
+
+    def __init__(self, http: HttpConfig, retries: int, max_bytes: int, with_context: bool = False,
+                 conditional: bool = False):
+        assert with_context or not conditional, "conditional requests need the context that carries the previous"
+        self._http, self._retries, self._max_bytes = http, retries, max_bytes
+        self._with_context, self._conditional = with_context, conditional
+        self._pool = None
+        self._bytes_read = Metrics.counter(METRICS_NAMESPACE, POSTER_BYTES_READ)
+        self._not_modified = Metrics.counter(METRICS_NAMESPACE, POSTERS_NOT_MODIFIED)
+
+    def setup(self):
+        self._pool = ThreadPoolExecutor(self._http.concurrency, thread_name_prefix="fetch-poster")
+
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def process(self, batch):
+        pending = collections.deque()
+        for element in batch:
+            pending.append((element, self._pool.submit(self._fetch, element)))
+            if len(pending) > self._http.concurrency:
+                yield from self._outputs(*pending.popleft())
+        while pending:
+            yield from self._outputs(*pending.popleft())
+
+    def _fetch(self, element) -> FetchedPoster | PosterRejected:
+        row, context = element if self._with_context else (element, None)
+        if not row.poster_uri:
+            return PosterRejected(RejectReason.NO_POSTER, f"row {row.row_number} names no poster")
+        previous = context.get(PREVIOUS_OBJECT) if self._conditional else None
+        try:
+            return fetch_poster(row.poster_uri, self._http, self._retries, self._max_bytes, previous)
+        except PosterRejected as rejected:
+            return rejected
+
+    def _outputs(self, element, future):
+        row, context = element if self._with_context else (element, None)
+        fetched = future.result()
+        if isinstance(fetched, PosterRejected):
+            yield beam.pvalue.TaggedOutput("rejects", reject_record(
+                row.title_id, row.poster_uri, fetched.reason, fetched.detail, row.lines))
+        elif fetched.data is None:
+            self._not_modified.inc()
+            yield beam.pvalue.TaggedOutput("not_modified", (row, fetched, context))
+        else:
+            self._bytes_read.inc(len(fetched.data))
+            yield (row, fetched, context) if self._with_context else (row, fetched)
+
+
+class ValidatePosterDoFn(beam.DoFn):
+    """(CatalogRow, FetchedPoster) → (CatalogRow, ValidPoster) on the main output, or a reject record on `rejects`;
+    with `with_context`, (CatalogRow, FetchedPoster, context) → (CatalogRow, ValidPoster, context, poster object
+    fetched: `FetchedPoster.poster_object`)."""
+
+    def __init__(self, config: ImageConfig, with_context: bool = False):
         self._config = config
-        self._retries = retries
         self._with_context = with_context
         self._accepted = Metrics.counter(METRICS_NAMESPACE, "posters_accepted")
         self._converted = Metrics.counter(METRICS_NAMESPACE, "posters_converted_to_rgb")
-        self._bytes_read = Metrics.counter(METRICS_NAMESPACE, POSTER_BYTES_READ)
 
-    def process(self, element: CatalogRow | tuple):
-        row, context = element if self._with_context else (element, None)
-        if not row.poster_uri:
-            yield beam.pvalue.TaggedOutput("rejects", reject_record(
-                row.title_id, None, RejectReason.NO_POSTER, f"row {row.row_number} names no poster", row.lines))
-            return
+    def process(self, element: tuple):
+        row, fetched, context = element if self._with_context else (*element, None)
         try:
-            data = read_poster_bytes(row.poster_uri, self._retries, max_bytes=self._config.max_bytes)
-            self._bytes_read.inc(len(data))
-            poster = validate_poster(data, self._config)
+            poster = validate_poster(fetched.data, self._config)
         except PosterRejected as rejected:
             yield beam.pvalue.TaggedOutput("rejects", reject_record(
                 row.title_id, row.poster_uri, rejected.reason, rejected.detail, row.lines))
@@ -214,25 +316,40 @@ class ValidatePosterDoFn(beam.DoFn):
         self._accepted.inc()
         if poster.converted_from:
             self._converted.inc()
-        yield (row, poster, context) if self._with_context else (row, poster)
+        yield (row, poster, context, fetched.poster_object) if self._with_context else (row, poster)
 
 
 class ReadAndValidatePosters(beam.PTransform):
     """PCollection[CatalogRow] → outputs `posters` (main: (CatalogRow, ValidPoster)) and `rejects` (dicts).
 
-    `posters, rejects = rows | ReadAndValidatePosters(config.image, retries)`; with `with_context`, elements are
-    (CatalogRow, context) and posters (CatalogRow, ValidPoster, context).
+    `posters, rejects = rows | ReadAndValidatePosters(config.image, retries, config.http)`; with `with_context`,
+    elements are (CatalogRow, context) and posters (CatalogRow, ValidPoster, context, fetched poster object); with
+    `conditional` (contexts are dicts holding `PREVIOUS_OBJECT`) a third output holds the (CatalogRow,
+    FetchedPoster, context) of http posters unchanged since then: `posters, rejects, not_modified = …`.
     """
 
-    def __init__(self, config: ImageConfig, retries: int = 3, with_context: bool = False):
+    def __init__(self, config: ImageConfig, retries: int = 3, http: HttpConfig | None = None,
+                 with_context: bool = False, conditional: bool = False):
         super().__init__()
         self._config = config
         self._retries = retries
+        self._http = http or HttpConfig()
         self._with_context = with_context
+        self._conditional = conditional
 
     def expand(self, rows):
-        return rows | "ReadAndValidate" >> beam.ParDo(
-            ValidatePosterDoFn(self._config, self._retries, self._with_context)).with_outputs("rejects", main="posters")
+        fetched = (rows
+                   | "BatchForFetch" >> beam.BatchElements(min_batch_size=1,
+                                                           max_batch_size=4 * self._http.concurrency)
+                   | "Fetch" >> beam.ParDo(FetchPostersDoFn(
+                       self._http, self._retries, self._config.max_bytes, self._with_context, self._conditional))
+                   .with_outputs("rejects", "not_modified", main="fetched"))
+        validated = fetched.fetched | "Validate" >> beam.ParDo(
+            ValidatePosterDoFn(self._config, self._with_context)).with_outputs("rejects", main="posters")
+        rejects = (fetched.rejects, validated.rejects) | "PosterRejects" >> beam.Flatten()
+        if self._conditional:
+            return validated.posters, rejects, fetched.not_modified
+        return validated.posters, rejects
 
 
 class WriteRejects(beam.PTransform):
@@ -258,6 +375,11 @@ def _is_transient(err: Exception) -> bool:
     if isinstance(err, google_errors.GoogleAPICallError):
         return isinstance(err, (google_errors.ServerError, google_errors.TooManyRequests))
     return isinstance(err, OSError)
+
+
+def _is_missing(err: Exception) -> bool:
+    """A file that does not exist (locally, or an object GCS does not have): `no_poster`, not `unreadable`."""
+    return isinstance(err, (FileNotFoundError, google_errors.NotFound))
 
 
 def _open_header(data: bytes) -> Image.Image:

@@ -3,6 +3,7 @@
     ReadCatalog → ValidateCatalogRows → SkipUnchangedPosters (CoGroupByKey by title_id with ReadPreviousEmbeddings)
         SkipUnchangedPosters ─ same poster object metadata ─────────────────────────────┐ carried, unread
                              └ to read → ReadAndValidatePosters → ClassifyPosters       │
+                                          └ http 304 Not Modified → CarryNotModified ───┤ carried, not downloaded
         ClassifyPosters ─ new, changed → EmbedPosters (RunInference) ───────────────────┤
                         └ unchanged (same bytes) ───────────────────────────────────────┴→ WriteEmbeddings
     (without --previous every title is new: no join)
@@ -11,9 +12,11 @@
 Each title's poster object metadata (`contracts.POSTER_OBJECT_TYPE`: size, modification time, on GCS generation and
 checksums; looked up without reading the file) is written beside its embedding. A title is carried over from
 `--previous` without reading its poster when that metadata and the model version are unchanged, and without running
-the model when the bytes read have the previous sha256; titles gone from the catalog are dropped. The previous run
+the model when the bytes read have the previous sha256; titles gone from the catalog are dropped. An http(s)
+poster has no metadata to look up without a request: its GET is conditional on the ETag / Last-Modified recorded
+last time, and a 304 carries the title over without downloading the poster (counted: `not_modified`). The previous run
 meets the catalog in a CoGroupByKey, never as a side input (which every worker process would hold whole, and Beam
-rebuilds per bundle). Poster bytes read are counted (`poster_bytes_read`, a Beam counter and a key of stats.json).
+rebuilds per bundle). Poster bytes read are counted (`poster_bytes_read`, a Beam counter and a key of `_stats.json`).
 Catalog rows and posters are checked one at a time with the preprocess pipeline's own code (same reject reasons)
 before they reach a RunInference batch; the model's own graph decodes and resizes them. Everything is written to a
 staging directory; the launcher checks the accounting (embedded + carried + rejected = read) and the error budget,
@@ -48,10 +51,12 @@ from pipelines.common.command_line import command_parser, make_pipeline, parse_c
 from pipelines.common.exported_model import ExportError, load_exported_model, read_model_meta
 from pipelines.common.posters import (
     POSTER_BYTES_READ,
+    PREVIOUS_OBJECT,
     ReadAndValidatePosters,
     WriteRejects,
     poster_object,
     reject_record,
+    same_poster_object,
 )
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import EMBEDDING_METRIC, POSTER_OBJECT_COLUMN, REJECTS_DIR, RejectReason, embeddings_schema
@@ -63,7 +68,8 @@ METRICS_NAMESPACE = "embed"
 NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
 STATUSES = (NEW, CHANGED, UNCHANGED)
 # embed's own counts besides read / rejected / rejected_by_reason, with their empty values.
-STATS_SECTIONS = {NEW: 0, CHANGED: 0, UNCHANGED: 0, "removed": 0}
+NOT_MODIFIED = "not_modified"  # unchanged http posters the server answered 304 for (part of `unchanged`)
+STATS_SECTIONS = {NEW: 0, CHANGED: 0, UNCHANGED: 0, "removed": 0, NOT_MODIFIED: 0}
 FINGERPRINT_COLUMNS = ["title_id", "image_sha256", "model_version"]
 
 
@@ -82,16 +88,25 @@ def can_skip_read(poster_object: dict | None, model_version: str, previous: dict
     """Whether a title's previous row can be carried over without reading its poster: its vector was read (same
     model version) and the poster's object metadata (uri, size, time, and on GCS generation and checksums) is
     the same as when it was embedded."""
-    return (previous is not None and poster_object is not None and "embedding" in previous
-            and previous["model_version"] == model_version and previous.get(POSTER_OBJECT_COLUMN) == poster_object)
+    return (can_reuse(model_version, previous)
+            and same_poster_object(previous.get(POSTER_OBJECT_COLUMN), poster_object))
+
+
+def can_reuse(model_version: str, previous: dict | None) -> bool:
+    """Whether a title's previous vector can be carried over when its poster is unchanged (same model version)."""
+    return previous is not None and "embedding" in previous and previous["model_version"] == model_version
 
 
 def summary_line(stats: dict) -> str:
     reasons = top_reasons(stats) or "none"
     return (f"embed: {stats['read']} read → {stats['rows']} embeddings ({stats[NEW]} new, {stats[CHANGED]} changed, "
-            f"{stats[UNCHANGED]} unchanged carried over), {stats['removed']} removed, "
+            f"{stats[UNCHANGED]} unchanged carried over{_by_304(stats)}), {stats['removed']} removed, "
             f"{stats.get(POSTER_BYTES_READ, 0):,} poster bytes read, {stats['rejected']} rejected "
             f"({reasons}); model {stats['model_version']}; {stats['seconds']} s → {stats['out']}")
+
+
+def _by_304(stats: dict) -> str:
+    return f", {stats[NOT_MODIFIED]} of them by HTTP 304" if stats.get(NOT_MODIFIED) else ""
 
 
 def _title_record(row: CatalogRow, image_sha256: str, poster_object: dict | None, status: str) -> dict:
@@ -156,7 +171,15 @@ def _against_previous(item, model_version: str):
         record = _title_record(row, before["image_sha256"], found, UNCHANGED)
         yield beam.pvalue.TaggedOutput("carried", _embedding_row(record, before["embedding"], model_version))
     else:
-        yield row, {POSTER_OBJECT_COLUMN: found, "previous": before}
+        yield row, _read_context(found, before, model_version)
+
+
+def _read_context(found: dict | None, before: dict | None, model_version: str) -> dict:
+    """What rides along with a poster to read: its looked-up object, its previous row, and the object recorded
+    when it was last read when that row could be carried over (an http GET is then conditional on it)."""
+    reusable = can_reuse(model_version, before)
+    return {POSTER_OBJECT_COLUMN: found, "previous": before,
+            PREVIOUS_OBJECT: before.get(POSTER_OBJECT_COLUMN) if reusable else None}
 
 
 class SkipUnchangedPosters(beam.PTransform):
@@ -189,16 +212,25 @@ class ClassifyPoster(beam.DoFn):
         self._counters = {status: Metrics.counter(METRICS_NAMESPACE, f"titles_{status}") for status in STATUSES}
 
     def process(self, item):
-        row, poster, context = item
+        row, poster, context, fetched_object = item
         previous = context["previous"]
         status = poster_status(poster.sha256, self._model_version, previous)
         self._counters[status].inc()
-        record = _title_record(row, poster.sha256, context[POSTER_OBJECT_COLUMN], status)
+        record = _title_record(row, poster.sha256, context[POSTER_OBJECT_COLUMN] or fetched_object, status)
         if status == UNCHANGED:
             yield beam.pvalue.TaggedOutput(UNCHANGED, _embedding_row(record, previous["embedding"],
                                                                      previous["model_version"]))
         else:
             yield record, poster.image_bytes
+
+
+def _carry_not_modified(row: CatalogRow, fetched, context: dict):
+    """An http poster the server says is unchanged (304) → the previous row carried over, with the validators the
+    server sent this time."""
+    previous = context["previous"]
+    Metrics.counter(METRICS_NAMESPACE, f"titles_{UNCHANGED}").inc()
+    record = _title_record(row, previous["image_sha256"], fetched.poster_object, UNCHANGED)
+    return _embedding_row(record, previous["embedding"], previous["model_version"])
 
 
 def _inference_rejects(failure):
@@ -244,6 +276,10 @@ def _row_stats(row: dict):
     return [((row["status"], ""), 1), (("lines", "accepted"), row["lines"])]
 
 
+def _not_modified_stats(row: dict):
+    return [((NOT_MODIFIED, ""), 1)]
+
+
 def _stat_pairs(name: str):
     return lambda _: [((name, ""), 1)]
 
@@ -264,17 +300,18 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
         # A first run: every title is new and none is removed, so there is no join of the whole catalog by
         # title_id (a shuffle of every row) that could only produce nothing.
         to_read = titles | "LookUpPosterObjects" >> beam.Map(
-            lambda row: (row, {POSTER_OBJECT_COLUMN: poster_object(row.poster_uri), "previous": None}))
+            lambda row: (row, _read_context(poster_object(row.poster_uri), None, model_version)))
         carried_unread = pipeline | "NoneCarried" >> beam.Create([])
         removed = pipeline | "NoneRemoved" >> beam.Create([])
-    posters, poster_rejects = to_read | "ReadAndValidatePosters" >> ReadAndValidatePosters(
-        config.image, config.preprocess.read_retries, with_context=True)
+    posters, poster_rejects, not_modified = to_read | "ReadAndValidatePosters" >> ReadAndValidatePosters(
+        config.image, config.preprocess.read_retries, config.http, with_context=True, conditional=True)
+    carried_not_modified = not_modified | "CarryNotModified" >> beam.MapTuple(_carry_not_modified)
     classified = posters | "ClassifyPosters" >> beam.ParDo(
         ClassifyPoster(model_version)).with_outputs(UNCHANGED, main="embed")
 
     embedded, inference_rejects = classified.embed | "EmbedPosters" >> EmbedPosters(
         PosterModelHandler.from_config(model_uri, config.embed))
-    rows = (embedded, classified[UNCHANGED], carried_unread) | "AllRows" >> beam.Flatten()
+    rows = (embedded, classified[UNCHANGED], carried_unread, carried_not_modified) | "AllRows" >> beam.Flatten()
     _ = rows | "WriteEmbeddings" >> WriteEmbeddings(out_dir, dim, model_version, config.embed.max_rows_per_file)
 
     rejects = (title_rejects, poster_rejects, inference_rejects) | "AllRejects" >> beam.Flatten()
@@ -284,6 +321,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
         manifest_lines | "LineStats" >> beam.FlatMap(manifest_line_stats),
         rows | "RowStats" >> beam.FlatMap(_row_stats),
         removed | "RemovedStats" >> beam.FlatMap(_stat_pairs("removed")),
+        carried_not_modified | "NotModifiedStats" >> beam.FlatMap(_not_modified_stats),
         rejects | "RejectStats" >> beam.FlatMap(reject_stats),
     ) | "AllStats" >> beam.Flatten()
     _ = stat_pairs | "CountStats" >> CountStats(storage.join(out_dir, COUNTS_FILE), STATS_SECTIONS)

@@ -2,9 +2,10 @@
 
 An embeddings location is one of:
 - a directory marked complete by `_SUCCESS` (written last when it is published; a directory without it is
-  being written or was left half-published, and is refused), read through its `embeddings_manifest.json`
-  when it has one (what the embed pipeline writes; a bare glob could pick up shards of an older run beside
-  the new ones, so the manifest wins when present), else as its `*.parquet` files;
+  being written or was left half-published, and is refused), read through its `_manifest.json`
+  (`embeddings_manifest.json` in folders written before side files were named with "_") when it has one
+  (what the embed pipeline writes; a bare glob could pick up shards of an older run beside the new ones, so the
+  manifest wins when present), else as its `*.parquet` files;
 - one `.parquet` file.
 Every file must carry the embeddings schema (`contracts.embeddings_schema`) with the same dim, metric and
 model_version in its metadata; anything else is an `EmbeddingsError` that says which file and what differs.
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import storage
-from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, embeddings_schema
+from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, LEGACY_EMBEDDINGS_MANIFEST_FILE, embeddings_schema
 
 
 class EmbeddingsError(ValueError):
@@ -119,14 +120,23 @@ def has_column(path: str, name: str) -> bool:
         return pq.ParquetFile(handle).schema_arrow.get_field_index(name) >= 0
 
 
+def manifest_location(uri: str) -> str | None:
+    """The manifest of the embeddings folder `uri`: `_manifest.json`, or an older folder's
+    `embeddings_manifest.json`; None when it has neither."""
+    for name in (EMBEDDINGS_MANIFEST_FILE, LEGACY_EMBEDDINGS_MANIFEST_FILE):
+        if storage.exists(storage.join(uri, name)):
+            return storage.join(uri, name)
+    return None
+
+
 def _embedding_files(uri: str) -> tuple[list[str], dict | None]:
     uri = uri.rstrip("/")
     if uri.endswith(".parquet"):
         return [uri], None
     if not storage.is_complete(uri):
         raise EmbeddingsError(storage.incomplete_message(uri) + " (posters embed)")
-    manifest_uri = storage.join(uri, EMBEDDINGS_MANIFEST_FILE)
-    if storage.exists(manifest_uri):
+    manifest_uri = manifest_location(uri)
+    if manifest_uri:
         manifest = storage.read_json(manifest_uri)
         files = [name if "://" in name or posixpath.isabs(name) else storage.join(uri, name)
                  for name in manifest.get("files", [])]
@@ -170,5 +180,5 @@ def _check_manifest_agrees(uri: str, manifest: dict, info: EmbeddingsInfo) -> No
     expected = {"rows": info.rows, "dim": info.dim, "model_version": info.model_version, "metric": info.metric}
     for key, value in expected.items():
         if key in manifest and manifest[key] != value:
-            raise EmbeddingsError(f"{storage.join(uri, EMBEDDINGS_MANIFEST_FILE)}: {key} is {manifest[key]!r} "
+            raise EmbeddingsError(f"{manifest_location(uri)}: {key} is {manifest[key]!r} "
                                   f"but the files hold {value!r}")

@@ -1,9 +1,10 @@
 """`posters evaluate`: what the embeddings and the candidates are worth, written as evaluation.json + report.html.
 
-    posters evaluate --embeddings URI --catalog URI --out DIR [--model URI] [--history URI] [--index URI]
-                     [--training DIR] [--previous evaluation.json] [--fail-on-gates]
+    posters evaluate --embeddings URI --catalog URI --out DIR [--preprocess DIR] [--model URI] [--history URI]
+                     [--index URI]                     [--training DIR] [--previous evaluation.json] [--fail-on-gates]
 
-    embeddings + catalog ─▶ retrieval by genre on the eval split: the embedding, random vectors, colour histogram,
+    embeddings ─▶ a stable sample of about evaluate.max_titles (pipelines.evaluate.sample; all of a small catalog)
+    sample + catalog     ─▶ retrieval by genre on the eval split: the embedding, random vectors, colour histogram,
                             colour thumbnail (and train's baseline/phase1/phase2 from --training)
                           ─▶ pair distances same-genre vs different-genre, separation
     + model              ─▶ near-duplicates: 4 edited copies of eval posters find their original in the catalog
@@ -11,9 +12,13 @@
                           ─▶ UMAP map, Embedding Projector export, similar-poster grids, the mix
                           ─▶ gates (pipelines.evaluate.gates) → evaluation.json, report.html, pictures/, projector/
 
-The eval split is the preprocess' own (a stable hash of title_id below `preprocess.eval_fraction`), so the
-numbers are for posters the model did not train on. Everything is seeded by `evaluate.seed`: the same inputs
-give the same evaluation. The output directory is written to staging and published whole (`_SUCCESS` last).
+Every measure is taken among the sampled titles, read in batches: the launcher holds the sample, never the whole
+catalog or its embeddings. The eval split is the preprocess' own (`pipelines.common.splits`: a stable hash of the
+title's duplicate-poster group, read from `--preprocess DIR`'s `duplicate_groups/`, below
+`preprocess.eval_fraction`), so the numbers are for posters the model did not train on. Without --preprocess
+titles split by title_id alone, which puts a poster shared by titles of both splits on both sides (the report says
+so). Everything is seeded by `evaluate.seed`: the same inputs give the same evaluation. The output directory is
+written to staging and published whole (`_SUCCESS` last).
 """
 from __future__ import annotations
 
@@ -27,8 +32,9 @@ import numpy as np
 from pipelines.common import retrieval_metrics as rm
 from pipelines.common import storage
 from pipelines.common.command_line import command_parser, parse_command
-from pipelines.common.splits import is_eval
-from pipelines.config import Config
+from pipelines.common.posters import fetch_poster
+from pipelines.common.splits import EVAL, read_duplicate_groups, split_of
+from pipelines.config import Config, HttpConfig
 from pipelines.contracts import (
     EVAL_METRICS_FILE,
     EVALUATION_FILE,
@@ -37,25 +43,27 @@ from pipelines.contracts import (
     EVALUATION_REPORT_FILE,
     TRAINING_CURVES_FILE,
 )
-from pipelines.embed.reader import Embeddings, EmbeddingsError, read_embeddings
+from pipelines.embed.reader import Embeddings, EmbeddingsError
 from pipelines.evaluate import embedding_map, held_out, near_duplicates, pictures, reference
 from pipelines.evaluate.gates import check_gates
 from pipelines.evaluate.report import PosterRow, PosterTile, report_html, thumbnail_jpeg
+from pipelines.evaluate.sample import Sample, read_sample, sampled_catalog, sampled_watches
 
 GRID_NEIGHBOURS = 8
 TRAIN_EMBEDDINGS = ("baseline", "phase1", "phase2")
 
 
 class Posters:
-    """Encoded posters by title_id, read once from the catalog's `poster_uri` (None when unreadable)."""
+    """Encoded posters by title_id, read once from the catalog's `poster_uri` (any URI `fetch_poster` reads; None
+    when unreadable)."""
 
-    def __init__(self, uris: dict[str, str]):
-        self._uris, self._cache = uris, {}
+    def __init__(self, uris: dict[str, str], http: HttpConfig | None = None):
+        self._uris, self._cache, self._http = uris, {}, http or HttpConfig()
 
     def get(self, title_id: str) -> Optional[bytes]:
         if title_id not in self._cache:
             try:
-                self._cache[title_id] = storage.read_bytes(self._uris[title_id])
+                self._cache[title_id] = fetch_poster(self._uris[title_id], self._http).data
             except Exception:  # noqa: BLE001 — a poster that cannot be read is left out, and counted by callers
                 self._cache[title_id] = None
         return self._cache[title_id]
@@ -104,8 +112,9 @@ def retrieval_section(embeddings: Embeddings, rows: list[int], posters: Posters,
 
 
 def near_duplicate_section(embeddings: Embeddings, eval_rows: list[int], posters: Posters, model_uri: str,
-                           config: Config) -> dict:
-    """Recall@1/@10 of edited copies of eval posters against the whole catalog, for the model and the references."""
+                           config: Config, whole: bool = True) -> dict:
+    """Recall@1/@10 of edited copies of eval posters against every title of `embeddings` (the sample: the whole
+    catalog when `whole`), for the model and the references."""
     from pipelines.common.exported_model import load_exported_model
 
     embed, meta = load_exported_model(model_uri)
@@ -122,9 +131,11 @@ def near_duplicate_section(embeddings: Embeddings, eval_rows: list[int], posters
     result = {"posters": len(picked), "database": len(embeddings),
               "note": f"{len(picked)} {'eval ' if config.evaluate.retrieval_split == 'eval' else ''}posters × "
                       f"{len(near_duplicates.EDITS)} edits "
-                      f"({', '.join(near_duplicates.EDITS)}) queried against all {len(embeddings)} catalog titles",
+                      f"({', '.join(near_duplicates.EDITS)}) queried against "
+                      + (f"all {len(embeddings)} catalog titles" if whole else
+                         f"the {len(embeddings)} sampled titles (evaluate.max_titles)"),
               "embedding": near_duplicates.near_duplicate_recall(vectors, originals, embeddings.vectors, edits)}
-    if len(embeddings) <= config.evaluate.reference_max_titles:
+    if whole and len(embeddings) <= config.evaluate.reference_max_titles:
         catalog = [posters.get(t) for t in embeddings.title_ids]
         if any(p is None for p in catalog):
             result["note"] += "; image feature references left out (unreadable catalog posters)"
@@ -136,24 +147,27 @@ def near_duplicate_section(embeddings: Embeddings, eval_rows: list[int], posters
     return result
 
 
-def candidates_section(embeddings: Embeddings, history_uri: str, index_uri: Optional[str], config: Config) -> dict:
-    from pipelines.candidates.watch_history import WatchEvent, read_watch_history
-
-    rows = read_watch_history(history_uri)
-    events = [e for e in rows if isinstance(e, WatchEvent)]
+def candidates_section(embeddings: Embeddings, history_uri: str, index_uri: Optional[str], config: Config,
+                       whole: bool = True) -> dict:
+    """Candidates against held-out watches, on the watches of the titles in `embeddings` (the sample), searched
+    in the published index when the sample is the whole catalog, else exactly among the sampled titles."""
+    events, skipped = sampled_watches(history_uri, set(embeddings.title_ids))
     vectors = {t: embeddings.vectors[r] for r, t in enumerate(embeddings.title_ids)}
     genres = dict(zip(embeddings.title_ids, embeddings.genres))
-    if index_uri:
+    if index_uri and whole:
         from pipelines.index.loader import load_index
 
         index = load_index(index_uri, expected_model_version=embeddings.model_version)
         search, searched = index.search, f"index {index.version}"
     else:
         search, searched = held_out.exact_search(embeddings.title_ids, embeddings.vectors), "exact search"
+        if not whole:
+            searched = (f"exact search among the {len(embeddings)} sampled titles"
+                        + (" (the index holds titles outside the sample: not searched)" if index_uri else ""))
     result = held_out.evaluate_candidates(events, vectors, genres, search, config.evaluate.k,
                                           config.evaluate.holdout_last, config.candidates.recency_half_life_days,
                                           config.evaluate.seed)
-    return {**result, "searched": searched, "history": history_uri, "rows_skipped": len(rows) - len(events)}
+    return {**result, "searched": searched, "history": history_uri, "rows_skipped": skipped}
 
 
 def map_and_projector(embeddings: Embeddings, posters: Posters, staging: str, config: Config) -> tuple[dict, bytes]:
@@ -216,12 +230,12 @@ def _timed(label: str, call):
     return result
 
 
-def eval_split_rows(embeddings: Embeddings, config: Config) -> list[int]:
+def eval_split_rows(embeddings: Embeddings, config: Config, groups: dict[str, str] | None = None) -> list[int]:
     """Rows of the embedded titles with genres in `evaluate.retrieval_split` (the eval split, or all), a seeded
-    sample of `retrieval_max_queries` when there are more."""
+    sample of `retrieval_max_queries` when there are more; `groups`: preprocess' duplicate groups."""
     k, fraction, split = config.evaluate.k, config.preprocess.eval_fraction, config.evaluate.retrieval_split
     rows = [r for r, t in enumerate(embeddings.title_ids)
-            if embeddings.genres[r] and (split == "all" or is_eval(t, fraction))]
+            if embeddings.genres[r] and (split == "all" or split_of(t, fraction, groups) == EVAL)]
     if len(rows) <= k:
         raise ValueError(f"only {len(rows)} embedded titles with genres are in evaluate.retrieval_split {split!r} "
                          f"(preprocess.eval_fraction {fraction}); retrieval@{k} needs more than {k}: lower "
@@ -229,12 +243,22 @@ def eval_split_rows(embeddings: Embeddings, config: Config) -> list[int]:
     return _sample(rows, config.evaluate.retrieval_max_queries, config.evaluate.seed)
 
 
-def _header(args, embeddings: Embeddings, config: Config, eval_rows: list[int]) -> dict:
+def _header(args, sample: Sample, config: Config, eval_rows: list[int]) -> dict:
+    embeddings = sample.embeddings
     split = config.evaluate.retrieval_split
     titles = f"{len(eval_rows)} eval-split titles" if split == "eval" else f"{len(eval_rows)} titles (all splits)"
+    if split == "eval":
+        titles += (" (split by duplicate-poster group, as preprocess split them)" if args.preprocess else
+                   " (split by title_id alone: no --preprocess, so a poster shared across splits is on both sides)")
     return {"k": config.evaluate.k, "created": storage.utc_now(), "model_version": embeddings.model_version,
-            "inputs": {"embeddings": args.embeddings, "catalog": args.catalog, "model": args.model,
+            "inputs": {"embeddings": args.embeddings, "catalog": args.catalog, "preprocess": args.preprocess,
+                       "model": args.model,
                        "history": args.history, "index": args.index, "training": args.training},
+            "sample": {**sample.describe(), "note": (
+                "every title of the catalog" if sample.whole else
+                f"the {len(embeddings)} of {sample.catalog_titles} titles whose stable hash falls below "
+                f"{sample.fraction:.6f} (evaluate.max_titles {config.evaluate.max_titles}); every measure is "
+                "taken among them")},
             "retrieval_sample": {"split": split, "titles": len(eval_rows), "note": (
                 f"{titles}, each ranked against the others by cosine; relevant = shares a genre with the query (by "
                 "genre: carries that genre). Rows 'train …' are train's own eval-split figures for its three "
@@ -243,28 +267,28 @@ def _header(args, embeddings: Embeddings, config: Config, eval_rows: list[int]) 
 
 def evaluate(config: Config, args, staging: str) -> tuple[dict, dict[str, bytes], list, Optional[PosterRow]]:
     """Every measure the inputs allow → (evaluation, charts by name, similar-poster rows, the mix row)."""
-    from pipelines.common.catalog import read_catalog
-
-    embeddings = read_embeddings(args.embeddings)
-    catalog = {row.title_id: row for row in read_catalog(args.catalog, config.catalog) if row.title_id}
-    posters = Posters({t: row.poster_uri for t, row in catalog.items() if row.poster_uri})
+    sample = _timed("sample", lambda: read_sample(args.embeddings, config.evaluate.max_titles))
+    embeddings, whole = sample.embeddings, sample.whole
+    catalog = sampled_catalog(args.catalog, config.catalog, set(embeddings.title_ids))
+    posters = Posters({t: row.poster_uri for t, row in catalog.items() if row.poster_uri}, config.http)
     settings, k = config.evaluate, config.evaluate.k
-    eval_rows = eval_split_rows(embeddings, config)
+    groups = read_duplicate_groups(args.preprocess, set(embeddings.title_ids)) if args.preprocess else None
+    eval_rows = eval_split_rows(embeddings, config, groups)
     retrieval, distances, pairs = _timed("retrieval", lambda: retrieval_section(
         embeddings, eval_rows, posters, config, args.training))
-    evaluation = {**_header(args, embeddings, config, eval_rows), "retrieval": retrieval, "distances": distances}
+    evaluation = {**_header(args, sample, config, eval_rows), "retrieval": retrieval, "distances": distances}
     charts = {"retrieval_by_genre": pictures.retrieval_by_genre_png(retrieval, k),
               "distance_histograms": pictures.distance_histograms_png(*pairs["embedding"], distances["embedding"],
                                                                       "the embedding")}
     if args.model:
         evaluation["near_duplicates"] = _timed("near-duplicates", lambda: near_duplicate_section(
-            embeddings, eval_rows, posters, args.model, config))
+            embeddings, eval_rows, posters, args.model, config, whole))
         near = {n: v for n, v in evaluation["near_duplicates"].items() if isinstance(v, dict)}
         charts["near_duplicates"] = pictures.grouped_bars_png(near, ["recall_at_1", "recall_at_10"],
                                                               "near-duplicates found in the whole catalog")
     if args.history:
         evaluation["candidates"] = _timed("candidates", lambda: candidates_section(
-            embeddings, args.history, args.index, config))
+            embeddings, args.history, args.index, config, whole))
         charts["candidates"] = pictures.grouped_bars_png(
             evaluation["candidates"]["methods"], [f"hit_rate_at_{k}", f"ndcg_at_{k}", "catalog_coverage",
                                                   "gini_of_exposure", "cold_start_coverage"],
@@ -331,6 +355,8 @@ def _parse(argv: list[str]):
     parser.add_argument("--embeddings", required=True, help="the embed stage's output (local or gs://)")
     parser.add_argument("--catalog", required=True, help="catalog manifest: posters, titles")
     parser.add_argument("--out", required=True, help="output directory (replaced whole when done)")
+    parser.add_argument("--preprocess", help="`posters preprocess` output: its duplicate-poster groups decide the "
+                                             "eval split (default: split by title_id alone)")
     parser.add_argument("--model", help="the exported model the embeddings came from (near-duplicates)")
     parser.add_argument("--history", help="watch history (candidates against held-out watches)")
     parser.add_argument("--index", help="published index to search for the candidates (default: exact search)")

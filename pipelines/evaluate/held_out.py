@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -101,12 +101,13 @@ def random_candidates(split: HoldOut, catalog: Sequence[str], k: int, seed: int)
     lists = {}
     for user, rest in split.rest.items():
         rng = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(user.encode()).digest()[:8], "big")])
-        lists[user] = _first_unwatched([catalog[i] for i in rng.permutation(len(catalog))],
+        # the permutation read lazily: k titles cost k (+ the user's watches), not a list of the whole catalog
+        lists[user] = _first_unwatched((catalog[i] for i in rng.permutation(len(catalog))),
                                        {e.title_id for e in rest}, k)
     return lists
 
 
-def _first_unwatched(ranked: Sequence[str], watched: set[str], k: int) -> list[str]:
+def _first_unwatched(ranked: Iterable[str], watched: set[str], k: int) -> list[str]:
     picked = []
     for title in ranked:
         if title not in watched:

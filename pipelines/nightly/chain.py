@@ -4,7 +4,7 @@
 
 Layout under `--root` (a local path or gs://):
     runs/<date>/embeddings/    this run's embeddings, incremental against the last finished run's
-    runs/<date>/candidates/    item2item/, user/, skipped/
+    runs/<date>/candidates/    item2item/, user/, _skipped/
     runs/<date>/stages/*.json  one marker per finished stage (`pipelines.nightly.run_state`)
     runs/<date>/summary.json   counts, timings, versions, overlap@k with the previous run (or why that report
                                failed: it never stops a finished night); `_SUCCESS` last

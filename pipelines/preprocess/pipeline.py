@@ -3,7 +3,12 @@
     ReadCatalog → ValidateCatalogRows → ReadAndValidatePosters ─ genres → AnalyzeGenres (TFT) → WriteTransformFn
                           └────────── rejects ──────────┘        │                                       │ (written)
                                                                  └──────────── ToExamples ←──────────────┘ → WriteSplits
-    rejects → WriteRejects;  every branch → CountStats → stats.json
+    rejects → WriteRejects (`_rejects/`);  every branch → CountStats → `_stats.json`
+    posters → GroupDuplicatePosters → duplicate_groups/ (Parquet); examples join their group → WriteSplits
+
+The split is by group (`pipelines.common.splits`): titles with byte-identical or near-identical posters are one
+group (`pipelines.preprocess.duplicates`) and land on the same side; the examples join their title's group id
+(a CoGroupByKey by title_id; the TFRecord write shuffles them anyway).
 
 tensorflow-transform analyses only what it has to, title_id and genres (the genre vocabulary); no TFT batch holds
 a poster. `ToExamples` then makes each example where its poster already is, in batches: labels and primary genre
@@ -12,7 +17,7 @@ serving graph's own function (`PosterPng`), so no poster or pixel is shuffled or
 `image` feature to the transformed metadata TFT wrote, so the output's feature spec describes every feature.
 
 Everything is written under a staging directory beside `--out`; the launcher then checks the accounting
-(accepted + rejected = read) and the error budget, writes the final `stats.json` and publishes the directory.
+(accepted + rejected = read) and the error budget, writes the final `_stats.json` and publishes the directory.
 When too much is rejected nothing is published, and the staging directory is kept so the rejects can be read.
 
 tensorflow-transform writes its analysis and the `transform_fn` with TensorFlow's own file I/O, into a work
@@ -49,6 +54,8 @@ from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteR
 from pipelines.common.splits import is_eval
 from pipelines.config import Config, ConfigError
 from pipelines.contracts import (
+    DUPLICATE_GROUPS_DIR,
+    DUPLICATE_GROUPS_SCHEMA,
     FEATURE_IMAGE,
     FEATURE_LABELS,
     FEATURE_PRIMARY_GENRE,
@@ -61,13 +68,16 @@ from pipelines.contracts import (
     TRANSFORM_FN_DIR,
     TRANSFORMED_METADATA_DIR,
 )
+from pipelines.preprocess.duplicates import GroupDuplicatePosters
 
 TFRECORD_SUFFIX = ".tfrecord.gz"
 TRANSFORM_OUTPUT = "transform_output"  # under the work directory: what WriteTransformFn writes
 EXAMPLE_BATCH = 256  # posters per call of the transform_fn (labels) in ToExamples; their PNGs are made one by one
 # preprocess's own counts besides read / rejected / rejected_by_reason, with their empty values.
 STATS_SECTIONS = {"accepted": 0, "genre_counts": {}, "converted_to_rgb": {}, "duplicate_images": 0,
-                  "train_examples": 0, "eval_examples": 0, "titles_without_vocabulary_genre": 0}
+                  "train_examples": 0, "eval_examples": 0, "titles_without_vocabulary_genre": 0,
+                  "duplicate_groups": 0, "titles_in_duplicate_groups": 0, "unsettled_duplicate_links": 0}
+SPLIT_KEY = "split_key"  # beside an example's features on its way to WriteSplits: its group id (not written)
 
 
 # --- plain functions ---------------------------------------------------------------------------------------
@@ -157,7 +167,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work
     rows, catalog_rejects = catalog | "ValidateCatalogRows" >> ValidateCatalogRows(
         config.preprocess.duplicate_title_policy)
     posters, poster_rejects = rows | "ReadAndValidatePosters" >> ReadAndValidatePosters(
-        config.image, config.preprocess.read_retries)
+        config.image, config.preprocess.read_retries, config.http)
     rejects = (catalog_rejects, poster_rejects) | "AllRejects" >> beam.Flatten()
     _ = rejects | "WriteRejects" >> WriteRejects(storage.join(out_dir, REJECTS_DIR))
 
@@ -171,6 +181,13 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work
                 | "BatchPosters" >> beam.BatchElements(min_batch_size=16, max_batch_size=EXAMPLE_BATCH)
                 | "ToExamples" >> beam.ParDo(_ToExamplesDoFn(config.model.input_size, transform_dir),
                                              beam.pvalue.AsSingleton(written)))
+    labels, groups, duplicate_stats = posters | "GroupDuplicatePosters" >> GroupDuplicatePosters(config.preprocess)
+    _ = groups | "WriteDuplicateGroups" >> beam.io.WriteToParquet(
+        storage.join(out_dir, DUPLICATE_GROUPS_DIR, "part"), DUPLICATE_GROUPS_SCHEMA, file_name_suffix=".parquet")
+    examples = ({"example": examples | "ExampleByTitle" >> beam.Map(lambda e: (_title_id_text(e), e)),
+                 "group": labels}
+                | "JoinGroups" >> beam.CoGroupByKey()
+                | "WithSplitKey" >> beam.FlatMapTuple(_with_split_key))
     split_stats = examples | "WriteSplits" >> WriteSplits(
         out_dir, config.preprocess.eval_fraction, config.preprocess.num_shards)
     stat_pairs = (
@@ -180,6 +197,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work
         posters | "PosterStats" >> beam.FlatMapTuple(_poster_stats),
         posters | "DuplicateImageStats" >> _DuplicateImages(),
         split_stats,
+        duplicate_stats,
     ) | "AllStats" >> beam.Flatten()
     _ = stat_pairs | "CountStats" >> CountStats(storage.join(out_dir, COUNTS_FILE), STATS_SECTIONS)
 
@@ -205,8 +223,14 @@ def _title_id_text(example: dict) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def _with_split_key(title_id: str, joined: dict):
+    key = next(iter(joined["group"]), title_id)  # a title in no duplicate group splits by its own id
+    for example in joined["example"]:
+        yield {**example, SPLIT_KEY: key}
+
+
 def _split_index(example: dict, num_partitions: int, eval_fraction: float) -> int:
-    return int(is_eval(_title_id_text(example), eval_fraction))
+    return int(is_eval(example.get(SPLIT_KEY) or _title_id_text(example), eval_fraction))
 
 
 def _example_stats(example: dict, split_key: str):
@@ -298,6 +322,11 @@ def _final_stats(staging: str, transform_output: str, args, config: Config, seco
                                 config.preprocess.max_reject_fraction),
                  vocabulary_size=vocabulary_size, catalog=args.catalog, out=args.out, seconds=round(seconds, 1))
     check_accounting(stats, ("accepted",))
+    if stats["unsettled_duplicate_links"]:
+        raise ConfigError(f"{stats['unsettled_duplicate_links']} duplicate-poster links still join titles of "
+                          f"different groups after preprocess.duplicate_group_rounds="
+                          f"{config.preprocess.duplicate_group_rounds} rounds (chains of near-duplicates longer "
+                          "than that): raise it so that no group is split across train and eval")
     if stats["train_examples"] + stats["eval_examples"] != stats["accepted"]:
         raise RuntimeError(f"accounting broken: train {stats['train_examples']} + eval {stats['eval_examples']} "
                            f"!= accepted {stats['accepted']}")
@@ -308,7 +337,9 @@ def summary_line(stats: dict) -> str:
     reasons = top_reasons(stats) or "none"
     return (f"preprocess: {stats['read']} read, {stats['accepted']} accepted ({stats['train_examples']} train / "
             f"{stats['eval_examples']} eval), {stats['rejected']} rejected ({reasons}); "
-            f"{stats['vocabulary_size']} genres, {stats['duplicate_images']} duplicate images; "
+            f"{stats['vocabulary_size']} genres, {stats['duplicate_images']} duplicate images, "
+            f"{stats['titles_in_duplicate_groups']} titles in {stats['duplicate_groups']} duplicate-poster groups "
+            f"(split together, {DUPLICATE_GROUPS_DIR}/); "
             f"{stats['seconds']} s → {stats['out']}")
 
 

@@ -24,6 +24,8 @@ from pipelines.candidates.watch_history import weighted_query
 from pipelines.common import storage
 from pipelines.common.catalog import CatalogError
 from pipelines.common.command_line import command_parser, parse_command
+from pipelines.common.posters import fetch_poster
+from pipelines.config import HttpConfig
 from pipelines.embed.reader import EmbeddingsError
 
 POSTER_SIZE = (150, 225)
@@ -92,11 +94,12 @@ def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
     return text + "…"
 
 
-def _poster(uri: Optional[str]) -> Image.Image:
-    """The poster fitted into POSTER_SIZE; a grey card saying so when it cannot be read."""
+def _poster(uri: Optional[str], http: HttpConfig | None = None) -> Image.Image:
+    """The poster (any URI `fetch_poster` reads) fitted into POSTER_SIZE; a grey card saying so when it cannot be
+    read."""
     card = Image.new("RGB", POSTER_SIZE, (200, 200, 200))
     try:
-        with Image.open(io.BytesIO(storage.read_bytes(uri))) as image:
+        with Image.open(io.BytesIO(fetch_poster(uri, http or HttpConfig()).data)) as image:
             fitted = ImageOps.contain(image.convert("RGB"), POSTER_SIZE)
         card.paste(fitted, ((POSTER_SIZE[0] - fitted.width) // 2, (POSTER_SIZE[1] - fitted.height) // 2))
     except Exception:  # noqa: BLE001 — a picture with one missing poster is still worth drawing
@@ -104,11 +107,11 @@ def _poster(uri: Optional[str]) -> Image.Image:
     return card
 
 
-def _draw_tile(sheet: Image.Image, tile: Tile, x: int, y: int, highlight: bool) -> None:
+def _draw_tile(sheet: Image.Image, tile: Tile, x: int, y: int, highlight: bool, http: HttpConfig) -> None:
     draw = ImageDraw.Draw(sheet)
     if highlight:
         draw.rectangle([x - 4, y - 4, x + POSTER_SIZE[0] + 3, y + POSTER_SIZE[1] + 3], fill=ACCENT)
-    sheet.paste(_poster(tile.poster_uri), (x, y))
+    sheet.paste(_poster(tile.poster_uri, http), (x, y))
     title_font, note_font = _font(13), _font(12)
     draw.text((x, y + POSTER_SIZE[1] + 4), _fit(tile.title, draw, title_font, POSTER_SIZE[0]), fill=INK,
               font=title_font)
@@ -116,19 +119,19 @@ def _draw_tile(sheet: Image.Image, tile: Tile, x: int, y: int, highlight: bool) 
 
 
 def contact_sheet(heading: str, queries: Sequence[Tile], neighbours: Sequence[Tile],
-                  columns: int = COLUMNS) -> Image.Image:
+                  columns: int = COLUMNS, http: HttpConfig | None = None) -> Image.Image:
     """The query posters in a highlighted first row, then the neighbours, `columns` per row, under a heading."""
     cell_w, cell_h = POSTER_SIZE[0] + GAP, POSTER_SIZE[1] + CAPTION_HEIGHT + GAP
     columns = max(columns, len(queries))
     rows = 1 + -(-len(neighbours) // columns)
     sheet = Image.new("RGB", (GAP + columns * cell_w, HEADING_HEIGHT + GAP + rows * cell_h), BACKGROUND)
     ImageDraw.Draw(sheet).text((GAP, 8), heading, fill=INK, font=_font(18))
-    top = HEADING_HEIGHT + GAP
+    top, http = HEADING_HEIGHT + GAP, http or HttpConfig()
     for i, tile in enumerate(queries):
-        _draw_tile(sheet, tile, GAP + i * cell_w, top, highlight=True)
+        _draw_tile(sheet, tile, GAP + i * cell_w, top, highlight=True, http=http)
     for i, tile in enumerate(neighbours):
         row, column = divmod(i, columns)
-        _draw_tile(sheet, tile, GAP + column * cell_w, top + (row + 1) * cell_h, highlight=False)
+        _draw_tile(sheet, tile, GAP + column * cell_w, top + (row + 1) * cell_h, highlight=False, http=http)
     return sheet
 
 
@@ -192,7 +195,7 @@ def _draw_command(name: str, description: str, argv: list[str], min_titles: int,
     heading = (f"{names}: the {len(ranked)} most similar posters" if name == "similar"
                else f"mix of {names}: neighbours of the averaged embedding")
     queries = [_tile(t, "query" if name == "similar" else "mixed", catalog) for t in title_ids]
-    save_png(contact_sheet(heading, queries, neighbour_tiles(ranked, catalog)), args.out)
+    save_png(contact_sheet(heading, queries, neighbour_tiles(ranked, catalog), http=config.http), args.out)
     print(f"{heading} (index {index.version}) → {args.out}")
     for rank, (title_id, score) in enumerate(ranked, start=1):
         print(f"  {rank:>2}. {score:.3f}  {title_id}  {catalog[title_id].title if title_id in catalog else ''}")

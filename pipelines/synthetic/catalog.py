@@ -1,6 +1,7 @@
 """`posters generate-catalog`: the embedded synthetic poster catalog (JPEG posters + manifest + sidecars).
 
-    posters generate-catalog --out DIR --n N --seed S [--bad-fraction F] [--preview sheet.png]
+    posters generate-catalog --out DIR --n N --seed S [--bad-fraction F] [--duplicate-fraction F]
+                             [--preview sheet.png]
 
 writes under DIR:
   posters/<title_id>.jpg    N posters drawn by `pipelines.synthetic.art`, whose look carries their genres
@@ -8,6 +9,9 @@ writes under DIR:
                             (relative to the manifest)
   bad_rows.json             every deliberately broken row: {"title_id", "kind", "expected"}, where `expected`
                             is the `RejectReason` a validator must give, or "accepted" (it must convert)
+  duplicates.json           titles whose poster is a copy of an earlier title's (as real catalogs hold the same
+                            poster under several titles): {"title_id", "copy_of", "kind"}, kind `identical`
+                            (the same bytes) or `reencoded` (resized by 4 % and saved again at JPEG quality 70)
   catalog_summary.json      n, seed, genre counts, bad counts by kind, timings
 
 Genres follow the skew and co-occurrence of public movie data (Drama and Comedy most common; Horror with
@@ -89,7 +93,7 @@ BAD_KIND_EXPECTED = {
     "not_an_image": RejectReason.NOT_AN_IMAGE,
     "tiny": RejectReason.TOO_SMALL,
     "huge_header": RejectReason.TOO_MANY_PIXELS,
-    "missing_file": RejectReason.UNREADABLE,
+    "missing_file": RejectReason.NO_POSTER,
     "wrong_extension": ACCEPTED,
     "grayscale": ACCEPTED,
     "cmyk": ACCEPTED,
@@ -106,6 +110,8 @@ HUGE_HEADERS = (("PNG", 30000, 30000), ("JPEG", 9000, 9000))
 MANIFEST_FILE = "catalog.csv"
 BAD_ROWS_FILE = "bad_rows.json"
 SUMMARY_FILE = "catalog_summary.json"
+DUPLICATES_FILE = "duplicates.json"
+DUPLICATE_KINDS = ("identical", "reencoded")
 POSTERS_DIR = "posters"
 JPEG_QUALITY = 85
 PREVIEW_COUNT = 24
@@ -174,6 +180,41 @@ def assign_bad_kinds(n: int, bad_fraction: float, seed: int) -> dict[int, str]:
     count = min(n, int(round(bad_fraction * n)))
     rows = np.sort(np.random.default_rng([seed, 2]).permutation(n)[:count])
     return {int(row): BAD_KINDS[k % len(BAD_KINDS)] for k, row in enumerate(rows)}
+
+
+def assign_duplicates(n: int, duplicate_fraction: float, seed: int, bad: dict[int, str]) -> dict[int, tuple[int, str]]:
+    """Row index → (index of the earlier, unbroken title whose poster it copies, kind) for round(fraction·n) rows
+    that are not broken, kinds alternating in `DUPLICATE_KINDS` order."""
+    good = [i for i in range(1, n) if i not in bad]
+    rng = np.random.default_rng([seed, 3])
+    rows = sorted(rng.permutation(good)[:min(len(good), int(round(duplicate_fraction * n)))].tolist())
+    copies = {}
+    for k, row in enumerate(rows):
+        sources = [i for i in range(row) if i not in bad and i not in copies]
+        if sources:
+            copies[row] = (sources[int(rng.integers(len(sources)))], DUPLICATE_KINDS[k % len(DUPLICATE_KINDS)])
+    return copies
+
+
+def copied_poster(original: bytes, kind: str) -> bytes:
+    """A duplicate of an encoded poster: the same bytes, or the pixels resized by 4 % and saved as a new JPEG."""
+    if kind == "identical":
+        return original
+    image = Image.open(io.BytesIO(original)).convert("RGB")
+    resized = image.resize((round(image.width * 0.96), round(image.height * 0.96)), Image.BILINEAR)
+    buffer = io.BytesIO()
+    resized.save(buffer, "JPEG", quality=70)
+    return buffer.getvalue()
+
+
+def _write_duplicates(out_dir: Path, rows: list[dict], copies: dict[int, tuple[int, str]]) -> list[dict]:
+    listed = []
+    for row, (source, kind) in sorted(copies.items()):
+        original = (out_dir / rows[source]["poster_uri"]).read_bytes()
+        (out_dir / rows[row]["poster_uri"]).write_bytes(copied_poster(original, kind))
+        listed.append({"title_id": rows[row]["title_id"], "copy_of": rows[source]["title_id"], "kind": kind})
+    _write_atomically(out_dir / DUPLICATES_FILE, json.dumps(listed, indent=1) + "\n")
+    return listed
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
@@ -318,9 +359,11 @@ def write_title(out_dir: Path, seed: int, index: int, kind: Optional[str], occur
 
 
 def generate_catalog(out_dir, n: int, seed: int, bad_fraction: float = 0.0, width: int = 300, height: int = 450,
-                     preview=None, progress: bool = False) -> dict:
+                     preview=None, progress: bool = False, duplicate_fraction: float = 0.0) -> dict:
     """Writes the catalog (posters, manifest, bad-row sidecar, summary) under `out_dir`; returns the summary."""
     _check_arguments(n, bad_fraction, width, height)
+    if not 0.0 <= duplicate_fraction <= 1.0:
+        raise ValueError(f"--duplicate-fraction must be between 0 and 1 (got {duplicate_fraction})")
     started = time.perf_counter()
     out_dir = Path(out_dir)
     (out_dir / POSTERS_DIR).mkdir(parents=True, exist_ok=True)
@@ -345,9 +388,11 @@ def generate_catalog(out_dir, n: int, seed: int, bad_fraction: float = 0.0, widt
     if preview:
         write_preview(Path(preview), previews)
     _write_atomically(out_dir / BAD_ROWS_FILE, json.dumps(bad_rows, indent=1) + "\n")
+    duplicates = _write_duplicates(out_dir, rows, assign_duplicates(n, duplicate_fraction, seed, bad))
     _write_atomically(out_dir / MANIFEST_FILE, _manifest_text(rows))  # last: a reader never sees a partial one
     elapsed = time.perf_counter() - started
     summary = _summary(rows, bad_rows, n, seed, bad_fraction, width, height, elapsed, out_dir, preview)
+    summary["duplicates"] = len(duplicates)
     _write_atomically(out_dir / SUMMARY_FILE, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary
 
@@ -380,13 +425,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
     parser.add_argument("--bad-fraction", type=float, default=0.0,
                         help="fraction of rows deliberately broken, cycling through the bad kinds (default: 0)")
+    parser.add_argument("--duplicate-fraction", type=float, default=0.0,
+                        help="fraction of titles whose poster copies an earlier title's, byte-identical or "
+                             "re-encoded (listed in duplicates.json; default: 0)")
     parser.add_argument("--preview", help="also write a contact sheet PNG of a sample of posters here")
     parser.add_argument("--width", type=int, default=300, help="poster width in pixels (default: 300)")
     parser.add_argument("--height", type=int, default=450, help="poster height in pixels (default: 450)")
     args = parser.parse_args(argv)
     try:
         summary = generate_catalog(args.out, args.n, args.seed, args.bad_fraction, args.width, args.height,
-                                   args.preview, progress=True)
+                                   args.preview, progress=True, duplicate_fraction=args.duplicate_fraction)
     except ValueError as error:
         print(f"posters generate-catalog: {error}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Embeddings in the embed pipeline's layout, for tests of the index and its readers.
 
 `write_embeddings` writes `<dir>/part-NNNNN.parquet` files with `contracts.embeddings_schema`, then
-`embeddings_manifest.json` and `_SUCCESS`, like the embed pipeline does.
+`_manifest.json` and `_SUCCESS`, like the embed pipeline does.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 It has what the trainer reads from a real preprocess run and nothing the trainer could lean on that a real run
 lacks: gzip TFRecord shards `train/part-*` and `eval/part-*` with the transformed features, the genre vocabulary
 as the TFT asset `transform_fn/assets/<GENRE_VOCABULARY_NAME>`, `transformed_metadata/` (the feature spec,
-written by tensorflow-transform's own metadata writer), `stats.json` and `_SUCCESS`.
+written by tensorflow-transform's own metadata writer), `_stats.json` and `_SUCCESS`.
 
 Posters are learnable on purpose: each genre has its own colour, so a few epochs separate them.
 """

@@ -23,3 +23,18 @@ def test_the_table_gives_each_measure_s_growth():
     assert lines[0] == "| stage | measure | 100 | 400 | growth |"
     assert "| index | wall s | 1.0 | 4.0 | 4.00× |" in lines
     assert "| index | largest worker peak RSS MB | 200.0 | 300.0 | 1.50× |" in lines
+
+
+def test_the_evaluate_stage_gets_a_catalog_whose_rows_all_name_a_readable_poster(tmp_path):
+    from pipelines.common import storage
+    from pipelines.common.catalog import read_catalog
+    from pipelines.config import CatalogConfig
+    from pipelines.evaluate.reference import decode_rgb
+
+    titles = [f"tt{i:09d}" for i in range(5)]
+    rows = read_catalog(scale.write_catalog(str(tmp_path), titles), CatalogConfig())
+    assert [row.title_id for row in rows] == titles and all(row.problem is None for row in rows)
+    assert decode_rgb(storage.read_bytes(rows[0].poster_uri)).size == (32, 48)
+    command = scale.stage_commands(str(tmp_path), "configs/local.yaml", [])["evaluate"]
+    assert command[command.index("--catalog") + 1] == str(tmp_path / "catalog.csv")
+    assert not set(scale.DIRECT_FLAGS) & set(command)  # not a Beam pipeline

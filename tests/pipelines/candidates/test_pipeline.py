@@ -281,3 +281,21 @@ def test_watches_with_bad_weights_or_timestamps_are_skipped_and_no_user_gets_non
         np.testing.assert_allclose([c["score"] for c in users[user]], [s for _, s in expected], atol=1e-5)
     assert _summary(out)["skipped"] == {SkipReason.BAD_WEIGHT: 3, SkipReason.FUTURE_TIMESTAMP: 1,
                                         SkipReason.TIMESTAMP_NOT_SECONDS: 1}
+
+
+def test_item2item_and_user_folders_open_with_pyarrow_dataset_and_duckdb(published):
+    """Standard readers open the folders as they are: the side files (`_SUCCESS`, `_skipped/`, the summary)
+    start with "_" and sit beside `item2item/` and `user/`, never among their files."""
+    import duckdb
+    import pyarrow.dataset as ds
+
+    out = published["out"]
+    assert sorted(os.listdir(out)) == sorted([ITEM2ITEM_DIR, USER_CANDIDATES_DIR, SKIPPED_DIR,
+                                              CANDIDATES_SUMMARY_FILE, SUCCESS_FILE])
+    for directory, key, expected in ((ITEM2ITEM_DIR, "title_id", TITLES),
+                                     (USER_CANDIDATES_DIR, "user_id", ["ana", "bo", "cy"])):
+        folder = os.path.join(out, directory)
+        assert sorted(ds.dataset(folder, format="parquet").to_table().column(key).to_pylist()) == expected
+        assert sorted(pq.read_table(folder).column(key).to_pylist()) == expected
+        found = duckdb.sql(f"SELECT {key} FROM read_parquet('{folder}/*.parquet') ORDER BY {key}").fetchall()
+        assert [row[0] for row in found] == expected

@@ -329,6 +329,7 @@ def test_posters_outside_the_manifest_directory_are_refused_by_default(tmp_path)
     assert refused == {"t2", "t3", "t4", "t6"}
     assert all(row.problem[0] == RejectReason.POSTER_OUTSIDE_ROOTS and "catalog.allowed_roots" in row.problem[1]
                for row in rows if row.problem)
+    assert "catalog.allowed_roots (e.g. 'https://cdn.example.com/')" in rows[5].problem[1]  # a URL: its host
     passwd = next(row for row in rows if row.title_id == "t2").poster_uri
     assert passwd.endswith("/etc/passwd") and not passwd.startswith(str(tmp_path))
 

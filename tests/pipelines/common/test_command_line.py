@@ -39,3 +39,70 @@ def test_list_beam_settings_repeat_the_flag():
     options = PipelineOptions(beam_argv(config, []))
     from apache_beam.options.pipeline_options import DebugOptions
     assert options.view_as(DebugOptions).experiments == ["use_runner_v2", "no_use_multiple_sdk_containers"]
+
+
+# --- the local runner never reaches for the network -------------------------------------------------------------
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _blocked_network(monkeypatch) -> list[str]:
+    """Refuses every name lookup and connection off this machine, recording the host asked for."""
+    import socket
+
+    attempts, real_lookup, real_connect = [], socket.getaddrinfo, socket.socket.connect
+
+    def lookup(host, *args, **kwargs):
+        if host not in _LOOPBACK:
+            attempts.append(host)
+            raise OSError(f"network blocked by the test: {host}")
+        return real_lookup(host, *args, **kwargs)
+
+    def connect(sock, address):
+        if isinstance(address, tuple) and address[0] not in _LOOPBACK:
+            attempts.append(address[0])
+            raise OSError(f"network blocked by the test: {address}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return attempts
+
+
+def _count_into(pipeline, path) -> None:
+    import apache_beam as beam
+
+    with pipeline as p:
+        _ = (p | beam.Create(["a", "b", "a"]) | beam.combiners.Count.PerElement()
+             | beam.MapTuple(lambda key, n: f"{key}={n}") | beam.io.WriteToText(str(path), shard_name_template=""))
+
+
+def test_direct_runner_runs_on_the_python_runner_without_the_network(monkeypatch, tmp_path):
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+    from pipelines.common.command_line import make_pipeline
+
+    attempts = _blocked_network(monkeypatch)
+    config = parse_command(command_parser("x", "t"), [])[1]
+    assert config.beam["runner"] == "DirectRunner"
+    pipeline = make_pipeline(config, [], save_main_session=False)
+    assert isinstance(pipeline.runner, FnApiRunner)
+    _count_into(pipeline, tmp_path / "counts.txt")
+    assert sorted((tmp_path / "counts.txt").read_text().split()) == ["a=2", "b=1"]
+    assert attempts == []
+
+
+def test_beams_own_direct_runner_would_fetch_prism(monkeypatch, tmp_path):
+    """Why make_pipeline names the runner: Beam's DirectRunner first tries to download Prism (from github.com)."""
+    import apache_beam as beam
+
+    attempts = _blocked_network(monkeypatch)
+    _count_into(beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])), tmp_path / "counts.txt")
+    assert any("github" in host for host in attempts)
+
+
+def test_other_runners_are_left_to_beam():
+    from pipelines.common.command_line import local_runner
+
+    assert local_runner(PipelineOptions(["--runner=DataflowRunner"])) is None
+    assert local_runner(PipelineOptions(["--runner=direct"])) is not None

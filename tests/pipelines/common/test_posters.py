@@ -297,9 +297,15 @@ def test_read_poster_bytes_gives_up_after_the_last_retry(tmp_path):
     assert FlakyFileSystem.failures[str(path)] == 2
 
 
-def test_a_missing_file_is_unreadable_without_retrying(tmp_path):
-    with pytest.raises(PosterRejected, match=r"^unreadable: FileNotFoundError: ") as caught:
+def test_a_missing_file_is_no_poster_without_retrying(tmp_path):
+    with pytest.raises(PosterRejected, match=r"^no_poster: FileNotFoundError: ") as caught:
         read_poster_bytes(str(tmp_path / "missing.jpg"), retries=3, backoff_s=60)
+    assert caught.value.reason == RejectReason.NO_POSTER
+
+
+def test_a_file_that_cannot_be_opened_is_unreadable(tmp_path):
+    with pytest.raises(PosterRejected, match=r"^unreadable: IsADirectoryError: ") as caught:
+        read_poster_bytes(str(tmp_path), retries=3, backoff_s=60)
     assert caught.value.reason == RejectReason.UNREADABLE
 
 
@@ -315,7 +321,7 @@ def test_posters_are_read_from_gcs(gcs_emulator):
     assert read_poster_bytes(gcs_emulator.uri("posters/p.jpg")) == data
     with pytest.raises(PosterRejected) as caught:
         read_poster_bytes(gcs_emulator.uri("posters/missing.jpg"), backoff_s=0)
-    assert caught.value.reason == RejectReason.UNREADABLE
+    assert caught.value.reason == RejectReason.NO_POSTER
 
 
 def test_poster_object_metadata_is_looked_up_without_reading_the_file(tmp_path):
@@ -353,7 +359,7 @@ def test_read_and_validate_posters_splits_posters_from_rejects(tmp_path):
     assert_that(posters | "Ids" >> beam.MapTuple(lambda row, valid: (row.title_id, valid.converted_from)),
                 equal_to([("good", None), ("grey", "L")]), label="Posters")
     assert_that(rejects | "Reasons" >> beam.Map(lambda r: (r["title_id"], r["reason"])),
-                equal_to([("empty", RejectReason.ZERO_BYTES), ("gone", RejectReason.UNREADABLE),
+                equal_to([("empty", RejectReason.ZERO_BYTES), ("gone", RejectReason.NO_POSTER),
                           ("none", RejectReason.NO_POSTER)]), label="Rejects")
     result = pipeline.run()
     result.wait_until_finish()

@@ -112,6 +112,23 @@ def test_output_has_contract_schema_metadata_and_a_manifest(first_run, model):
         assert ids == sorted(ids)
 
 
+def test_the_output_folder_opens_with_pyarrow_dataset_and_duckdb(first_run):
+    """`_rejects/`, `_manifest.json`, `_stats.json` and `_SUCCESS` sit beside the Parquet parts; standard readers
+    skip them and see exactly the rows the project's own reader sees."""
+    import duckdb
+    import pyarrow.dataset as ds
+
+    out, _ = first_run
+    assert {REJECTS_DIR, EMBEDDINGS_MANIFEST_FILE, STATS_FILE, SUCCESS_FILE} <= set(os.listdir(out))
+    assert all(name.startswith("_") or name.endswith(".parquet") for name in os.listdir(out))
+    expected = sorted(read_embeddings(str(out)).title_ids)
+    assert sorted(ds.dataset(str(out), format="parquet").to_table().column("title_id").to_pylist()) == expected
+    table = pq.read_table(out)
+    assert sorted(table.column("title_id").to_pylist()) == expected and table.schema.field("embedding").type.list_size
+    found = duckdb.sql(f"SELECT title_id, len(embedding) FROM read_parquet('{out}/*.parquet') ORDER BY title_id")
+    assert found.fetchall() == [(title, 16) for title in expected]
+
+
 def test_vectors_are_unit_norm_and_equal_the_exported_model(first_run, model, catalog_dir):
     rows = read_rows(first_run[0])
     title_ids = sorted(rows)
@@ -125,19 +142,20 @@ def test_every_catalog_row_is_an_embedding_or_a_reject_with_its_reason(first_run
     bad = {row["title_id"]: row["expected"] for row in json.loads((catalog_dir / "bad_rows.json").read_text())}
     rejects = pq.read_table(out / REJECTS_DIR).to_pylist()
     assert {r["title_id"]: r["reason"] for r in rejects} == {t: e for t, e in bad.items() if e != "accepted"}
-    assert all(r["detail"] and r["uri"] for r in rejects if r["reason"] != RejectReason.UNREADABLE)
+    assert all(r["detail"] and r["uri"] for r in rejects)
     all_ids = {row["title_id"] for row in manifest_rows(catalog_dir / "catalog.csv")}
     assert set(read_rows(out)) == all_ids - {r["title_id"] for r in rejects}
     assert stats["read"] == len(all_ids) and stats["rejected_by_reason"] == {
         reason: 1 for reason in (RejectReason.NOT_AN_IMAGE, RejectReason.TOO_MANY_PIXELS, RejectReason.TOO_SMALL,
-                                 RejectReason.TRUNCATED_IMAGE, RejectReason.UNREADABLE, RejectReason.ZERO_BYTES)}
+                                 RejectReason.TRUNCATED_IMAGE, RejectReason.NO_POSTER, RejectReason.ZERO_BYTES)}
     assert stats["lines"] == {"total": len(all_ids) + 1, "header": 1, "blank": 0, "accepted": len(all_ids) - 6,
                               "rejected": 6}
 
 
 def test_too_many_rejects_fails_naming_reasons_and_publishes_nothing(model, catalog_dir, tmp_path):
     out = tmp_path / "embeddings"
-    with pytest.raises(ErrorBudgetExceeded, match=r"6 of 35 titles rejected .*top reasons: not_an_image 1"):
+    with pytest.raises(ErrorBudgetExceeded,
+                       match=r"6 of 35 titles rejected .*top reasons: no_poster 1, not_an_image 1"):
         run_embed(catalog_dir / "catalog.csv", model[0], out, "--set", "embed.max_reject_fraction=0.1")
     assert not out.exists()
 

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.common import storage
-from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE
+from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, LEGACY_EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE
 from pipelines.embed.reader import EmbeddingsError, describe_embeddings, embedding_matrix, read_embeddings
 from tests.pipelines.embeddings_fixture import (
     MODEL_VERSION,
@@ -36,6 +36,13 @@ def test_reads_every_row_with_its_vector_hash_and_genres(tmp_path):
 
 def test_the_manifest_wins_over_stale_shards_of_an_older_run(tmp_path):
     directory = write_embeddings(str(tmp_path / "e"), title_ids(10), unit_vectors(10), files=2)
+    write_parquet(str(tmp_path / "e" / "part-00007.parquet"), embeddings_table(title_ids(5, 100), unit_vectors(5)))
+    assert read_embeddings(directory).title_ids == title_ids(10)
+
+
+def test_a_folder_written_before_side_files_had_a_leading_underscore_is_read_through_its_manifest(tmp_path):
+    directory = write_embeddings(str(tmp_path / "e"), title_ids(10), unit_vectors(10), files=2)
+    (tmp_path / "e" / EMBEDDINGS_MANIFEST_FILE).rename(tmp_path / "e" / LEGACY_EMBEDDINGS_MANIFEST_FILE)
     write_parquet(str(tmp_path / "e" / "part-00007.parquet"), embeddings_table(title_ids(5, 100), unit_vectors(5)))
     assert read_embeddings(directory).title_ids == title_ids(10)
 

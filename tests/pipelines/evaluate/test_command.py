@@ -65,10 +65,16 @@ def test_evaluate_writes_every_section_the_report_and_the_projector_export(input
     assert "near-duplicates embedding" in printed and str(out / "report.html") in printed
 
 
-def test_the_same_inputs_give_the_same_evaluation(inputs):
-    first, second = (command.run(_argv(inputs, inputs["root"] / name)) for name in ("a", "b"))
-    for evaluation in (first, second):
-        evaluation.pop("created"), evaluation.pop("out")
+@pytest.fixture(scope="module")
+def evaluation(inputs):
+    """One run of every section, for the tests that only read its figures."""
+    return command.run(_argv(inputs, inputs["root"] / "a"))
+
+
+def test_the_same_inputs_give_the_same_evaluation(inputs, evaluation):
+    first, second = dict(evaluation), command.run(_argv(inputs, inputs["root"] / "b"))
+    for each in (first, second):
+        each.pop("created"), each.pop("out")
     assert first == second
 
 
@@ -100,3 +106,80 @@ def test_an_out_that_holds_an_input_is_refused_before_any_work_and_the_input_kep
     assert command.main(_argv(inputs, inputs["root"] / "embeddings")) == 1
     assert "--out" in capsys.readouterr().err
     assert sorted(p.name for p in (inputs["root"] / "embeddings").iterdir()) == before
+
+
+def test_the_eval_split_keeps_a_duplicate_poster_group_on_the_side_preprocess_put_it(tmp_path):
+    """Two titles that split apart by title_id share a poster: with preprocess' groups both follow the group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.common.splits import is_eval, read_duplicate_groups
+    from pipelines.config import load_config
+    from pipelines.contracts import DUPLICATE_GROUPS_DIR, DUPLICATE_GROUPS_SCHEMA
+    from pipelines.embed.reader import Embeddings
+
+    ids = [f"tt{i:07d}" for i in range(1, 61)]
+    shared = [next(t for t in ids if is_eval(t, 0.2)), next(t for t in ids if not is_eval(t, 0.2))]
+    group = min(shared)
+    (tmp_path / DUPLICATE_GROUPS_DIR).mkdir()
+    pq.write_table(pa.Table.from_pylist(
+        [{"title_id": t, "group_id": group, "image_sha256": "same", "dhash": "0", "split": "x"} for t in shared],
+        schema=DUPLICATE_GROUPS_SCHEMA), tmp_path / DUPLICATE_GROUPS_DIR / "part-00000.parquet")
+    groups = read_duplicate_groups(str(tmp_path))
+    embeddings = Embeddings(ids, np.zeros((60, 4), np.float32), ids, [["Drama"]] * 60, "m", 4, "angular")
+    config = load_config("local.yaml", ["evaluate.k=2"])
+    by_title = {ids[r] for r in command.eval_split_rows(embeddings, config)}
+    by_group = {ids[r] for r in command.eval_split_rows(embeddings, config, groups)}
+    assert shared[0] in by_title and shared[1] not in by_title  # the leak: one poster on both sides
+    assert {t in by_group for t in shared} == {is_eval(group, 0.2)}
+    assert by_group - set(shared) == by_title - set(shared)
+    with pytest.raises(ValueError, match="rerun preprocess"):
+        read_duplicate_groups(str(tmp_path / "older"))
+
+
+def test_a_catalog_within_max_titles_gives_the_figures_of_the_whole_catalog(inputs, evaluation):
+    """The sample of a small catalog is all of it: the figures are those of the whole-catalog computation
+    (every embedding read at once, the whole history, exact search over every title), as before sampling."""
+    from pipelines.candidates.watch_history import WatchEvent, read_watch_history
+    from pipelines.common import retrieval_metrics as rm
+    from pipelines.common import storage
+    from pipelines.common.catalog import read_catalog
+    from pipelines.common.splits import is_eval
+    from pipelines.embed.reader import read_embeddings
+    from pipelines.evaluate import held_out, reference
+
+    _, config = command._parse(_argv(inputs, inputs["root"] / "a"))
+    whole = read_embeddings(inputs["embeddings"])
+    assert evaluation["sample"]["whole"] and evaluation["sample"]["titles"] == len(whole) == 100
+    rows = [r for r, t in enumerate(whole.title_ids) if whole.genres[r] and is_eval(t, config.preprocess.eval_fraction)]
+    labels, vocabulary = command.label_matrix([whole.genres[r] for r in rows])
+    k = config.evaluate.k
+    assert evaluation["retrieval"]["embedding"] == rm.retrieval_metrics(whole.vectors[rows], labels, k, vocabulary)
+    uris = {row.title_id: row.poster_uri for row in read_catalog(inputs["catalog"], config.catalog)}
+    features = reference.image_features([storage.read_bytes(uris[whole.title_ids[r]]) for r in rows])
+    assert evaluation["retrieval"]["colour_thumbnail"] == rm.retrieval_metrics(features["colour_thumbnail"], labels,
+                                                                               k, vocabulary)
+    events = [e for e in read_watch_history(inputs["history"]) if isinstance(e, WatchEvent)]
+    expected = held_out.evaluate_candidates(
+        events, dict(zip(whole.title_ids, whole.vectors)), dict(zip(whole.title_ids, whole.genres)),
+        held_out.exact_search(whole.title_ids, whole.vectors), k, config.evaluate.holdout_last,
+        config.candidates.recency_half_life_days, config.evaluate.seed)
+    assert {key: evaluation["candidates"][key] for key in expected} == expected
+    assert evaluation["projector"]["points"] == evaluation["near_duplicates"]["database"] == 100
+    assert "all 100 catalog titles" in evaluation["near_duplicates"]["note"]
+
+
+def test_a_catalog_above_max_titles_is_evaluated_on_its_stable_sample(inputs):
+    from pipelines.embed.reader import read_embeddings
+    from pipelines.evaluate.sample import in_sample
+
+    # without --model: the near-duplicates (the model's load) add nothing to what the sample changes here
+    evaluation = command.run(["--embeddings", inputs["embeddings"], "--catalog", inputs["catalog"],
+                              "--out", str(inputs["root"] / "sampled"), "--history", inputs["history"], *FAST,
+                              "--set", "evaluate.max_titles=50", "--set", "evaluate.retrieval_split=all"])
+    sample = evaluation["sample"]
+    assert not sample["whole"] and sample["catalog_titles"] == 100 and sample["fraction"] == 0.5
+    titles = sample["titles"]
+    assert titles == sum(in_sample(t, 0.5) for t in read_embeddings(inputs["embeddings"]).title_ids) > 20
+    assert evaluation["retrieval_sample"]["titles"] == titles == evaluation["projector"]["points"]
+    assert evaluation["candidates"]["searched"] == f"exact search among the {titles} sampled titles"

@@ -3,6 +3,7 @@ staging → publish, the error budget, and the same run in multi_processing mode
 import csv
 import functools
 import glob
+import hashlib
 import json
 import os
 from collections import Counter
@@ -21,9 +22,10 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from pipelines.common import storage
 from pipelines.common.catalog import CatalogRow
 from pipelines.common.catalog_rows import ValidateCatalogRows, resolve_duplicates
-from pipelines.common.splits import is_eval
+from pipelines.common.splits import EVAL, TRAIN, is_eval, read_duplicate_groups, split_of
 from pipelines.config import Config, PreprocessConfig
 from pipelines.contracts import (
+    DUPLICATE_GROUPS_DIR,
     FEATURE_IMAGE,
     FEATURE_LABELS,
     FEATURE_PRIMARY_GENRE,
@@ -54,7 +56,7 @@ EXTRA_ROWS = [
 
 
 def catalog_with_extra_rows(directory) -> tuple[str, list[dict]]:
-    generate_catalog(directory, n=N, seed=11, bad_fraction=0.5, width=64, height=96)
+    generate_catalog(directory, n=N, seed=11, bad_fraction=0.5, width=64, height=96, duplicate_fraction=0.25)
     bad_rows = json.loads((directory / "bad_rows.json").read_text())
     bad_ids = {row["title_id"] for row in bad_rows}
     manifest = directory / "catalog.csv"
@@ -129,12 +131,45 @@ def test_every_row_is_accounted_for(preprocessed):
                               "rejected": stats["rejected"]}
 
 
-def test_the_split_is_a_stable_hash_of_title_id(preprocessed):
+def test_the_split_is_a_stable_hash_of_each_titles_group(preprocessed):
+    groups = read_duplicate_groups(preprocessed["out"])
     train_ids = {e[FEATURE_TITLE_ID].decode() for e in preprocessed["train"]}
     eval_ids = {e[FEATURE_TITLE_ID].decode() for e in preprocessed["eval"]}
     assert eval_ids and train_ids and not train_ids & eval_ids
-    assert all(is_eval(title_id, 0.2) for title_id in eval_ids)
-    assert not any(is_eval(title_id, 0.2) for title_id in train_ids)
+    assert all(is_eval(groups.get(title_id, title_id), 0.2) for title_id in eval_ids)
+    assert not any(is_eval(groups.get(title_id, title_id), 0.2) for title_id in train_ids)
+
+
+def test_titles_with_identical_or_near_identical_posters_are_one_group_on_one_side(preprocessed):
+    """The generator's copies (byte-identical and re-encoded) and the "copy" row: each is in its original's
+    group, no group has titles on both sides, and by title_id alone some pair would have been split."""
+    groups = read_duplicate_groups(preprocessed["out"])
+    copies = json.loads((preprocessed["root"] / "catalog" / "duplicates.json").read_text())
+    assert {copy["kind"] for copy in copies} == {"identical", "reencoded"}
+    pairs = [(copy["title_id"], copy["copy_of"]) for copy in copies] + [("copy", _good_poster_title(preprocessed))]
+    assert all(groups[a] == groups[b] for a, b in pairs)
+    assert any(is_eval(a, 0.2) != is_eval(b, 0.2) for a, b in pairs)  # what the split by title_id did
+    side = {e[FEATURE_TITLE_ID].decode(): TRAIN for e in preprocessed["train"]}
+    side.update({e[FEATURE_TITLE_ID].decode(): EVAL for e in preprocessed["eval"]})
+    sides_of_group = {}
+    for title, group in groups.items():
+        sides_of_group.setdefault(group, set()).add(side[title])
+    assert all(len(sides) == 1 for sides in sides_of_group.values())
+    rows = pq.read_table(os.path.join(preprocessed["out"], DUPLICATE_GROUPS_DIR)).to_pylist()
+    assert all(row["split"] == side[row["title_id"]] == split_of(row["title_id"], 0.2, groups) for row in rows)
+    assert all(row["group_id"] == min(t for t, g in groups.items() if g == row["group_id"]) for row in rows)
+    stats = preprocessed["stats"]
+    assert stats["titles_in_duplicate_groups"] == len(groups) == len(rows)
+    assert stats["duplicate_groups"] == len(sides_of_group) and stats["unsettled_duplicate_links"] == 0
+    assert len(groups) == len({t for pair in pairs for t in pair})  # no distinct poster joined a group
+
+
+def _good_poster_title(preprocessed) -> str:
+    """The generated title whose poster file the "copy" row names."""
+    with open(preprocessed["catalog"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    uri = next(row["poster_uri"] for row in rows if row["title_id"] == "copy")
+    return next(row["title_id"] for row in rows if row["poster_uri"] == uri and row["title_id"] != "copy")
 
 
 def test_vocabulary_labels_and_primary_genre_follow_the_catalog(preprocessed):
@@ -187,7 +222,13 @@ def test_tft_sees_genres_only_and_the_posters_are_resized_beside_it_by_the_servi
 def test_conversions_and_duplicate_images_are_counted(preprocessed):
     stats = preprocessed["stats"]
     assert stats["converted_to_rgb"] == {"L": 2, "CMYK": 2, "RGBA": 2, "P": 2}
-    assert stats["duplicate_images"] == 1  # "copy" shares its poster file with a good generated title
+    # "copy" shares its poster file with a good generated title; the generator's identical copies share bytes
+    accepted = {e[FEATURE_TITLE_ID].decode() for e in preprocessed["train"] + preprocessed["eval"]}
+    with open(preprocessed["catalog"], newline="") as handle:
+        uris = {row["title_id"]: row["poster_uri"] for row in csv.DictReader(handle)}
+    digests = Counter(hashlib.sha256((preprocessed["root"] / "catalog" / uris[t]).read_bytes()).digest()
+                      for t in accepted)
+    assert stats["duplicate_images"] == sum(n - 1 for n in digests.values()) > 1
     assert stats["duplicate_titles_kept_last"] == 0
 
 
@@ -195,7 +236,7 @@ def test_outputs_are_published_whole_and_staging_is_gone(preprocessed):
     out = preprocessed["out"]
     assert os.path.exists(os.path.join(out, SUCCESS_FILE))
     assert sorted(os.listdir(out)) == sorted([SUCCESS_FILE, STATS_FILE, REJECTS_DIR, "train", "eval",
-                                              "transform_fn", "transformed_metadata"])
+                                              "transform_fn", "transformed_metadata", DUPLICATE_GROUPS_DIR])
     assert not [name for name in os.listdir(preprocessed["root"]) if name.startswith(".staging")]
 
 
@@ -259,7 +300,7 @@ def test_runs_on_gcs_uris(gcs_emulator, tmp_path):
     files = storage.list_files(out)
     assert storage.join(out, SUCCESS_FILE) in files
     assert any(f.startswith(storage.join(out, "transform_fn/saved_model.pb")) for f in files)
-    assert [f for f in files if "/train/part" in f] and [f for f in files if "/rejects/part" in f]
+    assert [f for f in files if "/train/part" in f] and [f for f in files if f"/{REJECTS_DIR}/part" in f]
     assert not [f for f in storage.list_files(gcs_emulator.uri()) if "/.staging-" in f]
 
 

@@ -175,7 +175,7 @@ def test_bad_rows_sidecar_names_the_contract_outcome_of_every_broken_row(catalog
         "not_an_image": RejectReason.NOT_AN_IMAGE,
         "tiny": RejectReason.TOO_SMALL,
         "huge_header": RejectReason.TOO_MANY_PIXELS,
-        "missing_file": RejectReason.UNREADABLE,
+        "missing_file": RejectReason.NO_POSTER,
         "wrong_extension": "accepted",
         "grayscale": "accepted",
         "cmyk": "accepted",
@@ -297,3 +297,19 @@ def test_primary_genre_is_recognisable_from_small_thumbnails():
     hits = [int(np.argmin(((features(test[g])[:, None] - centroids) ** 2).sum(-1), axis=1)[i] == k)
             for k, g in enumerate(GENRES) for i in range(3)]
     assert np.mean(hits) > 0.4
+
+
+def test_duplicate_posters_copy_earlier_unbroken_titles_identically_or_reencoded(tmp_path):
+    from pipelines.synthetic.catalog import DUPLICATES_FILE
+
+    summary = generate_catalog(tmp_path, n=20, seed=4, bad_fraction=0.2, width=64, height=96,
+                               duplicate_fraction=0.2)
+    copies = json.loads((tmp_path / DUPLICATES_FILE).read_text())
+    bad = {row["title_id"] for row in json.loads((tmp_path / "bad_rows.json").read_text())}
+    assert summary["duplicates"] == len(copies) == 4 and {c["kind"] for c in copies} == {"identical", "reencoded"}
+    poster = {p.stem: p.read_bytes() for p in (tmp_path / "posters").iterdir()}
+    for copy in copies:
+        assert copy["copy_of"] < copy["title_id"] and not {copy["copy_of"], copy["title_id"]} & bad
+        assert copy["copy_of"] not in {c["title_id"] for c in copies}
+        same = poster[copy["title_id"]] == poster[copy["copy_of"]]
+        assert same == (copy["kind"] == "identical")
