@@ -264,6 +264,13 @@ class CandidatesConfig(Section):
     # faiss threads per worker process for the searches; None: faiss' default (every core). Where a machine runs
     # one worker process per core (Dataflow; DirectRunner multi_processing), 1 keeps them from oversubscribing.
     faiss_threads: Optional[Positive] = None
+    # item→item for every title: "list_scan" reads each inverted list once for all the queries that probe it
+    # (faiss' big_batch_search, split by list groups; IVF indexes it applies to), "per_query" searches title by
+    # title (what other indexes always do).
+    all_titles_search: Literal["list_scan", "per_query"] = "list_scan"
+    # The list scan's unit of work: a group of inverted lists probed by about this many queries (memory per
+    # worker ≈ this × (dim × 4 + k × 12) bytes, whatever the catalog's size).
+    all_titles_queries_per_group: Annotated[int, Field(ge=1000)] = 50_000
 
 
 class NightlyConfig(Section):

@@ -7,6 +7,7 @@ import sys
 BENCHMARKS = {
     "embed": ("pipelines.bench.embed:main", "bare model vs decode+model vs the Beam embed pipeline"),
     "index": ("pipelines.bench.index:main", "every index backend and setting at recall@10 targets"),
+    "nightly": ("pipelines.bench.nightly:main", "embed → index → candidates, each stage beside the bare library"),
     "scale": ("pipelines.bench.scale:main", "index, candidates and the overlap report at growing N: time, memory"),
     "check-gpu": ("pipelines.bench.check_gpu:main", "a tiny job: fails unless TensorFlow on the workers sees a GPU"),
     "scale-catalog": ("pipelines.bench.scale_catalog:main", "catalog read, preprocess, embed at growing N: time, RSS"),

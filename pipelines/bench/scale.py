@@ -237,10 +237,13 @@ def bench_size(n: int, args, root: str) -> dict:
         write_catalog(work, titles)
     env = {**os.environ, "PYTHONPATH": args.code + os.pathsep + os.environ.get("PYTHONPATH", "")}
     results = {"n": n, "watches": watches}
+    needed = {STAGES[i] for stage in args.stages for i in range(STAGES.index(stage) + 1)}  # and their inputs
     for stage, command in stage_commands(work, args.config, args.set).items():
         if stage in args.stages:
             results[stage] = measure(command, env, os.path.join(work, f"{stage}.log"))
             print(f"  n={n:,} {stage}: {results[stage]}", flush=True)
+        elif stage in needed:  # an input of a measured stage (the index for candidates), run but not reported
+            measure(command, env, os.path.join(work, f"{stage}.log"))
     return results
 
 

@@ -1,22 +1,24 @@
 """`posters candidates`: item→item and user→item top-k candidates from the published index (Beam + faiss).
 
-    embeddings ──▶ ItemQueries ───────────────────────────▶ TopNeighbours ──▶ item2item/part-*.parquet
-        └────────▶ UserQueries ◀── ReadWatchHistory
-                       ├────────────────────────────────▶ TopNeighbours ──▶ user/part-*.parquet
-                       └── users and rows without a query ──────────────▶ skipped/part-*.parquet
+    index lists ──▶ AllTitlesNeighbours (list groups) ────────────────▶ item2item/part-*.parquet
+    ReadWatchHistory ──▶ UserQueriesFromIndex ──▶ TopNeighbours ──────▶ user/part-*.parquet
+                               └── users and rows without a query ────▶ skipped/part-*.parquet
 
 Every title's query is its own embedding (itself excluded from its neighbours); every user's is the normalised
-weighted average of the titles they watched (`pipelines.candidates.watch_history`; watched titles excluded). Queries are
-searched in batches, each query only as deep as its own exclusions need (`search_by_depth`: one user with
+weighted average of the titles they watched (`pipelines.candidates.watch_history`; watched titles excluded). On an
+IVF-Flat index item→item reads each inverted list once for all the titles that probe it (`all_titles`: faiss'
+`big_batch_search`, split by list groups), and a user's watched titles' vectors are read from the index
+(`user_vectors`): no step shuffles the embeddings. Other indexes search title by title from the embeddings
+(Flat, HNSW-Flat: user vectors still from the index; compressed: joined with the embeddings by title). User
+queries are searched in batches, each only as deep as its own exclusions need (`search_by_depth`: one user with
 thousands of watched titles does not deepen the others' searches). The index is copied and verified once per
-machine (`MultiProcessShared` holds the copy) and memory-mapped by every worker process, so its vectors sit in
-the page cache once per machine, not once per process. The live index version is resolved once,
+machine (`MultiProcessShared` holds the copy) and memory-mapped by every worker process (`index_copy`), so its
+vectors sit in the page cache once per machine, not once per process. The live index version is resolved once,
 before the pipeline starts, so every worker searches the same version even if `CURRENT` moves meanwhile.
 Outputs are written to a staging directory and published whole (`_SUCCESS` last), with a summary.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import time
@@ -30,8 +32,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.utils import shared
-from apache_beam.utils.multi_process_shared import MultiProcessShared
 
+from pipelines.candidates.all_titles import AllTitlesNeighbours, list_scan_applies, lists_per_group
+from pipelines.candidates.index_copy import IndexCopy, index_copy_tag, open_index  # noqa: F401 (part of this API)
+from pipelines.candidates.user_vectors import UserQueriesFromIndex, stores_exact_vectors
 from pipelines.candidates.watch_history import (
     ReadWatchHistory,
     Skip,
@@ -81,6 +85,13 @@ class CandidatesPlan:
     query_batch_size: int
     faiss_threads: Optional[int]  # per worker process; None: faiss' default
     watch_limits: WatchLimits  # the weights and timestamps a usable watch row has, judged at the plan's time
+    # item→item by list groups (`all_titles`): consecutive inverted lists per group; None: query by query
+    lists_per_group: Optional[int] = None
+    index_shards: int = 1
+    index_nlist: Optional[int] = None
+    # user→item: watched titles' vectors read from the index (`user_vectors`; no shuffle of the embeddings)
+    # where it stores them exactly; False: joined with the embeddings by title
+    user_vectors_from_index: bool = False
 
 
 # --- plain functions -------------------------------------------------------------------------------------------
@@ -114,24 +125,6 @@ def search_by_depth(index, batch: list[Query], k: int) -> Iterator[tuple[Query, 
         Metrics.counter(METRICS_NAMESPACE, "searched_depth").inc(depth * len(queries))
         for query, ids, row_scores in zip(queries, title_ids, scores):
             yield query, top_k_excluding(ids, row_scores, query.exclude, k)
-
-
-class IndexCopy:
-    """The machine's one verified local copy of an index version; `MultiProcessShared` holds it, so the files are
-    fetched and hashed once per machine, whatever the number of worker processes."""
-
-    def __init__(self, uri: str):
-        from pipelines.index.loader import local_copy
-
-        self._path = local_copy(uri)
-
-    def path(self) -> str:
-        return self._path
-
-
-def index_copy_tag(uri: str) -> str:
-    """`MultiProcessShared`'s tag (it names lock files) for the copy of one index version."""
-    return "posters-index-copy-" + hashlib.sha256(uri.encode()).hexdigest()[:20]
 
 
 def embedding_vectors(path: str, dim: int) -> Iterator[tuple[str, np.ndarray]]:
@@ -175,21 +168,7 @@ class SearchNeighbours(beam.DoFn):
         self._index = self._copy = None
 
     def setup(self):
-        from pipelines.index.loader import load_index
-
-        if self._faiss_threads:
-            import faiss
-
-            faiss.omp_set_num_threads(self._faiss_threads)
-        uri, model_version = self._index_uri, self._model_version
-        started = time.time()
-        # Held for the DoFn's life: released, the server would drop the copy and the next setup hash it again.
-        self._copy = MultiProcessShared(lambda: IndexCopy(uri), tag=index_copy_tag(uri)).acquire()
-        path = self._copy.path()
-        self._index = self._shared.acquire(
-            lambda: load_index(path, expected_model_version=model_version, mmap=True, verified=True), tag=path)
-        log.info("candidates: index %s (%s) ready in this process after %.1f s", path, self._index.mode,
-                 time.time() - started)
+        self._copy, self._index = open_index(self._shared, self._index_uri, self._model_version, self._faiss_threads)
 
     def process(self, batch: list[Query]):
         Metrics.counter(METRICS_NAMESPACE, "query_batches").inc()
@@ -250,16 +229,33 @@ class WriteSkipped(beam.PTransform):
                                                            SKIPPED_SCHEMA, file_name_suffix=".parquet"))
 
 
+def build_item2item(pipeline: beam.Pipeline, plan: CandidatesPlan, index_handle: shared.Shared,
+                    embeddings: Optional[beam.PCollection] = None) -> None:
+    """Wires item→item: every title's top-k by list groups where the index allows it (`all_titles`), else query
+    by query from `embeddings` ((title_id, vector) pairs; read here when None)."""
+    if plan.lists_per_group:
+        similar = pipeline | "SimilarTitles" >> AllTitlesNeighbours(plan, index_handle)
+    else:
+        if embeddings is None:
+            embeddings = pipeline | "ReadEmbeddings" >> ReadEmbeddingVectors(plan.embedding_files, plan.dim)
+        similar = (embeddings
+                   | "ItemQueries" >> beam.Map(lambda kv: Query(kv[0], kv[1], frozenset([kv[0]])))
+                   | "SimilarTitles" >> TopNeighbours(plan, index_handle))
+    similar | "WriteItem2Item" >> WriteCandidates(plan, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA, "title_id", "neighbors")
+
+
 def build_pipeline(pipeline: beam.Pipeline, plan: CandidatesPlan) -> None:
     """Wires the candidates pipeline: item→item, user→item and the skipped rows."""
-    index_handle = shared.Shared()  # both searches share one loaded index per worker process
-    embeddings = pipeline | "ReadEmbeddings" >> ReadEmbeddingVectors(plan.embedding_files, plan.dim)
-    (embeddings
-     | "ItemQueries" >> beam.Map(lambda kv: Query(kv[0], kv[1], frozenset([kv[0]])))
-     | "SimilarTitles" >> TopNeighbours(plan, index_handle)
-     | "WriteItem2Item" >> WriteCandidates(plan, ITEM2ITEM_DIR, ITEM2ITEM_SCHEMA, "title_id", "neighbors"))
+    index_handle = shared.Shared()  # every search shares one loaded index per worker process
+    embeddings = None
+    if not (plan.lists_per_group and plan.user_vectors_from_index):  # a step still needs (title_id, vector)s
+        embeddings = pipeline | "ReadEmbeddings" >> ReadEmbeddingVectors(plan.embedding_files, plan.dim)
+    build_item2item(pipeline, plan, index_handle, embeddings)
     history = pipeline | "ReadWatchHistory" >> ReadWatchHistory(plan.history_uri, plan.watch_limits)
-    users = (history.events, embeddings) | "UserQueries" >> UserQueries(plan.recency_half_life_days)
+    if plan.user_vectors_from_index:
+        users = history.events | "UserQueries" >> UserQueriesFromIndex(plan, index_handle)
+    else:
+        users = (history.events, embeddings) | "UserQueries" >> UserQueries(plan.recency_half_life_days)
     (users.queries
      | "AsQueries" >> beam.Map(lambda user: Query(user.user_id, user.vector, user.watched))
      | "UserCandidates" >> TopNeighbours(plan, index_handle)
@@ -271,14 +267,21 @@ def build_pipeline(pipeline: beam.Pipeline, plan: CandidatesPlan) -> None:
 
 
 # --- the job ---------------------------------------------------------------------------------------------------
-def resolve_index(index_uri: str) -> tuple[str, str, str]:
-    """(version directory, version, model_version) of the live index under `index_uri` (a published root
-    with `CURRENT`, or one version directory); raises IndexLoadError when there is none."""
+def resolve_index(index_uri: str) -> tuple[str, dict]:
+    """(version directory, manifest) of the live index under `index_uri` (a published root with `CURRENT`, or one
+    version directory); raises IndexLoadError when there is none."""
     from pipelines.index.loader import resolve_version_dir
 
     version_dir = resolve_version_dir(index_uri)
-    manifest = storage.read_json(storage.join(version_dir, INDEX_MANIFEST_FILE))
-    return version_dir, manifest["version"], manifest["model_version"]
+    return version_dir, storage.read_json(storage.join(version_dir, INDEX_MANIFEST_FILE))
+
+
+def item_lists_per_group(manifest: dict, rows: int, config: Config) -> Optional[int]:
+    """Lists per group for the all-titles list scan, or None where the index is searched query by query."""
+    settings = config.candidates
+    if settings.all_titles_search != "list_scan" or not list_scan_applies(manifest, rows):
+        return None
+    return lists_per_group(manifest["nlist"], rows, manifest["nprobe"] or 1, settings.all_titles_queries_per_group)
 
 
 def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_dir: str,
@@ -288,7 +291,8 @@ def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_d
     if not FileSystems.match([history_uri])[0].metadata_list:
         raise FileNotFoundError(f"watch history {history_uri!r}: no such file")
     info = describe_embeddings(embeddings_uri)
-    version_dir, version, index_model = resolve_index(index_uri)
+    version_dir, manifest = resolve_index(index_uri)
+    version, index_model = manifest["version"], manifest["model_version"]
     if index_model != info.model_version:
         raise ValueError(f"the index at {version_dir} was built from model {index_model}'s embeddings but "
                          f"{embeddings_uri} holds model {info.model_version}'s: pass the embeddings the index was "
@@ -298,7 +302,10 @@ def plan_candidates(index_uri: str, embeddings_uri: str, history_uri: str, out_d
                           k=config.candidates.k, recency_half_life_days=config.candidates.recency_half_life_days,
                           query_batch_size=config.candidates.query_batch_size,
                           faiss_threads=config.candidates.faiss_threads,
-                          watch_limits=watch_limits(config.candidates))
+                          watch_limits=watch_limits(config.candidates),
+                          lists_per_group=item_lists_per_group(manifest, info.rows, config),
+                          index_shards=len(manifest["shards"]), index_nlist=manifest.get("nlist"),
+                          user_vectors_from_index=stores_exact_vectors(manifest))
 
 
 def pipeline_counters(result) -> dict[str, int]:

@@ -1,0 +1,289 @@
+"""Item→item for every title in one pass over the inverted lists: faiss' `big_batch_search`, split across Beam.
+
+    (shard, lists) sources ──▶ RouteSources ──▶ GroupByKey(list group) ──▶ ScanListGroup ─┐
+            └──────────── (source, title ids) ───────────────────────────────────────────┴─▶ CoGroupByKey(source)
+                                                                                                  └─▶ MergeBatch
+
+Searching every title one query at a time reads each inverted list once per query that probes it. faiss'
+`big_batch_search` (`faiss.contrib.big_batch_search`) turns that around: it assigns all queries to their
+`nprobe` lists with the shared coarse quantiser, then reads each list once and scores every query that probes
+it against the list's vectors. Here the same algorithm is split over Beam elements so that no process holds all
+queries. A title's query is its own vector, which an IVF-Flat index holds exactly (the embedding it was built
+from), so the titles are read from the index itself: a *source* (a shard's range of consecutive lists) is
+assigned to its lists (`route_source`) and sent, per *group* of consecutive lists, through a `GroupByKey` —
+as list positions (about 20 bytes a probe), not vectors; one element of that shuffle is a list group with the
+queries that probe it (about `candidates.all_titles_queries_per_group`, whatever the catalog's size). The group
+reads its queries' vectors and its lists from the machine's memory-mapped index and scores them list by list
+with faiss' own `BlockComputer` and `ResultHeap` (`scan_list_group`); each query's partial top-k goes back to
+its source, where the partials are merged and the title itself is left out (`merge_batch`). The lists a query
+probes and the scores computed there are those of the plain IVF search, so the top-k is the same (ties aside).
+
+It applies to IVF-Flat indexes held by faiss that hold as many titles as the embeddings (`list_scan_applies`);
+any other index (compressed codes, a transform in front, another backend) is searched query by query as before.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple, Optional
+
+import apache_beam as beam
+import faiss
+import numpy as np
+from apache_beam.metrics.metric import Metrics
+from faiss.contrib.big_batch_search import BlockComputer
+from faiss.contrib.inspect_tools import get_invlist
+
+METRICS_NAMESPACE = "candidates"
+
+
+class RoutedQueries(NamedTuple):
+    """The titles of one source (a shard's range of lists) whose queries probe lists of one group: where their
+    vectors sit in the index, not the vectors (so the shuffle carries ~20 bytes a probe, not the embedding)."""
+
+    batch: str  # the source's key
+    positions: np.ndarray  # int32 [m]: rows in the source
+    shard: int  # the shard the source's vectors are in
+    source_lists: np.ndarray  # int32 [m]: the list each vector sits in
+    offsets: np.ndarray  # int32 [m]: its offset in that list
+    lists: np.ndarray  # int32 [m, nprobe]: the lists each probes, -1 where outside the group
+
+
+class Partial(NamedTuple):
+    """One list group's best results for queries of one batch."""
+
+    positions: np.ndarray  # int32 [m]
+    scores: np.ndarray  # float32 [m, depth], descending
+    ids: np.ndarray  # int64 [m, depth], -1 where none
+
+
+# --- plain functions -------------------------------------------------------------------------------------------
+def list_scan_computer(index) -> Optional[BlockComputer]:
+    """faiss' `BlockComputer` for an IVF-Flat index: its lists hold the vectors exactly, so each title's query is
+    read from them and scored as the plain search scores it; None for any other index (compressed codes would
+    make the query a decoded approximation; `big_batch_search` also gets residual codes wrong under inner
+    product)."""
+    if not isinstance(index, faiss.IndexIVFFlat):
+        return None
+    return BlockComputer(index)
+
+
+def list_scan_applies(manifest: dict, embedded_rows: Optional[int] = None) -> bool:
+    """Whether the index a manifest describes is searched list by list (see `list_scan_computer`): the titles are
+    then those of the index, so it must hold as many as the embeddings (`embedded_rows`) it was built from."""
+    if manifest.get("backend", "faiss") != "faiss" or not manifest.get("nlist"):
+        return False
+    if embedded_rows is not None and manifest.get("count") != embedded_rows:
+        return False
+    from pipelines.index.faiss_index import METRIC
+
+    empty = faiss.index_factory(manifest["dim"], manifest["factory"], METRIC)  # alive while downcast looks at it
+    return list_scan_computer(faiss.downcast_index(empty)) is not None
+
+
+def lists_per_group(nlist: int, rows: int, nprobe: int, queries_per_group: int) -> int:
+    """Consecutive lists per group so that a group is probed by about `queries_per_group` queries on average
+    (each of `rows` queries probes `nprobe` of the `nlist` lists)."""
+    probes_per_list = max(1.0, rows * min(nprobe, nlist) / nlist)
+    return max(1, min(nlist, math.floor(queries_per_group / probes_per_list)))
+
+
+def list_sources(num_shards: int, nlist: int, group_size: int) -> list[tuple[int, int]]:
+    """(shard, first list) of every source: a shard's `group_size` consecutive lists."""
+    return [(shard, first) for shard in range(num_shards) for first in range(0, nlist, group_size)]
+
+
+def _list_vectors(ivf, list_no: int) -> np.ndarray:
+    """A view of one IVF-Flat list's vectors in the (memory-mapped) index, float32 [size, d]; no copy."""
+    size = ivf.invlists.list_size(list_no)
+    if not size:
+        return np.empty((0, ivf.d), np.float32)
+    codes = faiss.rev_swig_ptr(ivf.invlists.get_codes(list_no), size * ivf.code_size)
+    return codes.view(np.float32).reshape(size, ivf.d)
+
+
+def route_source(ivf, shard: int, first: int, group_size: int, nprobe: int,
+                 quantizer) -> tuple[str, np.ndarray, list[tuple[int, RoutedQueries]]]:
+    """(the source's key, its titles' ids, (group, its `RoutedQueries`) for every group they probe): the vectors
+    of a shard's lists `first…first+group_size`, assigned to their `nprobe` lists by the shared quantiser."""
+    key = f"{shard}:{first}"
+    lists_in = range(first, min(first + group_size, ivf.nlist))
+    ids = [get_invlist_ids(ivf, list_no) for list_no in lists_in]
+    sizes = [len(chunk) for chunk in ids]
+    if not sum(sizes):
+        return key, np.empty(0, np.int64), []
+    vectors = np.concatenate([_list_vectors(ivf, list_no) for list_no in lists_in])
+    source_lists = np.repeat(np.array(list(lists_in), np.int32), sizes)
+    offsets = np.concatenate([np.arange(size, dtype=np.int32) for size in sizes])
+    _, lists = quantizer.search(vectors, nprobe)
+    lists = lists.astype(np.int32)
+    groups = np.where(lists >= 0, lists // group_size, -1)
+    routed = []
+    for group in np.unique(groups[groups >= 0]):
+        inside = groups == group
+        rows = np.flatnonzero(inside.any(axis=1)).astype(np.int32)
+        routed.append((int(group), RoutedQueries(key, rows, shard, source_lists[rows], offsets[rows],
+                                                 np.where(inside[rows], lists[rows], -1))))
+    return key, np.concatenate(ids), routed
+
+
+def get_invlist_ids(ivf, list_no: int) -> np.ndarray:
+    size = ivf.invlists.list_size(list_no)
+    return faiss.rev_swig_ptr(ivf.invlists.get_ids(list_no), size).copy() if size else np.empty(0, np.int64)
+
+
+def query_vectors(ivfs: list, routed: list[RoutedQueries]) -> np.ndarray:
+    """The routed titles' own vectors, read from the index's lists (float32 [m, d])."""
+    parts = []
+    for part in routed:
+        vectors = np.empty((len(part.positions), ivfs[part.shard].d), np.float32)
+        for list_no in np.unique(part.source_lists):
+            rows = part.source_lists == list_no
+            vectors[rows] = _list_vectors(ivfs[part.shard], int(list_no))[part.offsets[rows]]
+        parts.append(vectors)
+    return np.concatenate(parts)
+
+
+def scan_list_group(ivfs: list, computer: BlockComputer, group: int, group_size: int,
+                    routed: Iterable[RoutedQueries], depth: int) -> Iterator[tuple[str, Partial]]:
+    """(batch, partial top-`depth`) for every batch with queries probing lists of `group`: each list of the group,
+    in every shard, is read once and scored against all the queries that probe it."""
+    routed = list(routed)  # one group's queries: bounded by `queries_per_group`, not by the catalog
+    vectors = query_vectors(ivfs, routed)
+    lists = np.concatenate([r.lists for r in routed])
+    heap = faiss.ResultHeap(len(vectors), depth, keep_max=True)
+    first = group * group_size
+    for list_no in range(first, min(first + group_size, ivfs[0].nlist)):
+        queries = np.flatnonzero((lists == list_no).any(axis=1))
+        if not len(queries):
+            continue
+        for ivf in ivfs:
+            list_ids, codes = get_invlist(ivf.invlists, list_no)
+            if not len(list_ids):
+                continue
+            stored = codes.ravel() if computer.decode_func is None else computer.decode_func(codes)
+            scores, rows = computer.block_search(vectors[queries], stored.reshape(len(list_ids), -1),
+                                                 list_ids, min(depth, len(list_ids)))
+            heap.add_result_subset(queries.astype(np.int64), scores, np.where(rows >= 0, list_ids[rows], -1))
+        Metrics.counter(METRICS_NAMESPACE, "lists_scanned").inc()
+    heap.finalize()
+    start = 0
+    for part in routed:
+        end = start + len(part.positions)
+        yield part.batch, Partial(part.positions, heap.D[start:end].copy(), heap.I[start:end].copy())
+        start = end
+
+
+def merge_batch(size: int, partials: Iterable[Partial], depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """One batch's (scores, ids) [size, depth], descending: the best of its partials from every list group."""
+    heap = faiss.ResultHeap(size, depth, keep_max=True)
+    for part in partials:
+        heap.add_result_subset(part.positions.astype(np.int64), part.scores, part.ids)
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def batch_neighbours(index, own_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray,
+                     k: int) -> Iterator[tuple[str, list[dict]]]:
+    """(title_id, its top-k other titles) for one merged source, as the plain search path writes them."""
+    from pipelines.candidates.pipeline import top_k_excluding
+
+    # the loader's id → title id mapping, as its `search` uses
+    titles, _ = index._as_titles(np.zeros((len(own_ids), 1), np.float32), own_ids[:, None])
+    found, found_scores = index._as_titles(scores, ids)
+    for (title_id,), row_ids, row_scores in zip(titles, found, found_scores):
+        yield title_id, top_k_excluding(row_ids, row_scores, frozenset([title_id]), k)
+
+
+# --- Beam ------------------------------------------------------------------------------------------------------
+class _IndexedDoFn(beam.DoFn):
+    """A DoFn that opens the machine's memory-mapped index in `setup` (see `index_copy.open_index`)."""
+
+    def __init__(self, index_handle, index_uri: str, model_version: str, faiss_threads: Optional[int]):
+        self._shared, self._index_uri, self._model_version = index_handle, index_uri, model_version
+        self._faiss_threads = faiss_threads
+        self._copy = self._index = None
+
+    def setup(self):
+        from pipelines.candidates.index_copy import open_index
+
+        self._copy, self._index = open_index(self._shared, self._index_uri, self._model_version, self._faiss_threads)
+
+    def _ivfs(self) -> list:
+        from pipelines.index.faiss_index import ivf_of, set_search_parameters
+
+        for shard in self._index.shards:
+            set_search_parameters(shard, self._index.nprobe)
+        return [faiss.downcast_index(ivf_of(shard)) for shard in self._index.shards]
+
+
+class RouteSources(_IndexedDoFn):
+    """(shard, first list) → (list group, `RoutedQueries`) for each group the source's titles probe, and the
+    source's title ids on the `titles` output."""
+
+    def __init__(self, index_handle, index_uri, model_version, faiss_threads, group_size: int):
+        super().__init__(index_handle, index_uri, model_version, faiss_threads)
+        self._group_size = group_size
+
+    def process(self, source):
+        shard, first = source
+        ivfs = self._ivfs()
+        key, ids, routed = route_source(ivfs[shard], shard, first, self._group_size, ivfs[0].nprobe,
+                                        ivfs[0].quantizer)
+        if len(ids):
+            yield beam.pvalue.TaggedOutput("titles", (key, ids))
+        yield from routed
+
+
+class ScanListGroup(_IndexedDoFn):
+    """(list group, its `RoutedQueries`) → (batch, `Partial`) for every batch with queries in the group."""
+
+    def __init__(self, index_handle, index_uri, model_version, faiss_threads, group_size: int, depth: int):
+        super().__init__(index_handle, index_uri, model_version, faiss_threads)
+        self._group_size, self._depth = group_size, depth
+
+    def process(self, grouped):
+        group, routed = grouped
+        ivfs = self._ivfs()
+        computer = list_scan_computer(ivfs[0])
+        assert computer is not None, "the plan chose the list scan for an index it does not apply to"
+        yield from scan_list_group(ivfs, computer, group, self._group_size, routed, self._depth)
+
+
+class MergeBatch(_IndexedDoFn):
+    """(batch, {titles, partials}) → (title_id, top-k neighbours) for every title of the batch."""
+
+    def __init__(self, index_handle, index_uri, model_version, faiss_threads, k: int):
+        super().__init__(index_handle, index_uri, model_version, faiss_threads)
+        self._k = k
+
+    def process(self, joined):
+        _, grouped = joined
+        (own_ids,) = grouped["titles"]
+        scores, ids = merge_batch(len(own_ids), grouped["partials"], self._k + 1)
+        Metrics.counter(METRICS_NAMESPACE, "title_sources").inc()
+        yield from batch_neighbours(self._index, own_ids, scores, ids, self._k)
+
+
+class AllTitlesNeighbours(beam.PTransform):
+    """The index's lists → (title_id, its top-k other titles) for every title it holds, by list groups."""
+
+    def __init__(self, plan, index_handle):
+        super().__init__()
+        self._plan, self._index_handle = plan, index_handle
+
+    def expand(self, pbegin):
+        plan, handle = self._plan, self._index_handle
+        opened = (handle, plan.index_uri, plan.model_version, plan.faiss_threads)
+        sources = list_sources(plan.index_shards, plan.index_nlist, plan.lists_per_group)
+        routed = (pbegin
+                  | "ListSources" >> beam.Create(sources)
+                  | "SpreadSources" >> beam.Reshuffle()
+                  | "RouteSources" >> beam.ParDo(RouteSources(*opened, plan.lists_per_group))
+                  .with_outputs("titles", main="routed"))
+        partials = (routed.routed
+                    | "GroupByListGroup" >> beam.GroupByKey()
+                    | "ScanListGroup" >> beam.ParDo(ScanListGroup(*opened, plan.lists_per_group, plan.k + 1)))
+        return ({"titles": routed.titles, "partials": partials}
+                | "JoinPartialsByBatch" >> beam.CoGroupByKey()
+                | "MergeBatch" >> beam.ParDo(MergeBatch(*opened, plan.k)))

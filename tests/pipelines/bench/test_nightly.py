@@ -1,0 +1,31 @@
+"""`posters bench nightly` at a tiny size: every stage of the generated-vectors night is timed beside its reference
+in one run, and the table and JSON say so. (The posters night needs a model export and TensorFlow: not run here.)"""
+import json
+
+from pipelines.bench import nightly
+
+
+def test_a_tiny_night_times_each_stage_beside_its_reference(tmp_path, capsys):
+    out = tmp_path / "nightly.json"
+    assert nightly.main(["--poster-titles", "0", "--vector-titles", "2000", "--dim", "32", "--factory", "IVF8,Flat",
+                         "--nprobe", "2", "--set", "index.min_recall_at_10=0", "--before", "--runner_flags", "",
+                         "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["stage"], r["reference"]) for r in rows] == [
+        ("vectors: index (IVF8,Flat, nprobe 2)", "bare faiss build"),
+        ("vectors: item→item, list groups", "big_batch_search"),
+        ("vectors: item→item, query by query (before)", "big_batch_search"),
+        ("vectors: candidates (item→item + users)", "big_batch_search")]
+    for row in rows:
+        assert row["titles"] == 2000 and row["seconds"] > 0 and row["reference_s"] > 0
+        # both times are rounded to 0.01 s and the ratio to 0.01: it lies within what that rounding allows
+        low = (row["seconds"] - 0.005) / (row["reference_s"] + 0.005) - 0.005
+        high = (row["seconds"] + 0.005) / max(row["reference_s"] - 0.005, 1e-9) + 0.005
+        assert low <= row["ratio"] <= high
+    table = capsys.readouterr().out
+    assert "| vectors: item→item, list groups | 2,000 |" in table and "| × reference |" in table
+
+
+def test_the_table_leaves_a_missing_reference_blank():
+    row = {"stage": "s", "titles": 10, "seconds": 2.0, "reference": "r", "reference_s": None, "ratio": None}
+    assert nightly.table([row]).splitlines()[-1] == "| s | 10 | 2.0 | r | – | – |"

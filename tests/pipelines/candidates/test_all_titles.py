@@ -1,0 +1,145 @@
+"""On an IVF index: item→item by list groups (faiss' big_batch_search split across Beam) gives every title the same
+top-k as the plain query-by-query search, and applies only to indexes whose lists it scores exactly; user queries
+built from the vectors the index stores equal the weighted average of the embeddings, with no embedding shuffled."""
+import csv
+import glob
+import os
+
+import faiss
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.bench.index import clustered_unit_vectors
+from pipelines.candidates import all_titles
+from pipelines.candidates import pipeline as candidates
+from pipelines.config import load_config
+from pipelines.contracts import ITEM2ITEM_DIR, USER_CANDIDATES_DIR
+from pipelines.index.loader import load_index
+from tests.pipelines.candidates.candidate_inputs import build_index, write_embeddings
+
+K = 5
+NPROBE = 3
+TITLES = [f"tt{i:05d}" for i in range(1500)]
+VECTORS = clustered_unit_vectors(len(TITLES), 16, seed=5, intrinsic_dim=8)
+INDEX_SETTINGS = ["index.factory=IVF16,Flat", f"index.nprobe={NPROBE}", "index.tune_nprobe=false",
+                  "index.vectors_per_shard=600", "index.min_recall_at_10=0"]
+HISTORY = {"ana": [(TITLES[0], 1.0), (TITLES[1], 2.0), ("not-indexed", 1.0)],
+           "bo": [(TITLES[i], 1.0) for i in range(100, 140)], "ghost": [("not-indexed", 1.0)]}
+SMALL_GROUPS = [f"candidates.k={K}", "candidates.all_titles_queries_per_group=1000"]
+
+
+def _lists(out: str, directory: str, key: str, column: str) -> dict:
+    rows = pq.read_table(sorted(glob.glob(os.path.join(out, directory, "*.parquet")))).to_pylist()
+    return {row[key]: [(n["title_id"], n["score"]) for n in row[column]] for row in rows}
+
+
+def _run(root, out: str, settings: list[str]) -> dict:
+    sets = [arg for item in settings for arg in ("--set", item)]
+    assert candidates.main(["--config", "configs/local.yaml", *sets, "--index", str(root / "index"),
+                            "--embeddings", str(root / "embeddings"), "--history", str(root / "history.csv"),
+                            "--out", out]) == 0
+    return {"item2item": _lists(out, ITEM2ITEM_DIR, "title_id", "neighbors"),
+            "users": _lists(out, USER_CANDIDATES_DIR, "user_id", "candidates")}
+
+
+@pytest.fixture(scope="module")
+def ivf_catalog(tmp_path_factory):
+    root = tmp_path_factory.mktemp("all-titles")
+    write_embeddings(str(root / "embeddings"), TITLES, VECTORS)
+    manifest = build_index(str(root / "embeddings"), str(root / "index"), INDEX_SETTINGS)
+    with open(root / "history.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["user_id", "title_id", "weight"]] + [
+            [user, title, weight] for user, watches in HISTORY.items() for title, weight in watches])
+    return {"root": root, "manifest": manifest,
+            "list_scan": _run(root, str(root / "list-scan"), SMALL_GROUPS)}
+
+
+def _assert_same_top_k_ties_aside(found: list, expected: list):
+    assert len(found) == len(expected)
+    found_scores, expected_scores = [s for _, s in found], [s for _, s in expected]
+    np.testing.assert_allclose(found_scores, expected_scores, atol=1e-5)
+    for (title, score), (other, _) in zip(found, expected):
+        # a different title at a rank only where two titles score the same there
+        assert title == other or any(abs(score - s) < 1e-5 and t == title for t, s in expected)
+
+
+def test_the_index_is_an_ivf_searched_by_list_groups_of_bounded_size(ivf_catalog, tmp_path):
+    root, manifest = ivf_catalog["root"], ivf_catalog["manifest"]
+    assert manifest["nlist"] == 16 and manifest["nprobe"] == NPROBE and len(manifest["shards"]) == 3
+    plan = candidates.plan_candidates(str(root / "index"), str(root / "embeddings"), str(root / "history.csv"),
+                                      str(tmp_path / "out"), load_config("configs/local.yaml", SMALL_GROUPS))
+    # 1,500 titles × 3 probes over 16 lists ≈ 281 queries per list: 3 lists per group of ~1,000 queries
+    assert plan.lists_per_group == 3 and plan.user_vectors_from_index
+
+
+def test_every_title_gets_the_plain_search_top_k_without_itself(ivf_catalog):
+    """The plain search: the loaded index's `search` (query by query, nprobe lists each), as `posters candidates`
+    searched with `candidates.all_titles_search=per_query` (and before the list scan)."""
+    list_scan = ivf_catalog["list_scan"]["item2item"]
+    assert sorted(list_scan) == TITLES
+    index = load_index(str(ivf_catalog["root"] / "index"))
+    found, scores = index.search(VECTORS, K + 1)
+    for title, row, row_scores in zip(TITLES, found, scores):
+        expected = [(t, float(s)) for t, s in zip(row, row_scores) if t != title][:K]
+        _assert_same_top_k_ties_aside(ivf_catalog["list_scan"]["item2item"][title], expected)
+
+
+def test_user_queries_from_the_index_vectors_equal_the_weighted_average_of_the_embeddings(ivf_catalog):
+    index = load_index(str(ivf_catalog["root"] / "index"))
+    row = {title: i for i, title in enumerate(TITLES)}
+    users = ivf_catalog["list_scan"]["users"]
+    assert sorted(users) == ["ana", "bo"]  # ghost watched only a title the index does not hold
+    for user, found in users.items():
+        watched = {title for title, _ in HISTORY[user]}
+        total = sum(weight * VECTORS[row[title]] for title, weight in HISTORY[user] if title in row)
+        titles, scores = index.search(total / np.linalg.norm(total), K + len(watched))
+        expected = [(t, float(s)) for t, s in zip(titles[0], scores[0]) if t not in watched][:K]
+        _assert_same_top_k_ties_aside(found, expected)
+
+
+def test_no_embedding_is_shuffled_when_the_index_holds_the_vectors(ivf_catalog, tmp_path):
+    """The user→item join keyed every embedding by title, and item→item queried title by title: both put the
+    whole catalog through a shuffle of per-title elements."""
+    import apache_beam as beam
+
+    root = ivf_catalog["root"]
+    plan = candidates.plan_candidates(str(root / "index"), str(root / "embeddings"), str(root / "history.csv"),
+                                      str(tmp_path / "out"), load_config("configs/local.yaml", SMALL_GROUPS))
+    pipeline = beam.Pipeline()
+    candidates.build_pipeline(pipeline, plan)
+    labels = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
+    assert not [label for label in labels if "JoinWatchesWithEmbeddings" in label or "ReadEmbeddings" in label]
+    assert any(label.endswith("UserQueries/GroupWatchesByUser") for label in labels)
+    assert any(label.endswith("SimilarTitles/GroupByListGroup") for label in labels)
+
+
+_BUILT = []  # the factories' objects, kept alive while their downcast views are used
+
+
+def _empty(factory: str, by_residual=None):
+    _BUILT.append(faiss.index_factory(16, factory, faiss.METRIC_INNER_PRODUCT))
+    index = faiss.downcast_index(_BUILT[-1])
+    if by_residual is not None:
+        index.by_residual = by_residual
+    return index
+
+
+def test_the_list_scan_applies_to_ivf_flat_only_and_to_an_index_of_every_embedded_title():
+    assert all_titles.list_scan_computer(_empty("IVF8,Flat")) is not None
+    # compressed codes: the query read from the lists would be a decoded approximation of the embedding
+    assert all_titles.list_scan_computer(_empty("IVF8,SQ8", by_residual=False)) is None
+    assert all_titles.list_scan_computer(_empty("IVF8,SQ8")) is None
+    assert all_titles.list_scan_computer(_empty("Flat")) is None
+    assert all_titles.list_scan_computer(_empty("HNSW8,Flat")) is None
+    assert not all_titles.list_scan_applies({"factory": "PCA8,IVF8,Flat", "dim": 16, "nlist": 8})
+    assert not all_titles.list_scan_applies({"factory": "IVF8,Flat", "dim": 16, "nlist": 8, "backend": "scann"})
+    assert all_titles.list_scan_applies({"factory": "IVF8,Flat", "dim": 16, "nlist": 8, "count": 100}, 100)
+    # an index of other embeddings than these (fewer titles): searched query by query, every embedded title
+    assert not all_titles.list_scan_applies({"factory": "IVF8,Flat", "dim": 16, "nlist": 8, "count": 90}, 100)
+
+
+def test_a_group_holds_about_the_configured_number_of_queries_whatever_the_catalog():
+    assert all_titles.lists_per_group(nlist=2048, rows=1_000_000, nprobe=6, queries_per_group=50_000) == 17
+    assert all_titles.lists_per_group(nlist=32768, rows=10_000_000, nprobe=6, queries_per_group=50_000) == 27
+    assert all_titles.lists_per_group(nlist=16, rows=100, nprobe=4, queries_per_group=50_000) == 16
