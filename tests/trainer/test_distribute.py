@@ -87,8 +87,10 @@ def _train_tiny(strategy, per_replica_batch: int) -> dict:
     from trainer.work_dir import WorkDir
 
     # A wide margin keeps the triplet loss (and so phase 2's gradients) away from zero on these easy posters.
+    # BatchNorm frozen: a training BatchNorm normalises each replica's half of the batch by its own statistics,
+    # which is not what one replica computes on the whole batch (tf.distribute's SyncBatchNormalization would be).
     config = tiny_config(f"train.per_replica_batch_size={per_replica_batch}", "train.steps_per_epoch=3",
-                         "train.triplet_margin=1.0")
+                         "train.triplet_margin=1.0", "model.freeze_batchnorm=true")
     keras.utils.set_random_seed(0)
     with strategy.scope():
         model = build_model(config.model, num_genres=4)
