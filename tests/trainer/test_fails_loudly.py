@@ -98,3 +98,24 @@ def test_the_gate_compares_with_phase_1_and_the_reference_within_the_margin():
     assert no_regression_gate(metrics, 0.02)["passed"]
     off = no_regression_gate(metrics, None)
     assert (off["checked"], off["passed"], off["below"]) == (False, True, [])
+
+
+def test_a_mobilenet_from_random_weights_trains_or_fails_with_the_collapse_message_never_exporting_a_collapse(data,
+                                                                                                            tmp_path):
+    """The issue's case: mobilenet_v3_small with `weights: none` (BatchNorm then trains: `freeze_batchnorm: auto`).
+    Either the run passes its collapse checks and exports a model whose eval embeddings are not degenerate, or it
+    exits 1 with the collapse line and exports nothing — never exit 0 with a collapsed embedding."""
+    config = write_tiny_config(str(tmp_path / "c.yaml"), "model.backbone=mobilenet_v3_small",
+                               'train.unfreeze_schedule=[["expanded_conv_10"], ["expanded_conv_9"]]',
+                               "train.warmup_epochs=1", "train.metric_epochs=1")
+    run = _train(config, data, str(tmp_path / "out"))
+    phases = [name for name in ("phase1", "phase2") if name in (run["metrics"] or {})]
+    assert phases, run["stderr"]
+    if run["code"] == 0:
+        assert os.path.exists(tmp_path / "out" / "model" / "saved_model.pb")
+        for name in phases:
+            collapse = run["metrics"][name]["collapse"]
+            assert collapse["spread"] >= 0.01 and collapse["tied_share"] <= 0.5, (name, collapse)
+    else:
+        assert run["code"] == 1 and " collapsed: the eval embeddings are degenerate" in run["stderr"], run["stderr"]
+        assert not os.path.exists(tmp_path / "out" / "model")
