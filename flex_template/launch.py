@@ -34,7 +34,7 @@ DEFAULT_CONFIG = "configs/dataflow.yaml"
 # Every parameter a stage's launcher reads: name → required. The metadata files list exactly these.
 STAGE_PARAMETERS = {
     "preprocess": {"catalog": True, "out": True},
-    "embed": {"catalog": True, "model": True, "out": True, "previous": False},
+    "embed": {"catalog": True, "model": True, "out": True, "previous": False, "previous_runs": False},
     "index": {"embeddings": True, "out": True},
     "candidates": {"index": True, "embeddings": True, "history": True, "out": True},
 }
@@ -54,7 +54,20 @@ def parse_launch_args(stage: str, argv: list[str]) -> tuple[argparse.Namespace, 
     args, beam_args = parser.parse_known_args(argv)
     args.config = args.config or DEFAULT_CONFIG
     args.date = args.date or dt.datetime.now(dt.UTC).date().isoformat()
+    if getattr(args, "previous_runs", None):
+        if args.previous:
+            parser.error("give --previous or --previous_runs, not both")
+        args.previous = previous_embeddings(args.previous_runs, args.date)
     return args, beam_args
+
+
+def previous_embeddings(runs_dir: str, date: str) -> str | None:
+    """`<runs_dir>/<d>/embeddings` of the last night before `date` that finished (`_SUCCESS`), or None on the
+    first night: a failed or missing night is skipped, so one bad night does not break the ones after it."""
+    from pipelines.nightly.run_state import last_finished_before
+
+    finished = last_finished_before(runs_dir, date)
+    return storage.join(runs_dir, finished, "embeddings") if finished else None
 
 
 def job_staging_uri(final_uri: str, job_name: str) -> str:

@@ -67,7 +67,7 @@ def stage_parameters(stage: str) -> dict[str, str]:
     common = {"config": templated("config"), "date": "{{ ds }}", "job_spec_out": f"{RUN_DIR}/jobs/{stage}.json"}
     inputs = {
         "embed": {"catalog": f"{BUCKET}/catalog/catalog.csv", "model": f"{BUCKET}/training/model",
-                  "previous": f"{ROOT}/runs/{{{{ macros.ds_add(ds, -1) }}}}/embeddings",
+                  "previous_runs": f"{ROOT}/runs",  # the launcher takes the last finished night's embeddings
                   "out": f"{RUN_DIR}/embeddings"},
         "index": {"embeddings": f"{RUN_DIR}/embeddings", "out": f"{ROOT}/index"},
         "candidates": {"index": f"{ROOT}/index", "embeddings": f"{RUN_DIR}/embeddings",

@@ -58,7 +58,7 @@ def test_the_embed_launcher_submits_writes_its_job_spec_and_does_not_wait(embed_
     assert launch.main(argv) == 0
 
     spec = json.loads(spec_path.read_text())
-    inputs = {"catalog": catalog, "model": model, "out": str(out), "previous": None}
+    inputs = {"catalog": catalog, "model": model, "out": str(out), "previous": None, "previous_runs": None}
     fingerprint = dataflow_jobs.config_fingerprint(load_config("configs/local.yaml").model_dump(mode="json"), inputs)
     assert spec["stage"] == "embed" and spec["runner"] == "DirectRunner" and spec["job_id"] is None
     assert spec["job_name"] == dataflow_jobs.job_name("embed", DATE, fingerprint)
@@ -69,6 +69,23 @@ def test_the_embed_launcher_submits_writes_its_job_spec_and_does_not_wait(embed_
     assert staging == out.parent / f".staging-embeddings-{spec['job_name']}"
     assert list(staging.rglob("*.parquet")), "the job ran (DirectRunner runs it inside run()) into its staging"
     assert not out.exists(), "the launcher publishes nothing: that is the publish step's job"
+
+
+def test_previous_runs_gives_the_last_finished_nights_embeddings_skipping_a_failed_night(tmp_path):
+    runs = tmp_path / "runs"
+    for date, finished in (("2026-11-28", True), ("2026-11-29", True), ("2026-11-30", False)):
+        (runs / date / "embeddings").mkdir(parents=True)
+        if finished:
+            (runs / date / "_SUCCESS").write_text("{}")
+    args, _ = launch.parse_launch_args("embed", ["--catalog", "c", "--model", "m", "--out", "o", "--date", DATE,
+                                                 "--previous_runs", str(runs)])
+    assert args.previous == str(runs / "2026-11-29" / "embeddings")  # 11-30 failed: not its half-written output
+    args, _ = launch.parse_launch_args("embed", ["--catalog", "c", "--model", "m", "--out", "o",
+                                                 "--date", "2026-11-28", "--previous_runs", str(runs)])
+    assert args.previous is None  # the first night: everything is embedded
+    with pytest.raises(SystemExit):
+        launch.parse_launch_args("embed", ["--catalog", "c", "--model", "m", "--out", "o", "--previous", "p",
+                                           "--previous_runs", str(runs)])
 
 
 def test_the_template_stage_comes_from_posters_stage(monkeypatch):

@@ -89,7 +89,7 @@ def test_each_dataflow_task_launches_its_stage_template_for_the_logical_date(dag
         assert task["rendered"]["project_id"] == "poster-prod" and task["rendered"]["location"] == "us-central1"
     embed = dag["tasks"]["embed"]["rendered"]["body"]["launchParameter"]["parameters"]
     assert embed["out"] == f"gs://prod-bucket/posters/nightly/runs/{DATE}/embeddings"
-    assert embed["previous"] == "gs://prod-bucket/posters/nightly/runs/2026-11-30/embeddings"
+    assert embed["previous_runs"] == "gs://prod-bucket/posters/nightly/runs" and "previous" not in embed
 
 
 def test_job_names_are_deterministic_valid_and_change_with_the_settings(dag, tmp_path):
