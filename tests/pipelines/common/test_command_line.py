@@ -106,3 +106,47 @@ def test_other_runners_are_left_to_beam():
 
     assert local_runner(PipelineOptions(["--runner=DataflowRunner"])) is None
     assert local_runner(PipelineOptions(["--runner=direct"])) is not None
+
+
+# --- the data plane: a write made while a flush is in flight must reach the worker ---------------------------------
+def _delivered_when_a_write_lands_during_a_flush(limit_ms: int) -> bytes:
+    """What a runner data stream built with `limit_ms` sends when the writer adds bytes while a flush is in the send
+    callback (the runner's callback blocks there whenever its send queue is full, e.g. behind a slow worker)."""
+    import threading
+
+    from apache_beam.runners.worker.data_plane import ClosableOutputStream
+
+    sent, in_flush, release = [], threading.Event(), threading.Event()
+
+    def send(data):
+        sent.append(data)
+        in_flush.set()
+        release.wait(5)
+
+    stream = ClosableOutputStream.create(sent.append, send, limit_ms)
+    stream.write(b"a" * 10)
+    if limit_ms:
+        assert in_flush.wait(5), "the timed flush never ran"
+    stream.write(b"b" * 10)  # the writer goes on while the flush waits for the queue
+    release.set()
+    stream.close()
+    return b"".join(sent)
+
+
+def test_beams_timed_data_flush_drops_a_write_made_during_a_flush():
+    """Why local_runner turns the timed flush off: Beam 2.77's time-based stream clears its buffer after the send
+    callback returns, erasing what was written meanwhile (whole elements: data lost without an error)."""
+    assert _delivered_when_a_write_lands_during_a_flush(20) == b"a" * 10
+
+
+def test_direct_runner_data_streams_deliver_every_write(monkeypatch):
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    from pipelines.common.command_line import local_runner
+
+    monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1000)  # Beam's default; restored afterwards
+    local_runner(PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=multi_processing"]))
+    # what Beam's gRPC server (multi_processing, multi_threading) and in-process workers build their streams with
+    assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 0
+    delivered = _delivered_when_a_write_lands_during_a_flush(worker_handlers.DATA_BUFFER_TIME_LIMIT_MS)
+    assert delivered == b"a" * 10 + b"b" * 10
