@@ -68,6 +68,24 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
+    without_timed_data_flush()
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return fn_runner.FnApiRunner(provision_info=provision)
+
+
+def without_timed_data_flush() -> None:
+    """Turns off the Python runner's time-based flush of its gRPC data streams (Beam 2.77 flushes each stream from
+    a timer thread every `worker_handlers.DATA_BUFFER_TIME_LIMIT_MS`, 1000 ms), leaving the size-based flush.
+
+    That flush loses and tears data: `TimeBasedBufferingClosableOutputStream.flush` takes the buffer, hands it to
+    the send queue (which blocks while the queue is full) and only then clears the buffer, and writes do not take
+    its lock, so whatever the writing thread adds meanwhile is dropped (`docs/scaling.md`, "DirectRunner's data
+    plane"). In `multi_processing` and `multi_threading` mode the runner sends every bundle's input through such a
+    stream, so whole elements vanished without an error; in `multi_threading` the in-process workers also write
+    their outputs through one, and a flush in the middle of an element tore it (`Unknown type tag`, `Invalid
+    PaneInfoEncoding`, a `None` row). Beam reads the value when a runner starts its gRPC server and its in-process
+    workers, after this; `in_memory` mode has no gRPC data plane. Dataflow's workers are not touched."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0  # 0: `ClosableOutputStream.create` buffers by size only

@@ -106,3 +106,105 @@ def test_other_runners_are_left_to_beam():
 
     assert local_runner(PipelineOptions(["--runner=DataflowRunner"])) is None
     assert local_runner(PipelineOptions(["--runner=direct"])) is not None
+
+
+# --- the data plane: a write made while a flush is in flight must reach the worker ---------------------------------
+def _delivered_when_a_write_lands_during_a_flush(limit_ms: int) -> bytes:
+    """What a runner data stream built with `limit_ms` sends when the writer adds bytes while a flush is in the send
+    callback (the runner's callback blocks there whenever its send queue is full, e.g. behind a slow worker)."""
+    import threading
+
+    from apache_beam.runners.worker.data_plane import ClosableOutputStream
+
+    sent, in_flush, release = [], threading.Event(), threading.Event()
+
+    def send(data):
+        sent.append(data)
+        in_flush.set()
+        release.wait(5)
+
+    stream = ClosableOutputStream.create(sent.append, send, limit_ms)
+    stream.write(b"a" * 10)
+    if limit_ms:
+        assert in_flush.wait(5), "the timed flush never ran"
+    stream.write(b"b" * 10)  # the writer goes on while the flush waits for the queue
+    release.set()
+    stream.close()
+    return b"".join(sent)
+
+
+def test_beams_timed_data_flush_drops_a_write_made_during_a_flush():
+    """Why local_runner turns the timed flush off: Beam 2.77's time-based stream clears its buffer after the send
+    callback returns, erasing what was written meanwhile (whole elements: data lost without an error)."""
+    assert _delivered_when_a_write_lands_during_a_flush(20) == b"a" * 10
+
+
+def test_direct_runner_data_streams_deliver_every_write(monkeypatch):
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    from pipelines.common.command_line import local_runner
+
+    monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1000)  # Beam's default; restored afterwards
+    local_runner(PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=multi_processing"]))
+    # what Beam's gRPC server (multi_processing, multi_threading) and in-process workers build their streams with
+    assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 0
+    delivered = _delivered_when_a_write_lands_during_a_flush(worker_handlers.DATA_BUFFER_TIME_LIMIT_MS)
+    assert delivered == b"a" * 10 + b"b" * 10
+
+
+def _see(element, total):
+    from apache_beam.metrics import Metrics
+
+    Metrics.counter("test", "seen").inc()
+    return len(element[2])
+
+
+def loaded_run() -> None:
+    """A small two-worker run on a 'loaded machine' (run by the test below in a child process): every data-stream
+    write waits 20 ms (the writing thread off the CPU) and Beam's timed flush is at 20 ms instead of 1000 (so this
+    takes seconds, not minutes). Prints how many of its 32 elements the last step saw."""
+    import time
+
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+    from apache_beam.runners.worker import data_plane
+
+    from pipelines.common.command_line import make_pipeline
+
+    write = data_plane.OutputStream.write
+
+    def slow_write(stream, data, nested=False):
+        time.sleep(0.02)
+        return write(stream, data, nested)
+
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 20
+    data_plane.SizeBasedBufferingClosableOutputStream.write = slow_write
+    config = parse_command(command_parser("x", "t"), [])[1]
+    pipeline = make_pipeline(config, ["--direct_running_mode=multi_threading", "--direct_num_workers=2"],
+                             save_main_session=False)
+    # 32 elements of 1 MB; the count as a side input makes the runner hold them and send them on in several writes
+    elements = (pipeline | beam.Create(range(4))
+                | beam.FlatMap(lambda seed: ((seed, i, b"x" * (1 << 20)) for i in range(8))))
+    total = elements | beam.combiners.Count.Globally()
+    _ = elements | beam.Map(_see, beam.pvalue.AsSingleton(total))
+    result = pipeline.run()
+    result.wait_until_finish()
+    seen = result.metrics().query(MetricsFilter().with_name("seen"))["counters"]
+    print("seen", sum(counter.committed for counter in seen))
+
+
+def test_a_loaded_direct_runner_loses_no_element():
+    """With Beam's timed flush on, `loaded_run` lost elements or tore them: `Invalid PaneInfoEncoding`, or a torn
+    length read as gigabytes (hence a child process with a 4 GiB address-space limit and a time limit)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    child = subprocess.run([sys.executable, "-c", f"from {__name__} import loaded_run; loaded_run()"],
+                           capture_output=True, text=True, timeout=120, preexec_fn=limit_memory)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.split()[-2:] == ["seen", "32"]
