@@ -7,6 +7,12 @@ import uuid
 
 import pytest
 
+from pipelines.common.command_line import without_timed_data_flush
+
+# The stages' runner set-up for pipelines the tests build themselves (TestPipeline): Beam's timed flush of its data
+# streams loses data under load (pipelines/common/command_line.py).
+without_timed_data_flush()
+
 # Keep TensorFlow quiet and single-machine friendly in every test process.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -137,17 +137,16 @@ def measure_command(argv: list[str], env: dict) -> dict:
 def read_catalog_main(argv: list[str]) -> int:
     """The `catalog` stage: `python -m pipelines.bench.scale_catalog read-catalog MANIFEST OUT CONFIG
     [--set K=V …] [beam options]`."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     from pipelines.common.catalog import ReadCatalog
     from pipelines.common.catalog_rows import ValidateCatalogRows
+    from pipelines.common.command_line import make_pipeline
     from pipelines.config import load_config
 
     manifest, out, config_path, *rest = argv
     overrides = [value for flag, value in zip(rest, rest[1:]) if flag == "--set"]
     beam_args = [arg for i, arg in enumerate(rest) if arg != "--set" and (i == 0 or rest[i - 1] != "--set")]
     config = load_config(config_path, overrides)
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
+    with make_pipeline(config, beam_args, save_main_session=False) as pipeline:  # the stages' own runner set-up
         rows, _ = pipeline | "ReadCatalog" >> ReadCatalog(manifest, config.catalog)
         titles, _ = rows | "ValidateCatalogRows" >> ValidateCatalogRows(config.preprocess.duplicate_title_policy)
         _ = (titles | "Count" >> beam.combiners.Count.Globally()
