@@ -194,7 +194,7 @@ def bench(n: int, points: list[Setting], queries: int = 1000, dim: int = 128, se
     _print(rows[-1])
     sample = min(all_titles, 1000)  # exact search is the slowest by far: a sample is enough to scale
     seconds = all_titles_seconds(exact, base, sample)
-    best.append({**rows[-1], "target": 1.0, "all_titles": sample, "all_titles_s": round(seconds * n / sample, 3)})
+    best.append({**rows[-1], "target": 1.0, "all_titles": sample, "all_titles_s": seconds * n / sample})
     del exact
     for point in points:
         if point.settings.backend == "scann" and (reason := si.unavailable_reason()):
@@ -227,7 +227,7 @@ def bench(n: int, points: list[Setting], queries: int = 1000, dim: int = 128, se
             index.set_nprobe(chosen["breadth"])
             seconds = all_titles_seconds(index, base, all_titles)
             best.append({**chosen, "target": target, "all_titles": all_titles,
-                         "all_titles_s": round(seconds * n / all_titles, 3)})
+                         "all_titles_s": seconds * n / all_titles})
             _print_best(best[-1])
         del index
     return rows, best

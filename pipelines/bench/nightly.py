@@ -43,8 +43,8 @@ def _timed(run: Callable[[], object]) -> tuple[float, object]:
 
 def _row(stage: str, titles: int, seconds: float, reference: str, reference_s: Optional[float]) -> dict:
     ratio = round(seconds / reference_s, 2) if reference_s else None
-    row = {"stage": stage, "titles": titles, "seconds": round(seconds, 3), "reference": reference,
-           "reference_s": None if reference_s is None else round(reference_s, 3), "ratio": ratio}
+    row = {"stage": stage, "titles": titles, "seconds": seconds, "reference": reference,
+           "reference_s": None if reference_s is None else reference_s, "ratio": ratio}
     print(f"  {stage:<34} {titles:>9,} titles {row['seconds']:>8.1f} s   {reference}: "
           f"{row['reference_s'] if reference_s is not None else '–'} s   ×{ratio}", flush=True)
     return row
