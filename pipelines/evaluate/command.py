@@ -308,6 +308,7 @@ def run(argv: list[str] | None = None) -> dict:
     storage.check_output_location(args.out, {"--embeddings": args.embeddings, "--catalog": args.catalog,
                                              "--model": args.model, "--history": args.history, "--index": args.index,
                                              "--training": args.training, "--previous": args.previous,
+                                             "--preprocess": args.preprocess,
                                              "catalog.poster_root": config.catalog.poster_root})
     staging = storage.staging_uri(args.out)
     try:

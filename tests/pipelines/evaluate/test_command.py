@@ -108,6 +108,15 @@ def test_an_out_that_holds_an_input_is_refused_before_any_work_and_the_input_kep
     assert sorted(p.name for p in (inputs["root"] / "embeddings").iterdir()) == before
 
 
+def test_an_out_inside_the_preprocess_input_is_refused(inputs, tmp_path, capsys):
+    preprocessed = tmp_path / "preprocessed"
+    preprocessed.mkdir()
+    argv = [*_argv(inputs, preprocessed / "evaluation"), "--preprocess", str(preprocessed)]
+    assert command.main(argv) == 1
+    assert "--preprocess" in capsys.readouterr().err
+    assert list(preprocessed.iterdir()) == []
+
+
 def test_the_eval_split_keeps_a_duplicate_poster_group_on_the_side_preprocess_put_it(tmp_path):
     """Two titles that split apart by title_id share a poster: with preprocess' groups both follow the group."""
     import pyarrow as pa
