@@ -109,12 +109,20 @@ def test_an_out_that_holds_an_input_is_refused_before_any_work_and_the_input_kep
 
 
 def test_an_out_inside_the_preprocess_input_is_refused(inputs, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.contracts import DUPLICATE_GROUPS_DIR, DUPLICATE_GROUPS_SCHEMA
+
     preprocessed = tmp_path / "preprocessed"
-    preprocessed.mkdir()
+    (preprocessed / DUPLICATE_GROUPS_DIR).mkdir(parents=True)  # a readable preprocess output: only --out is wrong
+    pq.write_table(pa.Table.from_pylist([], schema=DUPLICATE_GROUPS_SCHEMA),
+                   preprocessed / DUPLICATE_GROUPS_DIR / "part-00000.parquet")
     argv = [*_argv(inputs, preprocessed / "evaluation"), "--preprocess", str(preprocessed)]
     assert command.main(argv) == 1
-    assert "--preprocess" in capsys.readouterr().err
-    assert list(preprocessed.iterdir()) == []
+    error = capsys.readouterr().err
+    assert "--out" in error and "--preprocess" in error, error
+    assert sorted(p.name for p in preprocessed.iterdir()) == [DUPLICATE_GROUPS_DIR]
 
 
 def test_the_eval_split_keeps_a_duplicate_poster_group_on_the_side_preprocess_put_it(tmp_path):
