@@ -42,25 +42,32 @@ from pipelines.contracts import (
 
 
 class PosterServing(tf.Module):
-    """What the SavedModel holds: the embedding model behind a bytes-in serving function."""
+    """What the SavedModel holds: the embedding model's variables behind a bytes-in serving function (and, with
+    `pixel_signature`, a pixels-in one).
 
-    def __init__(self, embedder: keras.Model, input_size: int):
+    The module tracks the model's variables, not the Keras model: as a tracked child, `tf.saved_model.save` would
+    trace Keras' `_default_save_signature` of the model and of every nested functional model (whole-model traces
+    that nothing serves) and walk every layer's attributes; the functions close over the model instead.
+    """
+
+    def __init__(self, embedder: keras.Model, input_size: int, pixel_signature: bool = True):
         super().__init__()
-        self.embedder = embedder
         self.input_size = input_size
-        self.embed_pixels = tf.function(
-            self._embed_pixels,
-            input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.uint8, name=PIXELS_INPUT)])
+        self.model_variables = list(embedder.variables)
 
-    def _embed_pixels(self, pixels):
-        return {SERVING_OUTPUT: self.embedder(pixels, training=False)}
+        def embed_pixels(pixels):
+            return {SERVING_OUTPUT: embedder(pixels, training=False)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
-    def serve(self, image_bytes):
-        size = self.input_size
-        pixels = tf.map_fn(lambda data: poster_pixels(data, size), image_bytes,
-                           fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
-        return {SERVING_OUTPUT: self.embedder(pixels, training=False)}
+        def serve(image_bytes):
+            pixels = tf.map_fn(lambda data: poster_pixels(data, input_size), image_bytes,
+                               fn_output_signature=tf.TensorSpec([input_size, input_size, 3], tf.uint8))
+            return embed_pixels(pixels)
+
+        self.serve = tf.function(serve, input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+        if pixel_signature:
+            self.embed_pixels = tf.function(
+                embed_pixels,
+                input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.uint8, name=PIXELS_INPUT)])
 
 
 def model_version(embedder: keras.Model, backbone: str, input_size: int) -> str:
@@ -77,7 +84,7 @@ def export_model(embedder: keras.Model, out_uri: str, backbone: str, input_size:
     `pixel_signature` adds `PIXELS_SIGNATURE` (decoded pixels in: what the embed pipeline feeds), at the cost of a
     second trace of the graph; without it (an export for bytes-in callers only) embed lets the serving graph decode.
     """
-    module = PosterServing(embedder, input_size)
+    module = PosterServing(embedder, input_size, pixel_signature)
     signatures = {SERVING_SIGNATURE: module.serve}
     if pixel_signature:
         signatures[PIXELS_SIGNATURE] = module.embed_pixels
