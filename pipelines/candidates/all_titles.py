@@ -1,6 +1,7 @@
 """Item→item for every title in one pass over the inverted lists: faiss' `big_batch_search`, split across Beam.
 
-    (shard, lists) sources ──▶ RouteSources ──▶ GroupByKey(list group) ──▶ ScanListGroup ─┐
+    index quantiser ──▶ GroupListsByProximity ─────────────── (each list's group: a side input of nlist ints) ──┐
+    (shard, group) sources ──▶ RouteSources ──▶ GroupByKey(list group) ──▶ ScanListGroup ─┐               ◀──┘
             └──────────── (source, title ids) ───────────────────────────────────────────┴─▶ CoGroupByKey(source)
                                                                                                   └─▶ MergeBatch
 
@@ -9,14 +10,19 @@ Searching every title one query at a time reads each inverted list once per quer
 `nprobe` lists with the shared coarse quantiser, then reads each list once and scores every query that probes
 it against the list's vectors. Here the same algorithm is split over Beam elements so that no process holds all
 queries. A title's query is its own vector, which an IVF-Flat index holds exactly (the embedding it was built
-from), so the titles are read from the index itself: a *source* (a shard's range of consecutive lists) is
-assigned to its lists (`route_source`) and sent, per *group* of consecutive lists, through a `GroupByKey` —
-as list positions (about 20 bytes a probe), not vectors; one element of that shuffle is a list group with the
-queries that probe it (about `candidates.all_titles_queries_per_group`, whatever the catalog's size). The group
-reads its queries' vectors and its lists from the machine's memory-mapped index and scores them list by list
-with faiss' own `BlockComputer` and `ResultHeap` (`scan_list_group`); each query's partial top-k goes back to
-its source, where the partials are merged and the title itself is left out (`merge_batch`). The lists a query
-probes and the scores computed there are those of the plain IVF search, so the top-k is the same (ties aside).
+from), so the titles are read from the index itself. The lists are first put in *groups* of at most
+`lists_per_group` lists whose centroids lie close together (`group_lists_by_proximity`: a k-means of the
+quantiser's centroids, computed once per run); since a title's `nprobe` lists are the ones nearest to it, most
+of them fall in its own list's group (grouped by list number they fell in about `nprobe` different groups). A
+*source* (a shard's lists of one group) is assigned to its lists (`route_source`) and sent, per group its titles
+probe, through a `GroupByKey` — as list positions (about 20 bytes a probe), not vectors; one element of that
+shuffle is a list group with the queries that probe it (about `candidates.all_titles_queries_per_group`,
+whatever the catalog's size). The group reads its queries' vectors and its lists from the machine's
+memory-mapped index and scores them list by list with faiss' own `BlockComputer` and `ResultHeap`
+(`scan_list_group`); each query's partial top-k goes back to its source, where the partials are merged and the
+title itself is left out (`merge_batch`). Both shuffles carry one row per (title, group it probes): the
+`title_group_probes` counter. The lists a query probes and the scores computed there are those of the plain IVF
+search, so the top-k is the same (ties aside), however the lists are grouped.
 
 It applies to IVF-Flat indexes held by faiss that hold as many titles as the embeddings (`list_scan_applies`);
 any other index (compressed codes, a transform in front, another backend) is searched query by query as before.
@@ -88,9 +94,62 @@ def lists_per_group(nlist: int, rows: int, nprobe: int, queries_per_group: int) 
     return max(1, min(nlist, math.floor(queries_per_group / probes_per_list)))
 
 
+def group_count(nlist: int, group_size: int) -> int:
+    """How many list groups of at most `group_size` lists the `nlist` lists fall in."""
+    return -(-nlist // group_size)
+
+
 def list_sources(num_shards: int, nlist: int, group_size: int) -> list[tuple[int, int]]:
-    """(shard, first list) of every source: a shard's `group_size` consecutive lists."""
-    return [(shard, first) for shard in range(num_shards) for first in range(0, nlist, group_size)]
+    """(shard, group) of every source: a shard's lists of one group."""
+    return [(shard, group) for shard in range(num_shards) for group in range(group_count(nlist, group_size))]
+
+
+def group_lists_by_proximity(centroids: np.ndarray, group_size: int, seed: int = 1234) -> np.ndarray:
+    """The group (int32 [nlist]) of each inverted list: groups of at most `group_size` lists whose coarse
+    centroids lie close together, so that most of the `nprobe` lists a title probes (the ones nearest to it, hence
+    to each other) fall in its own list's group. Consecutive list numbers are unrelated in space: grouped by
+    number, a title's lists fall in about `nprobe` different groups, and each of those is a routed element and a
+    partial top-k in the shuffles. A k-means of the centroids (`faiss.Kmeans`) into ⌈nlist / group_size⌉ groups,
+    then each list to its nearest group with room left, the closest (list, group) pairs first. Computed from the
+    quantiser alone, once per run; every step reads the same copy (a side input of nlist ints)."""
+    nlist, dim = centroids.shape
+    groups = group_count(nlist, group_size)
+    if groups == 1:
+        return np.zeros(nlist, np.int32)
+    if group_size == 1:
+        return np.arange(nlist, dtype=np.int32)
+    centroids = np.ascontiguousarray(centroids, np.float32)
+    kmeans = faiss.Kmeans(dim, groups, niter=20, seed=seed, spherical=True, min_points_per_centroid=1,
+                          max_points_per_centroid=group_size * 4)
+    kmeans.train(centroids)
+    # nearest groups first: a list whose few nearest are full takes the nearest with room (searched again)
+    scores, nearest = faiss.knn(centroids, kmeans.centroids, min(groups, 16), faiss.METRIC_INNER_PRODUCT)
+    room = np.full(groups, group_size)
+    group_of = np.full(nlist, -1, np.int32)
+    order = np.argsort(-scores, axis=None, kind="stable")
+    for row, rank in zip(*np.unravel_index(order, scores.shape)):
+        group = nearest[row, rank]
+        if group_of[row] < 0 and room[group] > 0:
+            group_of[row], room[group] = group, room[group] - 1
+    for row in np.flatnonzero(group_of < 0):
+        free = np.flatnonzero(room > 0)
+        group = free[np.argmax(kmeans.centroids[free] @ centroids[row])]
+        group_of[row], room[group] = group, room[group] - 1
+    return group_of
+
+
+def groups_probed(group_of: np.ndarray, lists: np.ndarray) -> np.ndarray:
+    """How many groups each query probes, given the lists (int [m, nprobe], -1: none) it probes."""
+    groups = np.where(lists >= 0, group_of[np.maximum(lists, 0)], -1)
+    groups.sort(axis=1)
+    distinct = (groups >= 0) & np.concatenate([np.ones((len(groups), 1), bool), groups[:, 1:] != groups[:, :-1]],
+                                              axis=1)
+    return distinct.sum(axis=1)
+
+
+def coarse_centroids(ivf) -> np.ndarray:
+    """The coarse quantiser's centroids, float32 [nlist, d] (a flat or HNSW quantiser stores them exactly)."""
+    return faiss.downcast_index(ivf.quantizer).reconstruct_n(0, ivf.nlist)
 
 
 def _list_vectors(ivf, list_no: int) -> np.ndarray:
@@ -102,12 +161,17 @@ def _list_vectors(ivf, list_no: int) -> np.ndarray:
     return codes.view(np.float32).reshape(size, ivf.d)
 
 
-def route_source(ivf, shard: int, first: int, group_size: int, nprobe: int,
+def lists_of_group(group_of: np.ndarray, group: int) -> list[int]:
+    return [int(list_no) for list_no in np.flatnonzero(group_of == group)]
+
+
+def route_source(ivf, shard: int, group: int, group_of: np.ndarray, nprobe: int,
                  quantizer) -> tuple[str, np.ndarray, list[tuple[int, RoutedQueries]]]:
     """(the source's key, its titles' ids, (group, its `RoutedQueries`) for every group they probe): the vectors
-    of a shard's lists `first…first+group_size`, assigned to their `nprobe` lists by the shared quantiser."""
-    key = f"{shard}:{first}"
-    lists_in = range(first, min(first + group_size, ivf.nlist))
+    of a shard's lists in `group` (`group_of`: each list's group), assigned to their `nprobe` lists by the shared
+    quantiser."""
+    key = f"{shard}:{group}"
+    lists_in = lists_of_group(group_of, group)
     ids = [get_invlist_ids(ivf, list_no) for list_no in lists_in]
     sizes = [len(chunk) for chunk in ids]
     if not sum(sizes):
@@ -117,13 +181,13 @@ def route_source(ivf, shard: int, first: int, group_size: int, nprobe: int,
     offsets = np.concatenate([np.arange(size, dtype=np.int32) for size in sizes])
     _, lists = quantizer.search(vectors, nprobe)
     lists = lists.astype(np.int32)
-    groups = np.where(lists >= 0, lists // group_size, -1)
+    groups = np.where(lists >= 0, group_of[np.maximum(lists, 0)], -1)
     routed = []
-    for group in np.unique(groups[groups >= 0]):
-        inside = groups == group
+    for probed in np.unique(groups[groups >= 0]):
+        inside = groups == probed
         rows = np.flatnonzero(inside.any(axis=1)).astype(np.int32)
-        routed.append((int(group), RoutedQueries(key, rows, shard, source_lists[rows], offsets[rows],
-                                                 np.where(inside[rows], lists[rows], -1))))
+        routed.append((int(probed), RoutedQueries(key, rows, shard, source_lists[rows], offsets[rows],
+                                                  np.where(inside[rows], lists[rows], -1))))
     return key, np.concatenate(ids), routed
 
 
@@ -144,7 +208,7 @@ def query_vectors(ivfs: list, routed: list[RoutedQueries]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def scan_list_group(ivfs: list, computer: BlockComputer, group: int, group_size: int,
+def scan_list_group(ivfs: list, computer: BlockComputer, group: int, group_of: np.ndarray,
                     routed: Iterable[RoutedQueries], depth: int) -> Iterator[tuple[str, Partial]]:
     """(batch, partial top-`depth`) for every batch with queries probing lists of `group`: each list of the group,
     in every shard, is read once and scored against all the queries that probe it."""
@@ -152,8 +216,7 @@ def scan_list_group(ivfs: list, computer: BlockComputer, group: int, group_size:
     vectors = query_vectors(ivfs, routed)
     lists = np.concatenate([r.lists for r in routed])
     heap = faiss.ResultHeap(len(vectors), depth, keep_max=True)
-    first = group * group_size
-    for list_no in range(first, min(first + group_size, ivfs[0].nlist)):
+    for list_no in lists_of_group(group_of, group):
         queries = np.flatnonzero((lists == list_no).any(axis=1))
         if not len(queries):
             continue
@@ -217,37 +280,45 @@ class _IndexedDoFn(beam.DoFn):
         return [faiss.downcast_index(ivf_of(shard)) for shard in self._index.shards]
 
 
-class RouteSources(_IndexedDoFn):
-    """(shard, first list) → (list group, `RoutedQueries`) for each group the source's titles probe, and the
-    source's title ids on the `titles` output."""
+class GroupLists(_IndexedDoFn):
+    """(anything) → each list's group (`group_lists_by_proximity`), from the index's shared coarse quantiser."""
 
     def __init__(self, index_handle, index_uri, model_version, faiss_threads, group_size: int):
         super().__init__(index_handle, index_uri, model_version, faiss_threads)
         self._group_size = group_size
 
-    def process(self, source):
-        shard, first = source
+    def process(self, _):
+        yield group_lists_by_proximity(coarse_centroids(self._ivfs()[0]), self._group_size)
+
+
+class RouteSources(_IndexedDoFn):
+    """(shard, group) → (list group, `RoutedQueries`) for each group the source's titles probe, and the source's
+    title ids on the `titles` output."""
+
+    def process(self, source, group_of):
+        shard, group = source
         ivfs = self._ivfs()
-        key, ids, routed = route_source(ivfs[shard], shard, first, self._group_size, ivfs[0].nprobe,
-                                        ivfs[0].quantizer)
+        key, ids, routed = route_source(ivfs[shard], shard, group, group_of, ivfs[0].nprobe, ivfs[0].quantizer)
         if len(ids):
             yield beam.pvalue.TaggedOutput("titles", (key, ids))
+        # (title, group) pairs: each is a routed row and a partial top-k row in the shuffles
+        Metrics.counter(METRICS_NAMESPACE, "title_group_probes").inc(sum(len(r.positions) for _, r in routed))
         yield from routed
 
 
 class ScanListGroup(_IndexedDoFn):
     """(list group, its `RoutedQueries`) → (batch, `Partial`) for every batch with queries in the group."""
 
-    def __init__(self, index_handle, index_uri, model_version, faiss_threads, group_size: int, depth: int):
+    def __init__(self, index_handle, index_uri, model_version, faiss_threads, depth: int):
         super().__init__(index_handle, index_uri, model_version, faiss_threads)
-        self._group_size, self._depth = group_size, depth
+        self._depth = depth
 
-    def process(self, grouped):
+    def process(self, grouped, group_of):
         group, routed = grouped
         ivfs = self._ivfs()
         computer = list_scan_computer(ivfs[0])
         assert computer is not None, "the plan chose the list scan for an index it does not apply to"
-        yield from scan_list_group(ivfs, computer, group, self._group_size, routed, self._depth)
+        yield from scan_list_group(ivfs, computer, group, group_of, routed, self._depth)
 
 
 class MergeBatch(_IndexedDoFn):
@@ -276,14 +347,18 @@ class AllTitlesNeighbours(beam.PTransform):
         plan, handle = self._plan, self._index_handle
         opened = (handle, plan.index_uri, plan.model_version, plan.faiss_threads)
         sources = list_sources(plan.index_shards, plan.index_nlist, plan.lists_per_group)
+        group_of = beam.pvalue.AsSingleton(
+            pbegin
+            | "OneIndex" >> beam.Create([plan.index_uri])
+            | "GroupListsByProximity" >> beam.ParDo(GroupLists(*opened, plan.lists_per_group)))
         routed = (pbegin
                   | "ListSources" >> beam.Create(sources)
                   | "SpreadSources" >> beam.Reshuffle()
-                  | "RouteSources" >> beam.ParDo(RouteSources(*opened, plan.lists_per_group))
+                  | "RouteSources" >> beam.ParDo(RouteSources(*opened), group_of)
                   .with_outputs("titles", main="routed"))
         partials = (routed.routed
                     | "GroupByListGroup" >> beam.GroupByKey()
-                    | "ScanListGroup" >> beam.ParDo(ScanListGroup(*opened, plan.lists_per_group, plan.k + 1)))
+                    | "ScanListGroup" >> beam.ParDo(ScanListGroup(*opened, plan.k + 1), group_of))
         return ({"titles": routed.titles, "partials": partials}
                 | "JoinPartialsByBatch" >> beam.CoGroupByKey()
                 | "MergeBatch" >> beam.ParDo(MergeBatch(*opened, plan.k)))
