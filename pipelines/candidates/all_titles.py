@@ -1,9 +1,9 @@
 """Item→item for every title in one pass over the inverted lists: faiss' `big_batch_search`, split across Beam.
 
-    index quantiser ──▶ GroupListsByProximity ─────────────── (each list's group: a side input of nlist ints) ──┐
-    (shard, group) sources ──▶ RouteSources ──▶ GroupByKey(list group) ──▶ ScanListGroup ─┐               ◀──┘
-            └──────────── (source, title ids) ───────────────────────────────────────────┴─▶ CoGroupByKey(source)
-                                                                                                  └─▶ MergeBatch
+    index quantiser ──▶ GroupListsByProximity ──▶ each list's group (a side input of nlist ints, read by every step)
+    (shard, group) sources ──▶ RouteSources ──▶ GroupByKey(probed group) ──▶ ScanListGroup ──┐ partials of titles
+    list groups ──────────────────────────────────────────────────────────▶ CoGroupByKey(home group) ◀──┘ from other
+                                                                                   └─▶ ScanHomeGroup        groups
 
 Searching every title one query at a time reads each inverted list once per query that probes it. faiss'
 `big_batch_search` (`faiss.contrib.big_batch_search`) turns that around: it assigns all queries to their
@@ -14,15 +14,17 @@ from), so the titles are read from the index itself. The lists are first put in 
 `lists_per_group` lists whose centroids lie close together (`group_lists_by_proximity`: a k-means of the
 quantiser's centroids, computed once per run); since a title's `nprobe` lists are the ones nearest to it, most
 of them fall in its own list's group (grouped by list number they fell in about `nprobe` different groups). A
-*source* (a shard's lists of one group) is assigned to its lists (`route_source`) and sent, per group its titles
-probe, through a `GroupByKey` — as list positions (about 20 bytes a probe), not vectors; one element of that
-shuffle is a list group with the queries that probe it (about `candidates.all_titles_queries_per_group`,
-whatever the catalog's size). The group reads its queries' vectors and its lists from the machine's
-memory-mapped index and scores them list by list with faiss' own `BlockComputer` and `ResultHeap`
-(`scan_list_group`); each query's partial top-k goes back to its source, where the partials are merged and the
-title itself is left out (`merge_batch`). Both shuffles carry one row per (title, group it probes): the
-`title_group_probes` counter. The lists a query probes and the scores computed there are those of the plain IVF
-search, so the top-k is the same (ties aside), however the lists are grouped.
+*source* (a shard's lists of one group) is assigned to its lists (`route_source`) and sent, per *other* group its
+titles probe, through a `GroupByKey` — as list positions (about 20 bytes a probe), not vectors; one element of
+that shuffle is a list group with the queries that probe it (at most about
+`candidates.all_titles_queries_per_group`, whatever the catalog's size). The group reads its queries' vectors
+and its lists from the machine's memory-mapped index and scores them list by list with faiss' own
+`BlockComputer` and `ResultHeap` (`scan_list_group`); each query's partial top-k goes to its *home* group (the
+group of its own list). There (`ScanHomeGroup`) the group's titles, in every shard, are routed again and scored
+against their own group's lists, which needs no shuffle, and merged with the partials from the other groups; the
+title itself is left out (`merge_batch`). So both shuffles carry one row per (title, other group it probes): the
+`shuffled_group_probes` counter, in the run's summary. The lists a query probes and the scores computed there are
+those of the plain IVF search, so the top-k is the same (ties aside), however the lists are grouped.
 
 It applies to IVF-Flat indexes held by faiss that hold as many titles as the embeddings (`list_scan_applies`);
 any other index (compressed codes, a transform in front, another backend) is searched query by query as before.
@@ -47,7 +49,7 @@ class RoutedQueries(NamedTuple):
     """The titles of one source (a shard's range of lists) whose queries probe lists of one group: where their
     vectors sit in the index, not the vectors (so the shuffle carries ~20 bytes a probe, not the embedding)."""
 
-    batch: str  # the source's key
+    batch: tuple[int, int]  # the source's key: (shard, group)
     positions: np.ndarray  # int32 [m]: rows in the source
     shard: int  # the shard the source's vectors are in
     source_lists: np.ndarray  # int32 [m]: the list each vector sits in
@@ -166,11 +168,11 @@ def lists_of_group(group_of: np.ndarray, group: int) -> list[int]:
 
 
 def route_source(ivf, shard: int, group: int, group_of: np.ndarray, nprobe: int,
-                 quantizer) -> tuple[str, np.ndarray, list[tuple[int, RoutedQueries]]]:
+                 quantizer) -> tuple[tuple[int, int], np.ndarray, list[tuple[int, RoutedQueries]]]:
     """(the source's key, its titles' ids, (group, its `RoutedQueries`) for every group they probe): the vectors
     of a shard's lists in `group` (`group_of`: each list's group), assigned to their `nprobe` lists by the shared
     quantiser."""
-    key = f"{shard}:{group}"
+    key = (shard, group)
     lists_in = lists_of_group(group_of, group)
     ids = [get_invlist_ids(ivf, list_no) for list_no in lists_in]
     sizes = [len(chunk) for chunk in ids]
@@ -209,7 +211,7 @@ def query_vectors(ivfs: list, routed: list[RoutedQueries]) -> np.ndarray:
 
 
 def scan_list_group(ivfs: list, computer: BlockComputer, group: int, group_of: np.ndarray,
-                    routed: Iterable[RoutedQueries], depth: int) -> Iterator[tuple[str, Partial]]:
+                    routed: Iterable[RoutedQueries], depth: int) -> Iterator[tuple[tuple[int, int], Partial]]:
     """(batch, partial top-`depth`) for every batch with queries probing lists of `group`: each list of the group,
     in every shard, is read once and scored against all the queries that probe it."""
     routed = list(routed)  # one group's queries: bounded by `queries_per_group`, not by the catalog
@@ -292,22 +294,22 @@ class GroupLists(_IndexedDoFn):
 
 
 class RouteSources(_IndexedDoFn):
-    """(shard, group) → (list group, `RoutedQueries`) for each group the source's titles probe, and the source's
-    title ids on the `titles` output."""
+    """(shard, group) → (list group, `RoutedQueries`) for each *other* group the source's titles probe: the probes
+    of their own group are scored where the source is merged (`ScanHomeGroup`), without a shuffle."""
 
     def process(self, source, group_of):
         shard, group = source
         ivfs = self._ivfs()
-        key, ids, routed = route_source(ivfs[shard], shard, group, group_of, ivfs[0].nprobe, ivfs[0].quantizer)
-        if len(ids):
-            yield beam.pvalue.TaggedOutput("titles", (key, ids))
-        # (title, group) pairs: each is a routed row and a partial top-k row in the shuffles
-        Metrics.counter(METRICS_NAMESPACE, "title_group_probes").inc(sum(len(r.positions) for _, r in routed))
-        yield from routed
+        _, _, routed = route_source(ivfs[shard], shard, group, group_of, ivfs[0].nprobe, ivfs[0].quantizer)
+        foreign = [(probed, queries) for probed, queries in routed if probed != group]
+        # (title, other group) pairs: each is a routed row and a partial top-k row in the shuffles
+        Metrics.counter(METRICS_NAMESPACE, "shuffled_group_probes").inc(sum(len(r.positions) for _, r in foreign))
+        yield from foreign
 
 
 class ScanListGroup(_IndexedDoFn):
-    """(list group, its `RoutedQueries`) → (batch, `Partial`) for every batch with queries in the group."""
+    """(list group, its `RoutedQueries`) → (the queries' home group, (shard, `Partial`)) for every source with
+    queries in the group."""
 
     def __init__(self, index_handle, index_uri, model_version, faiss_threads, depth: int):
         super().__init__(index_handle, index_uri, model_version, faiss_threads)
@@ -318,22 +320,35 @@ class ScanListGroup(_IndexedDoFn):
         ivfs = self._ivfs()
         computer = list_scan_computer(ivfs[0])
         assert computer is not None, "the plan chose the list scan for an index it does not apply to"
-        yield from scan_list_group(ivfs, computer, group, group_of, routed, self._depth)
+        for (shard, home), partial in scan_list_group(ivfs, computer, group, group_of, routed, self._depth):
+            yield home, (shard, partial)
 
 
-class MergeBatch(_IndexedDoFn):
-    """(batch, {titles, partials}) → (title_id, top-k neighbours) for every title of the batch."""
+class ScanHomeGroup(_IndexedDoFn):
+    """(group, {the partials its titles got from other groups}) → (title_id, top-k neighbours) for every title whose
+    list is in the group, in every shard: its own group's lists are scored here and merged with those partials."""
 
     def __init__(self, index_handle, index_uri, model_version, faiss_threads, k: int):
         super().__init__(index_handle, index_uri, model_version, faiss_threads)
         self._k = k
 
-    def process(self, joined):
-        _, grouped = joined
-        (own_ids,) = grouped["titles"]
-        scores, ids = merge_batch(len(own_ids), grouped["partials"], self._k + 1)
-        Metrics.counter(METRICS_NAMESPACE, "title_sources").inc()
-        yield from batch_neighbours(self._index, own_ids, scores, ids, self._k)
+    def process(self, joined, group_of):
+        group, grouped = joined
+        ivfs = self._ivfs()
+        computer = list_scan_computer(ivfs[0])
+        assert computer is not None, "the plan chose the list scan for an index it does not apply to"
+        foreign = list(grouped["partials"])  # this group's titles' partials: bounded by the group, not the catalog
+        for shard, ivf in enumerate(ivfs):
+            _, own_ids, routed = route_source(ivf, shard, group, group_of, ivfs[0].nprobe, ivfs[0].quantizer)
+            if not len(own_ids):
+                continue
+            home = [queries for probed, queries in routed if probed == group]
+            partials = [partial for source_shard, partial in foreign if source_shard == shard]
+            partials += [partial for _, partial in scan_list_group(ivfs, computer, group, group_of, home,
+                                                                      self._k + 1)] if home else []
+            scores, ids = merge_batch(len(own_ids), partials, self._k + 1)
+            Metrics.counter(METRICS_NAMESPACE, "title_sources").inc()
+            yield from batch_neighbours(self._index, own_ids, scores, ids, self._k)
 
 
 class AllTitlesNeighbours(beam.PTransform):
@@ -346,19 +361,21 @@ class AllTitlesNeighbours(beam.PTransform):
     def expand(self, pbegin):
         plan, handle = self._plan, self._index_handle
         opened = (handle, plan.index_uri, plan.model_version, plan.faiss_threads)
-        sources = list_sources(plan.index_shards, plan.index_nlist, plan.lists_per_group)
+        groups = group_count(plan.index_nlist, plan.lists_per_group)
         group_of = beam.pvalue.AsSingleton(
             pbegin
             | "OneIndex" >> beam.Create([plan.index_uri])
             | "GroupListsByProximity" >> beam.ParDo(GroupLists(*opened, plan.lists_per_group)))
-        routed = (pbegin
-                  | "ListSources" >> beam.Create(sources)
-                  | "SpreadSources" >> beam.Reshuffle()
-                  | "RouteSources" >> beam.ParDo(RouteSources(*opened), group_of)
-                  .with_outputs("titles", main="routed"))
-        partials = (routed.routed
+        partials = (pbegin
+                    | "ListSources" >> beam.Create(list_sources(plan.index_shards, plan.index_nlist,
+                                                                plan.lists_per_group))
+                    | "SpreadSources" >> beam.Reshuffle()
+                    | "RouteSources" >> beam.ParDo(RouteSources(*opened), group_of)
                     | "GroupByListGroup" >> beam.GroupByKey()
                     | "ScanListGroup" >> beam.ParDo(ScanListGroup(*opened, plan.k + 1), group_of))
-        return ({"titles": routed.titles, "partials": partials}
-                | "JoinPartialsByBatch" >> beam.CoGroupByKey()
-                | "MergeBatch" >> beam.ParDo(MergeBatch(*opened, plan.k)))
+        homes = (pbegin
+                 | "ListGroups" >> beam.Create([(group, None) for group in range(groups)])
+                 | "SpreadGroups" >> beam.Reshuffle())
+        return ({"groups": homes, "partials": partials}
+                | "JoinPartialsByHomeGroup" >> beam.CoGroupByKey()
+                | "ScanHomeGroup" >> beam.ParDo(ScanHomeGroup(*opened, plan.k), group_of))

@@ -180,12 +180,14 @@ def test_groups_of_uneven_and_trivial_sizes_hold_every_list(coarse_lists):
     assert all_titles.groups_probed(np.array([0, 0, 1]), np.array([[0, 1, -1], [2, -1, -1]])).tolist() == [1, 1]
 
 
-def test_the_list_scan_shuffles_one_row_per_title_and_group_it_probes(ivf_catalog):
-    """The summary's `title_group_probes` (rows of the routed and the partials shuffle) is below what grouping by
-    list number gives on this index, and at least one a title."""
+def test_the_list_scan_shuffles_one_row_per_title_and_other_group_it_probes(ivf_catalog):
+    """The summary's `shuffled_group_probes` (rows of the routed and the partials shuffle: a title's probes of its
+    own list's group are scored without one) is well below what grouping by list number and shuffling every
+    probe, as the list scan did, gives on this index."""
     summary = json.loads((ivf_catalog["root"] / "list-scan" / CANDIDATES_SUMMARY_FILE).read_text())
     index = load_index(str(ivf_catalog["root"] / "index"))
     ivf = faiss.downcast_index(ivf_of(index.shards[0]))
     _, lists = ivf.quantizer.search(VECTORS, NPROBE)
     by_number = int(all_titles.groups_probed(np.arange(ivf.nlist) // 3, lists).sum())
-    assert len(TITLES) <= summary["title_group_probes"] < by_number, (summary["title_group_probes"], by_number)
+    # 1,623 against 3,822 here; grouped by proximity but every probe shuffled: about 1.5 a title
+    assert 0 < summary["shuffled_group_probes"] < by_number / 2, (summary["shuffled_group_probes"], by_number)
