@@ -189,5 +189,5 @@ def test_the_list_scan_shuffles_one_row_per_title_and_other_group_it_probes(ivf_
     ivf = faiss.downcast_index(ivf_of(index.shards[0]))
     _, lists = ivf.quantizer.search(VECTORS, NPROBE)
     by_number = int(all_titles.groups_probed(np.arange(ivf.nlist) // 3, lists).sum())
-    # 1,623 against 3,822 here; grouped by proximity but every probe shuffled: about 1.5 a title
+    # 1,623 against 3,822 when it ran here
     assert 0 < summary["shuffled_group_probes"] < by_number / 2, (summary["shuffled_group_probes"], by_number)
