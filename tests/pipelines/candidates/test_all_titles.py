@@ -114,6 +114,11 @@ def test_no_embedding_is_shuffled_when_the_index_holds_the_vectors(ivf_catalog, 
     assert not [label for label in labels if "JoinWatchesWithEmbeddings" in label or "ReadEmbeddings" in label]
     assert any(label.endswith("UserQueries/GroupWatchesByUser") for label in labels)
     assert any(label.endswith("SimilarTitles/GroupByListGroup") for label in labels)
+    # the partials are joined by home group, where the own group is scored; no per-source join of every title's
+    # ids with all its partials, and the lists are grouped by proximity (a side input of nlist ints)
+    assert any(label.endswith("SimilarTitles/JoinPartialsByHomeGroup") for label in labels)
+    assert any(label.endswith("SimilarTitles/GroupListsByProximity") for label in labels)
+    assert not [label for label in labels if "JoinPartialsByBatch" in label or "MergeBatch" in label]
 
 
 _BUILT = []  # the factories' objects, kept alive while their downcast views are used
