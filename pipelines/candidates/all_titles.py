@@ -1,22 +1,30 @@
 """Item→item for every title in one pass over the inverted lists: faiss' `big_batch_search`, split across Beam.
 
-    (shard, lists) sources ──▶ RouteSources ──▶ GroupByKey(list group) ──▶ ScanListGroup ─┐
-            └──────────── (source, title ids) ───────────────────────────────────────────┴─▶ CoGroupByKey(source)
-                                                                                                  └─▶ MergeBatch
+    index quantiser ──▶ GroupListsByProximity ──▶ each list's group (a side input of nlist ints, read by every step)
+    (shard, group) sources ──▶ RouteSources ──▶ GroupByKey(probed group) ──▶ ScanListGroup ──┐ partials of titles
+    list groups ──────────────────────────────────────────────────────────▶ CoGroupByKey(home group) ◀──┘ from other
+                                                                                   └─▶ ScanHomeGroup        groups
 
 Searching every title one query at a time reads each inverted list once per query that probes it. faiss'
 `big_batch_search` (`faiss.contrib.big_batch_search`) turns that around: it assigns all queries to their
 `nprobe` lists with the shared coarse quantiser, then reads each list once and scores every query that probes
 it against the list's vectors. Here the same algorithm is split over Beam elements so that no process holds all
 queries. A title's query is its own vector, which an IVF-Flat index holds exactly (the embedding it was built
-from), so the titles are read from the index itself: a *source* (a shard's range of consecutive lists) is
-assigned to its lists (`route_source`) and sent, per *group* of consecutive lists, through a `GroupByKey` —
-as list positions (about 20 bytes a probe), not vectors; one element of that shuffle is a list group with the
-queries that probe it (about `candidates.all_titles_queries_per_group`, whatever the catalog's size). The group
-reads its queries' vectors and its lists from the machine's memory-mapped index and scores them list by list
-with faiss' own `BlockComputer` and `ResultHeap` (`scan_list_group`); each query's partial top-k goes back to
-its source, where the partials are merged and the title itself is left out (`merge_batch`). The lists a query
-probes and the scores computed there are those of the plain IVF search, so the top-k is the same (ties aside).
+from), so the titles are read from the index itself. The lists are first put in *groups* of at most
+`lists_per_group` lists whose centroids lie close together (`group_lists_by_proximity`: a k-means of the
+quantiser's centroids, computed once per run); since a title's `nprobe` lists are the ones nearest to it, most
+of them fall in its own list's group (grouped by list number they fell in about `nprobe` different groups). A
+*source* (a shard's lists of one group) is assigned to its lists (`route_source`) and sent, per *other* group its
+titles probe, through a `GroupByKey` — as list positions (about 20 bytes a probe), not vectors; one element of
+that shuffle is a list group with the queries that probe it (at most about
+`candidates.all_titles_queries_per_group`, whatever the catalog's size). The group reads its queries' vectors
+and its lists from the machine's memory-mapped index and scores them list by list with faiss' own
+`BlockComputer` and `ResultHeap` (`scan_list_group`); each query's partial top-k goes to its *home* group (the
+group of its own list). There (`ScanHomeGroup`) the group's titles, in every shard, are routed again and scored
+against their own group's lists, which needs no shuffle, and merged with the partials from the other groups; the
+title itself is left out (`merge_batch`). So both shuffles carry one row per (title, other group it probes): the
+`shuffled_group_probes` counter, in the run's summary. The lists a query probes and the scores computed there are
+those of the plain IVF search, so the top-k is the same (ties aside), however the lists are grouped.
 
 It applies to IVF-Flat indexes held by faiss that hold as many titles as the embeddings (`list_scan_applies`);
 any other index (compressed codes, a transform in front, another backend) is searched query by query as before.
@@ -41,7 +49,7 @@ class RoutedQueries(NamedTuple):
     """The titles of one source (a shard's range of lists) whose queries probe lists of one group: where their
     vectors sit in the index, not the vectors (so the shuffle carries ~20 bytes a probe, not the embedding)."""
 
-    batch: str  # the source's key
+    batch: tuple[int, int]  # the source's key: (shard, group)
     positions: np.ndarray  # int32 [m]: rows in the source
     shard: int  # the shard the source's vectors are in
     source_lists: np.ndarray  # int32 [m]: the list each vector sits in
@@ -88,9 +96,62 @@ def lists_per_group(nlist: int, rows: int, nprobe: int, queries_per_group: int) 
     return max(1, min(nlist, math.floor(queries_per_group / probes_per_list)))
 
 
+def group_count(nlist: int, group_size: int) -> int:
+    """How many list groups of at most `group_size` lists the `nlist` lists fall in."""
+    return -(-nlist // group_size)
+
+
 def list_sources(num_shards: int, nlist: int, group_size: int) -> list[tuple[int, int]]:
-    """(shard, first list) of every source: a shard's `group_size` consecutive lists."""
-    return [(shard, first) for shard in range(num_shards) for first in range(0, nlist, group_size)]
+    """(shard, group) of every source: a shard's lists of one group."""
+    return [(shard, group) for shard in range(num_shards) for group in range(group_count(nlist, group_size))]
+
+
+def group_lists_by_proximity(centroids: np.ndarray, group_size: int, seed: int = 1234) -> np.ndarray:
+    """The group (int32 [nlist]) of each inverted list: groups of at most `group_size` lists whose coarse
+    centroids lie close together, so that most of the `nprobe` lists a title probes (the ones nearest to it, hence
+    to each other) fall in its own list's group. Consecutive list numbers are unrelated in space: grouped by
+    number, a title's lists fall in about `nprobe` different groups, and each of those is a routed element and a
+    partial top-k in the shuffles. A k-means of the centroids (`faiss.Kmeans`) into ⌈nlist / group_size⌉ groups,
+    then each list to its nearest group with room left, the closest (list, group) pairs first. Computed from the
+    quantiser alone, once per run; every step reads the same copy (a side input of nlist ints)."""
+    nlist, dim = centroids.shape
+    groups = group_count(nlist, group_size)
+    if groups == 1:
+        return np.zeros(nlist, np.int32)
+    if group_size == 1:
+        return np.arange(nlist, dtype=np.int32)
+    centroids = np.ascontiguousarray(centroids, np.float32)
+    kmeans = faiss.Kmeans(dim, groups, niter=20, seed=seed, spherical=True, min_points_per_centroid=1,
+                          max_points_per_centroid=group_size * 4)
+    kmeans.train(centroids)
+    # nearest groups first: a list whose few nearest are full takes the nearest with room (searched again)
+    scores, nearest = faiss.knn(centroids, kmeans.centroids, min(groups, 16), faiss.METRIC_INNER_PRODUCT)
+    room = np.full(groups, group_size)
+    group_of = np.full(nlist, -1, np.int32)
+    order = np.argsort(-scores, axis=None, kind="stable")
+    for row, rank in zip(*np.unravel_index(order, scores.shape)):
+        group = nearest[row, rank]
+        if group_of[row] < 0 and room[group] > 0:
+            group_of[row], room[group] = group, room[group] - 1
+    for row in np.flatnonzero(group_of < 0):
+        free = np.flatnonzero(room > 0)
+        group = free[np.argmax(kmeans.centroids[free] @ centroids[row])]
+        group_of[row], room[group] = group, room[group] - 1
+    return group_of
+
+
+def groups_probed(group_of: np.ndarray, lists: np.ndarray) -> np.ndarray:
+    """How many groups each query probes, given the lists (int [m, nprobe], -1: none) it probes."""
+    groups = np.where(lists >= 0, group_of[np.maximum(lists, 0)], -1)
+    groups.sort(axis=1)
+    distinct = (groups >= 0) & np.concatenate([np.ones((len(groups), 1), bool), groups[:, 1:] != groups[:, :-1]],
+                                              axis=1)
+    return distinct.sum(axis=1)
+
+
+def coarse_centroids(ivf) -> np.ndarray:
+    """The coarse quantiser's centroids, float32 [nlist, d] (a flat or HNSW quantiser stores them exactly)."""
+    return faiss.downcast_index(ivf.quantizer).reconstruct_n(0, ivf.nlist)
 
 
 def _list_vectors(ivf, list_no: int) -> np.ndarray:
@@ -102,12 +163,17 @@ def _list_vectors(ivf, list_no: int) -> np.ndarray:
     return codes.view(np.float32).reshape(size, ivf.d)
 
 
-def route_source(ivf, shard: int, first: int, group_size: int, nprobe: int,
-                 quantizer) -> tuple[str, np.ndarray, list[tuple[int, RoutedQueries]]]:
+def lists_of_group(group_of: np.ndarray, group: int) -> list[int]:
+    return [int(list_no) for list_no in np.flatnonzero(group_of == group)]
+
+
+def route_source(ivf, shard: int, group: int, group_of: np.ndarray, nprobe: int,
+                 quantizer) -> tuple[tuple[int, int], np.ndarray, list[tuple[int, RoutedQueries]]]:
     """(the source's key, its titles' ids, (group, its `RoutedQueries`) for every group they probe): the vectors
-    of a shard's lists `first…first+group_size`, assigned to their `nprobe` lists by the shared quantiser."""
-    key = f"{shard}:{first}"
-    lists_in = range(first, min(first + group_size, ivf.nlist))
+    of a shard's lists in `group` (`group_of`: each list's group), assigned to their `nprobe` lists by the shared
+    quantiser."""
+    key = (shard, group)
+    lists_in = lists_of_group(group_of, group)
     ids = [get_invlist_ids(ivf, list_no) for list_no in lists_in]
     sizes = [len(chunk) for chunk in ids]
     if not sum(sizes):
@@ -117,13 +183,13 @@ def route_source(ivf, shard: int, first: int, group_size: int, nprobe: int,
     offsets = np.concatenate([np.arange(size, dtype=np.int32) for size in sizes])
     _, lists = quantizer.search(vectors, nprobe)
     lists = lists.astype(np.int32)
-    groups = np.where(lists >= 0, lists // group_size, -1)
+    groups = np.where(lists >= 0, group_of[np.maximum(lists, 0)], -1)
     routed = []
-    for group in np.unique(groups[groups >= 0]):
-        inside = groups == group
+    for probed in np.unique(groups[groups >= 0]):
+        inside = groups == probed
         rows = np.flatnonzero(inside.any(axis=1)).astype(np.int32)
-        routed.append((int(group), RoutedQueries(key, rows, shard, source_lists[rows], offsets[rows],
-                                                 np.where(inside[rows], lists[rows], -1))))
+        routed.append((int(probed), RoutedQueries(key, rows, shard, source_lists[rows], offsets[rows],
+                                                  np.where(inside[rows], lists[rows], -1))))
     return key, np.concatenate(ids), routed
 
 
@@ -144,16 +210,15 @@ def query_vectors(ivfs: list, routed: list[RoutedQueries]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def scan_list_group(ivfs: list, computer: BlockComputer, group: int, group_size: int,
-                    routed: Iterable[RoutedQueries], depth: int) -> Iterator[tuple[str, Partial]]:
+def scan_list_group(ivfs: list, computer: BlockComputer, group: int, group_of: np.ndarray,
+                    routed: Iterable[RoutedQueries], depth: int) -> Iterator[tuple[tuple[int, int], Partial]]:
     """(batch, partial top-`depth`) for every batch with queries probing lists of `group`: each list of the group,
     in every shard, is read once and scored against all the queries that probe it."""
     routed = list(routed)  # one group's queries: bounded by `queries_per_group`, not by the catalog
     vectors = query_vectors(ivfs, routed)
     lists = np.concatenate([r.lists for r in routed])
     heap = faiss.ResultHeap(len(vectors), depth, keep_max=True)
-    first = group * group_size
-    for list_no in range(first, min(first + group_size, ivfs[0].nlist)):
+    for list_no in lists_of_group(group_of, group):
         queries = np.flatnonzero((lists == list_no).any(axis=1))
         if not len(queries):
             continue
@@ -217,52 +282,73 @@ class _IndexedDoFn(beam.DoFn):
         return [faiss.downcast_index(ivf_of(shard)) for shard in self._index.shards]
 
 
-class RouteSources(_IndexedDoFn):
-    """(shard, first list) → (list group, `RoutedQueries`) for each group the source's titles probe, and the
-    source's title ids on the `titles` output."""
+class GroupLists(_IndexedDoFn):
+    """(anything) → each list's group (`group_lists_by_proximity`), from the index's shared coarse quantiser."""
 
     def __init__(self, index_handle, index_uri, model_version, faiss_threads, group_size: int):
         super().__init__(index_handle, index_uri, model_version, faiss_threads)
         self._group_size = group_size
 
-    def process(self, source):
-        shard, first = source
+    def process(self, _):
+        yield group_lists_by_proximity(coarse_centroids(self._ivfs()[0]), self._group_size)
+
+
+class RouteSources(_IndexedDoFn):
+    """(shard, group) → (list group, `RoutedQueries`) for each *other* group the source's titles probe: the probes
+    of their own group are scored where the source is merged (`ScanHomeGroup`), without a shuffle."""
+
+    def process(self, source, group_of):
+        shard, group = source
         ivfs = self._ivfs()
-        key, ids, routed = route_source(ivfs[shard], shard, first, self._group_size, ivfs[0].nprobe,
-                                        ivfs[0].quantizer)
-        if len(ids):
-            yield beam.pvalue.TaggedOutput("titles", (key, ids))
-        yield from routed
+        _, _, routed = route_source(ivfs[shard], shard, group, group_of, ivfs[0].nprobe, ivfs[0].quantizer)
+        foreign = [(probed, queries) for probed, queries in routed if probed != group]
+        # (title, other group) pairs: each is a routed row and a partial top-k row in the shuffles
+        Metrics.counter(METRICS_NAMESPACE, "shuffled_group_probes").inc(sum(len(r.positions) for _, r in foreign))
+        yield from foreign
 
 
 class ScanListGroup(_IndexedDoFn):
-    """(list group, its `RoutedQueries`) → (batch, `Partial`) for every batch with queries in the group."""
+    """(list group, its `RoutedQueries`) → (the queries' home group, (shard, `Partial`)) for every source with
+    queries in the group."""
 
-    def __init__(self, index_handle, index_uri, model_version, faiss_threads, group_size: int, depth: int):
+    def __init__(self, index_handle, index_uri, model_version, faiss_threads, depth: int):
         super().__init__(index_handle, index_uri, model_version, faiss_threads)
-        self._group_size, self._depth = group_size, depth
+        self._depth = depth
 
-    def process(self, grouped):
+    def process(self, grouped, group_of):
         group, routed = grouped
         ivfs = self._ivfs()
         computer = list_scan_computer(ivfs[0])
         assert computer is not None, "the plan chose the list scan for an index it does not apply to"
-        yield from scan_list_group(ivfs, computer, group, self._group_size, routed, self._depth)
+        for (shard, home), partial in scan_list_group(ivfs, computer, group, group_of, routed, self._depth):
+            yield home, (shard, partial)
 
 
-class MergeBatch(_IndexedDoFn):
-    """(batch, {titles, partials}) → (title_id, top-k neighbours) for every title of the batch."""
+class ScanHomeGroup(_IndexedDoFn):
+    """(group, {the partials its titles got from other groups}) → (title_id, top-k neighbours) for every title whose
+    list is in the group, in every shard: its own group's lists are scored here and merged with those partials."""
 
     def __init__(self, index_handle, index_uri, model_version, faiss_threads, k: int):
         super().__init__(index_handle, index_uri, model_version, faiss_threads)
         self._k = k
 
-    def process(self, joined):
-        _, grouped = joined
-        (own_ids,) = grouped["titles"]
-        scores, ids = merge_batch(len(own_ids), grouped["partials"], self._k + 1)
-        Metrics.counter(METRICS_NAMESPACE, "title_sources").inc()
-        yield from batch_neighbours(self._index, own_ids, scores, ids, self._k)
+    def process(self, joined, group_of):
+        group, grouped = joined
+        ivfs = self._ivfs()
+        computer = list_scan_computer(ivfs[0])
+        assert computer is not None, "the plan chose the list scan for an index it does not apply to"
+        foreign = list(grouped["partials"])  # this group's titles' partials: bounded by the group, not the catalog
+        for shard, ivf in enumerate(ivfs):
+            _, own_ids, routed = route_source(ivf, shard, group, group_of, ivfs[0].nprobe, ivfs[0].quantizer)
+            if not len(own_ids):
+                continue
+            home = [queries for probed, queries in routed if probed == group]
+            partials = [partial for source_shard, partial in foreign if source_shard == shard]
+            partials += [partial for _, partial in scan_list_group(ivfs, computer, group, group_of, home,
+                                                                      self._k + 1)] if home else []
+            scores, ids = merge_batch(len(own_ids), partials, self._k + 1)
+            Metrics.counter(METRICS_NAMESPACE, "title_sources").inc()
+            yield from batch_neighbours(self._index, own_ids, scores, ids, self._k)
 
 
 class AllTitlesNeighbours(beam.PTransform):
@@ -275,15 +361,21 @@ class AllTitlesNeighbours(beam.PTransform):
     def expand(self, pbegin):
         plan, handle = self._plan, self._index_handle
         opened = (handle, plan.index_uri, plan.model_version, plan.faiss_threads)
-        sources = list_sources(plan.index_shards, plan.index_nlist, plan.lists_per_group)
-        routed = (pbegin
-                  | "ListSources" >> beam.Create(sources)
-                  | "SpreadSources" >> beam.Reshuffle()
-                  | "RouteSources" >> beam.ParDo(RouteSources(*opened, plan.lists_per_group))
-                  .with_outputs("titles", main="routed"))
-        partials = (routed.routed
+        groups = group_count(plan.index_nlist, plan.lists_per_group)
+        group_of = beam.pvalue.AsSingleton(
+            pbegin
+            | "OneIndex" >> beam.Create([plan.index_uri])
+            | "GroupListsByProximity" >> beam.ParDo(GroupLists(*opened, plan.lists_per_group)))
+        partials = (pbegin
+                    | "ListSources" >> beam.Create(list_sources(plan.index_shards, plan.index_nlist,
+                                                                plan.lists_per_group))
+                    | "SpreadSources" >> beam.Reshuffle()
+                    | "RouteSources" >> beam.ParDo(RouteSources(*opened), group_of)
                     | "GroupByListGroup" >> beam.GroupByKey()
-                    | "ScanListGroup" >> beam.ParDo(ScanListGroup(*opened, plan.lists_per_group, plan.k + 1)))
-        return ({"titles": routed.titles, "partials": partials}
-                | "JoinPartialsByBatch" >> beam.CoGroupByKey()
-                | "MergeBatch" >> beam.ParDo(MergeBatch(*opened, plan.k)))
+                    | "ScanListGroup" >> beam.ParDo(ScanListGroup(*opened, plan.k + 1), group_of))
+        homes = (pbegin
+                 | "ListGroups" >> beam.Create([(group, None) for group in range(groups)])
+                 | "SpreadGroups" >> beam.Reshuffle())
+        return ({"groups": homes, "partials": partials}
+                | "JoinPartialsByHomeGroup" >> beam.CoGroupByKey()
+                | "ScanHomeGroup" >> beam.ParDo(ScanHomeGroup(*opened, plan.k), group_of))

@@ -85,7 +85,7 @@ class CandidatesPlan:
     query_batch_size: int
     faiss_threads: Optional[int]  # per worker process; None: faiss' default
     watch_limits: WatchLimits  # the weights and timestamps a usable watch row has, judged at the plan's time
-    # item→item by list groups (`all_titles`): consecutive inverted lists per group; None: query by query
+    # item→item by list groups (`all_titles`): at most this many nearby inverted lists a group; None: query by query
     lists_per_group: Optional[int] = None
     index_shards: int = 1
     index_nlist: Optional[int] = None
@@ -332,6 +332,8 @@ def run_candidates(plan: CandidatesPlan, final_out: str, pipeline: beam.Pipeline
                     if key.startswith("skipped_")},
         "watches": counters.get("watches", 0),
         "watches_of_titles_without_embedding": counters.get("watches_without_embedding", 0),
+        # item→item's list scan: (title, other list group) pairs routed and answered (its shuffles' rows)
+        "shuffled_group_probes": counters.get("shuffled_group_probes", 0),
         "k": plan.k, "index_version": plan.index_version, "model_version": plan.model_version,
         "index": plan.index_uri, "history": plan.history_uri, "out": final_out,
         "recency_half_life_days": plan.recency_half_life_days, "seconds": round(time.time() - started, 1),
