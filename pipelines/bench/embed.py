@@ -1,6 +1,7 @@
 """`posters bench embed`: how much of the model's throughput the Beam embed pipeline keeps, measured in one run.
 
-    posters bench embed --config C [--json PATH] [--n N] [--distinct D] [--batch B] [--repeats R] [beam options]
+    posters bench embed --config C [--json PATH] [--n N] [--distinct D] [--batch B] [--repeats R] [--profile PSTATS]
+                        [beam options]
 
 On the same posters (a generated catalog of N titles whose posters cycle through D distinct generated JPEGs,
 so a large N costs little to generate), the same model (the config's backbone, exported untrained by
