@@ -1,6 +1,7 @@
 """`posters bench embed`: how much of the model's throughput the Beam embed pipeline keeps, measured in one run.
 
-    posters bench embed --config C [--json PATH] [--n N] [--distinct D] [--batch B] [--repeats R] [beam options]
+    posters bench embed --config C [--json PATH] [--n N] [--distinct D] [--batch B] [--repeats R] [--profile PSTATS]
+                        [beam options]
 
 On the same posters (a generated catalog of N titles whose posters cycle through D distinct generated JPEGs,
 so a large N costs little to generate), the same model (the config's backbone, exported untrained by
@@ -17,6 +18,10 @@ and, to explain the difference (context, not the target): the per-poster checks 
 checks + batch decode + model in one loop (what the pipeline must compute, without Beam), and the pipeline's
 fixed start-up (a run on one batch of titles) with its throughput once started. The target is pipeline ≥ 90 % of
 decode_model.
+The pipeline runs on what `posters embed` itself gets from the config's `beam:` section and the Beam flags given
+here, nothing added: with configs/local.yaml that is DirectRunner in its default `in_memory` mode (one process,
+one bundle at a time), the product's local run; `--direct_running_mode=multi_threading --direct_num_workers=2`
+measures another mode (the report names the one it ran).
 `--repeats` alternates decode_model and pipeline runs and reports medians (the machine may be shared).
 Printed, and written as JSON with `--json`.
 """
@@ -38,9 +43,6 @@ TARGET_RATIO = 0.9
 POSTER_SIZE = (300, 450)  # the generator's default, a common catalog poster size
 DEFAULT_N = 12000  # enough that the pipeline's fixed start-up (~3 s) is a small part of its time
 DEFAULT_DISTINCT = 2000  # distinct posters generated (~8 ms each); titles cycle through them
-# DirectRunner runs one bundle at a time unless told otherwise; poster validation (a decode in PIL) and the
-# model then take turns on one core. Threads let them overlap; used unless the command line picks a mode.
-DEFAULT_BEAM_ARGS = ["--direct_running_mode=multi_threading", f"--direct_num_workers={os.cpu_count() or 1}"]
 MEASURES = {
     "bare_images_per_s": "embedding model on pre-decoded uint8 pixel arrays (decoded outside the timing)",
     "decode_model_images_per_s": "exported serving function (decode + resize + model) on the encoded bytes "
@@ -200,12 +202,100 @@ def measure_pipeline(config_path: str, catalog_csv: str, model_dir: str, out: st
     return stats["rows"] / seconds, seconds, stats["rows"]
 
 
+def profile_parts() -> dict[str, list]:
+    """The parts of a `posters embed` run that `--profile` times, each as the functions whose cumulative time
+    (on the thread that runs the bundles) it sums; none of them calls another part's."""
+    from pipelines.common import catalog, catalog_rows, pixels, posters
+    from pipelines.embed import model_handler, writer
+
+    return {
+        "decode (model handler, one call per batch)": [pixels.PixelDecoder.decode_batch, pixels.PixelDecoder.decode],
+        "model (pixel signature)": [model_handler.PosterEmbedder.embed_batch],
+        "poster reads (fetch step, waiting on its read threads)": [posters.FetchPostersDoFn.process],
+        "poster checks (header, sha256)": [posters.validate_poster],
+        "poster metadata look-ups": [posters.poster_object],
+        "catalog (read ranges, genres, duplicates)": [catalog.read_range, catalog.respelled,
+                                                      catalog_rows._check_row, catalog_rows._resolved,
+                                                      catalog_rows._check_genres],
+        "Parquet write": [writer.write_shard],
+        "model load in the worker": [model_handler.PosterModelHandler.load_model],
+    }
+
+
+def profile_breakdown(stats, total_s: float) -> dict[str, float]:
+    """Seconds per part of a profiled run of `total_s` seconds (`pstats.Stats` of the thread that ran every
+    bundle): `profile_parts`, the launcher's own work around the job (model checks, pipeline construction,
+    accounting, manifest, publish: `total_s` less `Pipeline.run`), and the rest of `Pipeline.run`: Beam itself
+    (encoding and decoding elements between fused stages, bundle set-up, the steps' wrappers, metrics) and the
+    small steps not named."""
+    import apache_beam as beam
+
+    def key(function):
+        code = function.__code__
+        return code.co_filename, code.co_firstlineno, code.co_name
+
+    by_key = {key(function): name for name, functions in profile_parts().items() for function in functions}
+    parts = dict.fromkeys(profile_parts(), 0.0)
+    for found, (_calls, _primitive, _own, cumulative, _callers) in stats.stats.items():
+        if found in by_key:
+            parts[by_key[found]] += cumulative
+    runner_s = stats.stats.get(key(beam.Pipeline.run), (0, 0, 0, total_s))[3]
+    named = sum(parts.values())
+    parts["launcher around the job (checks, construction, publish)"] = total_s - runner_s
+    parts["Beam runner and the unnamed steps (the rest)"] = runner_s - named
+    return {name: round(seconds, 2) for name, seconds in parts.items()}
+
+
+def profile_pipeline(config_path: str, catalog_csv: str, model_dir: str, out: str, batch: int,
+                     beam_args: list[str], stats_path: str) -> dict:
+    """One `posters embed` run under cProfile, on DirectRunner `in_memory` (the one mode in which the launcher's
+    thread runs every bundle, so that its profile covers the whole job); the pstats go to `stats_path`.
+
+    Returns {"seconds", "images_per_s", "parts": `profile_breakdown`}. Profiling slows Python code more than
+    TensorFlow's, so read the parts as shares of a slower run."""
+    import cProfile
+    import pstats
+
+    from pipelines.embed import pipeline as embed
+
+    argv = ["--config", config_path, "--catalog", catalog_csv, "--model", model_dir, "--out", out,
+            "--set", f"embed.min_batch_size={batch}", "--set", f"embed.max_batch_size={batch}",
+            *[arg for arg in beam_args if not arg.startswith(("--direct_running_mode", "--direct_num_workers"))],
+            "--direct_running_mode=in_memory"]
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    try:
+        stats = embed.run(argv)
+    finally:
+        profiler.disable()
+    seconds = time.perf_counter() - started
+    profiler.dump_stats(stats_path)
+    return {"seconds": round(seconds, 2), "images_per_s": round(stats["rows"] / seconds, 1),
+            "parts": profile_breakdown(pstats.Stats(stats_path), seconds)}
+
+
+def runner_description(config: Config, beam_args: list[str]) -> str:
+    """The runner `posters embed` gets from the config's `beam:` section and these flags, e.g. `DirectRunner
+    in_memory` (the local default), `DirectRunner multi_threading ×2`."""
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    from pipelines.common.command_line import beam_argv
+
+    options = PipelineOptions(beam_argv(config, beam_args))
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    direct = options.view_as(DirectOptions)
+    if "direct" not in str(runner).lower():
+        return str(runner)
+    workers = f" ×{direct.direct_num_workers}" if direct.direct_running_mode != "in_memory" else ""
+    return f"{runner} {direct.direct_running_mode}{workers}"
+
+
 def run_bench(config_path: str, overrides: list[str], n: int, batch: int | None, seed: int,
-              beam_args: list[str], distinct: int | None = DEFAULT_DISTINCT, repeats: int = 1) -> dict:
+              beam_args: list[str], distinct: int | None = DEFAULT_DISTINCT, repeats: int = 1,
+              profile: str | None = None) -> dict:
     config = load_config(config_path, overrides)
     batch = batch or config.embed.max_batch_size
-    if not any(arg.startswith("--direct_running_mode") for arg in beam_args):
-        beam_args = DEFAULT_BEAM_ARGS + beam_args
     set_args = [arg for item in overrides for arg in ("--set", item)]
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as workdir:
         catalog_csv, model_dir = make_bench_inputs(workdir, config_path, overrides, n, seed, distinct)
@@ -226,6 +316,8 @@ def run_bench(config_path: str, overrides: list[str], n: int, batch: int | None,
         _, startup_s, startup_rows = measure_pipeline(config_path, _head_catalog(catalog_csv, min(n, batch)),
                                                       model_dir, os.path.join(workdir, "startup"), batch,
                                                       set_args + beam_args)
+        profiled = profile_pipeline(config_path, catalog_csv, model_dir, os.path.join(workdir, "profiled"), batch,
+                                    set_args + beam_args, profile) if profile else None
     decode_model, pipeline, seconds = (float(np.median(values)) for values in (decode_models, pipelines, runs))
     steady = (rows - startup_rows) / (seconds - startup_s) if rows > startup_rows and seconds > startup_s else None
     return {
@@ -245,7 +337,8 @@ def run_bench(config_path: str, overrides: list[str], n: int, batch: int | None,
         "images": n, "distinct_posters": min(n, distinct or n), "embedded": rows, "batch_size": batch,
         "backbone": config.model.backbone,
         "input_size": config.model.input_size, "poster_size": "{}x{} JPEG".format(*POSTER_SIZE),
-        "beam_args": beam_args,
+        "beam_args": beam_args, "runner": runner_description(config, beam_args),
+        **({"profile": {**profiled, "pstats": profile}} if profiled else {}),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
 
@@ -256,7 +349,7 @@ def report_lines(result: dict) -> list[str]:
     return [
         f"bench embed: {result['images']} posters ({result['distinct_posters']} distinct), {result['backbone']} at "
         f"{result['input_size']}px, "
-        f"batch {result['batch_size']}, {result['machine']['cpus']} CPUs",
+        f"batch {result['batch_size']}, {result['machine']['cpus']} CPUs, pipeline on {result['runner']}",
         f"  bare model on pixels      {result['bare_images_per_s']:>9.1f} images/s",
         f"  decode + model            {result['decode_model_images_per_s']:>9.1f} images/s",
         f"  Beam pipeline end to end  {result['pipeline_images_per_s']:>9.1f} images/s  "
@@ -269,7 +362,18 @@ def report_lines(result: dict) -> list[str]:
         f"{result['pipeline_steady_images_per_s'] or float('nan'):.1f} images/s)",
         f"  pipeline / decode+model   {ratio:>9.1%}  ({verdict} the {result['target_pipeline_vs_decode_model']:.0%} "
         "target)",
+        *_profile_lines(result.get("profile")),
     ]
+
+
+def _profile_lines(profile: dict | None) -> list[str]:
+    if not profile:
+        return []
+    lines = [f"  profiled run (cProfile, DirectRunner in_memory): {profile['seconds']} s, "
+             f"{profile['images_per_s']} images/s; pstats in {profile['pstats']}"]
+    for name, seconds in sorted(profile["parts"].items(), key=lambda part: -part[1]):
+        lines.append(f"    {name:<58} {seconds:>7.2f} s  {seconds / profile['seconds']:>6.1%}")
+    return lines
 
 
 def main(argv: list[str]) -> int:
@@ -284,10 +388,13 @@ def main(argv: list[str]) -> int:
                         help="alternated decode+model and pipeline runs; medians reported (default: %(default)s)")
     parser.add_argument("--batch", type=int, help="batch size (default: the config's embed.max_batch_size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", metavar="PSTATS",
+                        help="also run the pipeline once under cProfile (DirectRunner in_memory), write its pstats "
+                             "here and print where its time goes")
     args, beam_args = parser.parse_known_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = run_bench(args.config, args.overrides, args.n, args.batch, args.seed, beam_args, args.distinct,
-                       args.repeats)
+                       args.repeats, args.profile)
     print("\n".join(report_lines(result)), flush=True)
     if args.json:
         storage.write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode("utf-8"))

@@ -330,9 +330,11 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
     rejects = (title_rejects, poster_rejects, inference_rejects) | "AllRejects" >> beam.Flatten()
     _ = rejects | "WriteRejects" >> WriteRejects(storage.join(out_dir, REJECTS_DIR))
     stat_pairs = (
-        catalog | "ReadStats" >> beam.FlatMap(_stat_pairs("read")),
+        # Pairs made per title are summed where they are made (Beam lifts the combine into the producing stage), so
+        # a few totals per bundle, not pairs per title, reach the Flatten (which the runner materialises).
+        catalog | "ReadStats" >> beam.FlatMap(_stat_pairs("read")) | "SumReadStats" >> beam.CombinePerKey(sum),
         manifest_lines | "LineStats" >> beam.FlatMap(manifest_line_stats),
-        rows | "RowStats" >> beam.FlatMap(_row_stats),
+        rows | "RowStats" >> beam.FlatMap(_row_stats) | "SumRowStats" >> beam.CombinePerKey(sum),
         removed | "RemovedStats" >> beam.FlatMap(_stat_pairs("removed")),
         carried_not_modified | "NotModifiedStats" >> beam.FlatMap(_not_modified_stats),
         rejects | "RejectStats" >> beam.FlatMap(reject_stats),

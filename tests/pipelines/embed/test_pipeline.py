@@ -398,15 +398,23 @@ def test_multi_processing_mode_gives_the_same_embeddings(first_run, model, catal
 
 def test_bench_embed_runs_and_writes_its_figures(tmp_path, capsys):
     """Not a timed test: the benchmark runs on a few posters and reports every figure it promises."""
-    out = tmp_path / "embed.json"
-    assert embed_bench.main(["--n", "6", "--batch", "4", "--set", "model.input_size=32", "--json", str(out)]) == 0
+    out, pstats_file = tmp_path / "embed.json", tmp_path / "embed.pstats"
+    assert embed_bench.main(["--n", "6", "--batch", "4", "--set", "model.input_size=32", "--json", str(out),
+                             "--profile", str(pstats_file)]) == 0
     figures = json.loads(out.read_text())
     for key in ("bare_images_per_s", "decode_model_images_per_s", "pipeline_images_per_s", "validate_images_per_s"):
         assert figures[key] > 0
     assert figures["pipeline_vs_decode_model"] == pytest.approx(
         figures["pipeline_images_per_s"] / figures["decode_model_images_per_s"], abs=1e-3)
     assert (figures["embedded"], figures["batch_size"]) == (6, 4)
-    assert "pipeline / decode+model" in capsys.readouterr().out
+    assert figures["runner"] == "DirectRunner in_memory"  # the config's own runner: nothing added by the bench
+    printed = capsys.readouterr().out
+    assert "pipeline / decode+model" in printed and "DirectRunner in_memory" in printed
+    # The profiled run's parts partition its seconds, and the handler's decode and model were found in it.
+    parts = figures["profile"]["parts"]
+    assert sum(parts.values()) == pytest.approx(figures["profile"]["seconds"], abs=0.05 * len(parts))
+    assert parts["decode (model handler, one call per batch)"] > 0 and parts["model (pixel signature)"] > 0
+    assert pstats_file.stat().st_size > 0
 
 
 # --- bounded memory and no needless reads at 10M titles (issue 12) ------------------------------------------
