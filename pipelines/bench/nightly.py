@@ -138,6 +138,8 @@ def bench_index_and_candidates(label: str, work: str, embeddings: str, args, set
     _, manifest = resolve_index(index_uri)
     rows = [_row(f"{label}: index ({manifest['factory']}, nprobe {manifest['nprobe']})", n, index_s,
                  "bare faiss build", bare_index_build_s(embeddings, manifest))]
+    if not args.candidates:
+        return rows
     k = load_config(args.config, sets).candidates.k
     reference = big_batch_search_s(index_uri, embeddings, k)
     rows.append(_row(f"{label}: item→item, list groups", n,
@@ -211,6 +213,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--factory", default=DEFAULT_FACTORY, help="index factory for the generated vectors")
     parser.add_argument("--nprobe", type=int, default=DEFAULT_NPROBE, help="nprobe for the generated vectors")
     parser.add_argument("--before", action="store_true", help="also time the query-by-query item→item search")
+    parser.add_argument("--candidates", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the candidates stages after the index (--no-candidates: the index stage only)")
     parser.add_argument("--whole-candidates", action=argparse.BooleanOptionalAction, default=True,
                         help="also time `posters candidates` whole (item→item and users)")
     parser.add_argument("--runner_flags", default=" ".join(DIRECT_FLAGS), help="Beam flags for every stage")
