@@ -22,8 +22,23 @@ def test_a_tiny_night_times_each_stage_beside_its_reference(tmp_path, capsys):
         low = (row["seconds"] - 0.005) / (row["reference_s"] + 0.005) - 0.005
         high = (row["seconds"] + 0.005) / max(row["reference_s"] - 0.005, 1e-9) + 0.005
         assert low <= row["ratio"] <= high
+    index_row = rows[0]  # the index stage's CPU seconds (the runner and its workers) beside bare faiss'
+    assert index_row["cpu_s"] > 0 and index_row["reference_cpu_s"] > 0
+    cpu, reference = index_row["cpu_s"], index_row["reference_cpu_s"]  # rounded to 0.001 s, the ratio to 0.01
+    low, high = (cpu - 5e-4) / (reference + 5e-4) - 0.005, (cpu + 5e-4) / max(reference - 5e-4, 1e-9) + 0.005
+    assert low <= index_row["cpu_ratio"] <= high
     table = capsys.readouterr().out
     assert "| vectors: item→item, list groups | 2,000 |" in table and "| × reference |" in table
+
+
+def test_no_candidates_times_the_index_stage_alone(tmp_path):
+    out = tmp_path / "nightly.json"
+    assert nightly.main(["--poster-titles", "0", "--vector-titles", "1000", "--dim", "16", "--factory", "IVF4,Flat",
+                         "--nprobe", "2", "--set", "index.min_recall_at_10=0", "--no-candidates", "--runner_flags", "",
+                         "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["stage"] for r in rows] == ["vectors: index (IVF4,Flat, nprobe 2)"]
+    assert not (tmp_path / "work" / "vectors" / "candidates").exists()
 
 
 def test_the_table_leaves_a_missing_reference_blank():
