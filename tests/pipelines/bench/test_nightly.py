@@ -31,16 +31,6 @@ def test_a_tiny_night_times_each_stage_beside_its_reference(tmp_path, capsys):
     assert "| vectors: item→item, list groups | 2,000 |" in table and "| × reference |" in table
 
 
-def test_no_candidates_times_the_index_stage_alone(tmp_path):
-    out = tmp_path / "nightly.json"
-    assert nightly.main(["--poster-titles", "0", "--vector-titles", "1000", "--dim", "16", "--factory", "IVF4,Flat",
-                         "--nprobe", "2", "--set", "index.min_recall_at_10=0", "--no-candidates", "--runner_flags", "",
-                         "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["stage"] for r in rows] == ["vectors: index (IVF4,Flat, nprobe 2)"]
-    assert not (tmp_path / "work" / "vectors" / "candidates").exists()
-
-
 def test_the_table_leaves_a_missing_reference_blank():
     row = {"stage": "s", "titles": 10, "seconds": 2.0, "reference": "r", "reference_s": None, "ratio": None}
     assert nightly.table([row]).splitlines()[-1] == "| s | 10 | 2.0 | r | – | – |"
