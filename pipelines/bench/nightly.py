@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import io
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -41,6 +42,13 @@ def _timed(run: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its finished, waited-for children (the DirectRunner's worker
+    processes): on a shared machine the steadier measure of the work a stage did."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _row(stage: str, titles: int, seconds: float, reference: str, reference_s: Optional[float]) -> dict:
     ratio = round(seconds / reference_s, 2) if reference_s else None
     row = {"stage": stage, "titles": titles, "seconds": seconds, "reference": reference,
@@ -51,8 +59,8 @@ def _row(stage: str, titles: int, seconds: float, reference: str, reference_s: O
 
 
 # --- the stages and their references -----------------------------------------------------------------------------
-def bare_index_build_s(embeddings: str, manifest: dict) -> float:
-    """Seconds for faiss alone to build the published index's factory on the same training-sample size."""
+def bare_index_build_s(embeddings: str, manifest: dict) -> tuple[float, float]:
+    """(Wall, CPU) seconds for faiss alone to build the published index's factory on the same training-sample size."""
     from pipelines.bench.index import build_index
     from pipelines.embed.reader import read_embeddings
     from pipelines.index import faiss_index as vi
@@ -62,8 +70,9 @@ def bare_index_build_s(embeddings: str, manifest: dict) -> float:
     plan = vi.IndexPlan(factory=manifest["factory"], nlist=manifest["nlist"], num_shards=len(manifest["shards"]),
                         train_size=manifest.get("train_size") or vi.plan_index(len(title_ids), vectors.shape[1],
                                                                                  manifest["factory"]).train_size)
+    cpu = _cpu_s()
     seconds, _ = _timed(lambda: build_index(vectors, title_ids, plan))
-    return seconds
+    return seconds, _cpu_s() - cpu
 
 
 def big_batch_search_s(index_uri: str, embeddings: str, k: int) -> float:
@@ -132,12 +141,21 @@ def bench_index_and_candidates(label: str, work: str, embeddings: str, args, set
     n = len(title_ids)
     write_history(history, title_ids, heavy_watches=min(2000, n))
     del title_ids
+    cpu = _cpu_s()
     index_s = _stage("index.pipeline", [*common, "--embeddings", embeddings, "--out", index_uri,
                                         *(args.runner_flags if args.index_runner_flags is None
                                           else args.index_runner_flags)])
+    index_cpu_s = _cpu_s() - cpu
     _, manifest = resolve_index(index_uri)
+    bare_s, bare_cpu_s = bare_index_build_s(embeddings, manifest)
     rows = [_row(f"{label}: index ({manifest['factory']}, nprobe {manifest['nprobe']})", n, index_s,
-                 "bare faiss build", bare_index_build_s(embeddings, manifest))]
+                 "bare faiss build", bare_s)]
+    rows[0].update(cpu_s=round(index_cpu_s, 3), reference_cpu_s=round(bare_cpu_s, 3),
+                   cpu_ratio=round(index_cpu_s / bare_cpu_s, 2) if bare_cpu_s else None)
+    print(f"  {'':<34} CPU s (launcher + workers): {rows[0]['cpu_s']}   bare faiss build: "
+          f"{rows[0]['reference_cpu_s']}   ×{rows[0]['cpu_ratio']}", flush=True)
+    if not args.candidates:
+        return rows
     k = load_config(args.config, sets).candidates.k
     reference = big_batch_search_s(index_uri, embeddings, k)
     rows.append(_row(f"{label}: item→item, list groups", n,
@@ -211,6 +229,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--factory", default=DEFAULT_FACTORY, help="index factory for the generated vectors")
     parser.add_argument("--nprobe", type=int, default=DEFAULT_NPROBE, help="nprobe for the generated vectors")
     parser.add_argument("--before", action="store_true", help="also time the query-by-query item→item search")
+    parser.add_argument("--candidates", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the candidates stages after the index (--no-candidates: the index stage only)")
     parser.add_argument("--whole-candidates", action=argparse.BooleanOptionalAction, default=True,
                         help="also time `posters candidates` whole (item→item and users)")
     parser.add_argument("--runner_flags", default=" ".join(DIRECT_FLAGS), help="Beam flags for every stage")

@@ -38,15 +38,23 @@ def stable_id(title_id: str) -> int:
 
 
 def stable_ids(title_ids: Sequence[str]) -> np.ndarray:
-    return np.fromiter((stable_id(t) for t in title_ids), dtype=np.int64, count=len(title_ids))
+    """`stable_id` of each title: the digests' first 8 bytes joined and read as big-endian int64, masked to
+    63 bits (the same values, without a Python int per title)."""
+    sha256 = hashlib.sha256
+    prefixes = b"".join([sha256(t.encode("utf-8")).digest()[:8] for t in title_ids])
+    return np.frombuffer(prefixes, ">i8").astype(np.int64) & _ID_MASK
 
 
 def check_unique_ids(ids: np.ndarray, title_ids: Sequence[str]) -> None:
     """Refuses a title listed twice and two titles that hash to the same id (never silently merged)."""
     order = np.argsort(ids, kind="stable")
     repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    def title(row):  # a list's str, or an Arrow array's scalar as str
+        value = title_ids[int(row)]
+        return value.as_py() if hasattr(value, "as_py") else value
+
     for position in repeated:
-        first, second = title_ids[order[position]], title_ids[order[position + 1]]
+        first, second = title(order[position]), title(order[position + 1])
         if first == second:
             raise IndexBuildError(f"title_id {first!r} appears more than once in the embeddings")
         raise IndexBuildError(f"title_ids {first!r} and {second!r} hash to the same id {ids[order[position]]}; "

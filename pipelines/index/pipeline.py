@@ -72,7 +72,8 @@ class DegenerateScores(vi.IndexBuildError):
 
 class VectorBatch(NamedTuple):
     ids: np.ndarray  # int64 [b]
-    title_ids: list
+    title_ids: pa.Array  # string [b] (a list is accepted too): Arrow, so that a batch pickles as buffers and
+    #                      taking rows is one C call, not a Python loop over every title id
     vectors: np.ndarray  # float32 [b, dim]
 
 
@@ -90,30 +91,42 @@ class ShardResult(NamedTuple):
 # --- plain functions --------------------------------------------------------------------------------------
 def to_vector_batch(table: pa.Table, dim: int, model_version: str) -> VectorBatch:
     """Arrow rows → ids, title ids and a float32 matrix; refuses non-unit vectors and other models' rows."""
-    title_ids = table.column("title_id").to_pylist()
+    titles = title_array(table.column("title_id"))
+    title_ids = titles.to_pylist()
     versions = set(table.column("model_version").unique().to_pylist())
     if versions - {model_version}:
         raise vi.IndexBuildError(f"rows of model_version {sorted(versions - {model_version})} among "
                                  f"{model_version!r} embeddings; one index holds one model's vectors")
     vectors = embedding_matrix(table, dim)
     vi.check_unit_norm(vectors, title_ids)
-    return VectorBatch(vi.stable_ids(title_ids), title_ids, vectors)
+    return VectorBatch(vi.stable_ids(title_ids), titles, vectors)
+
+
+def title_array(title_ids) -> pa.Array:
+    """Title ids (an Arrow array or chunked array, or a list) as one Arrow string array."""
+    if isinstance(title_ids, pa.ChunkedArray):
+        title_ids = title_ids.combine_chunks()
+    if not isinstance(title_ids, pa.Array):
+        return pa.array(title_ids, pa.string())
+    return title_ids if title_ids.type == pa.string() else title_ids.cast(pa.string())
 
 
 def concat_batches(batches: Iterable[VectorBatch], dim: int) -> VectorBatch:
     batches = [b for b in batches if len(b.ids)]
     if not batches:
         return empty_batch(dim)
-    return VectorBatch(np.concatenate([b.ids for b in batches]), [t for b in batches for t in b.title_ids],
+    return VectorBatch(np.concatenate([b.ids for b in batches]),
+                       pa.concat_arrays([title_array(b.title_ids) for b in batches]),
                        np.concatenate([b.vectors for b in batches]))
 
 
 def empty_batch(dim: int) -> VectorBatch:
-    return VectorBatch(np.empty(0, np.int64), [], np.empty((0, dim), np.float32))
+    return VectorBatch(np.empty(0, np.int64), pa.array([], pa.string()), np.empty((0, dim), np.float32))
 
 
 def take_rows(batch: VectorBatch, rows: np.ndarray) -> VectorBatch:
-    return VectorBatch(batch.ids[rows], [batch.title_ids[i] for i in rows], batch.vectors[rows])
+    return VectorBatch(batch.ids[rows], title_array(batch.title_ids).take(np.asarray(rows, np.int64)),
+                       batch.vectors[rows])
 
 
 def smallest_ids(batch: VectorBatch, size: int) -> VectorBatch:
@@ -165,7 +178,7 @@ def build_shard(shard: int, batch: VectorBatch, empty_index: bytes, queries: Vec
                 settings: Optional[IndexConfig] = None) -> ShardResult:
     """Adds one shard's vectors to a copy of the trained index, writes it and the shard's id map, and answers
     the recall queries."""
-    vi.check_unique_ids(batch.ids, batch.title_ids)
+    vi.check_unique_ids(batch.ids, title_array(batch.title_ids))
     id_map = write_id_map(shard, batch, version_dir)
     plan, settings = plan or vi.IndexPlan("Flat", None, 1, 0), settings or IndexConfig()
     index = backends.add_to_shard(plan, empty_index, batch.ids, batch.vectors, settings, queries.vectors.shape[1])
@@ -210,7 +223,7 @@ def choose_nprobe(recalls: dict, min_recall: float):
 def id_map_table(shard: int, batch: VectorBatch) -> pa.Table:
     """One shard's titles with their ids, sorted by id."""
     order = np.argsort(batch.ids, kind="stable")
-    return pa.table({"title_id": [batch.title_ids[i] for i in order], "id": batch.ids[order],
+    return pa.table({"title_id": title_array(batch.title_ids).take(order), "id": batch.ids[order],
                      "shard": np.full(len(order), shard, np.int32)}, schema=INDEX_ID_MAP_SCHEMA)
 
 

@@ -22,6 +22,11 @@ def test_a_tiny_night_times_each_stage_beside_its_reference(tmp_path, capsys):
         low = (row["seconds"] - 0.005) / (row["reference_s"] + 0.005) - 0.005
         high = (row["seconds"] + 0.005) / max(row["reference_s"] - 0.005, 1e-9) + 0.005
         assert low <= row["ratio"] <= high
+    index_row = rows[0]  # the index stage's CPU seconds (the runner and its workers) beside bare faiss'
+    assert index_row["cpu_s"] > 0 and index_row["reference_cpu_s"] > 0
+    cpu, reference = index_row["cpu_s"], index_row["reference_cpu_s"]  # rounded to 0.001 s, the ratio to 0.01
+    low, high = (cpu - 5e-4) / (reference + 5e-4) - 0.005, (cpu + 5e-4) / max(reference - 5e-4, 1e-9) + 0.005
+    assert low <= index_row["cpu_ratio"] <= high
     table = capsys.readouterr().out
     assert "| vectors: item→item, list groups | 2,000 |" in table and "| × reference |" in table
 
