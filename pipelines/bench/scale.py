@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.bench.index import clustered_unit_vectors
-from pipelines.common import storage
+from pipelines.common import phase_memory, storage
 from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE, embeddings_schema
 
 DEFAULT_SIZES = (100_000, 200_000, 400_000)
@@ -172,9 +172,30 @@ class TreeMonitor(threading.Thread):
         return max(self.workers_anon_mb.values(), default=0.0)
 
 
+def phase_peaks(path: str) -> dict:
+    """The launcher's own work and the runner it hosts, apart, from `phase_memory`'s records in `path`: the
+    largest peak of the launcher's phases (before, between and after runs), of the runs, and what a run added
+    to the resident set it started with. Empty when no pipeline ran (the launcher is all there is)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        phases = [json.loads(line) for line in handle if line.strip()]
+    own = [p["peak_mb"] for p in phases if p["phase"] == "launcher"]
+    runs = [p for p in phases if p["phase"] == "runner"]
+    if not runs:
+        return {}
+    return {"launcher_own_peak_mb": max(own, default=0.0), "runner_peak_mb": max(p["peak_mb"] for p in runs),
+            "runner_added_mb": round(max(p["peak_mb"] - p["start_mb"] for p in runs), 1),
+            "runner_left_mb": round(max(p["released_mb"] - p["start_mb"] for p in runs), 1), "phases": phases}
+
+
 def measure(command: list[str], env: dict, log_path: str) -> dict:
     """Runs `command` (a stage's launcher) and measures its tree; raises when it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    phase_path = log_path + ".phases.jsonl"
+    if os.path.exists(phase_path):
+        os.remove(phase_path)
+    env = {**env, phase_memory.ENV: phase_path}
     started = time.time()
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -186,9 +207,15 @@ def measure(command: list[str], env: dict, log_path: str) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if code != 0:
         raise RuntimeError(f"{' '.join(command[:4])} … exited {code}; see {log_path}")
+    phases = phase_peaks(phase_path)  # the launcher resets its peak per phase: the polls may miss one
+    launcher_peak = max([monitor.launcher_mb, phases.get("runner_peak_mb", 0.0),
+                         phases.get("launcher_own_peak_mb", 0.0)])
     return {"wall_s": round(wall, 1), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime
                                                     - before.ru_stime, 1),
-            "launcher_peak_mb": round(monitor.launcher_mb, 1), "launcher_anon_mb": round(monitor.launcher_anon_mb, 1),
+            "launcher_peak_mb": round(launcher_peak, 1), "launcher_anon_mb": round(monitor.launcher_anon_mb, 1),
+            "launcher_own_peak_mb": phases.get("launcher_own_peak_mb", round(launcher_peak, 1)),
+            "runner_peak_mb": phases.get("runner_peak_mb"), "runner_added_mb": phases.get("runner_added_mb"),
+            "runner_left_mb": phases.get("runner_left_mb"), "phases": phases.get("phases", []),
             "largest_worker_peak_mb": round(monitor.largest_worker_mb, 1),
             "largest_worker_anon_mb": round(monitor.largest_worker_anon_mb, 1), "processes": len(monitor.workers_seen)}
 
@@ -253,9 +280,14 @@ def table(rows: list[dict], stages) -> str:
     for stage in stages:
         for key, label in (("wall_s", "wall s"), ("cpu_s", "CPU s"), ("launcher_peak_mb", "launcher peak RSS MB"),
                            ("launcher_anon_mb", "launcher private MB"),
+                           ("launcher_own_peak_mb", "launcher own work peak MB"),
+                           ("runner_peak_mb", "runner (in launcher) peak MB"),
+                           ("runner_left_mb", "runner's memory left in launcher MB"),
                            ("largest_worker_peak_mb", "largest worker peak RSS MB"),
                            ("largest_worker_anon_mb", "largest worker private MB")):
-            values = [r[stage][key] for r in rows if stage in r]
+            values = [r[stage].get(key) for r in rows if stage in r]
+            if None in values:  # no pipeline in this stage: the launcher is all there is
+                continue
             if not values:
                 continue
             growth = f"{values[-1] / values[0]:.2f}×" if values[0] else "–"
