@@ -172,21 +172,35 @@ class TreeMonitor(threading.Thread):
         return max(self.workers_anon_mb.values(), default=0.0)
 
 
-def phase_peaks(path: str) -> dict:
-    """The launcher's own work and the runner it hosts, apart, from `phase_memory`'s records in `path`: the
-    largest peak of the launcher's phases (before, between and after runs), of the runs, and what a run added
-    to the resident set it started with. Empty when no pipeline ran (the launcher is all there is)."""
+def read_phases(path: str) -> list[dict]:
+    """`phase_memory`'s records in `path` (none when no pipeline ran: the launcher is all there is)."""
     if not os.path.exists(path):
-        return {}
+        return []
     with open(path) as handle:
-        phases = [json.loads(line) for line in handle if line.strip()]
-    own = [p["peak_mb"] for p in phases if p["phase"] == "launcher"]
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def phase_peaks(phases: list[dict]) -> dict:
+    """The launcher's own work and the runner it hosts, apart: `launcher_own_peak_mb`, the largest peak of the
+    launcher's phases (before, between and after runs), each less what the runs before it left resident
+    (`runner_left_mb`: freed by the runner but kept by glibc's per-thread arenas, which `malloc_trim` does not
+    hand back; the launcher's main thread allocates from its own arena, so its work after a run does not reuse
+    it); `runner_peak_mb`, the largest peak of a run; `runner_added_mb`, the most a run added to the resident
+    set it started with. Empty when no pipeline ran."""
     runs = [p for p in phases if p["phase"] == "runner"]
     if not runs:
         return {}
-    return {"launcher_own_peak_mb": max(own, default=0.0), "runner_peak_mb": max(p["peak_mb"] for p in runs),
+    own, carried = [], 0.0
+    for phase in phases:
+        if phase["phase"] == "launcher":
+            own.append(phase["peak_mb"] - carried)
+        else:
+            carried += phase["released_mb"] - phase["start_mb"]
+    return {"launcher_own_peak_mb": round(max(own, default=0.0), 1),
+            "launcher_raw_peaks_mb": [p["peak_mb"] for p in phases if p["phase"] == "launcher"],
+            "runner_peak_mb": max(p["peak_mb"] for p in runs),
             "runner_added_mb": round(max(p["peak_mb"] - p["start_mb"] for p in runs), 1),
-            "runner_left_mb": round(max(p["released_mb"] - p["start_mb"] for p in runs), 1), "phases": phases}
+            "runner_left_mb": round(carried, 1), "phases": phases}
 
 
 def measure(command: list[str], env: dict, log_path: str) -> dict:
@@ -207,7 +221,7 @@ def measure(command: list[str], env: dict, log_path: str) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if code != 0:
         raise RuntimeError(f"{' '.join(command[:4])} … exited {code}; see {log_path}")
-    phases = phase_peaks(phase_path)  # the launcher resets its peak per phase: the polls may miss one
+    phases = phase_peaks(read_phases(phase_path))  # the launcher resets its peak per phase: the polls may miss one
     launcher_peak = max([monitor.launcher_mb, phases.get("runner_peak_mb", 0.0),
                          phases.get("launcher_own_peak_mb", 0.0)])
     return {"wall_s": round(wall, 1), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime
@@ -216,6 +230,7 @@ def measure(command: list[str], env: dict, log_path: str) -> dict:
             "launcher_own_peak_mb": phases.get("launcher_own_peak_mb", round(launcher_peak, 1)),
             "runner_peak_mb": phases.get("runner_peak_mb"), "runner_added_mb": phases.get("runner_added_mb"),
             "runner_left_mb": phases.get("runner_left_mb"), "phases": phases.get("phases", []),
+            "launcher_raw_peaks_mb": phases.get("launcher_raw_peaks_mb"),
             "largest_worker_peak_mb": round(monitor.largest_worker_mb, 1),
             "largest_worker_anon_mb": round(monitor.largest_worker_anon_mb, 1), "processes": len(monitor.workers_seen)}
 
