@@ -283,7 +283,8 @@ def bench_size(n: int, args, root: str) -> dict:
     for stage, command in stage_commands(work, args.config, args.set).items():
         if stage in args.stages:
             results[stage] = measure(command, env, os.path.join(work, f"{stage}.log"))
-            print(f"  n={n:,} {stage}: {results[stage]}", flush=True)
+            shown = {key: value for key, value in results[stage].items() if key != "phases"}
+            print(f"  n={n:,} {stage}: {shown}", flush=True)
         elif stage in needed:  # an input of a measured stage (the index for candidates), run but not reported
             measure(command, env, os.path.join(work, f"{stage}.log"))
     return results
@@ -310,6 +311,15 @@ def table(rows: list[dict], stages) -> str:
     return "\n".join(lines)
 
 
+def rerender(rows: list[dict]) -> list[dict]:
+    """An earlier run's rows with each stage's launcher split derived from its recorded phases."""
+    for row in rows:
+        for stage in STAGES:
+            if row.get(stage, {}).get("phases"):
+                row[stage].update({k: v for k, v in phase_peaks(row[stage]["phases"]).items() if k != "phases"})
+    return rows
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["_overlap"]:
         return overlap_main(argv[1:])
@@ -322,7 +332,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--code", default=os.getcwd(), help="the checkout whose stages run (PYTHONPATH)")
     parser.add_argument("--work", help="where inputs and outputs go (default: a temporary directory, removed)")
     parser.add_argument("--json", help="write the results here as JSON")
+    parser.add_argument("--table-from", metavar="JSON", help="print the table of an earlier run's --json again "
+                        "(the launcher's own work and the runner's share derived anew from its phase records)")
     args = parser.parse_args(argv)
+    if args.table_from:
+        print(table(rerender(storage.read_json(args.table_from)["results"]), STAGES))
+        return 0
     args.stages = [s for s in args.stages.split(",") if s]
     unknown = set(args.stages) - set(STAGES)
     if unknown:
