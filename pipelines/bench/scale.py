@@ -3,6 +3,7 @@ worker processes, so a stage that gathers a whole collection in one process show
 
     posters bench scale                                   # 100k, 200k, 400k titles
     posters bench scale --sizes 50000,100000 --json bench_out/scale.json
+    posters bench scale --table-from bench_out/scale.json  # the table of a saved run again
 
 For every N: generated clustered unit vectors (128-d) written as embeddings, a generated watch history (one
 user per 10 titles, 1–20 watches each, plus one user who watched 2,000), then, each stage in its own
@@ -14,6 +15,15 @@ between polls; it includes touched pages of memory-mapped files, which the page 
 processes) and the largest private anonymous memory seen (RssAnon), and the tree's CPU time (RUSAGE_CHILDREN
 once it has exited). The last column of the table
 is the growth from the smallest to the largest N.
+
+On DirectRunner the launcher also hosts the runner, which holds the data between stages (Dataflow's service
+does there), so the launcher's whole peak says little about its own work. The bench sets
+`POSTERS_PHASE_MEMORY` for each stage, and `make_pipeline` (pipelines/common/phase_memory.py) records the
+launcher's peak per phase: before the run (config, manifests, the graph), the run, and after it (gates,
+publishing), each from a reset VmHWM. Rows: "launcher own work peak" (the largest phase outside runs, less what
+the runs left resident), "runner (in launcher) peak" (the largest run's), "runner's memory left in launcher"
+(freed by the runner but kept by glibc's per-thread arenas after gc and `malloc_trim`). A stage without a
+pipeline (the overlap report, evaluate) is all launcher work. `--table-from run.json` prints a saved run's table.
 
 `posters evaluate` (stage `evaluate`, not a Beam pipeline) runs in its launcher alone, on the embeddings, the
 watch history and a generated CSV catalog whose rows share one small poster, with the config given (the nightly's
