@@ -97,3 +97,13 @@ def test_what_a_run_left_resident_is_not_counted_as_the_launcher_s_work_after_it
     found = scale.phase_peaks(phases)
     assert found["runner_left_mb"] == 400.0 and found["runner_peak_mb"] == 1000.0
     assert found["launcher_own_peak_mb"] == 360.0  # 760 less the 300 + 100 the runs left; 620 - 300 = 320
+
+
+def test_a_stage_s_pipeline_is_not_measured_unless_the_bench_asks(monkeypatch):
+    from pipelines.common import phase_memory
+    from pipelines.common.command_line import make_pipeline
+    from pipelines.config import load_config
+
+    monkeypatch.delenv(phase_memory.ENV, raising=False)
+    pipeline = make_pipeline(load_config("configs/local.yaml", []), [], False)
+    assert pipeline.runner.run_pipeline.__func__ is type(pipeline.runner).run_pipeline
