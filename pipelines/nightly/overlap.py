@@ -75,14 +75,14 @@ def spill(batches: Iterator[pa.RecordBatch], directory: str, partitions: int) ->
         for batch in batches:
             batch = batch.replace_schema_metadata(None)  # every file's batches alike, whatever its writer noted
             parts = title_partitions(batch.column("title_id"), partitions)
-            order = np.argsort(parts, kind="stable")
-            ordered, bounds = batch.take(pa.array(order)), np.cumsum(np.bincount(parts, minlength=partitions))
-            for part in np.flatnonzero(np.bincount(parts, minlength=partitions)):
-                start = bounds[part - 1] if part else 0
+            counts = np.bincount(parts, minlength=partitions)
+            ordered, ends = batch.take(pa.array(np.argsort(parts, kind="stable"))), np.cumsum(counts)
+            for part in np.flatnonzero(counts):
+                start = ends[part] - counts[part]
                 if part not in writers:
                     os.makedirs(f"{directory}/part={part}", exist_ok=True)
                     writers[part] = pq.ParquetWriter(f"{directory}/part={part}/data.parquet", batch.schema)
-                writers[part].write_batch(ordered.slice(start, bounds[part] - start))
+                writers[part].write_batch(ordered.slice(start, counts[part]))
             del ordered
             pa.default_memory_pool().release_unused()
     finally:
