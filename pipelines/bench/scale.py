@@ -3,6 +3,7 @@ worker processes, so a stage that gathers a whole collection in one process show
 
     posters bench scale                                   # 100k, 200k, 400k titles
     posters bench scale --sizes 50000,100000 --json bench_out/scale.json
+    posters bench scale --table-from bench_out/scale.json  # the table of a saved run again
 
 For every N: generated clustered unit vectors (128-d) written as embeddings, a generated watch history (one
 user per 10 titles, 1–20 watches each, plus one user who watched 2,000), then, each stage in its own
@@ -14,6 +15,15 @@ between polls; it includes touched pages of memory-mapped files, which the page 
 processes) and the largest private anonymous memory seen (RssAnon), and the tree's CPU time (RUSAGE_CHILDREN
 once it has exited). The last column of the table
 is the growth from the smallest to the largest N.
+
+On DirectRunner the launcher also hosts the runner, which holds the data between stages (Dataflow's service
+does there), so the launcher's whole peak says little about its own work. The bench sets
+`POSTERS_PHASE_MEMORY` for each stage, and `make_pipeline` (pipelines/common/phase_memory.py) records the
+launcher's peak per phase: before the run (config, manifests, the graph), the run, and after it (gates,
+publishing), each from a reset VmHWM. Rows: "launcher own work peak" (the largest phase outside runs, less what
+the runs left resident), "runner (in launcher) peak" (the largest run's), "runner's memory left in launcher"
+(freed by the runner but kept by glibc's per-thread arenas after gc and `malloc_trim`). A stage without a
+pipeline (the overlap report, evaluate) is all launcher work. `--table-from run.json` prints a saved run's table.
 
 `posters evaluate` (stage `evaluate`, not a Beam pipeline) runs in its launcher alone, on the embeddings, the
 watch history and a generated CSV catalog whose rows share one small poster, with the config given (the nightly's
@@ -38,7 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.bench.index import clustered_unit_vectors
-from pipelines.common import storage
+from pipelines.common import phase_memory, storage
 from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE, embeddings_schema
 
 DEFAULT_SIZES = (100_000, 200_000, 400_000)
@@ -172,9 +182,44 @@ class TreeMonitor(threading.Thread):
         return max(self.workers_anon_mb.values(), default=0.0)
 
 
+def read_phases(path: str) -> list[dict]:
+    """`phase_memory`'s records in `path` (none when no pipeline ran: the launcher is all there is)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def phase_peaks(phases: list[dict]) -> dict:
+    """The launcher's own work and the runner it hosts, apart: `launcher_own_peak_mb`, the largest peak of the
+    launcher's phases (before, between and after runs), each less what the runs before it left resident
+    (`runner_left_mb`: freed by the runner but kept by glibc's per-thread arenas, which `malloc_trim` does not
+    hand back; the launcher's main thread allocates from its own arena, so its work after a run does not reuse
+    it); `runner_peak_mb`, the largest peak of a run; `runner_added_mb`, the most a run added to the resident
+    set it started with. Empty when no pipeline ran."""
+    runs = [p for p in phases if p["phase"] == "runner"]
+    if not runs:
+        return {}
+    own, carried = [], 0.0
+    for phase in phases:
+        if phase["phase"] == "launcher":
+            own.append(phase["peak_mb"] - carried)
+        else:
+            carried += phase["released_mb"] - phase["start_mb"]
+    return {"launcher_own_peak_mb": round(max(own, default=0.0), 1),
+            "launcher_raw_peaks_mb": [p["peak_mb"] for p in phases if p["phase"] == "launcher"],
+            "runner_peak_mb": max(p["peak_mb"] for p in runs),
+            "runner_added_mb": round(max(p["peak_mb"] - p["start_mb"] for p in runs), 1),
+            "runner_left_mb": round(carried, 1), "phases": phases}
+
+
 def measure(command: list[str], env: dict, log_path: str) -> dict:
     """Runs `command` (a stage's launcher) and measures its tree; raises when it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    phase_path = log_path + ".phases.jsonl"
+    if os.path.exists(phase_path):
+        os.remove(phase_path)
+    env = {**env, phase_memory.ENV: phase_path}
     started = time.time()
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -186,9 +231,16 @@ def measure(command: list[str], env: dict, log_path: str) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if code != 0:
         raise RuntimeError(f"{' '.join(command[:4])} … exited {code}; see {log_path}")
+    phases = phase_peaks(read_phases(phase_path))  # the launcher resets its peak per phase: the polls may miss one
+    launcher_peak = max([monitor.launcher_mb, phases.get("runner_peak_mb", 0.0),
+                         phases.get("launcher_own_peak_mb", 0.0)])
     return {"wall_s": round(wall, 1), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime
                                                     - before.ru_stime, 1),
-            "launcher_peak_mb": round(monitor.launcher_mb, 1), "launcher_anon_mb": round(monitor.launcher_anon_mb, 1),
+            "launcher_peak_mb": round(launcher_peak, 1), "launcher_anon_mb": round(monitor.launcher_anon_mb, 1),
+            "launcher_own_peak_mb": phases.get("launcher_own_peak_mb", round(launcher_peak, 1)),
+            "runner_peak_mb": phases.get("runner_peak_mb"), "runner_added_mb": phases.get("runner_added_mb"),
+            "runner_left_mb": phases.get("runner_left_mb"), "phases": phases.get("phases", []),
+            "launcher_raw_peaks_mb": phases.get("launcher_raw_peaks_mb"),
             "largest_worker_peak_mb": round(monitor.largest_worker_mb, 1),
             "largest_worker_anon_mb": round(monitor.largest_worker_anon_mb, 1), "processes": len(monitor.workers_seen)}
 
@@ -241,7 +293,8 @@ def bench_size(n: int, args, root: str) -> dict:
     for stage, command in stage_commands(work, args.config, args.set).items():
         if stage in args.stages:
             results[stage] = measure(command, env, os.path.join(work, f"{stage}.log"))
-            print(f"  n={n:,} {stage}: {results[stage]}", flush=True)
+            shown = {key: value for key, value in results[stage].items() if key != "phases"}
+            print(f"  n={n:,} {stage}: {shown}", flush=True)
         elif stage in needed:  # an input of a measured stage (the index for candidates), run but not reported
             measure(command, env, os.path.join(work, f"{stage}.log"))
     return results
@@ -253,14 +306,28 @@ def table(rows: list[dict], stages) -> str:
     for stage in stages:
         for key, label in (("wall_s", "wall s"), ("cpu_s", "CPU s"), ("launcher_peak_mb", "launcher peak RSS MB"),
                            ("launcher_anon_mb", "launcher private MB"),
+                           ("launcher_own_peak_mb", "launcher own work peak MB"),
+                           ("runner_peak_mb", "runner (in launcher) peak MB"),
+                           ("runner_left_mb", "runner's memory left in launcher MB"),
                            ("largest_worker_peak_mb", "largest worker peak RSS MB"),
                            ("largest_worker_anon_mb", "largest worker private MB")):
-            values = [r[stage][key] for r in rows if stage in r]
+            values = [r[stage].get(key) for r in rows if stage in r]
+            if None in values:  # no pipeline in this stage: the launcher is all there is
+                continue
             if not values:
                 continue
             growth = f"{values[-1] / values[0]:.2f}×" if values[0] else "–"
             lines.append(f"| {stage} | {label} | " + " | ".join(f"{v:,.1f}" for v in values) + f" | {growth} |")
     return "\n".join(lines)
+
+
+def rerender(rows: list[dict]) -> list[dict]:
+    """An earlier run's rows with each stage's launcher split derived from its recorded phases."""
+    for row in rows:
+        for stage in STAGES:
+            if row.get(stage, {}).get("phases"):
+                row[stage].update({k: v for k, v in phase_peaks(row[stage]["phases"]).items() if k != "phases"})
+    return rows
 
 
 def main(argv: list[str]) -> int:
@@ -275,7 +342,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--code", default=os.getcwd(), help="the checkout whose stages run (PYTHONPATH)")
     parser.add_argument("--work", help="where inputs and outputs go (default: a temporary directory, removed)")
     parser.add_argument("--json", help="write the results here as JSON")
+    parser.add_argument("--table-from", metavar="JSON", help="print the table of an earlier run's --json again "
+                        "(the launcher's own work and the runner's share derived anew from its phase records)")
     args = parser.parse_args(argv)
+    if args.table_from:
+        print(table(rerender(storage.read_json(args.table_from)["results"]), STAGES))
+        return 0
     args.stages = [s for s in args.stages.split(",") if s]
     unknown = set(args.stages) - set(STAGES)
     if unknown:

@@ -8,6 +8,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
+from pipelines.common import phase_memory
 from pipelines.config import Config, load_config
 
 
@@ -44,12 +45,13 @@ def beam_argv(config: Config, beam_args: list[str]) -> list[str]:
 def make_pipeline(config: Config, beam_args: list[str], save_main_session: bool = True,
                   test_pipeline: beam.Pipeline | None = None) -> beam.Pipeline:
     """The pipeline a stage's `run` builds on: `test_pipeline` when a test passes one, else a new one with the
-    config's and the command line's Beam options (`save_main_session` as in Beam's examples)."""
+    config's and the command line's Beam options (`save_main_session` as in Beam's examples); its runs are
+    measured per phase when `phase_memory.ENV` is set (`posters bench scale`)."""
     if test_pipeline is not None:
         return test_pipeline
     options = PipelineOptions(beam_argv(config, beam_args))
     options.view_as(SetupOptions).save_main_session = save_main_session
-    return beam.Pipeline(runner=local_runner(options), options=options)
+    return phase_memory.watch_runs(beam.Pipeline(runner=local_runner(options), options=options))
 
 
 # What Beam's `runner` option accepts for its direct runner (case-insensitive; Beam adds a missing "Runner").

@@ -38,3 +38,72 @@ def test_the_evaluate_stage_gets_a_catalog_whose_rows_all_name_a_readable_poster
     command = scale.stage_commands(str(tmp_path), "configs/local.yaml", [])["evaluate"]
     assert command[command.index("--catalog") + 1] == str(tmp_path / "catalog.csv")
     assert not set(scale.DIRECT_FLAGS) & set(command)  # not a Beam pipeline
+
+
+def _touched_block(mb: int) -> bytearray:
+    block = bytearray(mb << 20)
+    block[::4096] = b"x" * len(block[::4096])  # resident only once touched
+    return block
+
+
+def _held_in_the_runner(element, mb):
+    return element + len(_touched_block(mb)) // (mb << 20)
+
+
+def test_the_launcher_s_own_work_and_the_runner_it_hosts_are_measured_apart(tmp_path, monkeypatch):
+    """A stage's pipeline, made by `make_pipeline`, on the in-process runner: 60 MB held before the run, 200 MB
+    inside it (the runner's share), 100 MB after it. Each phase's peak is reset at its start, so the phase after
+    the run peaks below the run, and the runner's freed 200 MB are handed back before it starts."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.common import phase_memory
+    from pipelines.common.command_line import make_pipeline
+    from pipelines.config import load_config
+
+    path = str(tmp_path / "phases.jsonl")
+    monkeypatch.setenv(phase_memory.ENV, path)
+    monkeypatch.setitem(phase_memory._state, "exit_hooked", True)  # the test ends the last phase itself
+    before = _touched_block(60)
+    pipeline = make_pipeline(load_config("configs/local.yaml", []), ["--direct_running_mode=in_memory"], False)
+    assert_that(pipeline | beam.Create([1]) | beam.Map(_held_in_the_runner, mb=200), equal_to([2]))
+    del before  # freed before the run: only the first phase's peak holds it
+    pipeline.run().wait_until_finish()
+    after = _touched_block(100)
+    phase_memory.end_phase("launcher", path)
+    del after
+
+    found = scale.phase_peaks(scale.read_phases(path))
+    first, run, last = found["phases"]
+    assert [first["phase"], run["phase"], last["phase"]] == ["launcher", "runner", "launcher"]
+    assert found["runner_added_mb"] >= 200 and found["runner_peak_mb"] == run["peak_mb"]
+    assert found["runner_left_mb"] < 50  # the 200 MB were handed back
+    assert 100 <= last["peak_mb"] - last["start_mb"] < 150 and last["peak_mb"] < run["peak_mb"]
+    assert first["peak_mb"] - run["start_mb"] >= 55
+    own_after = last["peak_mb"] - found["runner_left_mb"]
+    assert found["launcher_own_peak_mb"] == round(max(first["peak_mb"], own_after), 1) < run["peak_mb"]
+
+
+def test_a_stage_without_a_pipeline_has_no_runner_share(tmp_path):
+    assert scale.phase_peaks(scale.read_phases(str(tmp_path / "absent.jsonl"))) == {}
+
+
+def test_what_a_run_left_resident_is_not_counted_as_the_launcher_s_work_after_it():
+    phases = [{"phase": "launcher", "peak_mb": 300.0, "start_mb": 0.0},
+              {"phase": "runner", "peak_mb": 1000.0, "start_mb": 250.0, "released_mb": 550.0},
+              {"phase": "launcher", "peak_mb": 620.0, "start_mb": 550.0},
+              {"phase": "runner", "peak_mb": 900.0, "start_mb": 600.0, "released_mb": 700.0},
+              {"phase": "launcher", "peak_mb": 760.0, "start_mb": 700.0}]
+    found = scale.phase_peaks(phases)
+    assert found["runner_left_mb"] == 400.0 and found["runner_peak_mb"] == 1000.0
+    assert found["launcher_own_peak_mb"] == 360.0  # 760 less the 300 + 100 the runs left; 620 - 300 = 320
+
+
+def test_a_stage_s_pipeline_is_not_measured_unless_the_bench_asks(monkeypatch):
+    from pipelines.common import phase_memory
+    from pipelines.common.command_line import make_pipeline
+    from pipelines.config import load_config
+
+    monkeypatch.delenv(phase_memory.ENV, raising=False)
+    pipeline = make_pipeline(load_config("configs/local.yaml", []), [], False)
+    assert pipeline.runner.run_pipeline.__func__ is type(pipeline.runner).run_pipeline
