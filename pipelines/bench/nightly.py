@@ -185,9 +185,8 @@ def bench_posters(work: str, args) -> list[dict]:
     config = load_config(args.config, args.set)
     batch = config.embed.max_batch_size
     images = embed_bench.poster_bytes(catalog)
-    serve, _ = embed_bench.load_serving_function(model)
-    reference_s = len(images) / embed_bench.measure_validate_decode_model(serve, images, config, batch)
-    del images, serve
+    reference_s = len(images) / embed_bench.measure_validate_decode_model(model, images, config, batch)
+    del images
     embeddings = os.path.join(work, "embeddings")
     sets = [arg for item in args.set for arg in ("--set", item)]
     _, seconds, rows = embed_bench.measure_pipeline(args.config, catalog, model, embeddings, batch,

@@ -1,5 +1,5 @@
 """`posters bench nightly` at a tiny size: every stage of the generated-vectors night is timed beside its reference
-in one run, and the table and JSON say so. (The posters night needs a model export and TensorFlow: not run here.)"""
+in one run, and the table and JSON say so. The posters night at 40 titles: its embed row beside the plain loop."""
 import json
 
 from pipelines.bench import nightly
@@ -34,3 +34,15 @@ def test_a_tiny_night_times_each_stage_beside_its_reference(tmp_path, capsys):
 def test_the_table_leaves_a_missing_reference_blank():
     row = {"stage": "s", "titles": 10, "seconds": 2.0, "reference": "r", "reference_s": None, "ratio": None}
     assert nightly.table([row]).splitlines()[-1] == "| s | 10 | 2.0 | r | – | – |"
+
+
+def test_the_posters_night_embeds_generated_posters_beside_the_plain_loop(tmp_path):
+    """The posters part: a generated catalog embedded by the real pipeline, beside the validate + decode + model loop
+    on the same export (the loop takes the model directory; a loaded function there failed before any figure)."""
+    out = tmp_path / "nightly.json"
+    assert nightly.main(["--poster-titles", "40", "--distinct", "8", "--vector-titles", "0", "--no-candidates",
+                         "--set", "model.input_size=32", "--set", "index.min_recall_at_10=0", "--runner_flags", "",
+                         "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["stage"], r["reference"]) for r in rows][0] == ("posters: embed", "validate + decode + model loop")
+    assert rows[0]["titles"] == 40 and rows[0]["seconds"] > 0 and rows[0]["reference_s"] > 0
