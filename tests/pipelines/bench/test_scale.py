@@ -1,8 +1,12 @@
 """`posters bench scale`'s measuring: a process tree's launcher and largest worker are told apart, and the
 table reports growth from the smallest N to the largest. (The stages themselves are not run here: too slow.)"""
+import os
+import subprocess
 import sys
 
 from pipelines.bench import scale
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 HOLD = "import time; block = bytearray({mb} << 20); block[::4096] = b'x' * len(block[::4096]); time.sleep(1)"
 
@@ -50,10 +54,8 @@ def _held_in_the_runner(element, mb):
     return element + len(_touched_block(mb)) // (mb << 20)
 
 
-def test_the_launcher_s_own_work_and_the_runner_it_hosts_are_measured_apart(tmp_path, monkeypatch):
-    """A stage's pipeline, made by `make_pipeline`, on the in-process runner: 60 MB held before the run, 200 MB
-    inside it (the runner's share), 100 MB after it. Each phase's peak is reset at its start, so the phase after
-    the run peaks below the run, and the runner's freed 200 MB are handed back before it starts."""
+def _three_phases(path: str) -> None:
+    """60 MB held before the run, 200 MB inside it, 100 MB after it, recorded in `path`."""
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
@@ -61,9 +63,8 @@ def test_the_launcher_s_own_work_and_the_runner_it_hosts_are_measured_apart(tmp_
     from pipelines.common.command_line import make_pipeline
     from pipelines.config import load_config
 
-    path = str(tmp_path / "phases.jsonl")
-    monkeypatch.setenv(phase_memory.ENV, path)
-    monkeypatch.setitem(phase_memory._state, "exit_hooked", True)  # the test ends the last phase itself
+    os.environ[phase_memory.ENV] = path
+    phase_memory._state["exit_hooked"] = True  # the last phase is ended here, not at exit
     before = _touched_block(60)
     pipeline = make_pipeline(load_config("configs/local.yaml", []), ["--direct_running_mode=in_memory"], False)
     assert_that(pipeline | beam.Create([1]) | beam.Map(_held_in_the_runner, mb=200), equal_to([2]))
@@ -73,6 +74,17 @@ def test_the_launcher_s_own_work_and_the_runner_it_hosts_are_measured_apart(tmp_
     phase_memory.end_phase("launcher", path)
     del after
 
+
+def test_the_launcher_s_own_work_and_the_runner_it_hosts_are_measured_apart(tmp_path):
+    """A stage's pipeline, made by `make_pipeline`, on the in-process runner: 60 MB held before the run, 200 MB
+    inside it (the runner's share), 100 MB after it. Each phase's peak is reset at its start, so the phase after
+    the run peaks below the run, and the runner's freed 200 MB are handed back before it starts. In a fresh
+    process: inside a test worker that had run other tests, the run once measured 47 MB added for the 200 MB
+    block (the worker's own resident set moved meanwhile; the cause was not established)."""
+    path = str(tmp_path / "phases.jsonl")
+    subprocess.run([sys.executable, "-c", "import sys; from tests.pipelines.bench.test_scale import _three_phases; "
+                    "_three_phases(sys.argv[1])", path], check=True, cwd=REPO, timeout=300,
+                   env={**os.environ, "PYTHONPATH": REPO})
     found = scale.phase_peaks(scale.read_phases(path))
     first, run, last = found["phases"]
     assert [first["phase"], run["phase"], last["phase"]] == ["launcher", "runner", "launcher"]
