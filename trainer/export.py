@@ -45,9 +45,11 @@ class PosterServing(tf.Module):
     """What the SavedModel holds: the embedding model's variables behind a bytes-in serving function (and, with
     `pixel_signature`, a pixels-in one).
 
-    The module tracks the model's variables, not the Keras model: as a tracked child, `tf.saved_model.save` would
-    trace Keras' `_default_save_signature` of the model and of every nested functional model (whole-model traces
-    that nothing serves) and walk every layer's attributes; the functions close over the model instead.
+    Each function is traced once, here, and held as its concrete function: `tf.saved_model.save` saves those as
+    they are, where it would trace a `tf.function` attribute again (under its save context). The module tracks the
+    model's variables, not the Keras model: as a tracked child, the save would trace Keras'
+    `_default_save_signature` of the model and of every nested functional model (whole-model traces that nothing
+    serves) and walk every layer's attributes; the functions close over the model instead.
     """
 
     def __init__(self, embedder: keras.Model, input_size: int, pixel_signature: bool = True):
@@ -63,11 +65,10 @@ class PosterServing(tf.Module):
                                fn_output_signature=tf.TensorSpec([input_size, input_size, 3], tf.uint8))
             return embed_pixels(pixels)
 
-        self.serve = tf.function(serve, input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+        self.serve = tf.function(serve).get_concrete_function(tf.TensorSpec([None], tf.string, name=SERVING_INPUT))
         if pixel_signature:
-            self.embed_pixels = tf.function(
-                embed_pixels,
-                input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.uint8, name=PIXELS_INPUT)])
+            self.embed_pixels = tf.function(embed_pixels).get_concrete_function(
+                tf.TensorSpec([None, input_size, input_size, 3], tf.uint8, name=PIXELS_INPUT))
 
 
 def model_version(embedder: keras.Model, backbone: str, input_size: int) -> str:
@@ -96,7 +97,7 @@ def export_model(embedder: keras.Model, out_uri: str, backbone: str, input_size:
         "genres": list(genres),
         # Of the variables the serving graph uses, as the loader recomputes it (for a Keras model whose weights
         # all serve, the same as `model_version(embedder, …)`).
-        "model_version": weights_version(module.serve.get_concrete_function().variables, backbone, input_size),
+        "model_version": weights_version(module.serve.variables, backbone, input_size),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "signatures": sorted(signatures),
         **(extra_meta or {}),

@@ -36,29 +36,29 @@ def export_tiny_model(out_dir: str, input_size: int = 32, dim: int = 16, seed: i
                         pixel_signature=pixel_signature)
 
 
-class JpegOnlyServing(PosterServing):
+def jpeg_only_serving(embedder: keras.Model, input_size: int) -> tf.Module:
     """The real serving graph behind an assertion that each input starts with the JPEG marker (TF's JPEG
     decoder would read PNG too): a model that fails on PNG posters. Bytes in only, as exports before the pixel
     signature were: embed feeds it the posters' bytes."""
+    plain = PosterServing(embedder, input_size, pixel_signature=False)
 
-    def __init__(self, embedder: keras.Model, input_size: int):
-        super().__init__(embedder, input_size, pixel_signature=False)
-        plain = self.serve.python_function
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+    def serve(image_bytes):
+        is_jpeg = tf.debugging.assert_equal(tf.strings.substr(image_bytes, 0, 2), tf.constant(b"\xff\xd8"),
+                                            message="not a JPEG")
+        with tf.control_dependencies([is_jpeg]):
+            image_bytes = tf.identity(image_bytes)
+        return plain.serve(image_bytes)
 
-        def serve(image_bytes):
-            is_jpeg = tf.debugging.assert_equal(tf.strings.substr(image_bytes, 0, 2), tf.constant(b"\xff\xd8"),
-                                                message="not a JPEG")
-            with tf.control_dependencies([is_jpeg]):
-                image_bytes = tf.identity(image_bytes)
-            return plain(image_bytes)
-
-        self.serve = tf.function(serve, input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+    module = tf.Module()
+    module.model_variables, module.serve = plain.model_variables, serve.get_concrete_function()
+    return module
 
 
 def export_jpeg_only_model(out_dir: str, input_size: int = 32, dim: int = 16, seed: int = 0) -> dict:
-    module = JpegOnlyServing(tiny_embedder(input_size, dim, seed), input_size)
+    module = jpeg_only_serving(tiny_embedder(input_size, dim, seed), input_size)
     tf.saved_model.save(module, out_dir, signatures={SERVING_SIGNATURE: module.serve})
-    version = weights_version(module.serve.get_concrete_function().variables, "tiny_cnn_jpeg_only", input_size)
+    version = weights_version(module.serve.variables, "tiny_cnn_jpeg_only", input_size)
     meta = {"backbone": "tiny_cnn_jpeg_only", "input_size": input_size, "dim": dim, "metric": "angular",
             "genres": GENRES, "model_version": version}
     with open(os.path.join(out_dir, MODEL_META_FILE), "w") as handle:
