@@ -332,8 +332,10 @@ def run_candidates(plan: CandidatesPlan, final_out: str, pipeline: beam.Pipeline
                     if key.startswith("skipped_")},
         "watches": counters.get("watches", 0),
         "watches_of_titles_without_embedding": counters.get("watches_without_embedding", 0),
-        # item→item's list scan: (title, other list group) pairs routed and answered (its shuffles' rows)
+        # item→item's list scan: (title, other list group) pairs routed (the first shuffle's rows) and the results
+        # from other groups that reach their title's (k+1)-th home score (the second shuffle's rows)
         "shuffled_group_probes": counters.get("shuffled_group_probes", 0),
+        "shuffled_partial_entries": counters.get("shuffled_partial_entries", 0),
         "k": plan.k, "index_version": plan.index_version, "model_version": plan.model_version,
         "index": plan.index_uri, "history": plan.history_uri, "out": final_out,
         "recency_half_life_days": plan.recency_half_life_days, "seconds": round(time.time() - started, 1),
