@@ -1,9 +1,10 @@
 """Item→item for every title in one pass over the inverted lists: faiss' `big_batch_search`, split across Beam.
 
     index quantiser ──▶ GroupListsByProximity ──▶ each list's group (a side input of nlist ints, read by every step)
-    (shard, group) sources ──▶ RouteSources ──▶ GroupByKey(probed group) ──▶ ScanListGroup ──┐ partials of titles
-    list groups ──────────────────────────────────────────────────────────▶ CoGroupByKey(home group) ◀──┘ from other
-                                                                                   └─▶ ScanHomeGroup        groups
+    (shard, group) sources ──▶ RouteSources ──▶ GroupByKey(probed group) ──▶ ScanListGroup ──┐ results from other
+    (home scan: thresholds)                                                                    │ groups that beat
+    list groups ──────────────────────────────────────────────────────────▶ CoGroupByKey(home group) ◀──┘ a threshold
+                                                                                   └─▶ ScanHomeGroup (home scan again)
 
 Searching every title one query at a time reads each inverted list once per query that probes it. faiss'
 `big_batch_search` (`faiss.contrib.big_batch_search`) turns that around: it assigns all queries to their
@@ -14,16 +15,21 @@ from), so the titles are read from the index itself. The lists are first put in 
 `lists_per_group` lists whose centroids lie close together (`group_lists_by_proximity`: a k-means of the
 quantiser's centroids, computed once per run); since a title's `nprobe` lists are the ones nearest to it, most
 of them fall in its own list's group (grouped by list number they fell in about `nprobe` different groups). A
-*source* (a shard's lists of one group) is assigned to its lists (`route_source`) and sent, per *other* group its
-titles probe, through a `GroupByKey` — as list positions (about 20 bytes a probe), not vectors; one element of
-that shuffle is a list group with the queries that probe it (at most about
+*source* (a shard's lists of one group) is assigned to its lists (`route_source`) and first scored against its
+own group's lists (in every shard), which gives each title a *threshold*: its (k+1)-th best score there
+(`home_thresholds`). The source is then sent, per *other* group its titles probe, through a `GroupByKey` — as
+each title's row in the source, its threshold and which of the group's lists it probes (about 10 bytes a probe),
+not vectors; one element of that shuffle is a list group with the queries that probe it (at most about
 `candidates.all_titles_queries_per_group`, whatever the catalog's size). The group reads its queries' vectors
 and its lists from the machine's memory-mapped index and scores them list by list with faiss' own
-`BlockComputer` and `ResultHeap` (`scan_list_group`); each query's partial top-k goes to its *home* group (the
-group of its own list). There (`ScanHomeGroup`) the group's titles, in every shard, are routed again and scored
-against their own group's lists, which needs no shuffle, and merged with the partials from the other groups; the
-title itself is left out (`merge_batch`). So both shuffles carry one row per (title, other group it probes): the
-`shuffled_group_probes` counter, in the run's summary. The lists a query probes and the scores computed there are
+`BlockComputer` and `ResultHeap` (`scan_list_group`); of each query's partial top-(k+1) only the results that
+reach its threshold (`beating`; most queries have none) go to its *home* group (the group of its own list).
+There (`ScanHomeGroup`) the group's titles, in every shard, are routed and scored against their own group's
+lists again (the home scan is done twice rather than shuffled), and merged with the results from the other
+groups; the title itself is left out (`merge_batch`). A result below the threshold cannot enter the top-(k+1):
+the home results already hold k+1 at or above it. So the first shuffle carries one row per (title, other group
+it probes) (`shuffled_group_probes` in the run's summary) and the second one entry of 16 bytes per result that
+beats a threshold (`shuffled_partial_entries`). The lists a query probes and the scores computed there are
 those of the plain IVF search, so the top-k is the same (ties aside), however the lists are grouped.
 
 It applies to IVF-Flat indexes held by faiss that hold as many titles as the embeddings (`list_scan_applies`);
