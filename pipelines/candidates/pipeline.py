@@ -192,6 +192,11 @@ class TopNeighbours(beam.PTransform):
                                                                plan.model_version, plan.k, plan.faiss_threads)))
 
 
+# the Arrow rows a writer holds before it writes a row group: on DirectRunner a worker's whole share of item→item
+# arrives as one bundle, so Beam's default (64 MB) filled with ~260 B rows grows with the catalog up to that size
+ROW_GROUP_BYTES = 8 << 20
+
+
 class WriteCandidates(beam.PTransform):
     """(key, neighbours) → one Parquet table of the contract (`item2item` or `user`), with versions, counted."""
 
@@ -211,7 +216,8 @@ class WriteCandidates(beam.PTransform):
                 | "ToRows" >> beam.Map(to_row)
                 | "Count" >> beam.Map(_counted, f"{self._directory}_rows")
                 | "WriteParquet" >> beam.io.WriteToParquet(storage.join(plan.out_dir, self._directory, "part"),
-                                                           self._schema, file_name_suffix=".parquet"))
+                                                           self._schema, file_name_suffix=".parquet",
+                                                           row_group_buffer_size=ROW_GROUP_BYTES))
 
 
 class WriteSkipped(beam.PTransform):
