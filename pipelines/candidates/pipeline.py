@@ -192,6 +192,11 @@ class TopNeighbours(beam.PTransform):
                                                                plan.model_version, plan.k, plan.faiss_threads)))
 
 
+# the Arrow rows a writer holds before it writes a row group: on DirectRunner a worker's whole share of item→item
+# arrives as one bundle, so Beam's default (64 MB) filled with ~260 B rows grows with the catalog up to that size
+ROW_GROUP_BYTES = 8 << 20
+
+
 class WriteCandidates(beam.PTransform):
     """(key, neighbours) → one Parquet table of the contract (`item2item` or `user`), with versions, counted."""
 
@@ -211,7 +216,8 @@ class WriteCandidates(beam.PTransform):
                 | "ToRows" >> beam.Map(to_row)
                 | "Count" >> beam.Map(_counted, f"{self._directory}_rows")
                 | "WriteParquet" >> beam.io.WriteToParquet(storage.join(plan.out_dir, self._directory, "part"),
-                                                           self._schema, file_name_suffix=".parquet"))
+                                                           self._schema, file_name_suffix=".parquet",
+                                                           row_group_buffer_size=ROW_GROUP_BYTES))
 
 
 class WriteSkipped(beam.PTransform):
@@ -332,8 +338,10 @@ def run_candidates(plan: CandidatesPlan, final_out: str, pipeline: beam.Pipeline
                     if key.startswith("skipped_")},
         "watches": counters.get("watches", 0),
         "watches_of_titles_without_embedding": counters.get("watches_without_embedding", 0),
-        # item→item's list scan: (title, other list group) pairs routed and answered (its shuffles' rows)
+        # item→item's list scan: (title, other list group) pairs routed (the first shuffle's rows) and the results
+        # from other groups that reach their title's (k+1)-th home score (the second shuffle's rows)
         "shuffled_group_probes": counters.get("shuffled_group_probes", 0),
+        "shuffled_partial_entries": counters.get("shuffled_partial_entries", 0),
         "k": plan.k, "index_version": plan.index_version, "model_version": plan.model_version,
         "index": plan.index_uri, "history": plan.history_uri, "out": final_out,
         "recency_half_life_days": plan.recency_half_life_days, "seconds": round(time.time() - started, 1),

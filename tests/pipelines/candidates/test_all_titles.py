@@ -196,3 +196,62 @@ def test_the_list_scan_shuffles_one_row_per_title_and_other_group_it_probes(ivf_
     by_number = int(all_titles.groups_probed(np.arange(ivf.nlist) // 3, lists).sum())
     # 1,623 against 3,822 when it ran here
     assert 0 < summary["shuffled_group_probes"] < by_number / 2, (summary["shuffled_group_probes"], by_number)
+
+
+def _union_top(home: all_titles.Partial, others: list, depth: int):
+    """Every (score, id) a row got from its home group and from the other groups, best first (brute force)."""
+    entries = {int(p): [] for p in home.positions}
+    for row, scores, ids in zip(home.positions, home.scores, home.ids):
+        entries[int(row)] += [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
+    for part in others:
+        for row, scores, ids in zip(part.positions, part.scores, part.ids):
+            entries[int(row)] += [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
+    return {row: sorted(found, reverse=True) for row, found in entries.items()}
+
+
+def test_results_below_a_titles_home_threshold_are_dropped_and_no_result_of_its_top_k_is():
+    """Scores drawn from 4 values, so ties at the threshold are the rule: the other groups' results kept by
+    `beating` (ties with the (k+1)-th home score kept), merged after the home results, give every row the same
+    top-(k+1) scores as merging the other groups' whole partials, with every result that scores strictly above the
+    last one kept; and most entries are dropped."""
+    rng = np.random.default_rng(7)
+    rows, depth, groups = 200, 4, 3
+    positions = np.arange(rows, dtype=np.int32)
+
+    def partial(first_id, fill=depth, low=0):  # the home group's results score higher, as the nearest lists'
+        scores = -np.sort(-rng.integers(low, low + 4, (rows, depth)).astype(np.float32) / 4, axis=1)
+        ids = first_id + np.arange(rows * depth, dtype=np.int64).reshape(rows, depth)
+        ids[:, fill:], scores[:, fill:] = -1, -np.finfo(np.float32).max  # an unfilled heap's slots
+        return all_titles.Partial(positions, scores, ids)
+
+    home = partial(0, low=2)
+    home.ids[:20, depth - 1] = -1  # 20 rows with fewer than depth home results: no threshold, everything kept
+    home.scores[:20, depth - 1] = -np.finfo(np.float32).max
+    others = [partial(10_000 * (g + 1)) for g in range(groups)]
+    thresholds = all_titles.home_thresholds(home, rows)
+    assert np.isinf(thresholds[:20]).all() and (thresholds[20:] == home.scores[20:, -1]).all()
+    kept = [all_titles.beating(other, thresholds) for other in others]
+    whole = [all_titles.beating(other, np.full(rows, -np.inf, np.float32)) for other in others]
+    assert sum(len(k.ids) for k in kept) < 0.6 * sum(len(w.ids) for w in whole)
+    for k, other in zip(kept, others):  # a kept entry reaches its threshold; a tie with it is kept
+        assert (k.scores >= thresholds[k.positions]).all()
+        ties = (other.scores == thresholds[:, None]) & (other.ids >= 0)
+        assert ties.sum() > 0 and set(other.ids[ties]) <= set(k.ids)
+    scores, ids = all_titles.merge_batch(rows, [home], kept, depth)
+    whole_scores, whole_ids = all_titles.merge_batch(rows, [home], whole, depth)
+    np.testing.assert_array_equal(scores, whole_scores)
+    np.testing.assert_array_equal(ids, whole_ids)
+    union = _union_top(home, others, depth)
+    for row in range(rows):
+        expected = union[row][:depth]
+        assert scores[row].tolist() == [s for s, _ in expected]
+        # every result strictly above the row's last score is in its top (only ties at the end may differ)
+        above = {i for s, i in union[row] if s > scores[row, -1]}
+        assert above <= set(ids[row].tolist())
+
+
+def test_a_foreign_group_returns_far_fewer_results_than_a_top_k_per_probe(ivf_catalog):
+    """The summary's `shuffled_partial_entries` (results of other groups that reach their title's (k+1)-th home
+    score) against the (k+1) per routed probe that whole partial top-(k+1) lists were."""
+    summary = json.loads((ivf_catalog["root"] / "list-scan" / CANDIDATES_SUMMARY_FILE).read_text())
+    assert 0 < summary["shuffled_partial_entries"] < summary["shuffled_group_probes"] * (K + 1) / 4, summary
