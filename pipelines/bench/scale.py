@@ -213,8 +213,8 @@ def phase_peaks(phases: list[dict]) -> dict:
             "runner_left_mb": round(carried, 1), "phases": phases}
 
 
-def measure(command: list[str], env: dict, log_path: str) -> dict:
-    """Runs `command` (a stage's launcher) and measures its tree; raises when it fails."""
+def measure(command: list[str], env: dict, log_path: str, cwd: str | None = None) -> dict:
+    """Runs `command` (a stage's launcher) in `cwd` and measures its tree; raises when it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     phase_path = log_path + ".phases.jsonl"
     if os.path.exists(phase_path):
@@ -222,7 +222,7 @@ def measure(command: list[str], env: dict, log_path: str) -> dict:
     env = {**env, phase_memory.ENV: phase_path}
     started = time.time()
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         monitor = TreeMonitor(process.pid)
         monitor.start()
         code = process.wait()
@@ -292,11 +292,11 @@ def bench_size(n: int, args, root: str) -> dict:
     needed = {STAGES[i] for stage in args.stages for i in range(STAGES.index(stage) + 1)}  # and their inputs
     for stage, command in stage_commands(work, args.config, args.set).items():
         if stage in args.stages:
-            results[stage] = measure(command, env, os.path.join(work, f"{stage}.log"))
+            results[stage] = measure(command, env, os.path.join(work, f"{stage}.log"), cwd=args.code)
             shown = {key: value for key, value in results[stage].items() if key != "phases"}
             print(f"  n={n:,} {stage}: {shown}", flush=True)
         elif stage in needed:  # an input of a measured stage (the index for candidates), run but not reported
-            measure(command, env, os.path.join(work, f"{stage}.log"))
+            measure(command, env, os.path.join(work, f"{stage}.log"), cwd=args.code)
     return results
 
 
@@ -339,12 +339,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"some of {','.join(STAGES)}")
     parser.add_argument("--config", default="configs/local.yaml")
     parser.add_argument("--set", action="append", default=[], help="config override handed to every stage")
-    parser.add_argument("--code", default=os.getcwd(), help="the checkout whose stages run (PYTHONPATH)")
+    parser.add_argument("--code", default=os.getcwd(), help="the checkout whose stages run: each stage's working "
+                        "directory (`python -m` puts it first on sys.path) and first on PYTHONPATH")
     parser.add_argument("--work", help="where inputs and outputs go (default: a temporary directory, removed)")
     parser.add_argument("--json", help="write the results here as JSON")
     parser.add_argument("--table-from", metavar="JSON", help="print the table of an earlier run's --json again "
                         "(the launcher's own work and the runner's share derived anew from its phase records)")
     args = parser.parse_args(argv)
+    args.code = os.path.abspath(args.code)
     if args.table_from:
         print(table(rerender(storage.read_json(args.table_from)["results"]), STAGES))
         return 0
@@ -353,7 +355,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         parser.error(f"--stages: unknown {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
     sizes = [int(s) for s in args.sizes.split(",")]
-    root = args.work or tempfile.mkdtemp(prefix="posters-bench-scale-")
+    root = os.path.abspath(args.work) if args.work else tempfile.mkdtemp(prefix="posters-bench-scale-")
     try:
         rows = [bench_size(n, args, root) for n in sizes]
     finally:

@@ -19,6 +19,19 @@ def test_the_launcher_and_its_largest_worker_are_measured_apart(tmp_path):
     assert found["largest_worker_anon_mb"] >= 120 and found["wall_s"] >= 2 and found["cpu_s"] >= 0
 
 
+def test_a_stage_runs_in_the_checkout_it_measures(tmp_path):
+    """`--code DIR` runs each stage in DIR: `python -m` imports from the working directory first, so a stage
+    started elsewhere would run the code of wherever the bench was started."""
+    code = tmp_path / "checkout"
+    (code / "pipelines").mkdir(parents=True)
+    (code / "pipelines" / "__init__.py").write_text("")
+    (code / "pipelines" / "which.py").write_text("import os\nopen(os.path.join(os.environ['OUT'], 'ran'), 'w')"
+                                                 ".write(os.path.dirname(os.path.dirname(__file__)))\n")
+    scale.measure([sys.executable, "-m", "pipelines.which"], {**os.environ, "OUT": str(tmp_path)},
+                  str(tmp_path / "log"), cwd=str(code))
+    assert (tmp_path / "ran").read_text() == str(code)
+
+
 def test_the_table_gives_each_measure_s_growth():
     rows = [{"n": n, "index": {"wall_s": w, "cpu_s": w, "launcher_peak_mb": 100, "launcher_anon_mb": 50,
                                "largest_worker_peak_mb": m, "largest_worker_anon_mb": m}}
