@@ -147,8 +147,22 @@ def _memory_mb(pid: int) -> tuple[float, float]:
     return found["VmHWM:"], found["RssAnon:"]
 
 
+def _pss_mb(pid: int) -> float:
+    """A process's proportional set size in MB (`/proc/PID/smaps_rollup`): each shared page (a memory-mapped
+    index, the page cache of a file, libraries) divided among the processes that map it; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 class TreeMonitor(threading.Thread):
-    """Polls a process and its descendants: the launcher's peak RSS and the largest descendant's."""
+    """Polls a process and its descendants: the launcher's peak RSS, the largest descendant's, and the peak of
+    the whole tree's proportional memory (PSS summed over the processes at each poll)."""
 
     def __init__(self, pid: int, interval_s: float = 0.2):
         super().__init__(daemon=True)
@@ -156,13 +170,16 @@ class TreeMonitor(threading.Thread):
         self.launcher_mb, self.launcher_anon_mb, self.workers_seen = 0.0, 0.0, set()
         self.workers_mb: dict[int, float] = {}
         self.workers_anon_mb: dict[int, float] = {}
+        self.tree_pss_mb = 0.0
         self._stop_event = threading.Event()
 
     def run(self):
         while not self._stop_event.is_set():
             peak, anon = _memory_mb(self.pid)
             self.launcher_mb, self.launcher_anon_mb = max(self.launcher_mb, peak), max(self.launcher_anon_mb, anon)
-            for child in _descendants(self.pid):
+            children = _descendants(self.pid)
+            self.tree_pss_mb = max(self.tree_pss_mb, sum(_pss_mb(pid) for pid in [self.pid, *children]))
+            for child in children:
                 self.workers_seen.add(child)
                 peak, anon = _memory_mb(child)
                 self.workers_mb[child] = max(self.workers_mb.get(child, 0.0), peak)
@@ -242,7 +259,8 @@ def measure(command: list[str], env: dict, log_path: str, cwd: str | None = None
             "runner_left_mb": phases.get("runner_left_mb"), "phases": phases.get("phases", []),
             "launcher_raw_peaks_mb": phases.get("launcher_raw_peaks_mb"),
             "largest_worker_peak_mb": round(monitor.largest_worker_mb, 1),
-            "largest_worker_anon_mb": round(monitor.largest_worker_anon_mb, 1), "processes": len(monitor.workers_seen)}
+            "largest_worker_anon_mb": round(monitor.largest_worker_anon_mb, 1),
+            "tree_pss_peak_mb": round(monitor.tree_pss_mb, 1), "processes": len(monitor.workers_seen)}
 
 
 # --- the stages ---------------------------------------------------------------------------------------------------
@@ -310,7 +328,8 @@ def table(rows: list[dict], stages) -> str:
                            ("runner_peak_mb", "runner (in launcher) peak MB"),
                            ("runner_left_mb", "runner's memory left in launcher MB"),
                            ("largest_worker_peak_mb", "largest worker peak RSS MB"),
-                           ("largest_worker_anon_mb", "largest worker private MB")):
+                           ("largest_worker_anon_mb", "largest worker private MB"),
+                           ("tree_pss_peak_mb", "process tree PSS peak MB")):
             values = [r[stage].get(key) for r in rows if stage in r]
             if None in values:  # no pipeline in this stage: the launcher is all there is
                 continue
