@@ -304,6 +304,12 @@ def allowed_roots(config: CatalogConfig, base: str) -> list[str]:
     return roots
 
 
+def poster_roots(catalog_uri: str, config: CatalogConfig) -> list[str]:
+    """`allowed_roots` of the manifest at `catalog_uri`: where its posters, and the redirects of http posters, may
+    lead."""
+    return allowed_roots(config, _directory_of(catalog_uri))
+
+
 def is_inside(uri: str, roots: Iterable[str]) -> bool:
     """Whether `uri` (already resolved) lies in one of `roots`, judged on normalised paths (`..` resolved)."""
     uri = _normalised(uri)

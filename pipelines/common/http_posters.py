@@ -8,8 +8,11 @@ error escape. Settings are `config.http` (`HttpConfig`):
   backoff, honouring `Retry-After` up to `http.max_retry_after_s`;
 - a connect and a read timeout per attempt, and a deadline for the whole download (a server that trickles bytes
   cannot hold a worker);
-- at most `http.max_redirects` redirects; `Content-Type` must start with one of `http.content_types` (an error
-  page served as text/html is refused before its body is read); at most `http.max_bytes` bytes, refused from
+- at most `http.max_redirects` redirects, each to a location inside the allowed roots (`catalog.allowed_roots`,
+  passed in as `roots`; without them, the poster's own scheme and host): a catalog entry that is allowed cannot
+  bounce the worker to a host that is not (`poster_outside_roots`);
+- `Content-Type` must start with one of `http.content_types` (an error page served as text/html is refused
+  before its body is read); at most `http.max_bytes` bytes, refused from
   `Content-Length` when the server declares it, else while streaming;
 - conditional requests: given the poster object recorded when the poster was last read, the request carries
   `If-None-Match` / `If-Modified-Since`, and a 304 comes back as `not_modified` with no body downloaded.
@@ -22,13 +25,16 @@ from __future__ import annotations
 import functools
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from pipelines.common.catalog import is_inside
 from pipelines.config import HttpConfig
 from pipelines.contracts import RejectReason
 
@@ -57,14 +63,18 @@ def is_http(uri: str | None) -> bool:
     return bool(uri) and uri[:8].lower().startswith(HTTP_SCHEMES)
 
 
-def fetch_http_poster(uri: str, config: HttpConfig, previous: dict | None = None) -> HttpPoster:
+def fetch_http_poster(uri: str, config: HttpConfig, previous: dict | None = None,
+                      roots: Sequence[str] | None = None) -> HttpPoster:
     """GET `uri` → `HttpPoster`; `previous` is the poster object recorded last time (its `etag` and
-    `last_modified` make the request conditional). Raises `HttpPosterFailed` for every failure."""
+    `last_modified` make the request conditional); a redirect must stay inside `roots` (the catalog's allowed
+    roots; None: the scheme and host of `uri`). Raises `HttpPosterFailed` for every failure."""
     headers = conditional_headers(previous)
     started = time.monotonic()
+    check = functools.partial(_refuse_redirect_outside, roots=list(roots) if roots is not None else [_origin(uri)])
     try:
         with _session(config).get(uri, headers=headers, stream=True, allow_redirects=True,
-                                  timeout=(config.connect_timeout_s, config.read_timeout_s)) as response:
+                                  timeout=(config.connect_timeout_s, config.read_timeout_s),
+                                  hooks={"response": check}) as response:
             return _read_response(response, config, started, bool(headers))
     except HttpPosterFailed:
         raise
@@ -80,6 +90,24 @@ def fetch_http_poster(uri: str, config: HttpConfig, previous: dict | None = None
             raise HttpPosterFailed(RejectReason.HTTP_CONNECTION, f"{type(err).__name__}{_attempts(config)}: "
                                    f"{_one_line(err)}") from err
         raise HttpPosterFailed(RejectReason.HTTP_ERROR, f"{type(err).__name__}: {_one_line(err)}") from err
+
+
+def _origin(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
+def _refuse_redirect_outside(response: requests.Response, *args, roots: list[str], **kwargs) -> None:
+    """A `requests` response hook (it sees every hop of a redirect chain): a redirect out of `roots` is refused
+    before it is followed."""
+    if not response.is_redirect:
+        return
+    target = urljoin(response.url, response.headers["Location"])
+    if not is_inside(target, roots):
+        response.close()
+        raise HttpPosterFailed(RejectReason.POSTER_OUTSIDE_ROOTS,
+                               f"redirected to {target}, outside the allowed roots ({', '.join(roots)}); add its "
+                               "location to catalog.allowed_roots to read it")
 
 
 def conditional_headers(previous: dict | None) -> dict[str, str]:

@@ -30,6 +30,7 @@ import io
 import os
 import re
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -153,16 +154,17 @@ class FetchedPoster:
 
 
 def fetch_poster(uri: str, http: HttpConfig, retries: int = 3, max_bytes: int | None = None,
-                 previous: dict | None = None) -> FetchedPoster:
+                 previous: dict | None = None, roots: Sequence[str] | None = None) -> FetchedPoster:
     """A poster URI → its bytes, the one way every stage reads a poster: http(s) through `http_posters` (a
-    conditional request when `previous`, the poster object recorded last time, carries an ETag or Last-Modified),
-    anything else through `read_poster_bytes` (`retries`, `max_bytes`). Raises `PosterRejected`."""
+    conditional request when `previous`, the poster object recorded last time, carries an ETag or Last-Modified;
+    redirects only inside `roots`, the catalog's allowed roots, else the poster's own host), anything else through
+    `read_poster_bytes` (`retries`, `max_bytes`). Raises `PosterRejected`."""
     if not http_posters.is_http(uri):
         return FetchedPoster(read_poster_bytes(uri, retries, max_bytes=max_bytes), None)
     if previous and previous.get("uri") != uri:  # the catalog moved the poster: another URL's validators mean nothing
         previous = None
     try:
-        fetched = http_posters.fetch_http_poster(uri, http, previous)
+        fetched = http_posters.fetch_http_poster(uri, http, previous, roots)
     except http_posters.HttpPosterFailed as failed:
         raise PosterRejected(failed.reason, failed.detail) from failed
     size = len(fetched.data) if fetched.data is not None else (previous or {}).get("size")
@@ -255,9 +257,9 @@ class FetchPostersDoFn(beam.DoFn):
     to the thread that runs the bundle)."""
 
     def __init__(self, http: HttpConfig, retries: int, max_bytes: int, with_context: bool = False,
-                 conditional: bool = False):
+                 conditional: bool = False, roots: Sequence[str] | None = None):
         assert with_context or not conditional, "conditional requests need the context that carries the previous"
-        self._http, self._retries, self._max_bytes = http, retries, max_bytes
+        self._http, self._retries, self._max_bytes, self._roots = http, retries, max_bytes, roots
         self._with_context, self._conditional = with_context, conditional
         self._pool = None
         self._bytes_read = Metrics.counter(METRICS_NAMESPACE, POSTER_BYTES_READ)
@@ -285,7 +287,7 @@ class FetchPostersDoFn(beam.DoFn):
             return PosterRejected(RejectReason.NO_POSTER, f"row {row.row_number} names no poster")
         previous = context.get(PREVIOUS_OBJECT) if self._conditional else None
         try:
-            return fetch_poster(row.poster_uri, self._http, self._retries, self._max_bytes, previous)
+            return fetch_poster(row.poster_uri, self._http, self._retries, self._max_bytes, previous, self._roots)
         except PosterRejected as rejected:
             return rejected
 
@@ -336,12 +338,15 @@ class ReadAndValidatePosters(beam.PTransform):
     elements are (CatalogRow, context) and posters (CatalogRow, ValidPoster, context, fetched poster object); with
     `conditional` (contexts are dicts holding `PREVIOUS_OBJECT`) a third output holds the (CatalogRow,
     FetchedPoster, context) of http posters unchanged since then: `posters, rejects, not_modified = …`;
-    `decode=False` leaves the decode of kept posters to the caller (`validate_poster`).
+    `decode=False` leaves the decode of kept posters to the caller (`validate_poster`); `roots`
+    (`catalog.poster_roots` of the manifest) are where an http poster may redirect to.
     """
 
     def __init__(self, config: ImageConfig, retries: int = 3, http: HttpConfig | None = None,
-                 with_context: bool = False, conditional: bool = False, decode: bool = True):
+                 with_context: bool = False, conditional: bool = False, decode: bool = True,
+                 roots: Sequence[str] | None = None):
         super().__init__()
+        self._roots = list(roots) if roots is not None else None
         self._config = config
         self._retries = retries
         self._http = http or HttpConfig()
@@ -354,7 +359,8 @@ class ReadAndValidatePosters(beam.PTransform):
                    | "BatchForFetch" >> beam.BatchElements(min_batch_size=1,
                                                            max_batch_size=4 * self._http.concurrency)
                    | "Fetch" >> beam.ParDo(FetchPostersDoFn(
-                       self._http, self._retries, self._config.max_bytes, self._with_context, self._conditional))
+                       self._http, self._retries, self._config.max_bytes, self._with_context, self._conditional,
+                       self._roots))
                    .with_outputs("rejects", "not_modified", main="fetched"))
         validated = fetched.fetched | "Validate" >> beam.ParDo(
             ValidatePosterDoFn(self._config, self._with_context, self._decode)).with_outputs("rejects", main="posters")

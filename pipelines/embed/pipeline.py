@@ -49,7 +49,7 @@ from pipelines.common.accounting import (
     top_reasons,
     write_stats_and_check_budget,
 )
-from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog
+from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog, poster_roots
 from pipelines.common.catalog_rows import ValidateCatalogRows
 from pipelines.common.command_line import command_parser, make_pipeline, parse_command
 from pipelines.common.exported_model import ExportError, load_exported_model, read_model_meta, takes_pixels
@@ -317,7 +317,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, model_uri: str, ou
         removed = pipeline | "NoneRemoved" >> beam.Create([])
     posters, poster_rejects, not_modified = to_read | "ReadAndValidatePosters" >> ReadAndValidatePosters(
         config.image, config.preprocess.read_retries, config.http, with_context=True, conditional=True,
-        decode=pixel_size is None)
+        decode=pixel_size is None, roots=poster_roots(catalog_uri, config.catalog))
     carried_not_modified = not_modified | "CarryNotModified" >> beam.MapTuple(_carry_not_modified)
     classified = posters | "ClassifyPosters" >> beam.ParDo(
         ClassifyPoster(model_version)).with_outputs(UNCHANGED, main="embed")

@@ -47,7 +47,7 @@ from pipelines.common.accounting import (
     top_reasons,
     write_stats_and_check_budget,
 )
-from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog
+from pipelines.common.catalog import CatalogError, CatalogRow, ReadCatalog, poster_roots
 from pipelines.common.catalog_rows import ValidateCatalogRows
 from pipelines.common.command_line import command_parser, make_pipeline, parse_command
 from pipelines.common.posters import ReadAndValidatePosters, ValidPoster, WriteRejects
@@ -167,7 +167,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalog_uri: str, out_dir: str, work
     rows, catalog_rejects = catalog | "ValidateCatalogRows" >> ValidateCatalogRows(
         config.preprocess.duplicate_title_policy)
     posters, poster_rejects = rows | "ReadAndValidatePosters" >> ReadAndValidatePosters(
-        config.image, config.preprocess.read_retries, config.http)
+        config.image, config.preprocess.read_retries, config.http, roots=poster_roots(catalog_uri, config.catalog))
     rejects = (catalog_rejects, poster_rejects) | "AllRejects" >> beam.Flatten()
     _ = rejects | "WriteRejects" >> WriteRejects(storage.join(out_dir, REJECTS_DIR))
 

@@ -9,6 +9,7 @@
     /busy/<name>         429 with Retry-After: 1 for the first request of that path, then the poster
     /always-busy         429 with Retry-After: 1, always;  /broken 500, always
     /moved/<name>        302 to /posters/<name>;  /loop 302 to itself
+    /away/<name>         302 to http://localhost:<port>/posters/<name>: the same server under another host name
     /page                200 text/html
     /huge                200 declaring Content-Length: `huge_bytes`;  /endless `huge_bytes` with no Content-Length
 
@@ -44,6 +45,11 @@ class PosterServer:
 
     def url(self, path: str) -> str:
         return self.base + path
+
+    @property
+    def other_base(self) -> str:
+        """This server under another host name (a different root for `catalog.allowed_roots`)."""
+        return f"http://localhost:{self._server.server_address[1]}"
 
     def hits(self, path: str) -> int:
         return sum(1 for seen, _ in self.requests if seen == path)
@@ -110,6 +116,8 @@ def _handler(server: PosterServer):
                 return self._status(500)
             if route == "moved":
                 return self._status(302, {"Location": f"/posters/{rest[0]}"})
+            if route == "away":
+                return self._status(302, {"Location": f"{server.other_base}/posters/{rest[0]}"})
             if route == "loop":
                 return self._status(302, {"Location": "/loop"})
             if route == "page":

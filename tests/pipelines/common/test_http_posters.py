@@ -137,6 +137,19 @@ def test_a_redirect_is_followed(server):
     assert fetched.data == B and fetched.poster_object["uri"] == server.url("/moved/b.jpg")
 
 
+def test_a_redirect_out_of_the_allowed_roots_is_refused_before_it_is_followed(server):
+    failure = rejected(server, "/away/a.jpg")  # no roots given: the poster's own host only
+    assert failure.reason == RejectReason.POSTER_OUTSIDE_ROOTS and "catalog.allowed_roots" in failure.detail
+    assert f"redirected to {server.other_base}/posters/a.jpg, outside" in failure.detail
+    assert server.hits("/posters/a.jpg") == 0  # refused, not fetched
+    with pytest.raises(PosterRejected) as caught:
+        fetch_poster(server.url("/away/a.jpg"), HTTP, roots=[server.url("/")])
+    assert caught.value.reason == RejectReason.POSTER_OUTSIDE_ROOTS
+    roots = [server.url("/away/"), server.other_base + "/posters/"]
+    assert fetch_poster(server.url("/away/a.jpg"), HTTP, roots=roots).data == A
+    assert fetch_poster(server.url("/moved/b.jpg"), HTTP, roots=[server.url("/")]).data == B
+
+
 def test_no_server_is_http_connection(server):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))

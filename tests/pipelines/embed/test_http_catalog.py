@@ -43,7 +43,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def catalog(server, tmp_path_factory):
-    """Three posters by URL, one URL that is gone, one row without a poster."""
+    """Three posters by URL, one URL that is gone, one that redirects to a host outside the allowed roots."""
     path = tmp_path_factory.mktemp("catalog") / "catalog.csv"
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -51,6 +51,7 @@ def catalog(server, tmp_path_factory):
         for tid in COLOURS:
             writer.writerow([tid, tid.upper(), "Drama|Action", server.url(f"/posters/{tid}.jpg")])
         writer.writerow(["gone", "Gone", "Drama", server.url("/missing")])
+        writer.writerow(["bounced", "Bounced", "Drama", server.url("/away/t1.jpg")])
     return path
 
 
@@ -68,13 +69,17 @@ def first_run(catalog, model, server, tmp_path_factory):
     return out, run_embed(catalog, model, out, server)
 
 
-def test_posters_by_url_are_embedded_and_a_gone_url_is_http_404(first_run, server):
+def test_posters_by_url_are_embedded_a_gone_url_is_http_404_and_a_redirect_away_is_refused(first_run, server):
     out, stats = first_run
-    assert (stats["new"], stats["rejected"], stats["rejected_by_reason"]) == (3, 1, {RejectReason.HTTP_404: 1})
+    assert (stats["new"], stats["rejected"], stats["rejected_by_reason"]) == (
+        3, 2, {RejectReason.HTTP_404: 1, RejectReason.POSTER_OUTSIDE_ROOTS: 1})
     assert stats[POSTER_BYTES_READ] == sum(len(data) for data in server.posters.values())
     assert set(read_embeddings(str(out)).title_ids) == set(COLOURS)
-    (reject,) = pq.read_table(out / REJECTS_DIR).to_pylist()
-    assert (reject["title_id"], reject["uri"], reject["reason"]) == ("gone", server.url("/missing"), "http_404")
+    rejects = {row["title_id"]: row for row in pq.read_table(out / REJECTS_DIR).to_pylist()}
+    assert (rejects["gone"]["uri"], rejects["gone"]["reason"]) == (server.url("/missing"), "http_404")
+    assert (rejects["bounced"]["uri"], rejects["bounced"]["reason"]) == (server.url("/away/t1.jpg"),
+                                                                         "poster_outside_roots")
+    assert f"redirected to {server.other_base}/posters/t1.jpg" in rejects["bounced"]["detail"]
 
 
 def test_the_etag_and_last_modified_are_recorded_with_each_embedding(first_run, server):
