@@ -52,3 +52,37 @@ def test_shared_parts_import_no_stage_and_stages_import_only_upstream_stages():
         if reached - allowed:
             wrong[str(path.relative_to(REPO))] = sorted(reached - allowed)
     assert wrong == {}
+
+
+def _readme_layout() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    return block.splitlines()
+
+
+def _segment(lines: list[str], entry: str) -> str:
+    """The README layout's lines for one entry (`pipelines/`, `  embed/`): its line and the deeper ones after it."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(entry + " ") or line == entry)
+    depth = len(entry) - len(entry.lstrip())
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].strip() and len(lines[i]) - len(lines[i].lstrip()) <= depth), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def test_the_readme_layout_names_every_module_in_its_folder_and_no_module_that_is_gone():
+    import re
+
+    lines = _readme_layout()
+    for package in ("pipelines", "trainer"):
+        folders = [REPO / package, *sorted(p for p in (REPO / package).iterdir()
+                                           if p.is_dir() and (p / "__init__.py").exists())]
+        for folder in folders:
+            entry = f"{package}/" if folder.name == package else f"  {folder.name}/"
+            segment = _segment(lines, entry)
+            files = sorted(p.name for p in folder.iterdir()
+                           if p.suffix in (".py", ".txt") and p.name != "__init__.py")
+            missing = [name for name in files if not re.search(rf"(?<![\w/]){re.escape(name)}", segment)]
+            assert not missing, f"README's layout does not name {missing} under {entry.strip()}"
+        named = set(re.findall(r"[\w]+\.py", _segment(lines, f"{package}/")))
+        existing = {p.name for p in (REPO / package).rglob("*.py")}
+        assert named <= existing, f"README's layout names modules that do not exist: {sorted(named - existing)}"
