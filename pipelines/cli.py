@@ -10,6 +10,11 @@ dropped from this process's stderr (file descriptor 2, so Beam's worker processe
 `START_UP_NOISE`; other libraries' Python logs show from WARNING up, the project's own from INFO.
 
 `STEPS` are two-word commands (`posters index publish …`): the steps a scheduler runs between Dataflow jobs.
+
+The commands in `CONFIG_FIRST` import TensorFlow (seconds); the CLI loads their `--config` and `--set` first
+(`check_config_first`), so a bad override is one line and exit code in a fraction of a second, the command's own
+(each command still loads the config itself and reports the same line; tests/pipelines/test_cli.py checks the two
+agree). A command line with both a bad config and missing flags thus reports the config first.
 """
 from __future__ import annotations
 
@@ -56,6 +61,9 @@ STEPS = {  # pipelines/nightly/steps.py: what the Composer DAG runs in a pod bet
                        "overlap@k with the last finished night; finishes the night (summary.json, _SUCCESS)"),
 }
 
+# Commands whose flags are `command_parser`'s and whose module imports TensorFlow: the exit code each gives for a
+# `ConfigError` (printed as `posters NAME: <error>`), which `check_config_first` gives before importing it.
+CONFIG_FIRST = {"preprocess": 1, "train": 1, "export-model": 2, "embed": 1}
 
 VERBOSE_FLAG = "--verbose"
 # Whole stderr lines dropped without --verbose: C++ INFO/WARNING lines in absl's format, GPU probing on a machine
@@ -137,6 +145,45 @@ def start_up_noise_filtered() -> Iterator[None]:
         os.close(original)
 
 
+class _NotChecked(Exception):
+    """The command line is left to the command's own parser (a flag without its value, …)."""
+
+
+def _not_checked(message: str):
+    raise _NotChecked(message)
+
+
+def check_config_first(argv: list[str]) -> int | None:
+    """For a `CONFIG_FIRST` command: loads the config its `--config` and `--set` name (as `parse_command` does)
+    without importing the command; on a `ConfigError` prints the command's line and returns its exit code. None:
+    go on to the command (the config is valid, the command is not one of them, or the line is one the command's
+    full parser may read otherwise: `--help`, `--`, an abbreviation such as `--conf`, a flag without its value)."""
+    found = command_target(argv)
+    name = argv[0]
+    if found is None or name not in CONFIG_FIRST or " ".join(argv[:2]) in STEPS:
+        return None
+    rest = found[1]
+    for arg in rest:
+        flag = arg.partition("=")[0]
+        if arg in ("-h", "--", "--help") or (len(flag) > 2 and any(full.startswith(flag) and full != flag
+                                                                   for full in ("--help", "--config", "--set"))):
+            return None
+    from pipelines.common.command_line import command_parser  # argparse, pydantic and YAML: milliseconds
+    from pipelines.config import ConfigError, load_config
+
+    parser = command_parser(name, "")
+    parser.allow_abbrev, parser.error = False, _not_checked
+    try:
+        args, _ = parser.parse_known_args(rest)
+        load_config(args.config, args.overrides)
+    except _NotChecked:
+        return None
+    except ConfigError as err:
+        print(f"posters {name}: {err}", file=sys.stderr)
+        return CONFIG_FIRST[name]
+    return None
+
+
 def command_target(argv: list[str]) -> tuple[str, list[str]] | None:
     """("module:function", its arguments) for a command line, or None when it names no command."""
     two = " ".join(argv[:2])
@@ -167,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     if command_target(argv) is None:
         print(f"posters: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    config_error = check_config_first(argv)
+    if config_error is not None:
+        return config_error
     configure_logging(verbose)
     with contextlib.nullcontext() if verbose else start_up_noise_filtered():  # the import prints the noise
         command, rest = command_for(argv)

@@ -1,6 +1,7 @@
 """The sdist that Dataflow workers install (`--setup_file=./setup.py`) holds every module the pipelines and the
 trainer import, and the configs; installed from that sdist, the package has them too."""
 import ast
+import functools
 import os
 import re
 import shutil
@@ -49,7 +50,8 @@ def _imported_modules(path: Path) -> tuple[set[str], set[str]]:
     return ours(modules), ours(maybe_modules)
 
 
-def required_files() -> set[str]:
+@functools.cache  # three tests ask; the walk parses every source file
+def required_files() -> frozenset[str]:
     """Every module file our packages import (directly or by name) and the packages above them, plus every
     module of `pipelines/` and `trainer/`, the configs and setup.py."""
     required = {"setup.py"} | {p.relative_to(REPO).as_posix() for p in (REPO / "configs").glob("*.yaml")}
@@ -62,7 +64,7 @@ def required_files() -> set[str]:
             for module in modules | {m for m in maybe_modules if _module_file(m)}:
                 parts = module.split(".")
                 required.update(_module_file(".".join(parts[:i])) for i in range(1, len(parts) + 1))
-    return required
+    return frozenset(required)
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,19 @@
 """Flags every subcommand shares (`--config`, `--set key.path=value`; unknown flags go to Beam untouched) and the
-one way a stage makes its Beam pipeline from them."""
+one way a stage makes its Beam pipeline from them.
+
+Beam is imported where a pipeline is made, not here: parsing flags and loading the config (`posters` checks a
+command's config before importing the command: pipelines/cli.py) takes milliseconds."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
-from apache_beam.runners.runner import PipelineRunner
-
-from pipelines.common import phase_memory
 from pipelines.config import Config, load_config
+
+if TYPE_CHECKING:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.runner import PipelineRunner
 
 
 def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -49,6 +53,11 @@ def make_pipeline(config: Config, beam_args: list[str], save_main_session: bool 
     measured per phase when `phase_memory.ENV` is set (`posters bench scale`)."""
     if test_pipeline is not None:
         return test_pipeline
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+    from pipelines.common import phase_memory
+
     options = PipelineOptions(beam_argv(config, beam_args))
     options.view_as(SetupOptions).save_main_session = save_main_session
     return phase_memory.watch_runs(beam.Pipeline(runner=local_runner(options), options=options))
@@ -63,6 +72,8 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     options passed to its workers as Beam's DirectRunner does). Beam 2.77's DirectRunner first tries the Prism
     runner, which downloads its binary from GitHub (on a firewalled network that can hang) before falling back to
     this same runner; naming it here never reaches for the network. Any other runner: None (Beam's own choice)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
     name = options.view_as(StandardOptions).runner
     if (name.lower() if isinstance(name, str) else name) not in _DIRECT_RUNNER_NAMES:
         return None

@@ -1,10 +1,12 @@
-"""Run by the Airflow venv's python (not by pytest): loads the nightly DAG with DagBag and writes, as JSON, its
-import errors, tasks, dependencies, settings and every templated field rendered for one logical date.
+"""Run by the Airflow venv's python (not by pytest): loads the nightly DAG with DagBag once and writes, as JSON, its
+import errors, tasks, dependencies and settings, and every templated field rendered for one logical date under
+each of several settings (Variables and run params), in the order given.
 
-    .venv-airflow/bin/python dag_probe.py DAG_FILE LOGICAL_DATE '{"variables": {...}, "params": {...}}' OUT.json
+    .venv-airflow/bin/python dag_probe.py DAG_FILE LOGICAL_DATE '[{"variables": {...}, "params": {...}}, ...]' OUT.json
 
 Rendering uses the DAG's own Jinja environment (its user-defined macros included) with a context built here:
-Variables and XComs come from the JSON argument instead of a database.
+Variables and XComs come from the JSON argument instead of a database. Rendering does not change the loaded tasks
+(`render_template` returns the rendered value), so one load answers every setting.
 """
 import json
 import sys
@@ -31,12 +33,8 @@ class TaskInstance:
         return f"xcom:{task_ids}:{key}"
 
 
-def describe(dag_file, logical_date, overrides):
-    bag = DagBag(dag_folder=dag_file, safe_mode=False)
-    result = {"import_errors": {str(k): str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dags)}
-    if bag.import_errors:
-        return result
-    (dag,) = bag.dags.values()
+def render(dag, logical_date, overrides):
+    """{task_id: {"operator", "downstream", …, "rendered": {field: value}}} for one setting's Variables and params."""
     params = {name: overrides.get("params", {}).get(name, param.value) for name, param in dag.params.items()}
     context = {"ds": logical_date, "ds_nodash": logical_date.replace("-", ""), "params": params, "dag": dag,
                "var": VariableAccessor(overrides.get("variables", {})), "macros": macros, "ti": TaskInstance(),
@@ -53,9 +51,19 @@ def describe(dag_file, logical_date, overrides):
             "append_job_name": getattr(task, "append_job_name", None), "deferrable": getattr(task, "deferrable", None),
             "rendered": rendered,
         }
+    return tasks
+
+
+def describe(dag_file, logical_date, settings):
+    bag = DagBag(dag_folder=dag_file, safe_mode=False)
+    result = {"import_errors": {str(k): str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dags)}
+    if bag.import_errors:
+        return result
+    (dag,) = bag.dags.values()
     result.update(dag_id=dag.dag_id, schedule=str(getattr(dag, "schedule", None)), max_active_runs=dag.max_active_runs,
                   dagrun_timeout_s=dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
-                  catchup=dag.catchup, tasks=tasks)
+                  catchup=dag.catchup,
+                  renders=[render(dag, logical_date, overrides) for overrides in settings])
     return result
 
 

@@ -34,22 +34,40 @@ def ensure_airflow_venv() -> None:
         f"{build.stderr[-3000:]}")
 
 
-def probe(tmp_path, variables=None, params=None) -> dict:
+PROD = {"variables": {"posters_bucket": "gs://prod-bucket/posters", "posters_project": "poster-prod"}}
+# The settings every test renders the DAG under, all from one DagBag load (`loaded`): a load costs seconds.
+SETTINGS = {
+    "prod": PROD,
+    "other": {"variables": {"posters_bucket": "gs://prod-bucket/posters"},
+              "params": {"worker_image": "us-central1-docker.pkg.dev/p/posters/worker:v2", "project": "poster-prod"}},
+    "defaults": {},
+    "param": {"variables": {"posters_bucket": "gs://from-variable/p"}, "params": {"bucket": "gs://from-param/p"}},
+}
+
+
+def probe(tmp_path, settings: dict[str, dict], hash_seed: str) -> dict:
+    """One Airflow process (Python's hash seed `hash_seed`): the DAG loaded once, "renders" by setting's name."""
     ensure_airflow_venv()
     tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "dag.json"
-    settings = json.dumps({"variables": variables or {}, "params": params or {}})
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow_home"), "PYTHONPATH": ""}
-    result = subprocess.run([str(AIRFLOW_PYTHON), str(PROBE), str(DAG_FILE), DATE, settings, str(out)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow_home"), "PYTHONPATH": "", "PYTHONHASHSEED": hash_seed}
+    result = subprocess.run([str(AIRFLOW_PYTHON), str(PROBE), str(DAG_FILE), DATE, json.dumps(list(settings.values())),
+                             str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(out.read_text())
+    loaded = json.loads(out.read_text())
+    loaded["renders"] = dict(zip(settings, loaded.get("renders", [])))
+    return loaded
 
 
 @pytest.fixture(scope="module")
-def dag(tmp_path_factory):
-    return probe(tmp_path_factory.mktemp("dag"), variables={"posters_bucket": "gs://prod-bucket/posters",
-                                                            "posters_project": "poster-prod"})
+def loaded(tmp_path_factory):
+    return probe(tmp_path_factory.mktemp("dag"), SETTINGS, hash_seed="0")
+
+
+@pytest.fixture(scope="module")
+def dag(loaded):
+    """The DAG rendered with the production Variables (`PROD`)."""
+    return {**loaded, "tasks": loaded["renders"].get("prod", {})}
 
 
 def test_the_dag_loads_without_import_errors(dag):
@@ -92,26 +110,24 @@ def test_each_dataflow_task_launches_its_stage_template_for_the_logical_date(dag
     assert embed["previous_runs"] == "gs://prod-bucket/posters/nightly/runs" and "previous" not in embed
 
 
-def test_job_names_are_deterministic_valid_and_change_with_the_settings(dag, tmp_path):
+def test_job_names_are_deterministic_valid_and_change_with_the_settings(loaded, dag, tmp_path):
+    """Deterministic across processes: a second Airflow process, with another hash seed, names the jobs alike."""
     import re
 
     names = {stage: dag["tasks"][stage]["rendered"]["body"]["launchParameter"]["jobName"]
              for stage in ("embed", "index", "candidates")}
     for stage, name in names.items():
         assert re.fullmatch(rf"posters-{stage}-20261201-[0-9a-f]{{12}}", name)
-    again = probe(tmp_path / "again", variables={"posters_bucket": "gs://prod-bucket/posters",
-                                                 "posters_project": "poster-prod"})
-    assert {s: again["tasks"][s]["rendered"]["body"]["launchParameter"]["jobName"] for s in names} == names
-    other = probe(tmp_path / "other", variables={"posters_bucket": "gs://prod-bucket/posters"},
-                  params={"worker_image": "us-central1-docker.pkg.dev/p/posters/worker:v2", "project": "poster-prod"})
-    assert other["tasks"]["embed"]["rendered"]["body"]["launchParameter"]["jobName"] != names["embed"]
+    again = probe(tmp_path / "again", {"prod": PROD}, hash_seed="1")["renders"]["prod"]
+    assert {s: again[s]["rendered"]["body"]["launchParameter"]["jobName"] for s in names} == names
+    other = loaded["renders"]["other"]
+    assert other["embed"]["rendered"]["body"]["launchParameter"]["jobName"] != names["embed"]
 
 
-def test_a_run_param_beats_the_variable_which_beats_the_default(tmp_path):
-    defaults = probe(tmp_path / "defaults")["tasks"]["index"]["rendered"]["body"]["launchParameter"]
+def test_a_run_param_beats_the_variable_which_beats_the_default(loaded):
+    defaults = loaded["renders"]["defaults"]["index"]["rendered"]["body"]["launchParameter"]
     assert defaults["parameters"]["out"] == "gs://YOUR_BUCKET/posters/nightly/index"
-    rendered = probe(tmp_path / "param", variables={"posters_bucket": "gs://from-variable/p"},
-                     params={"bucket": "gs://from-param/p"})["tasks"]["index"]["rendered"]["body"]["launchParameter"]
+    rendered = loaded["renders"]["param"]["index"]["rendered"]["body"]["launchParameter"]
     assert rendered["parameters"]["out"] == "gs://from-param/p/nightly/index"
 
 
