@@ -1,5 +1,6 @@
 """`posters index`: the Beam build, its manifest, the recall gate and publishing, on real faiss and DirectRunner."""
 import os
+import shutil
 
 import apache_beam as beam
 import faiss
@@ -48,12 +49,19 @@ def embeddings(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sharded(tmp_path_factory):
-    """One IVF build in 3 shards of the 1500 titles, nprobe tuned up from 1; the tests below only read it."""
-    root = tmp_path_factory.mktemp("sharded")
-    embeddings = write_embeddings(str(root / "embeddings"), title_ids(1500), unit_vectors(1500), files=3)
-    manifest = build(embeddings, str(root / "index"), *IVF_SHARDED, "index.nprobe=1")
-    return manifest, versions.current_version_uri(str(root / "index"))
+def shared_embeddings(tmp_path_factory):
+    """The 1500 titles of `embeddings`, for the module's shared build."""
+    root = tmp_path_factory.mktemp("shared_embeddings")
+    return write_embeddings(str(root / "embeddings"), title_ids(1500), unit_vectors(1500), files=3)
+
+
+@pytest.fixture(scope="module")
+def sharded(shared_embeddings, tmp_path_factory):
+    """One IVF build in 3 shards of the 1500 titles, nprobe tuned up from 1; the tests below only read it (or a
+    copy)."""
+    out = str(tmp_path_factory.mktemp("sharded") / "index")
+    manifest = build(shared_embeddings, out, *IVF_SHARDED, "index.nprobe=1")
+    return manifest, versions.current_version_uri(out)
 
 
 def test_every_vector_is_in_exactly_one_shard(sharded):
@@ -167,12 +175,12 @@ def test_ids_are_stable_across_builds_and_when_titles_are_added(tmp_path):
     assert maps[0].items() <= maps[2].items() and len(maps[2]) == 400
 
 
-def test_the_recall_gate_fails_a_bad_configuration_and_publishes_nothing(embeddings, tmp_path):
-    out = str(tmp_path / "index")
-    good = build(embeddings, out)
+def test_the_recall_gate_fails_a_bad_configuration_and_publishes_nothing(sharded, shared_embeddings, tmp_path):
+    good, version = sharded
+    out = shutil.copytree(os.path.dirname(version), str(tmp_path / "index"))  # a good build is current
     bad = [*IVF_SHARDED, "index.nprobe=1", "index.tune_nprobe=false"]
     with pytest.raises(index.RecallTooLow, match=r"recall@10 0\.\d+ is below index.min_recall_at_10 0.95"):
-        build(embeddings, out, *bad)
+        build(shared_embeddings, out, *bad)
     assert versions.read_current(out).version == good["version"]
     assert version_dirs(out) == [good["version"]]
 
