@@ -1,4 +1,5 @@
 """The one poster reader and validator: every reject reason, the RGB conversions, retries, and the Beam parts."""
+import functools
 import hashlib
 import io
 import struct
@@ -50,6 +51,13 @@ def tf_pixels(data: bytes) -> np.ndarray:
     return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
 
 
+@functools.cache
+def pixel_decoder(size: int) -> PixelDecoder:
+    """One `PixelDecoder` per input size for the whole module, as the embed handler holds one per process: its
+    traced functions are built once, not once per poster."""
+    return PixelDecoder(size)
+
+
 def validated(data: bytes, config: ImageConfig = CONFIG, pixel_size: int | None = None):
     """`validate_poster` as preprocess calls it (pixel_size None: it decodes), or as the embed pipeline does: without
     the decode, then the model handler's one decode at the model's input size, a refusal turned into the reject by
@@ -58,7 +66,7 @@ def validated(data: bytes, config: ImageConfig = CONFIG, pixel_size: int | None 
         return validate_poster(data, config)
     valid = validate_poster(data, config, decode=False)
     try:
-        PixelDecoder(pixel_size).decode(valid.image_bytes)
+        pixel_decoder(pixel_size).decode(valid.image_bytes)
     except tf.errors.OpError as err:
         raise decode_rejection(valid.image_bytes, err) from err
     return valid

@@ -30,9 +30,9 @@ from pipelines.contracts import (
     embed_output_schema,
 )
 from pipelines.embed import pipeline as embed
-from pipelines.embed.model_handler import PosterModelHandler
 from pipelines.embed.reader import read_embeddings
 from pipelines.synthetic.catalog import BAD_KINDS, generate_catalog
+from tests.pipelines.embed.pid_handler import PidRecordingHandlers
 from tests.pipelines.embed.tiny_model import call_exported_model, export_jpeg_only_model, export_tiny_model
 from tests.pipelines.embeddings_fixture import MODEL_VERSION, unit_vectors, write_embeddings
 
@@ -237,23 +237,29 @@ def test_incremental_run_embeds_new_and_changed_carries_unchanged_drops_removed(
     assert all(now[t][1] != previous[t][1] for t in changed_ids)
 
 
-def test_rerun_on_same_inputs_gives_the_same_rows(first_run, model, catalog_dir, tmp_path):
-    previous_out, _ = first_run
-    out = tmp_path / "again"
-    run_embed(catalog_dir / "catalog.csv", model[0], out, "--set", "embed.max_rows_per_file=7")
-    first, again = (json.loads((d / EMBEDDINGS_MANIFEST_FILE).read_text()) for d in (previous_out, out))
+def same_files_and_rows(first_out, again_out, atol: float) -> None:
+    """The same Parquet files, every column equal but the embedding, which is equal within `atol`."""
+    first, again = (json.loads((d / EMBEDDINGS_MANIFEST_FILE).read_text()) for d in (first_out, again_out))
     assert again["files"] == first["files"]
     for name in first["files"]:
-        a, b = pq.read_table(previous_out / name), pq.read_table(out / name)
+        a, b = pq.read_table(first_out / name), pq.read_table(again_out / name)
         assert a.drop(["embedding"]).equals(b.drop(["embedding"]))
         np.testing.assert_allclose(np.stack(a.column("embedding").to_numpy(zero_copy_only=False)),
-                                   np.stack(b.column("embedding").to_numpy(zero_copy_only=False)), atol=1e-6)
+                                   np.stack(b.column("embedding").to_numpy(zero_copy_only=False)), atol=atol)
 
-    # Incremental into the same place it reads from: everything carried over, rows identical to the bit.
-    before = {name: pq.read_table(out / name) for name in again["files"]}
+
+def test_rerun_on_same_inputs_gives_the_same_rows(first_run, model, catalog_dir, tmp_path):
+    """The rerun from scratch on the same inputs is the multi_processing test's run (compared there with
+    `same_files_and_rows`); here the incremental rerun into the same place it reads from, a copy of the first run:
+    everything carried over, rows identical to the bit."""
+    out = tmp_path / "again"
+    shutil.copytree(first_run[0], out)
+    files = json.loads((out / EMBEDDINGS_MANIFEST_FILE).read_text())["files"]
+    before = {name: pq.read_table(out / name) for name in files}
     stats = run_embed(catalog_dir / "catalog.csv", model[0], out, "--previous", str(out),
                       "--set", "embed.max_rows_per_file=7")
     assert (stats["new"], stats["changed"], stats["unchanged"], stats["removed"]) == (0, 0, N + 5, 0)
+    assert json.loads((out / EMBEDDINGS_MANIFEST_FILE).read_text())["files"] == files
     assert all(pq.read_table(out / name).equals(table) for name, table in before.items())
 
 
@@ -353,38 +359,18 @@ def test_an_export_without_the_pixel_signature_is_fed_bytes_and_gives_the_same_v
                                np.stack([first[t][0] for t in sorted(first)]), atol=1e-5)
 
 
-class PidRecordingHandler(PosterModelHandler):
-    """The real model handler, leaving a file named for each process that loads the model."""
-
-    pid_dir = None  # set on the instance, so it travels with the pickled handler to the workers
-
-    def load_model(self):
-        open(os.path.join(self.pid_dir, str(os.getpid())), "w").close()
-        return super().load_model()
-
-
-class PidRecordingHandlers:
-    """Stands in for `PosterModelHandler` in `embed`: `from_config` gives a `PidRecordingHandler`."""
-
-    def __init__(self, pid_dir: str):
-        self.pid_dir = pid_dir
-
-    def from_config(self, model_uri, embed_config, **kwargs):
-        handler = PidRecordingHandler.from_config(model_uri, embed_config, **kwargs)
-        handler.pid_dir = self.pid_dir
-        return handler
-
-
 def test_multi_processing_mode_gives_the_same_embeddings(first_run, model, catalog_dir, tmp_path, capsys,
                                                          monkeypatch):
     """Two worker processes: the model handler records the process that loads the model, to show the
-    embedding ran outside the test process."""
+    embedding ran outside the test process. The run is also the rerun from scratch on the first run's inputs
+    and settings: the same files and rows."""
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
     monkeypatch.setattr(embed, "PosterModelHandler", PidRecordingHandlers(str(pid_dir)))
     out = tmp_path / "embeddings"
     code = embed.main(embed_args(catalog_dir / "catalog.csv", model[0], out, "--runner=DirectRunner",
-                                 "--direct_running_mode=multi_processing", "--direct_num_workers=2"))
+                                 "--direct_running_mode=multi_processing", "--direct_num_workers=2",
+                                 "--set", "embed.max_rows_per_file=7"))
     assert code == 0
     worker_pids = {int(name) for name in os.listdir(pid_dir)}
     assert worker_pids and os.getpid() not in worker_pids
@@ -393,6 +379,7 @@ def test_multi_processing_mode_gives_the_same_embeddings(first_run, model, catal
     assert sorted(now) == sorted(first)
     np.testing.assert_allclose(np.stack([now[t][0] for t in sorted(now)]),
                                np.stack([first[t][0] for t in sorted(first)]), atol=1e-5)
+    same_files_and_rows(first_run[0], out, atol=1e-6)
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".staging")]
 
 
@@ -478,13 +465,18 @@ def test_an_unchanged_catalog_reads_no_poster_byte_and_one_changed_poster_only_i
     assert stats[POSTER_BYTES_READ] == (catalog / poster_uri).stat().st_size
     assert (stats["changed"], stats["unchanged"]) == (1, 7)
 
-    full_out = tmp_path / "full"
-    run_embed(catalog / "catalog.csv", model[0], full_out)
-    incremental, full = read_rows(changed_out), read_rows(full_out)
-    assert sorted(incremental) == sorted(full)
-    for tid in full:
-        np.testing.assert_allclose(incremental[tid][0], full[tid][0], atol=1e-5)
-        assert incremental[tid][1:] == full[tid][1:]
+    # What a full run gives on the catalog as it is now: the exported model called directly on each title's
+    # poster, that poster's hash and the title's genres.
+    incremental = read_rows(changed_out)
+    catalog_rows = {row["title_id"]: row for row in manifest_rows(catalog / "catalog.csv")}
+    title_ids = sorted(catalog_rows)
+    assert sorted(incremental) == title_ids
+    np.testing.assert_allclose(np.stack([incremental[tid][0] for tid in title_ids]),
+                               expected_vectors(catalog, model[0], title_ids), atol=1e-5)
+    image_config = load_config("configs/local.yaml").image
+    for tid in title_ids:
+        poster = validate_poster((catalog / catalog_rows[tid]["poster_uri"]).read_bytes(), image_config)
+        assert incremental[tid][1:] == (poster.sha256, catalog_rows[tid]["genres"].split("|"))
     tables = [pq.read_table(changed_out / name, columns=["title_id", POSTER_OBJECT_COLUMN]).to_pylist()
               for name in json.loads((changed_out / EMBEDDINGS_MANIFEST_FILE).read_text())["files"]]
     objects = {row["title_id"]: row[POSTER_OBJECT_COLUMN] for table in tables for row in table}

@@ -1,5 +1,6 @@
 """`posters index`: the Beam build, its manifest, the recall gate and publishing, on real faiss and DirectRunner."""
 import os
+import shutil
 
 import apache_beam as beam
 import faiss
@@ -47,9 +48,24 @@ def embeddings(tmp_path):
     return write_embeddings(str(tmp_path / "embeddings"), title_ids(1500), unit_vectors(1500), files=3)
 
 
-def test_every_vector_is_in_exactly_one_shard(embeddings, tmp_path):
-    manifest = build(embeddings, str(tmp_path / "index"), *IVF_SHARDED)
-    version = versions.current_version_uri(str(tmp_path / "index"))
+@pytest.fixture(scope="module")
+def shared_embeddings(tmp_path_factory):
+    """The 1500 titles of `embeddings`, for the module's shared build."""
+    root = tmp_path_factory.mktemp("shared_embeddings")
+    return write_embeddings(str(root / "embeddings"), title_ids(1500), unit_vectors(1500), files=3)
+
+
+@pytest.fixture(scope="module")
+def sharded(shared_embeddings, tmp_path_factory):
+    """One IVF build in 3 shards of the 1500 titles, nprobe tuned up from 1; the tests below only read it (or a
+    copy)."""
+    out = str(tmp_path_factory.mktemp("sharded") / "index")
+    manifest = build(shared_embeddings, out, *IVF_SHARDED, "index.nprobe=1")
+    return manifest, versions.current_version_uri(out)
+
+
+def test_every_vector_is_in_exactly_one_shard(sharded):
+    manifest, version = sharded
     per_shard = [shard_ids(os.path.join(version, index_shard_name(s))) for s in range(3)]
     everything = [i for ids in per_shard for i in ids]
     assert sorted(everything) == sorted(vi.stable_ids(title_ids(1500)).tolist())
@@ -57,9 +73,8 @@ def test_every_vector_is_in_exactly_one_shard(embeddings, tmp_path):
     assert all(vi.shard_of(np.array(ids), 3).tolist() == [s] * len(ids) for s, ids in enumerate(per_shard))
 
 
-def test_the_manifest_describes_and_checksums_what_was_built(embeddings, tmp_path):
-    manifest = build(embeddings, str(tmp_path / "index"), *IVF_SHARDED)
-    version = versions.current_version_uri(str(tmp_path / "index"))
+def test_the_manifest_describes_and_checksums_what_was_built(sharded):
+    manifest, version = sharded
     assert storage.read_json(os.path.join(version, INDEX_MANIFEST_FILE))["version"] == manifest["version"]
     assert (manifest["factory"], manifest["metric"], manifest["dim"], manifest["nlist"]) == (
         "IVF32,Flat", "inner_product", 16, 32)
@@ -70,27 +85,25 @@ def test_the_manifest_describes_and_checksums_what_was_built(embeddings, tmp_pat
     assert manifest["recall_at_10"] >= 0.95 and manifest["build_s"] > 0
 
 
-def test_nprobe_is_tuned_to_the_smallest_value_that_passes_the_gate(embeddings, tmp_path):
-    manifest = build(embeddings, str(tmp_path / "index"), *IVF_SHARDED, "index.nprobe=1")
+def test_nprobe_is_tuned_to_the_smallest_value_that_passes_the_gate(sharded):
+    manifest, _ = sharded
     measured = [(r["nprobe"], r["recall_at_10"]) for r in manifest["recall_by_nprobe"]]
     passing = [nprobe for nprobe, recall in measured if recall >= 0.95]
-    assert manifest["nprobe"] == passing[0] > 1
+    assert measured[0][0] == 1 and manifest["nprobe"] == passing[0] > 1
     assert all(recall < 0.95 for nprobe, recall in measured if nprobe < manifest["nprobe"])
 
 
-def test_the_id_map_holds_every_title_with_its_stable_id_and_shard(embeddings, tmp_path):
-    build(embeddings, str(tmp_path / "index"), *IVF_SHARDED)
-    version = versions.current_version_uri(str(tmp_path / "index"))
+def test_the_id_map_holds_every_title_with_its_stable_id_and_shard(sharded):
+    _, version = sharded
     id_map = pa.concat_tables([pq.read_table(os.path.join(version, index_id_map_name(s))) for s in range(3)])
     ids = dict(zip(id_map.column("title_id").to_pylist(), id_map.column("id").to_pylist()))
     assert ids == dict(zip(title_ids(1500), vi.stable_ids(title_ids(1500)).tolist()))
     assert id_map.column("shard").to_pylist() == vi.shard_of(id_map.column("id").to_numpy(), 3).tolist()
 
 
-def test_each_shard_writes_its_own_id_map_and_the_manifest_lists_them_with_checksums(embeddings, tmp_path):
+def test_each_shard_writes_its_own_id_map_and_the_manifest_lists_them_with_checksums(sharded):
     """The id map used to be assembled from every shard's ids in one process (`ToList`) and written as one file."""
-    manifest = build(embeddings, str(tmp_path / "index"), *IVF_SHARDED)
-    version = versions.current_version_uri(str(tmp_path / "index"))
+    manifest, version = sharded
     assert [(e["shard"], e["file"]) for e in manifest["id_map"]] == [(s, index_id_map_name(s)) for s in range(3)]
     for entry, shard in zip(manifest["id_map"], manifest["shards"]):
         data = open(os.path.join(version, entry["file"]), "rb").read()
@@ -162,12 +175,12 @@ def test_ids_are_stable_across_builds_and_when_titles_are_added(tmp_path):
     assert maps[0].items() <= maps[2].items() and len(maps[2]) == 400
 
 
-def test_the_recall_gate_fails_a_bad_configuration_and_publishes_nothing(embeddings, tmp_path):
-    out = str(tmp_path / "index")
-    good = build(embeddings, out)
+def test_the_recall_gate_fails_a_bad_configuration_and_publishes_nothing(sharded, shared_embeddings, tmp_path):
+    good, version = sharded
+    out = shutil.copytree(os.path.dirname(version), str(tmp_path / "index"))  # a good build is current
     bad = [*IVF_SHARDED, "index.nprobe=1", "index.tune_nprobe=false"]
     with pytest.raises(index.RecallTooLow, match=r"recall@10 0\.\d+ is below index.min_recall_at_10 0.95"):
-        build(embeddings, out, *bad)
+        build(shared_embeddings, out, *bad)
     assert versions.read_current(out).version == good["version"]
     assert version_dirs(out) == [good["version"]]
 

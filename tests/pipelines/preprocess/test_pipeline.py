@@ -41,6 +41,7 @@ from pipelines.contracts import (
 from pipelines.preprocess import pipeline as preprocess
 from pipelines.preprocess.transform import make_preprocessing_fn, raw_feature_spec
 from pipelines.synthetic.catalog import ACCEPTED, BAD_KINDS, generate_catalog
+from tests.pipelines.preprocess.pid_recording import raw_example_recording_pid
 
 INPUT_SIZE = 32
 N = 4 * len(BAD_KINDS)  # with bad_fraction 0.5: every bad kind twice (both huge_header variants), and as many good rows
@@ -240,19 +241,13 @@ def test_outputs_are_published_whole_and_staging_is_gone(preprocessed):
     assert not [name for name in os.listdir(preprocessed["root"]) if name.startswith(".staging")]
 
 
-def _raw_example_recording_pid(pid_dir: str, raw_example, row, poster):
-    """`preprocess._raw_example`, leaving a file named for the process that ran it."""
-    open(os.path.join(pid_dir, str(os.getpid())), "w").close()
-    return raw_example(row, poster)
-
-
 def test_multi_processing_mode_gives_the_same_outputs(preprocessed, monkeypatch):
     """Two worker processes: any state that would not survive Dataflow's serialisation breaks this run. The
     transform step records the process it runs in, to show the work left the test process."""
     pid_dir = preprocessed["root"] / "multi_pids"
     pid_dir.mkdir()
     monkeypatch.setattr(preprocess, "_raw_example",
-                        functools.partial(_raw_example_recording_pid, str(pid_dir), preprocess._raw_example))
+                        functools.partial(raw_example_recording_pid, str(pid_dir), preprocess._raw_example))
     out = str(preprocessed["root"] / "out_multi")
     args = preprocess_args(preprocessed["catalog"], out,
                            "--direct_running_mode=multi_processing", "--direct_num_workers=2")
