@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def _png(figure) -> bytes:
     figure.tight_layout()
+    figure.set_layout_engine(None)  # laid out: without an engine, savefig does not draw the figure twice
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     plt.close(figure)
