@@ -237,11 +237,24 @@ IVF_THAT_MISSES = ["--set", "index.factory=IVF4,Flat", "--set", "index.nprobe=1"
 
 
 @pytest.fixture(scope="module")
-def failed_recall_gate(inputs, first_night, tmp_path_factory):
-    """2024-07-02 on a copy of the first night's root with an index that misses the recall gate, run once: embed
-    and evaluate finish, the index stage fails. → (root, exit code, what it printed on stderr)."""
-    root = tmp_path_factory.mktemp("failed_recall_gate") / "root"
+def failed_evaluation_gate(inputs, first_night, tmp_path_factory):
+    """2024-07-02 on a copy of the first night's root with a near-duplicate gate just above the recall@1 the
+    first night measured, run once: embed finishes, the evaluation gate fails. → (root, that recall, exit code)."""
+    root = tmp_path_factory.mktemp("failed_evaluation_gate") / "root"
     shutil.copytree(first_night, root)
+    first = json.loads((root / "runs" / "2024-07-01" / "evaluation" / "evaluation.json").read_text())
+    recall = first["near_duplicates"]["embedding"]["recall_at_1"]
+    argv = nightly_argv(inputs, root, "2024-07-02", "--set", f"evaluate.min_near_duplicate_recall_at_1={recall + 1e-3}")
+    return root, recall, nightly.main(argv)
+
+
+@pytest.fixture(scope="module")
+def failed_recall_gate(inputs, failed_evaluation_gate, tmp_path_factory):
+    """The retry of the night the evaluation gate stopped (on a copy of its root), that gate back off and an index
+    that misses the recall gate, run once: embed finished before, evaluate finishes, the index stage fails.
+    → (root, exit code, what it printed on stderr)."""
+    root = tmp_path_factory.mktemp("failed_recall_gate") / "root"
+    shutil.copytree(failed_evaluation_gate[0], root)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code = nightly.main(nightly_argv(inputs, root, "2024-07-02", *IVF_THAT_MISSES))
@@ -255,8 +268,8 @@ def test_a_failing_recall_gate_exits_non_zero_and_leaves_current_untouched(first
     current = (first_night / "index" / INDEX_CURRENT_FILE).read_bytes()
     assert (root / "index" / INDEX_CURRENT_FILE).read_bytes() == current
     state = RunState(str(root / "runs" / "2024-07-02"))
-    assert state.stage_result("embed") is not None and state.stage_result("index") is None
-    assert not state.is_finished()
+    assert state.stage_result("embed") is not None and state.stage_result("evaluate") is not None
+    assert state.stage_result("index") is None and not state.is_finished()
     assert not os.path.exists(root / NIGHTLY_LOCK_FILE)
 
 
@@ -381,20 +394,25 @@ def test_a_root_that_holds_an_input_is_refused_before_any_work(inputs, tmp_path,
     assert snapshot(tmp_path) == before and not os.path.exists(model_root)
 
 
-def test_markers_are_relative_to_the_root_so_a_copied_root_reads_its_own_outputs(inputs, failed_recall_gate,
-                                                                                   tmp_path):
-    """Markers used to hold `--root` as given: a copied root resumed from the original's embeddings."""
+def test_markers_are_relative_to_the_root_so_a_copied_root_reads_its_own_outputs(inputs, failed_evaluation_gate,
+                                                                                   failed_recall_gate, tmp_path):
+    """Markers used to hold `--root` as given: a copied root resumed from the original's embeddings. The original
+    here is the failed recall gate's root (its embed marker written under the failed evaluation gate's root, which
+    it was copied from)."""
     original, copy = failed_recall_gate[0], tmp_path / "copy"
     marker = json.loads((original / "runs" / "2024-07-02" / "stages" / "embed.json").read_text())
     assert (marker["out"], marker["previous"]) == ("runs/2024-07-02/embeddings", "runs/2024-07-01/embeddings")
     assert marker["relative_to_root"] == ["out", "previous"]
     shutil.copytree(original, copy)
-    away = original.with_name(original.name + "-away")
-    original.rename(away)  # the copy must not need anything of the original's (put back for the other tests)
+    # The copy must not need anything of either original's: both are moved away (and put back for the other tests).
+    originals = [original, failed_evaluation_gate[0]]
+    for path in originals:
+        path.rename(path.with_name(path.name + "-away"))
     try:
         assert nightly.main(nightly_argv(inputs, copy, "2024-07-02")) == 0
     finally:
-        away.rename(original)
+        for path in originals:
+            path.with_name(path.name + "-away").rename(path)
     summary = summary_of(copy, "2024-07-02")
     assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "evaluate": False,
                                                                          "index": True, "candidates": True}
@@ -418,16 +436,12 @@ def test_a_finished_night_removes_what_killed_runs_left_and_reports_it(second_ni
     assert all((root / "index" / version / "manifest.json").exists() for version in (live.version, *live.history))
 
 
-def test_a_failed_evaluation_gate_stops_the_night_before_anything_is_published(inputs, first_night, tmp_path):
-    root = tmp_path / "root"
-    shutil.copytree(first_night, root)
-    first = json.loads((root / "runs" / "2024-07-01" / "evaluation" / "evaluation.json").read_text())
-    recall = first["near_duplicates"]["embedding"]["recall_at_1"]
+def test_a_failed_evaluation_gate_stops_the_night_before_anything_is_published(first_night, failed_evaluation_gate):
+    root, recall, code = failed_evaluation_gate
     assert recall < 1.0  # what makes the gate below one the night cannot pass
-    current = (root / "index" / INDEX_CURRENT_FILE).read_bytes()
-    argv = nightly_argv(inputs, root, "2024-07-02", "--set", f"evaluate.min_near_duplicate_recall_at_1={recall + 1e-3}")
-    assert nightly.main(argv) == nightly.EXIT_STAGE_FAILED
+    assert code == nightly.EXIT_STAGE_FAILED
     state = RunState(str(root / "runs" / "2024-07-02"))
     assert state.stage_result("embed") is not None and state.stage_result("evaluate") is None
+    current = (first_night / "index" / INDEX_CURRENT_FILE).read_bytes()
     assert (root / "index" / INDEX_CURRENT_FILE).read_bytes() == current
     assert not (root / "runs" / "2024-07-02" / "candidates").exists()
