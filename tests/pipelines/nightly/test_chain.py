@@ -157,17 +157,16 @@ def test_the_next_night_embeds_only_changed_posters_and_reports_overlap_for_unch
 
 
 @pytest.fixture(scope="module")
-def crashed_in_candidates(inputs, first_night, tmp_path_factory):
-    """2024-07-02 on a copy of the first night's root, run once with a history the candidates stage cannot read:
-    embed and index finish (evaluation off: it reads the history too, so the candidates stage is the one that
-    fails), candidates fails."""
+def crashed_in_candidates(inputs, failed_recall_gate, tmp_path_factory):
+    """The retry of the night the recall gate stopped (on a copy of its root), the index back at its settings and a
+    history the candidates stage cannot read, run once: embed and evaluate finished before (so the evaluate stage,
+    which reads the history too, does not run again), index finishes, candidates fails."""
     work = tmp_path_factory.mktemp("crashed_in_candidates")
     root = work / "root"
-    shutil.copytree(first_night, root)
+    shutil.copytree(failed_recall_gate[0], root)
     history = work / "history.parquet"
     history.write_bytes(b"not parquet: the candidates stage fails on it")
-    argv = nightly_argv(inputs, root, "2024-07-02", *NO_EVALUATION, history=str(history))
-    assert nightly.main(argv) == nightly.EXIT_STAGE_FAILED
+    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", history=str(history))) == nightly.EXIT_STAGE_FAILED
     return root
 
 
@@ -184,12 +183,10 @@ def test_a_crash_after_the_index_stage_resumes_with_candidates_only(inputs, cras
     index_versions = sorted(os.listdir(root / "index"))
 
     shutil.copyfile(inputs["root"] / "history.csv", tmp_path / "fixed.csv")
-    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", *NO_EVALUATION,
-                                     history=str(tmp_path / "fixed.csv"))) == 0
+    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", history=str(tmp_path / "fixed.csv"))) == 0
     summary = summary_of(root, "2024-07-02")
     assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "evaluate": False,
                                                                          "index": False, "candidates": True}
-    assert summary["stages"]["evaluate"]["skipped"] == "nightly.evaluate is false"
     assert summary["versions"]["index"] == published
     assert sorted(os.listdir(root / "index")) == index_versions
 
@@ -201,7 +198,7 @@ def test_a_run_killed_after_the_index_stage_leaves_its_lock_and_the_rerun_runs_c
     but the chain's own modules, so the child starts in about two CPU seconds instead of importing TensorFlow."""
     root = tmp_path / "root"
     shutil.copytree(crashed_in_candidates, root)
-    argv = nightly_argv(inputs, root, "2024-07-02", *NO_EVALUATION)
+    argv = nightly_argv(inputs, root, "2024-07-02")
     killed_in_candidates = ("import os, sys; from pipelines.nightly import chain as nightly; "
                             "nightly.STAGE_FUNCTIONS['candidates'] = lambda *args: os._exit(9); "
                             "nightly.main(sys.argv[1:])")
@@ -368,7 +365,10 @@ def test_an_older_night_cannot_replace_a_newer_live_index_unless_allowed(inputs,
 
     assert nightly.main(nightly_argv(inputs, root, "2024-06-30", *NO_EVALUATION, "--allow-older")) == 0
     pointer = versions.read_current(str(root / "index"))
-    assert (pointer.run_date, pointer.version) == ("2024-06-30", summary_of(root, "2024-06-30")["versions"]["index"])
+    summary = summary_of(root, "2024-06-30")
+    assert (pointer.run_date, pointer.version) == ("2024-06-30", summary["versions"]["index"])
+    assert summary["stages"]["evaluate"]["ran"] and summary["stages"]["evaluate"]["skipped"] == (
+        "nightly.evaluate is false")  # the stage records why it did nothing
     assert (root / "index" / INDEX_CURRENT_FILE).read_bytes() != current
 
 
