@@ -70,6 +70,7 @@ def map_png(points: np.ndarray, primary: Sequence[str], posters: dict[int, bytes
     axis.set_yticks([])
     axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2, title="primary genre")
     figure.tight_layout()
+    figure.set_layout_engine(None)  # laid out: without an engine, savefig does not draw the figure twice
     return _png(figure)
 
 

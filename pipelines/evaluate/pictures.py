@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def _png(figure) -> bytes:
     figure.tight_layout()
+    figure.set_layout_engine(None)  # laid out: without an engine, savefig does not draw the figure twice
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     plt.close(figure)
@@ -41,8 +42,11 @@ def distance_histograms_png(same: np.ndarray, different: np.ndarray, separation:
     """Overlaid histograms of cosine distance for pairs that share a genre and pairs that share none."""
     figure, axis = plt.subplots(figsize=(8, 4))
     bins = np.linspace(0, 2, 61)
-    axis.hist(different, bins=bins, alpha=0.55, density=True, label=f"no shared genre ({len(different):,} pairs)")
-    axis.hist(same, bins=bins, alpha=0.55, density=True, label=f"shared genre ({len(same):,} pairs)")
+    # stepfilled: one filled outline per histogram instead of a bar per bin (the same shape, a 60th of the artists)
+    axis.hist(different, bins=bins, alpha=0.55, density=True, histtype="stepfilled",
+              label=f"no shared genre ({len(different):,} pairs)")
+    axis.hist(same, bins=bins, alpha=0.55, density=True, histtype="stepfilled",
+              label=f"shared genre ({len(same):,} pairs)")
     axis.set_xlabel("cosine distance (1 − cos)")
     axis.set_ylabel("density")
     auc, d_prime = separation.get("auc"), separation.get("d_prime")

@@ -135,10 +135,11 @@ def test_embeddings_of_another_model_than_the_index_are_refused_and_nothing_is_p
 
 def test_a_failed_run_publishes_nothing_and_leaves_the_previous_output_in_place(published, tmp_path):
     out = str(tmp_path / "out")
+    shutil.copytree(published["out"], out)  # the previous run's published output
     argv = ["--config", "configs/local.yaml", "--index", str(published["root"] / "index"),
             "--embeddings", published["embeddings"], "--out", out]
-    assert candidates.main(argv + ["--history", published["history"]]) == 0
     before = _table(out, ITEM2ITEM_DIR)
+    assert len(before) == len(TITLES)
     unreadable = tmp_path / "history.parquet"
     unreadable.write_bytes(b"this is not parquet")
     assert candidates.main(argv + ["--history", str(unreadable)]) != 0

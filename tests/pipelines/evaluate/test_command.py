@@ -1,4 +1,6 @@
 """`posters evaluate` end to end on a small synthetic catalog: every section, the outputs, the gates' exit code."""
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -36,15 +38,32 @@ def inputs(tmp_path_factory):
             "history": str(root / "history.csv")}
 
 
-def _argv(inputs, out, *extra):
+def _argv(inputs, out, *extra, model=True, history=True):
     return ["--embeddings", inputs["embeddings"], "--catalog", inputs["catalog"], "--out", str(out),
-            "--model", inputs["model"], "--history", inputs["history"], *FAST, *extra]
+            *(["--model", inputs["model"]] if model else []), *(["--history", inputs["history"]] if history else []),
+            *FAST, *extra]
 
 
-def test_evaluate_writes_every_section_the_report_and_the_projector_export(inputs, capsys):
+@pytest.fixture(scope="module")
+def evaluated(inputs):
+    """One `posters evaluate` run of every section, for the tests that read its outputs and figures: its exit
+    code, what it printed, and its evaluation.json."""
     out = inputs["root"] / "out"
-    assert command.main(_argv(inputs, out)) == 0
-    evaluation = json.loads((out / "evaluation.json").read_text())
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = command.main(_argv(inputs, out))
+    return {"code": code, "out": out, "printed": printed.getvalue(),
+            "evaluation": json.loads((out / "evaluation.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def evaluation(evaluated):
+    return evaluated["evaluation"]
+
+
+def test_evaluate_writes_every_section_the_report_and_the_projector_export(evaluated):
+    out, evaluation = evaluated["out"], evaluated["evaluation"]
+    assert evaluated["code"] == 0
     assert set(evaluation["retrieval"]) == {"embedding", "random", "colour_histogram", "colour_thumbnail"}
     assert evaluation["retrieval"]["embedding"]["queries"] == evaluation["retrieval_sample"]["titles"] > 10
     near = evaluation["near_duplicates"]
@@ -61,17 +80,12 @@ def test_evaluate_writes_every_section_the_report_and_the_projector_export(input
     assert len((projector / "metadata.tsv").read_text().splitlines()) == 101  # a header, then one row per vector
     config = json.loads((projector / "projector_config.json").read_text())["embeddings"][0]
     assert config["tensorShape"] == [100, 16] and (projector / config["sprite"]["imagePath"]).exists()
-    printed = capsys.readouterr().out
+    printed = evaluated["printed"]
     assert "near-duplicates embedding" in printed and str(out / "report.html") in printed
 
 
-@pytest.fixture(scope="module")
-def evaluation(inputs):
-    """One run of every section, for the tests that only read its figures."""
-    return command.run(_argv(inputs, inputs["root"] / "a"))
-
-
 def test_the_same_inputs_give_the_same_evaluation(inputs, evaluation):
+    """A second run's evaluation (as `command.run` returns it) equals the first's evaluation.json."""
     first, second = dict(evaluation), command.run(_argv(inputs, inputs["root"] / "b"))
     for each in (first, second):
         each.pop("created"), each.pop("out")
@@ -79,14 +93,17 @@ def test_the_same_inputs_give_the_same_evaluation(inputs, evaluation):
 
 
 def test_a_failed_gate_exits_1_with_fail_on_gates(inputs, capsys):
+    # without --model: the near-duplicates have no part in the candidates' gate
     argv = _argv(inputs, inputs["root"] / "gated", "--set", "evaluate.min_hit_rate_vs_popularity=1000",
-                 "--fail-on-gates")
+                 "--fail-on-gates", model=False)
     assert command.main(argv) == 1
     assert "gates: FAILED" in capsys.readouterr().out
 
 
 def test_a_small_catalog_can_be_scored_on_all_its_titles(inputs):
-    evaluation = command.run(_argv(inputs, inputs["root"] / "all", "--set", "evaluate.retrieval_split=all"))
+    # without --model and --history: the near-duplicates and the candidates do not depend on the retrieval split
+    evaluation = command.run(_argv(inputs, inputs["root"] / "all", "--set", "evaluate.retrieval_split=all",
+                                   model=False, history=False))
     assert evaluation["retrieval_sample"]["split"] == "all"
     assert evaluation["retrieval"]["embedding"]["queries"] == evaluation["retrieval_sample"]["titles"] == 100
 
@@ -165,7 +182,7 @@ def test_a_catalog_within_max_titles_gives_the_figures_of_the_whole_catalog(inpu
     from pipelines.embed.reader import read_embeddings
     from pipelines.evaluate import held_out, reference
 
-    _, config = command._parse(_argv(inputs, inputs["root"] / "a"))
+    _, config = command._parse(_argv(inputs, inputs["root"] / "out"))
     whole = read_embeddings(inputs["embeddings"])
     assert evaluation["sample"]["whole"] and evaluation["sample"]["titles"] == len(whole) == 100
     rows = [r for r, t in enumerate(whole.title_ids) if whole.genres[r] and is_eval(t, config.preprocess.eval_fraction)]

@@ -1,7 +1,9 @@
 """`posters nightly`: the real embed → index → candidates chain on a tiny catalog and model. A finished date is
 left alone, an interrupted one resumes where it stopped, the lock keeps a second run out, and a failing gate
 leaves the published `CURRENT` as it was."""
+import contextlib
 import glob
+import io
 import json
 import logging
 import os
@@ -14,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.common import locks, versions
-from pipelines.contracts import INDEX_CURRENT_FILE, NIGHTLY_LOCK_FILE, SUCCESS_FILE
+from pipelines.contracts import INDEX_CURRENT_FILE, NIGHTLY_LOCK_FILE, NIGHTLY_SUMMARY_FILE, SUCCESS_FILE
 from pipelines.nightly import chain as nightly
 from pipelines.nightly.run_state import RunState
 from tests.pipelines.nightly.conftest import N_TITLES
@@ -83,20 +85,57 @@ def item2item_top_k(root, date, k) -> dict[str, list[str]]:
     return lists
 
 
-def test_the_next_night_embeds_only_changed_posters_and_reports_overlap_for_unchanged_ones(inputs, first_night,
-                                                                                           tmp_path, caplog):
-    root = tmp_path / "root"
+def _age(path, hours: float) -> None:
+    """Sets the modification time of `path` and everything under it `hours` back."""
+    then = time.time() - hours * 3600
+    for folder, directories, files in os.walk(path):
+        for name in directories + files:
+            os.utime(os.path.join(folder, name), (then, then))
+    os.utime(path, (then, then))
+
+
+@pytest.fixture(scope="module")
+def second_night(inputs, first_night, tmp_path_factory):
+    """2024-07-02 on a copy of the first night's root: title 1's poster changed (to title 2's), an alert threshold
+    of 1.0 (flags any night whose lists are not all identical to the previous night's), and what killed runs left
+    behind: a partial index version and a staging directory 30 hours old, a staging directory just made. Run once;
+    its printed lines and warnings are kept for the tests."""
+    work = tmp_path_factory.mktemp("second_night")
+    root = work / "root"
     shutil.copytree(first_night, root)
-    catalog_dir = tmp_path / "catalog"
+    catalog_dir = work / "catalog"
     shutil.copytree(inputs["root"] / "catalog", catalog_dir)
     posters = sorted((catalog_dir / "posters").iterdir())
     shutil.copyfile(posters[1], posters[0])  # title 1's poster changes (to title 2's)
-    changed = posters[0].stem  # posters are named <title_id>.<ext>
-    # An alert threshold of 1.0 flags any night whose lists are not all identical to the previous night's.
+    leftovers = {"killed_build": root / "index" / "20240630T020000Z-0a1b2c",
+                 "staging": root / "runs" / "2024-06-30" / ".staging-embeddings-0123456789ab",
+                 "recent": root / "runs" / "2024-06-30" / ".staging-candidates-0123456789ab"}
+    leftovers["killed_build"].mkdir()
+    (leftovers["killed_build"] / "shard-00000.faiss").write_bytes(b"half a shard")
+    leftovers["staging"].mkdir(parents=True)
+    (leftovers["staging"] / "part-00000.parquet").write_bytes(b"half a file")
+    leftovers["recent"].mkdir()
+    for old in (leftovers["killed_build"], leftovers["staging"]):
+        _age(old, hours=30)
     argv = nightly_argv(inputs, root, "2024-07-02", "--set", "nightly.overlap_alert_below=1.0",
                         catalog=str(catalog_dir / "catalog.csv"))
-    with caplog.at_level(logging.WARNING, logger="pipelines.nightly.chain"):
-        assert nightly.main(argv) == 0
+    warnings, printed = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(warnings)
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("pipelines.nightly.chain")
+    logger.addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(printed):
+            code = nightly.main(argv)
+    finally:
+        logger.removeHandler(handler)
+    assert code == 0, printed.getvalue()[-2000:]
+    return {"root": root, "changed": posters[0].stem,  # posters are named <title_id>.<ext>
+            "warnings": warnings.getvalue(), "printed": printed.getvalue(), **leftovers}
+
+
+def test_the_next_night_embeds_only_changed_posters_and_reports_overlap_for_unchanged_ones(second_night):
+    root, changed = second_night["root"], second_night["changed"]
     summary = summary_of(root, "2024-07-02")
     embeddings = summary["counts"]["embeddings"]
     assert (embeddings["new"], embeddings["changed"], embeddings["unchanged"]) == (0, 1, N_TITLES - 1)
@@ -114,18 +153,29 @@ def test_the_next_night_embeds_only_changed_posters_and_reports_overlap_for_unch
     assert (overlap["titles_compared"], overlap["against"], overlap["k"]) == (N_TITLES - 1, "2024-07-01", k)
     assert overlap["overlap_at_k"] == pytest.approx(expected, abs=1e-4)
     assert overlap["alert"] is True
-    assert f"overlap@{k} with 2024-07-01 is {expected:.3f}, below 1.000" in caplog.text
+    assert f"overlap@{k} with 2024-07-01 is {expected:.3f}, below 1.000" in second_night["warnings"]
 
 
-def test_a_crash_after_the_index_stage_resumes_with_candidates_only(inputs, first_night, tmp_path):
-    root = tmp_path / "root"
-    shutil.copytree(first_night, root)
-    history = tmp_path / "history.parquet"
+@pytest.fixture(scope="module")
+def crashed_in_candidates(inputs, failed_recall_gate, tmp_path_factory):
+    """The retry of the night the recall gate stopped (on a copy of its root), the index back at its settings and a
+    history the candidates stage cannot read, run once: embed and evaluate finished before (so the evaluate stage,
+    which reads the history too, does not run again), index finishes, candidates fails."""
+    work = tmp_path_factory.mktemp("crashed_in_candidates")
+    root = work / "root"
+    shutil.copytree(failed_recall_gate[0], root)
+    history = work / "history.parquet"
     history.write_bytes(b"not parquet: the candidates stage fails on it")
-    # (the evaluate stage reads the history too: off here, so the candidates stage is the one that fails)
-    no_evaluation = ["--set", "nightly.evaluate=false"]
-    argv = nightly_argv(inputs, root, "2024-07-02", *no_evaluation, history=str(history))
-    assert nightly.main(argv) == nightly.EXIT_STAGE_FAILED
+    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", history=str(history))) == nightly.EXIT_STAGE_FAILED
+    return root
+
+
+NO_EVALUATION = ["--set", "nightly.evaluate=false"]
+
+
+def test_a_crash_after_the_index_stage_resumes_with_candidates_only(inputs, crashed_in_candidates, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(crashed_in_candidates, root)
     state = RunState(str(root / "runs" / "2024-07-02"))
     assert state.stage_result("index") is not None and state.stage_result("candidates") is None
     published = versions.read_current(str(root / "index")).version
@@ -133,27 +183,28 @@ def test_a_crash_after_the_index_stage_resumes_with_candidates_only(inputs, firs
     index_versions = sorted(os.listdir(root / "index"))
 
     shutil.copyfile(inputs["root"] / "history.csv", tmp_path / "fixed.csv")
-    history.unlink()
-    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", *no_evaluation,
-                                     history=str(tmp_path / "fixed.csv"))) == 0
+    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", history=str(tmp_path / "fixed.csv"))) == 0
     summary = summary_of(root, "2024-07-02")
     assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "evaluate": False,
                                                                          "index": False, "candidates": True}
-    assert summary["stages"]["evaluate"]["skipped"] == "nightly.evaluate is false"
     assert summary["versions"]["index"] == published
     assert sorted(os.listdir(root / "index")) == index_versions
 
 
 def test_a_run_killed_after_the_index_stage_leaves_its_lock_and_the_rerun_runs_candidates_only(
-        inputs, first_night, tmp_path):
+        inputs, crashed_in_candidates, tmp_path):
+    """The killed run is a retry of the night that crashed in candidates: a process of its own (the lock names its
+    pid) that passes the finished stages and dies in candidates without releasing the lock. It imports no stage
+    but the chain's own modules, so the child starts in about two CPU seconds instead of importing TensorFlow."""
     root = tmp_path / "root"
-    shutil.copytree(first_night, root)
+    shutil.copytree(crashed_in_candidates, root)
     argv = nightly_argv(inputs, root, "2024-07-02")
     killed_in_candidates = ("import os, sys; from pipelines.nightly import chain as nightly; "
                             "nightly.STAGE_FUNCTIONS['candidates'] = lambda *args: os._exit(9); "
                             "nightly.main(sys.argv[1:])")
     child = subprocess.run([sys.executable, "-c", killed_in_candidates, *argv], capture_output=True, text=True)
     assert child.returncode == 9, child.stderr[-2000:]
+    assert "nightly 2024-07-02: candidates …" in child.stdout  # killed inside the candidates stage
     assert locks.read_lock(str(root / NIGHTLY_LOCK_FILE)).owner == "nightly 2024-07-02"  # never released
 
     assert nightly.main(argv) == 0  # the 06:30 retry: the lock's process is gone, so it resumes
@@ -178,18 +229,44 @@ def test_an_index_published_just_before_a_crash_is_adopted_not_built_again(input
     assert sorted(os.listdir(root / "index")) == index_versions
 
 
-def test_a_failing_recall_gate_exits_non_zero_and_leaves_current_untouched(inputs, first_night, tmp_path, capsys):
-    root = tmp_path / "root"
+IVF_THAT_MISSES = ["--set", "index.factory=IVF4,Flat", "--set", "index.nprobe=1", "--set", "index.tune_nprobe=false",
+                   "--set", "index.min_recall_at_10=0.99"]
+
+
+@pytest.fixture(scope="module")
+def failed_evaluation_gate(inputs, first_night, tmp_path_factory):
+    """2024-07-02 on a copy of the first night's root with a near-duplicate gate just above the recall@1 the
+    first night measured, run once: embed finishes, the evaluation gate fails. → (root, that recall, exit code)."""
+    root = tmp_path_factory.mktemp("failed_evaluation_gate") / "root"
     shutil.copytree(first_night, root)
-    current = (root / "index" / INDEX_CURRENT_FILE).read_bytes()
-    ivf_that_misses = ["--set", "index.factory=IVF4,Flat", "--set", "index.nprobe=1", "--set",
-                       "index.tune_nprobe=false", "--set", "index.min_recall_at_10=0.99"]
-    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", *ivf_that_misses)) == nightly.EXIT_STAGE_FAILED
-    assert "RecallTooLow" in capsys.readouterr().err
+    first = json.loads((root / "runs" / "2024-07-01" / "evaluation" / "evaluation.json").read_text())
+    recall = first["near_duplicates"]["embedding"]["recall_at_1"]
+    argv = nightly_argv(inputs, root, "2024-07-02", "--set", f"evaluate.min_near_duplicate_recall_at_1={recall + 1e-3}")
+    return root, recall, nightly.main(argv)
+
+
+@pytest.fixture(scope="module")
+def failed_recall_gate(inputs, failed_evaluation_gate, tmp_path_factory):
+    """The retry of the night the evaluation gate stopped (on a copy of its root), that gate back off and an index
+    that misses the recall gate, run once: embed finished before, evaluate finishes, the index stage fails.
+    → (root, exit code, what it printed on stderr)."""
+    root = tmp_path_factory.mktemp("failed_recall_gate") / "root"
+    shutil.copytree(failed_evaluation_gate[0], root)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = nightly.main(nightly_argv(inputs, root, "2024-07-02", *IVF_THAT_MISSES))
+    return root, code, err.getvalue()
+
+
+def test_a_failing_recall_gate_exits_non_zero_and_leaves_current_untouched(first_night, failed_recall_gate):
+    root, code, err = failed_recall_gate
+    assert code == nightly.EXIT_STAGE_FAILED
+    assert "RecallTooLow" in err
+    current = (first_night / "index" / INDEX_CURRENT_FILE).read_bytes()
     assert (root / "index" / INDEX_CURRENT_FILE).read_bytes() == current
     state = RunState(str(root / "runs" / "2024-07-02"))
-    assert state.stage_result("embed") is not None and state.stage_result("index") is None
-    assert not state.is_finished()
+    assert state.stage_result("embed") is not None and state.stage_result("evaluate") is not None
+    assert state.stage_result("index") is None and not state.is_finished()
     assert not os.path.exists(root / NIGHTLY_LOCK_FILE)
 
 
@@ -217,9 +294,12 @@ def test_a_held_lock_on_gcs_keeps_a_second_run_out(inputs, fake_gcs):
     locks.release_lock(second)
 
 
-def test_a_failing_overlap_report_does_not_stop_a_finished_night(inputs, first_night, tmp_path, monkeypatch, capsys):
+def test_a_failing_overlap_report_does_not_stop_a_finished_night(inputs, second_night, tmp_path, monkeypatch,
+                                                               capsys):
     root = tmp_path / "root"
-    shutil.copytree(first_night, root)
+    shutil.copytree(second_night["root"], root)
+    for name in (SUCCESS_FILE, NIGHTLY_SUMMARY_FILE):  # as if killed after its last stage, before its summary:
+        (root / "runs" / "2024-07-02" / name).unlink()  # the rerun finishes the night, the report included
 
     def broken_report(*args, **kwargs):
         raise OSError("No space left on device")
@@ -275,16 +355,20 @@ def test_an_older_night_cannot_replace_a_newer_live_index_unless_allowed(inputs,
     shutil.copytree(first_night, root)
     current = (root / "index" / INDEX_CURRENT_FILE).read_bytes()
     before = snapshot(root)
-    assert nightly.main(nightly_argv(inputs, root, "2024-06-30")) == nightly.EXIT_STAGE_FAILED
+    # (evaluation off: it has no part in which index goes live)
+    assert nightly.main(nightly_argv(inputs, root, "2024-06-30", *NO_EVALUATION)) == nightly.EXIT_STAGE_FAILED
     err = capsys.readouterr().err.strip()
     assert err.startswith("posters nightly 2024-06-30: ") and "published for 2024-07-01, later than 2024-06-30" in err
     assert "--allow-older" in err and "\n" not in err
     assert snapshot(root) == before  # refused before any work: no run directory, CURRENT as it was
     assert versions.read_current(str(root / "index")).run_date == "2024-07-01"
 
-    assert nightly.main(nightly_argv(inputs, root, "2024-06-30", "--allow-older")) == 0
+    assert nightly.main(nightly_argv(inputs, root, "2024-06-30", *NO_EVALUATION, "--allow-older")) == 0
     pointer = versions.read_current(str(root / "index"))
-    assert (pointer.run_date, pointer.version) == ("2024-06-30", summary_of(root, "2024-06-30")["versions"]["index"])
+    summary = summary_of(root, "2024-06-30")
+    assert (pointer.run_date, pointer.version) == ("2024-06-30", summary["versions"]["index"])
+    assert summary["stages"]["evaluate"]["ran"] and summary["stages"]["evaluate"]["skipped"] == (
+        "nightly.evaluate is false")  # the stage records why it did nothing
     assert (root / "index" / INDEX_CURRENT_FILE).read_bytes() != current
 
 
@@ -310,70 +394,54 @@ def test_a_root_that_holds_an_input_is_refused_before_any_work(inputs, tmp_path,
     assert snapshot(tmp_path) == before and not os.path.exists(model_root)
 
 
-def test_markers_are_relative_to_the_root_so_a_copied_root_reads_its_own_outputs(inputs, tmp_path):
-    """Markers used to hold `--root` as given: a copied root resumed from the original's embeddings."""
-    original, copy = tmp_path / "original", tmp_path / "copy"
-    ivf_that_misses = ["--set", "index.factory=IVF4,Flat", "--set", "index.nprobe=1", "--set",
-                       "index.tune_nprobe=false", "--set", "index.min_recall_at_10=0.99"]
-    assert nightly.main(nightly_argv(inputs, original, "2024-07-01", *ivf_that_misses)) == nightly.EXIT_STAGE_FAILED
-    marker = json.loads((original / "runs" / "2024-07-01" / "stages" / "embed.json").read_text())
-    assert marker["out"] == "runs/2024-07-01/embeddings" and marker["relative_to_root"] == ["out"]
+def test_markers_are_relative_to_the_root_so_a_copied_root_reads_its_own_outputs(inputs, failed_evaluation_gate,
+                                                                                   failed_recall_gate, tmp_path):
+    """Markers used to hold `--root` as given: a copied root resumed from the original's embeddings. The original
+    here is the failed recall gate's root (its embed marker written under the failed evaluation gate's root, which
+    it was copied from)."""
+    original, copy = failed_recall_gate[0], tmp_path / "copy"
+    marker = json.loads((original / "runs" / "2024-07-02" / "stages" / "embed.json").read_text())
+    assert (marker["out"], marker["previous"]) == ("runs/2024-07-02/embeddings", "runs/2024-07-01/embeddings")
+    assert marker["relative_to_root"] == ["out", "previous"]
     shutil.copytree(original, copy)
-    shutil.rmtree(original)  # the copy must not need anything of the original's
-    assert nightly.main(nightly_argv(inputs, copy, "2024-07-01")) == 0
-    summary = summary_of(copy, "2024-07-01")
+    # The copy must not need anything of either original's: both are moved away (and put back for the other tests).
+    originals = [original, failed_evaluation_gate[0]]
+    for path in originals:
+        path.rename(path.with_name(path.name + "-away"))
+    try:
+        assert nightly.main(nightly_argv(inputs, copy, "2024-07-02")) == 0
+    finally:
+        for path in originals:
+            path.with_name(path.name + "-away").rename(path)
+    summary = summary_of(copy, "2024-07-02")
     assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "evaluate": False,
                                                                          "index": True, "candidates": True}
-    embeddings = str(copy / "runs" / "2024-07-01" / "embeddings")
+    embeddings = str(copy / "runs" / "2024-07-02" / "embeddings")
     assert summary["stages"]["embed"]["out"] == embeddings
+    assert summary["stages"]["embed"]["previous"] == str(copy / "runs" / "2024-07-01" / "embeddings")
     manifest = json.loads((copy / "index" / summary["versions"]["index"] / "manifest.json").read_text())
     assert manifest["embeddings_files"] and all(path.startswith(embeddings + "/")
                                                 for path in manifest["embeddings_files"])
     assert summary["stages"]["index"]["version_dir"] == str(copy / "index" / summary["versions"]["index"])
 
 
-def _age(path, hours: float) -> None:
-    """Sets the modification time of `path` and everything under it `hours` back."""
-    then = time.time() - hours * 3600
-    for folder, directories, files in os.walk(path):
-        for name in directories + files:
-            os.utime(os.path.join(folder, name), (then, then))
-    os.utime(path, (then, then))
-
-
-def test_a_finished_night_removes_what_killed_runs_left_and_reports_it(inputs, first_night, tmp_path, capsys):
-    root = tmp_path / "root"
-    shutil.copytree(first_night, root)
-    killed_build = root / "index" / "20240630T020000Z-0a1b2c"
-    (killed_build).mkdir()
-    (killed_build / "shard-00000.faiss").write_bytes(b"half a shard")
-    staging = root / "runs" / "2024-06-30" / ".staging-embeddings-0123456789ab"
-    staging.mkdir(parents=True)
-    (staging / "part-00000.parquet").write_bytes(b"half a file")
-    recent = root / "runs" / "2024-06-30" / ".staging-candidates-0123456789ab"
-    recent.mkdir()
-    for old in (killed_build, staging):
-        _age(old, hours=30)
-    assert nightly.main(nightly_argv(inputs, root, "2024-07-02")) == 0
+def test_a_finished_night_removes_what_killed_runs_left_and_reports_it(second_night):
+    root, killed_build, staging = second_night["root"], second_night["killed_build"], second_night["staging"]
     summary = summary_of(root, "2024-07-02")
     assert {(item["kind"], item["uri"]) for item in summary["gc"]["removed"]} == {
         ("partial version", str(killed_build)), ("staging directory", str(staging))}
-    assert not killed_build.exists() and not staging.exists() and recent.exists()
-    assert f"  gc: removed partial version {killed_build}" in capsys.readouterr().out
+    assert not killed_build.exists() and not staging.exists() and second_night["recent"].exists()
+    assert f"  gc: removed partial version {killed_build}" in second_night["printed"]
     live = versions.read_current(str(root / "index"))
     assert all((root / "index" / version / "manifest.json").exists() for version in (live.version, *live.history))
 
 
-def test_a_failed_evaluation_gate_stops_the_night_before_anything_is_published(inputs, first_night, tmp_path):
-    root = tmp_path / "root"
-    shutil.copytree(first_night, root)
-    first = json.loads((root / "runs" / "2024-07-01" / "evaluation" / "evaluation.json").read_text())
-    recall = first["near_duplicates"]["embedding"]["recall_at_1"]
+def test_a_failed_evaluation_gate_stops_the_night_before_anything_is_published(first_night, failed_evaluation_gate):
+    root, recall, code = failed_evaluation_gate
     assert recall < 1.0  # what makes the gate below one the night cannot pass
-    current = (root / "index" / INDEX_CURRENT_FILE).read_bytes()
-    argv = nightly_argv(inputs, root, "2024-07-02", "--set", f"evaluate.min_near_duplicate_recall_at_1={recall + 1e-3}")
-    assert nightly.main(argv) == nightly.EXIT_STAGE_FAILED
+    assert code == nightly.EXIT_STAGE_FAILED
     state = RunState(str(root / "runs" / "2024-07-02"))
     assert state.stage_result("embed") is not None and state.stage_result("evaluate") is None
+    current = (first_night / "index" / INDEX_CURRENT_FILE).read_bytes()
     assert (root / "index" / INDEX_CURRENT_FILE).read_bytes() == current
     assert not (root / "runs" / "2024-07-02" / "candidates").exists()
