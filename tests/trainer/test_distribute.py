@@ -1,4 +1,5 @@
-"""tf.distribute: the strategy from the config, 2 replicas ≡ 1 replica at the same global batch, global mining.
+"""tf.distribute: the strategy from the config, 2 replicas ≡ 1 replica at the same global batch, global mining, and
+the triplet loss class's own replica scaling under Keras' `fit`.
 
 Two replicas on a CPU need `tf.config.set_logical_device_configuration` before TensorFlow initialises its
 devices, so that part runs in a fresh process: this module run as `python -m tests.trainer.test_distribute`,
@@ -69,6 +70,18 @@ def test_a_global_batch_step_updates_the_weights_as_one_device_would(two_cpu_rep
     two, one = two_cpu_replicas["mining"]["two_replicas"], two_cpu_replicas["mining"]["one_replica"]
     assert np.abs(np.array(one["kernel"]) - np.eye(2)).max() > 1e-3  # the step did move the weights
     np.testing.assert_allclose(two["kernel"], one["kernel"], atol=1e-6)
+
+
+def test_fit_on_two_replicas_averages_like_one(two_cpu_replicas):
+    """Each of 2 replicas gets the same 4 posters: expected = the loss and SGD step of 1 replica on them.
+
+    Keras 3 scales non-scalar losses by 1/replicas but not scalars; without the class's own scaling
+    (`trainer.losses.TripletSemiHardLoss`) both the reported loss and the step come out doubled.
+    """
+    one, two = two_cpu_replicas["loss_scaling"]["one_replica"], two_cpu_replicas["loss_scaling"]["two_replicas"]
+    assert np.abs(np.array(one["step"])).sum() > 0
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-6)
+    np.testing.assert_allclose(two["step"], one["step"], rtol=1e-5, atol=1e-7)
 
 
 def test_multi_worker_without_a_cluster_is_a_clear_error(monkeypatch):
@@ -161,6 +174,24 @@ def _mining_step(strategy, labels, embeddings) -> dict:
     return {"loss": loss, "kernel": embedder.layers[-1].kernel.numpy().tolist()}
 
 
+def _fit_the_loss_once(strategy, copies: int) -> dict:
+    """One epoch of one batch: `copies` copies of 4 posters (2 classes), a Dense layer and TripletSemiHardLoss under
+    Keras' own `fit`; the loss it reports and the SGD step of the kernel."""
+    import keras
+
+    from trainer.losses import TripletSemiHardLoss
+
+    features = np.random.default_rng(0).random((4, 5)).astype("float32")
+    labels = np.array([0, 0, 1, 1])
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, kernel_initializer="ones")])
+        model.compile(loss=TripletSemiHardLoss(0.5, "squared-L2"), optimizer=keras.optimizers.SGD(0.1))
+    before = model.get_weights()[0].copy()
+    history = model.fit(np.tile(features, (copies, 1)), np.tile(labels, copies), batch_size=4 * copies,
+                        verbose=0, shuffle=False)
+    return {"loss": float(history.history["loss"][0]), "step": (model.get_weights()[0] - before).tolist()}
+
+
 def _measure() -> dict:
     import tensorflow as tf
 
@@ -189,6 +220,10 @@ def _measure() -> dict:
                    "per_replica_mean": sum(halves) / 2,
                    "two_replicas": _mining_step(two, labels, embeddings),
                    "one_replica": _mining_step(one, labels, embeddings)},
+        # The default strategy for one replica; `two` again for two (a second MirroredStrategy over the same devices
+        # would reuse its collectives' instance keys).
+        "loss_scaling": {"one_replica": _fit_the_loss_once(tf.distribute.get_strategy(), 1),
+                         "two_replicas": _fit_the_loss_once(two, 2)},
     }
 
 

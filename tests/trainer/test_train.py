@@ -1,7 +1,7 @@
 """`posters train` on a tiny preprocess output: outputs, resume after a kill, unfreezing, and the user's errors.
 
-Run as a module (`python -m tests.trainer.test_train kill DATA OUT CONFIG`) it is the training process that
-the kill test starts and kills mid-epoch.
+Run as a module (`python -m tests.trainer.test_train kill DATA CONFIG OUT…`) it is the process the kill test
+starts: it forks one training per OUT, each killed mid-epoch, and prints their exit statuses.
 """
 import contextlib
 import io
@@ -88,25 +88,46 @@ def test_train_writes_model_metrics_curves_and_summary(finished):
     assert "precision@10" in stdout and meta["model_version"] in stdout
 
 
-def test_killed_mid_epoch_resumes_from_the_checkpoint_to_the_same_model(finished, data, config_file, tmp_path):
-    out = str(tmp_path / "out")
-    killed = subprocess.run([sys.executable, "-m", "tests.trainer.test_train", "kill", data, out, config_file],
+def _killed_runs(data: str, config_file: str, outs: list[str]) -> None:
+    """Each of `outs` trained until `KillMidEpoch` ends the process; one process imports TensorFlow and forks them."""
+    killed = subprocess.run([sys.executable, "-m", "tests.trainer.test_train", "kill", data, config_file, *outs],
                             cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
-    assert killed.returncode == KILL_EXIT_CODE, killed.stderr[-3000:]
-    assert _read_json(os.path.join(out, "work", "phase1", "backup", "training_metadata.json"))["epoch"] == 1
-    assert not os.path.exists(os.path.join(out, "model"))
+    assert killed.returncode == 0, killed.stderr[-3000:]
+    assert json.loads(killed.stdout.strip().splitlines()[-1]) == [KILL_EXIT_CODE] * len(outs), killed.stderr[-3000:]
 
-    assert train.main(["--config", config_file, "--data", data, "--out", out]) == 0
-    summary = _read_json(os.path.join(out, "train_summary.json"))
-    assert summary["phases"]["phase1"]["resumed_at_epoch"] == 1
-    assert len(summary["phases"]["phase1"]["history"]["loss"]) == 2  # epoch 1 from the first run, 2 from this
+
+def test_killed_mid_epoch_resumes_from_the_checkpoint_to_the_same_model_with_a_local_or_a_gcs_work_dir(
+        finished, data, config_file, tmp_path, gcs_emulator):
+    """Killed at phase 1's epoch 2 with OUT (and so OUT/work) local, and with it on gs:// (the checkpoints are
+    mirrored there after every epoch), the rerun of the same command resumes from epoch 2 to the model of the
+    uninterrupted run."""
+    from pipelines.common import storage
+
+    local, remote = str(tmp_path / "out"), gcs_emulator.uri("run")
+    _killed_runs(data, config_file, [local, remote])
+    assert _read_json(os.path.join(local, "work", "phase1", "backup", "training_metadata.json"))["epoch"] == 1
+    assert not os.path.exists(os.path.join(local, "model"))
+    work = storage.join(remote, "work")
+    assert storage.read_json(storage.join(work, "phase1", "backup", "training_metadata.json"))["epoch"] == 1
+    assert storage.exists(storage.join(work, "_POSTERS_TRAIN_WORK"))
+    assert not storage.exists(storage.join(remote, "model", "_SUCCESS"))
+
     # The resumed run sees the batches the uninterrupted run saw, from the checkpointed weights and optimizer, so
     # it ends with the same model: the same vectors up to float reordering (op determinism is not enabled). A
     # resume that replays epoch 1's batches instead of skipping them moves them by 0.05 (measured), 500× this.
     posters = list(poster_split(16, seed=5).images)
-    resumed, _ = load_exported_model(os.path.join(out, "model"))
     uninterrupted, _ = load_exported_model(os.path.join(finished[0], "model"))
-    np.testing.assert_allclose(resumed(posters), uninterrupted(posters), atol=RESUME_TOLERANCE)
+    for out in (local, remote):
+        assert train.main(["--config", config_file, "--data", data, "--out", out]) == 0
+        summary = storage.read_json(storage.join(out, "train_summary.json"))
+        assert summary["phases"]["phase1"]["resumed_at_epoch"] == 1
+        assert len(summary["phases"]["phase1"]["history"]["loss"]) == 2  # epoch 1 from the first run, 2 from this
+        resumed, _ = load_exported_model(storage.join(out, "model"))
+        np.testing.assert_allclose(resumed(posters), uninterrupted(posters), atol=RESUME_TOLERANCE)
+    assert storage.read_json(storage.join(work, "state.json"))["finished"] is True
+    # BackupAndRestore removed its backup at the end, and the mirror removed it on gs:// too; the logs stay.
+    assert not storage.exists(storage.join(work, "phase1", "backup", "training_metadata.json"))
+    assert storage.list_files(storage.join(work, "logs"))
 
 
 def test_a_finished_run_leaves_nothing_to_resume(finished):
@@ -180,33 +201,6 @@ def test_an_out_that_is_inside_or_holds_the_data_is_refused(tmp_path, data, conf
     assert sorted(os.listdir(data)) == before
 
 
-def test_killed_mid_epoch_resumes_from_a_gcs_work_dir(finished, data, config_file, gcs_emulator):
-    """The kill test with OUT (and so OUT/work) on gs://: the checkpoints are mirrored there after every epoch."""
-    from pipelines.common import storage
-
-    out = gcs_emulator.uri("run")
-    killed = subprocess.run([sys.executable, "-m", "tests.trainer.test_train", "kill", data, out, config_file],
-                            cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
-    assert killed.returncode == KILL_EXIT_CODE, killed.stderr[-3000:]
-    work = storage.join(out, "work")
-    assert storage.read_json(storage.join(work, "phase1", "backup", "training_metadata.json"))["epoch"] == 1
-    assert storage.exists(storage.join(work, "_POSTERS_TRAIN_WORK"))
-    assert not storage.exists(storage.join(out, "model", "_SUCCESS"))
-
-    assert train.main(["--config", config_file, "--data", data, "--out", out]) == 0
-    summary = storage.read_json(storage.join(out, "train_summary.json"))
-    assert summary["phases"]["phase1"]["resumed_at_epoch"] == 1
-    assert len(summary["phases"]["phase1"]["history"]["loss"]) == 2
-    posters = list(poster_split(16, seed=5).images)
-    resumed, _ = load_exported_model(storage.join(out, "model"))
-    uninterrupted, _ = load_exported_model(os.path.join(finished[0], "model"))
-    np.testing.assert_allclose(resumed(posters), uninterrupted(posters), atol=RESUME_TOLERANCE)
-    assert storage.read_json(storage.join(work, "state.json"))["finished"] is True
-    # BackupAndRestore removed its backup at the end, and the mirror removed it on gs:// too; the logs stay.
-    assert not storage.exists(storage.join(work, "phase1", "backup", "training_metadata.json"))
-    assert storage.list_files(storage.join(work, "logs"))
-
-
 def test_a_non_empty_work_dir_the_trainer_did_not_make_is_refused(tmp_path, data, config_file, capsys, monkeypatch):
     (tmp_path / "notes.txt").write_text("mine")
     monkeypatch.chdir(tmp_path)
@@ -259,7 +253,7 @@ def test_a_gcs_work_dir_is_claimed_and_cleared_like_a_local_one(gcs_emulator):
 def _train_until_killed(data: str, out: str, config_file: str) -> None:
     from pipelines.config import load_config
 
-    if os.environ.get("STORAGE_EMULATOR_HOST"):  # the gs:// test: anonymous credentials, as tests/conftest.py does
+    if os.environ.get("STORAGE_EMULATOR_HOST"):  # the gs:// run: anonymous credentials, as tests/conftest.py does
         from apache_beam.internal.gcp import auth
 
         auth._Credentials._credentials_init, auth._Credentials._credentials = True, None
@@ -267,6 +261,28 @@ def _train_until_killed(data: str, out: str, config_file: str) -> None:
     sys.exit("the training was expected to be killed")
 
 
+def _fork_killed_runs(data: str, config_file: str, outs: list[str]) -> list[int]:
+    """The exit status of each run, trained one after another in a child forked from this process: the imports
+    are paid once, and no TensorFlow runtime exists yet when it forks (nothing has run here)."""
+    codes = []
+    for out in outs:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _train_until_killed(data, out, config_file)
+            except SystemExit as exit_:
+                print(exit_, file=sys.stderr, flush=True)
+            except BaseException:  # noqa: BLE001 - a forked child reports anything and exits, never returns here
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    return codes
+
+
 if __name__ == "__main__":
     assert sys.argv[1] == "kill"
-    _train_until_killed(*sys.argv[2:5])
+    print(json.dumps(_fork_killed_runs(sys.argv[2], sys.argv[3], sys.argv[4:])))
