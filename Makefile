@@ -41,7 +41,7 @@ demo: install  ## run the main job end to end on the embedded synthetic catalog 
 	$(BIN)/posters demo --config $(CONFIG) --out $(DEMO_OUT)
 
 test: install airflow-venv  ## run the whole test suite (one worker per CPU)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: install  ## ruff, configured in ruff.toml
 	$(BIN)/ruff check .

@@ -89,17 +89,19 @@ def fake_gcs(monkeypatch):
         server.stop()
 
 
-# `make test` hands whole files to the xdist workers (--dist loadfile), in collection order: the files that take
-# most of a minute go first, so the workers do not end with one of them running alone. Slowest first (seconds
-# measured with --durations on 2 cores); a file's own tests keep their order.
-SLOW_FILES_FIRST = ("tests/pipelines/nightly/test_chain.py", "tests/pipelines/embed/test_pipeline.py",
-                    "tests/trainer/test_backbones.py", "tests/trainer/test_quality.py",
-                    "tests/pipelines/preprocess/test_pipeline.py", "tests/trainer/test_train.py",
-                    "tests/trainer/test_multi_worker.py", "tests/trainer/test_distribute.py",
-                    "tests/pipelines/composer/test_nightly_dag.py", "tests/pipelines/test_demo.py",
-                    "tests/pipelines/evaluate/test_command.py", "tests/pipelines/test_cli.py",
-                    "tests/trainer/test_fails_loudly.py", "tests/pipelines/index/test_pipeline.py",
-                    "tests/pipelines/index/test_backends.py", "tests/test_packaging.py")
+# `make test` hands whole files to the xdist workers (--dist loadfile), in collection order (--no-loadscope-reorder:
+# xdist's default would reorder the files by their number of tests, which sends the few long tests last): the files
+# that take most of a minute go first, so the workers do not end with one of them running alone. Slowest first
+# (wall seconds of a whole file, measured in a full `make test` run on 2 cores); a file's own tests keep their order.
+SLOW_FILES_FIRST = ("tests/pipelines/preprocess/test_pipeline.py", "tests/pipelines/embed/test_pipeline.py",
+                    "tests/trainer/test_backbones.py", "tests/pipelines/nightly/test_chain.py",
+                    "tests/trainer/test_train.py", "tests/trainer/test_quality.py",
+                    "tests/pipelines/index/test_pipeline.py", "tests/trainer/test_multi_worker.py",
+                    "tests/trainer/test_distribute.py", "tests/pipelines/test_demo.py",
+                    "tests/trainer/test_fails_loudly.py", "tests/pipelines/composer/test_nightly_dag.py",
+                    "tests/pipelines/bench/test_nightly.py", "tests/pipelines/index/test_loader.py",
+                    "tests/pipelines/index/test_backends.py", "tests/pipelines/test_cli.py",
+                    "tests/pipelines/nightly/test_steps.py", "tests/pipelines/evaluate/test_command.py")
 
 
 def pytest_collection_modifyitems(config, items):
