@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 
 from pipelines.common import storage
+from pipelines.common.phase_memory import process_memory_mb, reset_peak_memory
 from pipelines.config import IndexConfig
 from pipelines.index import backends
 from pipelines.index import faiss_index as vi
@@ -70,36 +71,14 @@ def _normalised(w: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def reset_peak_memory() -> None:
-    """Resets the process's peak resident set (Linux: VmHWM), so each stage reports its own peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
-
-
 def resident_memory_mb() -> float:
     """The process's resident set now (Linux: VmRSS), what a build's peak is compared with."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return process_memory_mb(("VmRSS",))["VmRSS"]
 
 
 def peak_memory_mb() -> float:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's peak resident set since `reset_peak_memory` (VmHWM; elsewhere the lifetime maximum)."""
+    return process_memory_mb(("VmHWM",))["VmHWM"] or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def build_index(vectors: np.ndarray, title_ids: list[str], plan: vi.IndexPlan, seed: int = 0,

@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 
 from pipelines.bench.index import clustered_unit_vectors
 from pipelines.common import phase_memory, storage
+from pipelines.common.phase_memory import process_memory_mb
 from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE, embeddings_schema
 
 DEFAULT_SIZES = (100_000, 200_000, 400_000)
@@ -135,29 +136,14 @@ def _memory_mb(pid: int) -> tuple[float, float]:
     """(peak resident set VmHWM, current private anonymous memory RssAnon) of a process, in MB. VmHWM also
     counts the pages of memory-mapped files a process touched, which the page cache shares between processes;
     RssAnon is what the process holds alone."""
-    found = {"VmHWM:": 0.0, "RssAnon:": 0.0}
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                key = line.split(maxsplit=1)[0] if line.strip() else ""
-                if key in found:
-                    found[key] = int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return found["VmHWM:"], found["RssAnon:"]
+    found = process_memory_mb(("VmHWM", "RssAnon"), pid)
+    return found["VmHWM"], found["RssAnon"]
 
 
 def _pss_mb(pid: int) -> float:
     """A process's proportional set size in MB (`/proc/PID/smaps_rollup`): each shared page (a memory-mapped
     index, the page cache of a file, libraries) divided among the processes that map it; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            for line in handle:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return process_memory_mb(("Pss",), pid, "smaps_rollup")["Pss"]
 
 
 class TreeMonitor(threading.Thread):

@@ -12,6 +12,9 @@ back (gc, pyarrow's pool, glibc `malloc_trim`) before the next phase starts: wha
 
 One JSON line per phase: `phase` (launcher | runner), `peak_mb`, `start_mb` (resident at its start; 0 for the
 first) and, after a run, `released_mb` (resident once the freed memory is handed back).
+
+`process_memory_mb` and `reset_peak_memory` are the /proc readings every memory measure here uses (this module,
+`posters bench index`, `posters bench scale`).
 """
 from __future__ import annotations
 
@@ -26,13 +29,33 @@ ENV = "POSTERS_PHASE_MEMORY"
 _state = {"start_mb": 0.0, "exit_hooked": False}
 
 
+def process_memory_mb(fields: tuple[str, ...], pid: int | str = "self", source: str = "status") -> dict[str, float]:
+    """The kB `fields` of `/proc/PID/<source>` (`status`: VmHWM, VmRSS, RssAnon; `smaps_rollup`: Pss) in MB; 0.0
+    for a field the kernel does not give or a process that is gone."""
+    found = dict.fromkeys(fields, 0.0)
+    try:
+        with open(f"/proc/{pid}/{source}") as handle:
+            for line in handle:
+                name = line.partition(":")[0]
+                if name in found:
+                    found[name] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return found
+
+
+def reset_peak_memory() -> None:
+    """Resets this process's peak resident set (VmHWM: `/proc/self/clear_refs` ← 5, Linux ≥ 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
 def _status_mb() -> tuple[float, float]:
     """(VmHWM, VmRSS) of this process in MB."""
-    found = {}
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(("VmHWM:", "VmRSS:")):
-                found[line[:5]] = int(line.split()[1]) / 1024
+    found = process_memory_mb(("VmHWM", "VmRSS"))
     return found["VmHWM"], found["VmRSS"]
 
 
@@ -56,8 +79,7 @@ def end_phase(phase: str, path: str, release: bool = False) -> None:
         record["released_mb"] = round(resident, 1)
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
+    reset_peak_memory()
     _state["start_mb"] = resident
 
 

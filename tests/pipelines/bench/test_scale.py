@@ -134,3 +134,22 @@ def test_a_stage_s_pipeline_is_not_measured_unless_the_bench_asks(monkeypatch):
     monkeypatch.delenv(phase_memory.ENV, raising=False)
     pipeline = make_pipeline(load_config("configs/local.yaml", []), [], False)
     assert pipeline.runner.run_pipeline.__func__ is type(pipeline.runner).run_pipeline
+
+
+def test_the_proc_readings_see_a_block_of_memory_and_read_zero_for_a_process_that_is_gone():
+    import numpy as np
+
+    from pipelines.common.phase_memory import process_memory_mb, reset_peak_memory
+
+    before = process_memory_mb(("VmRSS", "RssAnon"))
+    block = np.ones(64 * 2**20 // 8)  # 64 MB, every page touched
+    after = process_memory_mb(("VmRSS", "RssAnon"))
+    pss = process_memory_mb(("Pss",), source="smaps_rollup")["Pss"]
+    assert after["VmRSS"] - before["VmRSS"] > 60 and after["RssAnon"] - before["RssAnon"] > 60
+    assert pss > 60 and process_memory_mb(("VmHWM",))["VmHWM"] >= after["VmRSS"]
+    del block
+    reset_peak_memory()
+    assert process_memory_mb(("VmHWM",))["VmHWM"] < after["VmRSS"] - 30  # the peak starts again from now
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    assert process_memory_mb(("VmRSS",), int(finished.stdout)) == {"VmRSS": 0.0}
