@@ -54,19 +54,53 @@ EXTRA_ROWS = [
     ("noposter", "No poster", "Drama", ""),
     ("copy", "Same poster as another title", "Drama|Horror", "{good}"),
 ]
+# Genre spellings (was: extra vocabulary classes, and `Drama\nComedy` no label), each a title with the good poster,
+# and the genres each must end up with: one class per genre. The manifest spells Drama and Comedy before them.
+GENRE_VARIANTS = [("Drama|Comedy", ["Drama", "Comedy"]), ("drama", ["Drama"]), ("Ｄｒａｍａ", ["Drama"]),
+                  ("Dra\u200bma", ["Drama"]), ("Sci\u2011Fi", ["Sci-Fi"]), ("Drama ; Comedy", ["Drama", "Comedy"]),
+                  ("Drama\tComedy", ["Drama", "Comedy"]), ("Drama\nComedy", ["Drama", "Comedy"])]
+# After the variants: a PNG with a wrong IDAT CRC (was: TFT's transform died), a line with an unbalanced quote (was:
+# the rows after it vanished: "after" must be read) and a poster uri climbing out to /etc/passwd (was: read, its
+# bytes copied into rejects/). Each is one reject with its reason, every other row is read.
+SPECIAL_REJECTS = {"crc": RejectReason.UNDECODABLE_IMAGE, "passwd": RejectReason.POSTER_OUTSIDE_ROOTS}
+QUOTE_LINE = 1 + N + len(EXTRA_ROWS) + (len(GENRE_VARIANTS) + 1) + 1 + 1  # header, generated, extra, variants
+# (one spans 2 lines), crc
 
 
-def catalog_with_extra_rows(directory) -> tuple[str, list[dict]]:
+def with_bad_idat_crc(png: bytes) -> bytes:
+    at = png.index(b"IDAT") - 4
+    crc_at = at + 8 + int.from_bytes(png[at:at + 4], "big")
+    return png[:crc_at] + bytes([png[crc_at] ^ 0x01]) + png[crc_at + 1:]
+
+
+def catalog_with_extra_rows(directory) -> tuple[str, list[dict], dict]:
+    """The generated catalog, then EXTRA_ROWS, GENRE_VARIANTS and the special rows. Returns the manifest, the
+    generator's bad rows and, for every row that can be accepted, its genres (as the manifest means them) and
+    poster_uri (the manifest itself no longer parses with `csv`: the unbalanced quote runs to its end)."""
     generate_catalog(directory, n=N, seed=11, bad_fraction=0.5, width=64, height=96, duplicate_fraction=0.25)
     bad_rows = json.loads((directory / "bad_rows.json").read_text())
     bad_ids = {row["title_id"] for row in bad_rows}
     manifest = directory / "catalog.csv"
     with manifest.open(newline="") as handle:
-        good = next(row["poster_uri"] for row in csv.DictReader(handle) if row["title_id"] not in bad_ids)
+        generated = list(csv.DictReader(handle))
+    good = next(row["poster_uri"] for row in generated if row["title_id"] not in bad_ids)
+    listed = {row["title_id"]: {"genres": row["genres"].split("|"), "poster_uri": row["poster_uri"]}
+              for row in generated}
+    listed.update({tid: {"genres": genres.split("|"), "poster_uri": uri.format(good=good)}
+                   for tid, _, genres, uri in EXTRA_ROWS if tid not in ("twice", "")})
+    listed.update({f"variant{i}": {"genres": genres, "poster_uri": good}
+                   for i, (_, genres) in enumerate(GENRE_VARIANTS)})
+    listed["after"] = {"genres": ["Drama"], "poster_uri": good}
+    png = tf.io.encode_png(tf.fill([96, 64, 3], tf.constant(120, tf.uint8))).numpy()
+    (directory / "posters" / "crc.png").write_bytes(with_bad_idat_crc(png))
     with manifest.open("a", newline="") as handle:
-        csv.writer(handle, lineterminator="\n").writerows(
-            (tid, title, genres, uri.format(good=good)) for tid, title, genres, uri in EXTRA_ROWS)
-    return str(manifest), bad_rows
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerows((tid, title, genres, uri.format(good=good)) for tid, title, genres, uri in EXTRA_ROWS)
+        writer.writerows((f"variant{i}", "Variant", cell, good) for i, (cell, _) in enumerate(GENRE_VARIANTS))
+        writer.writerow(("crc", "CRC", "Drama", "posters/crc.png"))
+        handle.write(f'quote,"Unbalanced,Drama,{good}\nafter,After the quote,Drama,{good}\n')
+        writer.writerow(("passwd", "Passwd", "Drama", "../" * 40 + "etc/passwd"))
+    return str(manifest), bad_rows, listed
 
 
 def preprocess_args(catalog: str, out: str, *extra: str) -> list[str]:
@@ -89,13 +123,14 @@ def read_rejects(out_dir: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def preprocessed(tmp_path_factory):
-    """One DirectRunner run of `posters preprocess` on a generated catalog with bad rows and extra rows."""
+    """One DirectRunner run of `posters preprocess` on a generated catalog with bad rows, extra rows, genre
+    spellings and the special rows."""
     root = tmp_path_factory.mktemp("preprocess")
-    catalog, bad_rows = catalog_with_extra_rows(root / "catalog")
+    catalog, bad_rows, listed = catalog_with_extra_rows(root / "catalog")
     out = str(root / "out")
     assert preprocess.main(preprocess_args(catalog, out)) == 0
     stats = json.loads((root / "out" / STATS_FILE).read_text())
-    return {"root": root, "catalog": catalog, "bad_rows": bad_rows, "out": out, "stats": stats,
+    return {"root": root, "catalog": catalog, "bad_rows": bad_rows, "listed": listed, "out": out, "stats": stats,
             "rejects": read_rejects(out), "train": read_examples(out, PREPROCESS_TRAIN_PREFIX),
             "eval": read_examples(out, PREPROCESS_EVAL_PREFIX)}
 
@@ -118,18 +153,43 @@ def test_catalog_rules_reject_with_their_reasons(preprocessed):
     extra = Counter((r["title_id"], r["reason"]) for r in preprocessed["rejects"]
                     if not (r["title_id"] or "").startswith("tt"))
     assert extra == Counter({(None, RejectReason.MISSING_TITLE_ID): 1, ("nogenres", RejectReason.NO_GENRES): 1,
-                             ("noposter", RejectReason.NO_POSTER): 1, ("twice", RejectReason.DUPLICATE_TITLE_ID): 2})
+                             ("noposter", RejectReason.NO_POSTER): 1, ("twice", RejectReason.DUPLICATE_TITLE_ID): 2,
+                             ("crc", RejectReason.UNDECODABLE_IMAGE): 1, (None, RejectReason.MALFORMED_RECORD): 1,
+                             ("passwd", RejectReason.POSTER_OUTSIDE_ROOTS): 1})
+
+
+def test_crc_broken_png_unbalanced_quote_outside_poster_and_genre_spellings(preprocessed):
+    """The special rows of the shared catalog: the run published (the fixture), the crc PNG, the unbalanced quote
+    and the poster outside the roots are one reject each with its reason (test_catalog_rules_reject_with_their_
+    reasons), the quote's reject names its line, no reject holds /etc/passwd's bytes, the row after the quote and
+    every genre spelling is an example with a label, and the vocabulary holds one class per genre
+    (test_vocabulary_labels_and_primary_genre_follow_the_catalog checks each spelling's labels)."""
+    rejects = {r["reason"]: r for r in preprocessed["rejects"] if not (r["title_id"] or "").startswith("tt")}
+    assert all(rejects[reason]["title_id"] == title_id for title_id, reason in SPECIAL_REJECTS.items())
+    assert f"line {QUOTE_LINE} " in rejects[RejectReason.MALFORMED_RECORD]["detail"]
+    assert not any("root:" in r["detail"] for r in preprocessed["rejects"])
+    examples = preprocessed["train"] + preprocessed["eval"]
+    accepted = {e[FEATURE_TITLE_ID].decode() for e in examples}
+    assert {"after", *(f"variant{i}" for i in range(len(GENRE_VARIANTS)))} <= accepted
+    assert all(e[FEATURE_LABELS].sum() >= 1 for e in examples)
+    lines = preprocessed["stats"]["lines"]
+    assert lines["accepted"] == preprocessed["stats"]["accepted"] + 1  # the `Drama\\nComedy` cell spans two lines
+    vocabulary = {g.decode() for g in tft.TFTransformOutput(preprocessed["out"]).vocabulary_by_name(
+        GENRE_VOCABULARY_NAME)}
+    assert {"Drama", "Comedy", "Sci-Fi"} <= vocabulary
+    assert not vocabulary & {"drama", "Ｄｒａｍａ", "Dra\u200bma", "Sci\u2011Fi", "Drama ; Comedy"}
 
 
 def test_every_row_is_accounted_for(preprocessed):
     stats, examples = preprocessed["stats"], preprocessed["train"] + preprocessed["eval"]
-    assert stats["read"] == N + len(EXTRA_ROWS)
+    assert stats["read"] == N + len(EXTRA_ROWS) + len(GENRE_VARIANTS) + 4  # crc, quote, after, passwd
     assert stats["accepted"] + stats["rejected"] == stats["read"]
     assert stats["rejected"] == len(preprocessed["rejects"]) == sum(stats["rejected_by_reason"].values())
     assert stats["accepted"] == len(examples) == stats["train_examples"] + stats["eval_examples"]
     assert Counter(r["reason"] for r in preprocessed["rejects"]) == stats["rejected_by_reason"]
-    assert stats["lines"] == {"total": stats["read"] + 1, "header": 1, "blank": 0, "accepted": stats["accepted"],
-                              "rejected": stats["rejected"]}
+    # the `Drama\\nComedy` cell spans two lines
+    assert stats["lines"] == {"total": stats["read"] + 2, "header": 1, "blank": 0,
+                              "accepted": stats["accepted"] + 1, "rejected": stats["rejected"]}
 
 
 def test_the_split_is_a_stable_hash_of_each_titles_group(preprocessed):
@@ -147,7 +207,9 @@ def test_titles_with_identical_or_near_identical_posters_are_one_group_on_one_si
     groups = read_duplicate_groups(preprocessed["out"])
     copies = json.loads((preprocessed["root"] / "catalog" / "duplicates.json").read_text())
     assert {copy["kind"] for copy in copies} == {"identical", "reencoded"}
-    pairs = [(copy["title_id"], copy["copy_of"]) for copy in copies] + [("copy", _good_poster_title(preprocessed))]
+    good_title = _good_poster_title(preprocessed)  # "copy", the genre variants and "after" share its poster file
+    pairs = [(copy["title_id"], copy["copy_of"]) for copy in copies] + [
+        (title_id, good_title) for title_id in ("copy", "after", *(f"variant{i}" for i in range(len(GENRE_VARIANTS))))]
     assert all(groups[a] == groups[b] for a, b in pairs)
     assert any(is_eval(a, 0.2) != is_eval(b, 0.2) for a, b in pairs)  # what the split by title_id did
     side = {e[FEATURE_TITLE_ID].decode(): TRAIN for e in preprocessed["train"]}
@@ -167,15 +229,13 @@ def test_titles_with_identical_or_near_identical_posters_are_one_group_on_one_si
 
 def _good_poster_title(preprocessed) -> str:
     """The generated title whose poster file the "copy" row names."""
-    with open(preprocessed["catalog"], newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    uri = next(row["poster_uri"] for row in rows if row["title_id"] == "copy")
-    return next(row["title_id"] for row in rows if row["poster_uri"] == uri and row["title_id"] != "copy")
+    listed = preprocessed["listed"]
+    uri = listed["copy"]["poster_uri"]
+    return next(title_id for title_id, row in listed.items() if row["poster_uri"] == uri and title_id.startswith("tt"))
 
 
 def test_vocabulary_labels_and_primary_genre_follow_the_catalog(preprocessed):
-    with open(preprocessed["catalog"], newline="") as handle:
-        genres = {row["title_id"]: row["genres"].split("|") for row in csv.DictReader(handle)}
+    genres = {title_id: row["genres"] for title_id, row in preprocessed["listed"].items()}
     examples = preprocessed["train"] + preprocessed["eval"]
     counts = Counter(g for e in examples for g in genres[e[FEATURE_TITLE_ID].decode()])
     vocabulary = tft.TFTransformOutput(preprocessed["out"]).vocabulary_by_name(GENRE_VOCABULARY_NAME)
@@ -225,8 +285,7 @@ def test_conversions_and_duplicate_images_are_counted(preprocessed):
     assert stats["converted_to_rgb"] == {"L": 2, "CMYK": 2, "RGBA": 2, "P": 2}
     # "copy" shares its poster file with a good generated title; the generator's identical copies share bytes
     accepted = {e[FEATURE_TITLE_ID].decode() for e in preprocessed["train"] + preprocessed["eval"]}
-    with open(preprocessed["catalog"], newline="") as handle:
-        uris = {row["title_id"]: row["poster_uri"] for row in csv.DictReader(handle)}
+    uris = {title_id: row["poster_uri"] for title_id, row in preprocessed["listed"].items()}
     digests = Counter(hashlib.sha256((preprocessed["root"] / "catalog" / uris[t]).read_bytes()).digest()
                       for t in accepted)
     assert stats["duplicate_images"] == sum(n - 1 for n in digests.values()) > 1
@@ -393,57 +452,3 @@ def test_preprocessing_fn_vocabulary_labels_and_primary_genre(tmp_path, settings
     output = tft.TFTransformOutput(str(tmp_path / "out"))
     assert output.vocabulary_by_name(GENRE_VOCABULARY_NAME) == vocabulary
     assert output.transformed_feature_spec()[FEATURE_LABELS].shape == [len(vocabulary)]
-
-
-# --- what used to crash, vanish or split the vocabulary ------------------------------------------------------
-
-GENRE_VARIANTS = ["Drama|Comedy", "drama", "Ｄｒａｍａ", "Dra\u200bma", "Sci\u2011Fi", "Drama ; Comedy",
-                  "Drama\tComedy", "Drama\nComedy"]
-
-
-def with_bad_idat_crc(png: bytes) -> bytes:
-    at = png.index(b"IDAT") - 4
-    crc_at = at + 8 + int.from_bytes(png[at:at + 4], "big")
-    return png[:crc_at] + bytes([png[crc_at] ^ 0x01]) + png[crc_at + 1:]
-
-
-def test_crc_broken_png_unbalanced_quote_outside_poster_and_genre_spellings(tmp_path):
-    """A PNG with a wrong IDAT CRC (was: TFT's transform died), a line with an unbalanced quote (was: the rows after
-    it vanished), a poster uri climbing out to /etc/passwd (was: read, its bytes copied into rejects/) and genre
-    spellings (was: extra vocabulary classes, and `Drama\\nComedy` no label): the run publishes, each bad row is one
-    reject with its reason, and the vocabulary holds one class per genre."""
-    generate_catalog(tmp_path / "catalog", n=6, seed=2, width=64, height=96)
-    manifest = tmp_path / "catalog" / "catalog.csv"
-    with manifest.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    good = rows[0]["poster_uri"]
-    png = tf.io.encode_png(tf.fill([96, 64, 3], tf.constant(120, tf.uint8))).numpy()
-    (tmp_path / "catalog" / "posters" / "crc.png").write_bytes(with_bad_idat_crc(png))
-    with manifest.open("a", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerows((f"variant{i}", "Variant", genres, good) for i, genres in enumerate(GENRE_VARIANTS))
-        writer.writerow(("crc", "CRC", "Drama", "posters/crc.png"))
-        handle.write(f'quote,"Unbalanced,Drama,{good}\nafter,After the quote,Drama,{good}\n')
-        writer.writerow(("passwd", "Passwd", "Drama", "../" * 40 + "etc/passwd"))
-    out = str(tmp_path / "out")
-    assert preprocess.main(preprocess_args(str(manifest), out)) == 0
-    stats = json.loads((tmp_path / "out" / STATS_FILE).read_text())
-    rejects = {r["reason"]: r for r in read_rejects(out)}
-    assert set(rejects) == {RejectReason.UNDECODABLE_IMAGE, RejectReason.MALFORMED_RECORD,
-                            RejectReason.POSTER_OUTSIDE_ROOTS}
-    assert rejects[RejectReason.UNDECODABLE_IMAGE]["title_id"] == "crc"
-    assert rejects[RejectReason.POSTER_OUTSIDE_ROOTS]["title_id"] == "passwd"
-    quote_line = 1 + 6 + (len(GENRE_VARIANTS) + 1) + 1 + 1  # header, generated, variants (one spans 2), crc
-    assert f"line {quote_line} " in rejects[RejectReason.MALFORMED_RECORD]["detail"]
-    assert not any("root:" in r["detail"] for r in rejects.values())
-    assert (stats["read"], stats["accepted"], stats["rejected"]) == (6 + len(GENRE_VARIANTS) + 4,
-                                                                     6 + len(GENRE_VARIANTS) + 1, 3)
-    lines = stats["lines"]
-    assert lines["total"] == lines["header"] + lines["blank"] + lines["accepted"] + lines["rejected"]
-    assert lines["accepted"] == stats["accepted"] + 1  # the `Drama\\nComedy` cell spans two lines
-    vocabulary = {g.decode() for g in tft.TFTransformOutput(out).vocabulary_by_name(GENRE_VOCABULARY_NAME)}
-    generated = {g for row in rows for g in row["genres"].split("|")}
-    assert vocabulary == generated | {"Drama", "Comedy", "Sci-Fi"}
-    examples = read_examples(out, PREPROCESS_TRAIN_PREFIX) + read_examples(out, PREPROCESS_EVAL_PREFIX)
-    assert "after" in {e[FEATURE_TITLE_ID].decode() for e in examples}
-    assert all(e[FEATURE_LABELS].sum() >= 1 for e in examples)
