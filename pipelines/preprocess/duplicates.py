@@ -5,8 +5,8 @@
                            ├─ by dhash ─────────────────▶ star links; one title per distinct dhash ─┐
                            │                    ┌───────────────────────────────────────────────────┘
                            │                    └ LSH bands (GroupByKey on band values) → pairs within the distance
-                           └─ links ─▶ min-label propagation (`duplicate_group_rounds` rounds of CoGroupByKey)
-                                     ─▶ (title_id, group_id): group_id = the group's smallest title_id
+                           └─ links ─▶ min-label propagation (`duplicate_group_rounds` rounds of one GroupByKey
+                                     each) ─▶ (title_id, group_id): group_id = the group's smallest title_id
 
 Nothing holds every title: each step groups by a key (a hash, a band value, a title), and a band value is
 shared by ~0.6 distinct hashes at 10M titles (`pipelines.common.splits.LSH_BAND_BITS`); a poster repeated under
@@ -50,14 +50,15 @@ def _group_rows(title_and_joined, eval_fraction: float):
                    "split": split_of(title_id, eval_fraction, {title_id: label})}
 
 
-def propagate(node_and_joined):
-    """One round: a title's label goes to itself and to each neighbour (the smallest one wins per title)."""
-    node, joined = node_and_joined
-    labels = list(joined[LABEL]) or [node]
-    label = min(labels)
-    yield node, label
-    for neighbour in joined[SOURCE]:
-        yield neighbour, label
+def propagate(node_and_values):
+    """One round: a title's smallest label (of those sent to it; its own id before the first round) goes to itself
+    and to each neighbour. The values are (SOURCE, neighbour) and (LABEL, label) pairs, grouped by title."""
+    node, values = node_and_values
+    label = min((value for kind, value in values if kind == LABEL), default=node)
+    yield node, (LABEL, label)
+    for kind, neighbour in values:
+        if kind == SOURCE:
+            yield neighbour, (LABEL, label)
 
 
 class GroupDuplicatePosters(beam.PTransform):
@@ -80,12 +81,18 @@ class GroupDuplicatePosters(beam.PTransform):
             link_sets += self._near_links(prints, hash_size, config.near_duplicate_max_distance)
         links = (link_sets | "AllLinks" >> beam.Flatten()
                  | "BothWays" >> beam.FlatMapTuple(lambda a, b: [(a, b), (b, a)]) | "UniqueLinks" >> beam.Distinct())
+        # Each round is one GroupByKey of a title's neighbours and the labels sent to it (the smallest is taken
+        # by the next round's `propagate`, and after the last by Smallest): the same labels as a CoGroupByKey
+        # then a CombinePerKey(min) per round, in a third of the transforms and half the shuffles.
+        neighbours = links | "TagNeighbours" >> beam.MapTuple(lambda a, b: (a, (SOURCE, b)))
         labels = links | "Titles" >> beam.Keys() | "UniqueTitles" >> beam.Distinct() \
-            | "OwnLabel" >> beam.Map(lambda t: (t, t))
+            | "OwnLabel" >> beam.Map(lambda t: (t, (LABEL, t)))
         for round_number in range(config.duplicate_group_rounds):
-            labels = ({SOURCE: links, LABEL: labels} | f"Join{round_number}" >> beam.CoGroupByKey()
-                      | f"Propagate{round_number}" >> beam.FlatMap(propagate)
-                      | f"Smallest{round_number}" >> beam.CombinePerKey(min))
+            labels = ((neighbours, labels) | f"Send{round_number}" >> beam.Flatten()
+                      | f"Join{round_number}" >> beam.GroupByKey()
+                      | f"Propagate{round_number}" >> beam.FlatMap(propagate))
+        labels = (labels | "Labels" >> beam.MapTuple(lambda t, sent: (t, sent[1]))
+                  | "Smallest" >> beam.CombinePerKey(min))
         groups = ({"print": prints | "PrintByTitle" >> beam.Map(lambda p: (p[0], p)), LABEL: labels}
                   | "JoinPrints" >> beam.CoGroupByKey()
                   | "GroupRows" >> beam.FlatMap(_group_rows, config.eval_fraction))
