@@ -59,7 +59,13 @@ def stats_from_counts(counts: list[tuple[tuple[str, str], int]], sections: dict)
 
 
 class CountStats(beam.PTransform):
-    """Stat pairs → one JSON document of `stats_from_counts(…, sections)` written to `uri`."""
+    """Stat pairs → one JSON document of `stats_from_counts(…, sections)` written to `uri`.
+
+    The document is the one element of a global combine, so it is written by `storage.write_bytes` (atomic: a
+    reader sees all of it or nothing) in one step, not by a file sink: a sink's dozen transforms (initialise,
+    write bundles, group, pre-finalise, finalise) would be built, and run as stages, in every run of every stage
+    for one small file.
+    """
 
     def __init__(self, uri: str, sections: dict):
         super().__init__()
@@ -72,7 +78,11 @@ class CountStats(beam.PTransform):
                 | "Sum" >> beam.CombinePerKey(sum)
                 | "Gather" >> beam.combiners.ToList()
                 | "ToJson" >> beam.Map(lambda counts: json.dumps(stats_from_counts(counts, sections), sort_keys=True))
-                | "Write" >> beam.io.WriteToText(self._uri, shard_name_template="", num_shards=1))
+                | "Write" >> beam.Map(_write_text, self._uri))
+
+
+def _write_text(text: str, uri: str) -> None:
+    storage.write_bytes(uri, text.encode("utf-8"))
 
 
 def budget_figures(stats: dict, duplicate_title_policy: str, max_reject_fraction: float) -> dict:

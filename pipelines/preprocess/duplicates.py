@@ -21,7 +21,7 @@ import apache_beam as beam
 from pipelines.common.splits import band_keys, band_positions, hamming, poster_dhash, split_of
 from pipelines.config import PreprocessConfig
 
-SOURCE, LABEL = "neighbours", "label"
+SOURCE, LABEL, SENT = "neighbours", "label", "sent"
 
 
 def fingerprint(row, poster, hash_size: int | None) -> tuple[str, str, int | None]:
@@ -59,6 +59,25 @@ def propagate(node_and_values):
     for kind, neighbour in values:
         if kind == SOURCE:
             yield neighbour, (LABEL, label)
+
+
+def _send_label(node_and_values):
+    """A title's (final) label to itself, as LABEL, and to each neighbour, as SENT."""
+    node, values = node_and_values
+    label = next(value for kind, value in values if kind == LABEL)
+    yield node, (LABEL, label)
+    for kind, neighbour in values:
+        if kind == SOURCE:
+            yield neighbour, (SENT, label)
+
+
+def _unsettled_links(node_and_values):
+    """A stat pair per label sent to a title that is smaller than the title's own."""
+    _, values = node_and_values
+    own = next(value for kind, value in values if kind == LABEL)
+    for kind, label in values:
+        if kind == SENT and label < own:
+            yield ("unsettled_duplicate_links", ""), 1
 
 
 class GroupDuplicatePosters(beam.PTransform):
@@ -99,19 +118,18 @@ class GroupDuplicatePosters(beam.PTransform):
         stats = ((labels | "TitleStats" >> beam.Map(lambda _: (("titles_in_duplicate_groups", ""), 1))),
                  (labels | "GroupIds" >> beam.Values() | "UniqueGroups" >> beam.Distinct()
                   | "GroupStats" >> beam.Map(lambda _: (("duplicate_groups", ""), 1))),
-                 self._unsettled(links, labels)) | "DuplicateStats" >> beam.Flatten()
+                 self._unsettled(neighbours, labels)) | "DuplicateStats" >> beam.Flatten()
         return labels, groups, stats
 
     @staticmethod
-    def _unsettled(links, labels):
-        """One stat pair per link whose two titles still carry different labels after the rounds."""
-        sent = ({SOURCE: links, LABEL: labels} | "JoinCheck" >> beam.CoGroupByKey()
-                | "SendLabel" >> beam.FlatMapTuple(
-                    lambda _, joined: [(n, label) for label in joined[LABEL] for n in joined[SOURCE]]))
-        return ({"sent": sent, LABEL: labels} | "JoinSent" >> beam.CoGroupByKey()
-                | "Unsettled" >> beam.FlatMapTuple(
-                    lambda _, joined: [(("unsettled_duplicate_links", ""), 1) for label in joined["sent"]
-                                       if label < min(joined[LABEL])]))
+    def _unsettled(neighbours, labels):
+        """One stat pair per link whose two titles still carry different labels after the rounds: each title sends
+        its label to its neighbours (one more round's GroupByKey), and a title counts each label sent to it that
+        is smaller than its own."""
+        sent = ((neighbours, labels | "OwnFinalLabel" >> beam.MapTuple(lambda t, label: (t, (LABEL, label))))
+                | "SendCheck" >> beam.Flatten() | "JoinCheck" >> beam.GroupByKey()
+                | "SendLabel" >> beam.FlatMap(_send_label))
+        return sent | "JoinSent" >> beam.GroupByKey() | "Unsettled" >> beam.FlatMap(_unsettled_links)
 
     @staticmethod
     def _near_links(prints, hash_size: int, max_distance: int):

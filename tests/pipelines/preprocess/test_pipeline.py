@@ -128,9 +128,14 @@ def preprocessed(tmp_path_factory):
     root = tmp_path_factory.mktemp("preprocess")
     catalog, bad_rows, listed = catalog_with_extra_rows(root / "catalog")
     out = str(root / "out")
-    assert preprocess.main(preprocess_args(catalog, out)) == 0
+    built, build = [], preprocess.build_pipeline
+    with pytest.MonkeyPatch.context() as patch:  # keeps the graph the run built (and ran) for a test to visit
+        patch.setattr(preprocess, "build_pipeline", lambda pipeline, *args: build(pipeline, *args) or built.append(
+            pipeline))
+        assert preprocess.main(preprocess_args(catalog, out)) == 0
     stats = json.loads((root / "out" / STATS_FILE).read_text())
     return {"root": root, "catalog": catalog, "bad_rows": bad_rows, "listed": listed, "out": out, "stats": stats,
+            "pipeline": built[0],
             "rejects": read_rejects(out), "train": read_examples(out, PREPROCESS_TRAIN_PREFIX),
             "eval": read_examples(out, PREPROCESS_EVAL_PREFIX)}
 
@@ -257,11 +262,9 @@ def test_images_are_pngs_at_the_model_input_size(preprocessed):
 def test_tft_sees_genres_only_and_the_posters_are_resized_beside_it_by_the_serving_function(preprocessed):
     """The TFT steps take title_id and genres, never a poster (a tfx-bsl batch of large posters can pass Arrow's
     2 GB limit); the images are `poster_pixels` PNGs made outside TFT, and the output's feature spec still
-    declares them for the trainer."""
+    declares them for the trainer. The graph visited is the one the shared run built and ran."""
     assert set(raw_feature_spec()) == {FEATURE_TITLE_ID, "genres"}
-    pipeline = beam.Pipeline()
-    preprocess.build_pipeline(pipeline, preprocessed["catalog"], str(preprocessed["root"] / "graph"),
-                              str(preprocessed["root"] / "graph_work"), Config())
+    pipeline = preprocessed["pipeline"]
     producers = {}
 
     class Inputs(beam.pipeline.PipelineVisitor):
