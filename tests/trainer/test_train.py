@@ -1,7 +1,8 @@
 """`posters train` on a tiny preprocess output: outputs, resume after a kill, unfreezing, and the user's errors.
 
-Run as a module (`python -m tests.trainer.test_train kill DATA CONFIG OUT…`) it is the process the kill test
-starts: it forks one training per OUT, each killed mid-epoch, and prints their exit statuses.
+Run as a module (`python -m tests.trainer.test_train kill DATA CONFIG OUT,WORK…`) it is the process the kill test
+starts: it forks one training per OUT (and --work WORK, where not empty), each killed mid-epoch, and prints their
+exit statuses.
 """
 import contextlib
 import io
@@ -88,43 +89,51 @@ def test_train_writes_model_metrics_curves_and_summary(finished):
     assert "precision@10" in stdout and meta["model_version"] in stdout
 
 
-def _killed_runs(data: str, config_file: str, outs: list[str]) -> None:
-    """Each of `outs` trained until `KillMidEpoch` ends the process; one process imports TensorFlow and forks them."""
-    killed = subprocess.run([sys.executable, "-m", "tests.trainer.test_train", "kill", data, config_file, *outs],
+def _killed_runs(data: str, config_file: str, runs: list[tuple[str, str]]) -> None:
+    """Each (OUT, WORK) of `runs` trained until `KillMidEpoch` ends the process (WORK "": OUT/work); one process
+    imports TensorFlow and forks them."""
+    killed = subprocess.run([sys.executable, "-m", "tests.trainer.test_train", "kill", data, config_file,
+                             *(f"{out},{work}" for out, work in runs)],
                             cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert killed.returncode == 0, killed.stderr[-3000:]
-    assert json.loads(killed.stdout.strip().splitlines()[-1]) == [KILL_EXIT_CODE] * len(outs), killed.stderr[-3000:]
+    assert json.loads(killed.stdout.strip().splitlines()[-1]) == [KILL_EXIT_CODE] * len(runs), killed.stderr[-3000:]
 
 
 def test_killed_mid_epoch_resumes_from_the_checkpoint_to_the_same_model_with_a_local_or_a_gcs_work_dir(
         finished, data, config_file, tmp_path, gcs_emulator):
-    """Killed at phase 1's epoch 2 with OUT (and so OUT/work) local, and with it on gs:// (the checkpoints are
-    mirrored there after every epoch), the rerun of the same command resumes from epoch 2 to the model of the
-    uninterrupted run."""
+    """Killed at phase 1's epoch 2 with a local --work (OUT on gs://: the outputs go there from a local work
+    directory), and with OUT, and so OUT/work, on gs:// (the checkpoints are mirrored there after every epoch), the
+    rerun of the same command resumes from epoch 2 to the model of the uninterrupted run."""
     from pipelines.common import storage
 
-    local, remote = str(tmp_path / "out"), gcs_emulator.uri("run")
-    _killed_runs(data, config_file, [local, remote])
-    assert _read_json(os.path.join(local, "work", "phase1", "backup", "training_metadata.json"))["epoch"] == 1
-    assert not os.path.exists(os.path.join(local, "model"))
+    local_work, remote = str(tmp_path / "work"), gcs_emulator.uri("run")
+    runs = [(gcs_emulator.uri("training"), local_work), (remote, "")]
+    _killed_runs(data, config_file, runs)
+    assert _read_json(os.path.join(local_work, "phase1", "backup", "training_metadata.json"))["epoch"] == 1
     work = storage.join(remote, "work")
     assert storage.read_json(storage.join(work, "phase1", "backup", "training_metadata.json"))["epoch"] == 1
     assert storage.exists(storage.join(work, "_POSTERS_TRAIN_WORK"))
-    assert not storage.exists(storage.join(remote, "model", "_SUCCESS"))
+    for out, _ in runs:
+        assert not storage.exists(storage.join(out, "model", "_SUCCESS"))
 
     # The resumed run sees the batches the uninterrupted run saw, from the checkpointed weights and optimizer, so
     # it ends with the same model: the same vectors up to float reordering (op determinism is not enabled). A
     # resume that replays epoch 1's batches instead of skipping them moves them by 0.05 (measured), 500× this.
     posters = list(poster_split(16, seed=5).images)
     uninterrupted, _ = load_exported_model(os.path.join(finished[0], "model"))
-    for out in (local, remote):
-        assert train.main(["--config", config_file, "--data", data, "--out", out]) == 0
+    for out, work_flag in runs:
+        assert train.main(["--config", config_file, "--data", data, "--out", out,
+                           *(["--work", work_flag] if work_flag else [])]) == 0
         summary = storage.read_json(storage.join(out, "train_summary.json"))
         assert summary["phases"]["phase1"]["resumed_at_epoch"] == 1
         assert len(summary["phases"]["phase1"]["history"]["loss"]) == 2  # epoch 1 from the first run, 2 from this
         resumed, _ = load_exported_model(storage.join(out, "model"))
         np.testing.assert_allclose(resumed(posters), uninterrupted(posters), atol=RESUME_TOLERANCE)
+        # Every output is on gs://, from either work directory.
+        assert {"baseline", "phase1", "phase2"} <= set(storage.read_json(storage.join(out, "eval_metrics.json")))
+        assert storage.exists(storage.join(out, "training_curves.png"))
     assert storage.read_json(storage.join(work, "state.json"))["finished"] is True
+    assert _read_json(os.path.join(local_work, "state.json"))["finished"] is True
     # BackupAndRestore removed its backup at the end, and the mirror removed it on gs:// too; the logs stay.
     assert not storage.exists(storage.join(work, "phase1", "backup", "training_metadata.json"))
     assert storage.list_files(storage.join(work, "logs"))
@@ -134,19 +143,6 @@ def test_a_finished_run_leaves_nothing_to_resume(finished):
     state = _read_json(os.path.join(finished[0], "work", "state.json"))
     assert state["finished"] is True
     assert not os.path.exists(os.path.join(finished[0], "work", "phase1", "backup"))
-
-
-def test_outputs_can_go_to_gcs_with_a_local_work_dir(data, config_file, tmp_path, gcs_emulator):
-    from pipelines.common import storage
-
-    out = gcs_emulator.uri("training")
-    args = ["--config", config_file, "--data", data, "--out", out, "--work", str(tmp_path / "work"),
-            "--set", "train.warmup_epochs=1", "--set", "train.metric_epochs=1"]
-    assert train.main(args) == 0
-    metrics = storage.read_json(storage.join(out, "eval_metrics.json"))
-    embed, meta = load_exported_model(storage.join(out, "model"))
-    assert {"baseline", "phase1", "phase2"} <= set(metrics) and embed([]).shape == (0, meta["dim"])
-    assert storage.exists(storage.join(out, "training_curves.png"))
 
 
 def test_empty_train_split_is_a_clear_error(tmp_path, config_file, capsys):
@@ -250,27 +246,28 @@ def test_a_gcs_work_dir_is_claimed_and_cleared_like_a_local_one(gcs_emulator):
     assert not os.path.exists(work.local)
 
 
-def _train_until_killed(data: str, out: str, config_file: str) -> None:
+def _train_until_killed(data: str, out: str, work: str, config_file: str) -> None:
     from pipelines.config import load_config
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):  # the gs:// run: anonymous credentials, as tests/conftest.py does
         from apache_beam.internal.gcp import auth
 
         auth._Credentials._credentials_init, auth._Credentials._credentials = True, None
-    train.run(load_config(config_file), data, out, callbacks=[KillMidEpoch()])
+    train.run(load_config(config_file), data, out, work_dir=work or None, callbacks=[KillMidEpoch()])
     sys.exit("the training was expected to be killed")
 
 
-def _fork_killed_runs(data: str, config_file: str, outs: list[str]) -> list[int]:
-    """The exit status of each run, trained one after another in a child forked from this process: the imports
-    are paid once, and no TensorFlow runtime exists yet when it forks (nothing has run here)."""
+def _fork_killed_runs(data: str, config_file: str, runs: list[str]) -> list[int]:
+    """The exit status of each run ("OUT,WORK"; WORK empty: OUT/work), trained one after another in a child forked
+    from this process: the imports are paid once, and no TensorFlow runtime exists yet when it forks (nothing has run
+    here)."""
     codes = []
-    for out in outs:
+    for out, work in (run.rsplit(",", 1) for run in runs):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                _train_until_killed(data, out, config_file)
+                _train_until_killed(data, out, work, config_file)
             except SystemExit as exit_:
                 print(exit_, file=sys.stderr, flush=True)
             except BaseException:  # noqa: BLE001 - a forked child reports anything and exits, never returns here
