@@ -23,8 +23,10 @@ from tests.pipelines.nightly.conftest import N_TITLES
 
 FAST = ["--set", "embed.min_batch_size=4", "--set", "embed.max_batch_size=8", "--set", "candidates.k=5",
         "--set", "nightly.overlap_k=5",
-        # 16 titles and an untrained model: evaluate every title, a quick map, and gates it can pass.
+        # 16 titles and an untrained model: evaluate every title, a quick map with 3 posters on it, 3 titles' grids
+        # in the report, and gates it can pass.
         "--set", "evaluate.retrieval_split=all", "--set", "evaluate.k=5", "--set", "evaluate.map_projection=pca",
+        "--set", "evaluate.map_posters=3", "--set", "evaluate.report_titles=3",
         "--set", "evaluate.min_near_duplicate_recall_at_1=null", "--set", "evaluate.min_hit_rate_vs_popularity=null",
         "--set", "evaluate.max_drop_from_previous=null"]
 
