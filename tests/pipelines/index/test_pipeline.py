@@ -57,11 +57,21 @@ def shared_embeddings(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sharded(shared_embeddings, tmp_path_factory):
-    """One IVF build in 3 shards of the 1500 titles, nprobe tuned up from 1; the tests below only read it (or a
-    copy)."""
+    """One IVF build in 3 shards of the 1500 titles, trained on a sample of 400 (+ 100 recall queries) and nprobe
+    tuned up from 1; the tests below only read it (or a copy)."""
     out = str(tmp_path_factory.mktemp("sharded") / "index")
-    manifest = build(shared_embeddings, out, *IVF_SHARDED, "index.nprobe=1")
+    manifest = build(shared_embeddings, out, *SAMPLED, "index.nprobe=1")
     return manifest, versions.current_version_uri(out)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """300 titles built once with the default settings (IDMap2,Flat in one shard): → (embeddings, index root,
+    manifest). Tests that publish over it work on a copy."""
+    root = tmp_path_factory.mktemp("small")
+    embeddings = write_embeddings(str(root / "embeddings"), title_ids(300), unit_vectors(300))
+    manifest = build(embeddings, str(root / "index"))
+    return str(root / "embeddings"), str(root / "index"), manifest
 
 
 def test_every_vector_is_in_exactly_one_shard(sharded):
@@ -139,10 +149,11 @@ def test_the_sample_limit_is_the_range_where_the_histogram_reaches_the_size():
     assert [index.sample_range_limit(histogram, size) for size in (1, 3, 4, 7, 8, 13, 99)] == [0, 0, 2, 2, 3, 4, 4]
 
 
-def test_the_bounded_build_answers_like_the_single_process_build(embeddings, tmp_path):
+def test_the_bounded_build_answers_like_the_single_process_build(sharded, tmp_path):
     """The old construction, done here in one process with the same plain functions: the smallest ids of the
-    whole catalog as the sample, every shard built from all its rows. Same recall at every nprobe, same answers."""
-    manifest = build(embeddings, str(tmp_path / "index"), *SAMPLED)
+    whole catalog as the sample, every shard built from all its rows. Same recall at every nprobe, same answers
+    (the module's shared build, `sharded`, is the bounded one)."""
+    manifest, version = sharded
     everything = index.VectorBatch(vi.stable_ids(title_ids(1500)), title_ids(1500), unit_vectors(1500))
     sample = index.smallest_ids(everything, 500)
     queries, training = index.split_sample(sample, 100)
@@ -152,7 +163,7 @@ def test_the_bounded_build_answers_like_the_single_process_build(embeddings, tmp
            for s, batch in index.split_by_shard(everything, 3)]
     assert index.recall_by_nprobe(old, queries) == {r["nprobe"]: r["recall_at_10"]
                                                     for r in manifest["recall_by_nprobe"]}
-    loaded = load_index(str(tmp_path / "index"))
+    loaded = load_index(version)
     probe = unit_vectors(50, seed=11)
     shards = [faiss.read_index(str(tmp_path / "old" / index_shard_name(s))) for s in range(3)]
     for shard in shards:
@@ -161,14 +172,17 @@ def test_the_bounded_build_answers_like_the_single_process_build(embeddings, tmp
     assert loaded.search_ids(probe, 10)[1].tolist() == old_ids.tolist()
 
 
-def test_ids_are_stable_across_builds_and_when_titles_are_added(tmp_path):
-    vectors = unit_vectors(400)
-    small = write_embeddings(str(tmp_path / "small"), title_ids(300), vectors[:300])
+def test_ids_are_stable_across_builds_and_when_titles_are_added(small, tmp_path):
+    """The module's 300-title build, a second build of its embeddings, and a build of 400 titles (the 300 and 100
+    more, listed in reverse order)."""
+    embeddings, first, _ = small
+    vectors = np.concatenate([unit_vectors(300), unit_vectors(100, seed=1)])
     grown = write_embeddings(str(tmp_path / "grown"), title_ids(400)[::-1], vectors[::-1], files=4)
+    build(embeddings, str(tmp_path / "again"))
+    build(grown, str(tmp_path / "grown_index"))
     maps = []
-    for name, embeddings in (("a", small), ("b", small), ("c", grown)):
-        build(embeddings, str(tmp_path / name))
-        version = versions.current_version_uri(str(tmp_path / name))
+    for root in (first, str(tmp_path / "again"), str(tmp_path / "grown_index")):
+        version = versions.current_version_uri(root)
         table = pq.read_table(os.path.join(version, index_id_map_name(0)))
         maps.append(dict(zip(table.column("title_id").to_pylist(), table.column("id").to_pylist())))
     assert maps[0] == maps[1]
@@ -278,10 +292,11 @@ def test_an_empty_current_stops_the_build_before_it_starts_naming_the_file(embed
 
 
 
-def test_embeddings_that_are_all_one_vector_are_refused_in_one_line_and_current_stays(tmp_path, capsys):
-    """A collapsed model maps every poster to one vector: exact search ties everywhere (recall@10 1.000)."""
-    out = str(tmp_path / "index")
-    good = build(write_embeddings(str(tmp_path / "embeddings"), title_ids(300), unit_vectors(300)), out)
+def test_embeddings_that_are_all_one_vector_are_refused_in_one_line_and_current_stays(small, tmp_path, capsys):
+    """A collapsed model maps every poster to one vector: exact search ties everywhere (recall@10 1.000). Over a
+    copy of the module's good 300-title build."""
+    _, published, good = small
+    out = shutil.copytree(published, str(tmp_path / "index"))
     assert good["tied_neighbour_share"] == 0.0
     collapsed = write_embeddings(str(tmp_path / "collapsed"), title_ids(300), np.repeat(unit_vectors(1), 300, axis=0))
     assert index.main(["--embeddings", collapsed, "--out", out]) == 1

@@ -23,8 +23,10 @@ from tests.pipelines.nightly.conftest import N_TITLES
 
 FAST = ["--set", "embed.min_batch_size=4", "--set", "embed.max_batch_size=8", "--set", "candidates.k=5",
         "--set", "nightly.overlap_k=5",
-        # 16 titles and an untrained model: evaluate every title, a quick map, and gates it can pass.
+        # 16 titles and an untrained model: evaluate every title, a quick map with 3 posters on it, 3 titles' grids
+        # in the report, and gates it can pass.
         "--set", "evaluate.retrieval_split=all", "--set", "evaluate.k=5", "--set", "evaluate.map_projection=pca",
+        "--set", "evaluate.map_posters=3", "--set", "evaluate.report_titles=3",
         "--set", "evaluate.min_near_duplicate_recall_at_1=null", "--set", "evaluate.min_hit_rate_vs_popularity=null",
         "--set", "evaluate.max_drop_from_previous=null"]
 
@@ -173,41 +175,59 @@ def crashed_in_candidates(inputs, failed_recall_gate, tmp_path_factory):
 NO_EVALUATION = ["--set", "nightly.evaluate=false"]
 
 
-def test_a_crash_after_the_index_stage_resumes_with_candidates_only(inputs, crashed_in_candidates, tmp_path):
-    root = tmp_path / "root"
+@pytest.fixture(scope="module")
+def retried_after_the_crash(inputs, crashed_in_candidates, tmp_path_factory):
+    """The night that crashed in candidates (on a copy of its root), retried twice, run once for the two tests
+    below: first by a run that is killed inside the candidates stage (a process of its own, which dies without
+    releasing the lock), then, the history fixed, by the 06:30 retry. → what both saw."""
+    work = tmp_path_factory.mktemp("retried_after_the_crash")
+    root = work / "root"
     shutil.copytree(crashed_in_candidates, root)
-    state = RunState(str(root / "runs" / "2024-07-02"))
-    assert state.stage_result("index") is not None and state.stage_result("candidates") is None
-    published = versions.read_current(str(root / "index")).version
-    assert published == state.stage_result("index")["version"]
     index_versions = sorted(os.listdir(root / "index"))
+    # It imports no stage but the chain's own modules, so the child starts in about two CPU seconds instead of
+    # importing TensorFlow.
+    killed_in_candidates = ("import os, sys; from pipelines.nightly import chain as nightly; "
+                            "nightly.STAGE_FUNCTIONS['candidates'] = lambda *args: os._exit(9); "
+                            "nightly.main(sys.argv[1:])")
+    child = subprocess.run([sys.executable, "-c", killed_in_candidates, *nightly_argv(inputs, root, "2024-07-02")],
+                           capture_output=True, text=True)
+    lock = locks.read_lock(str(root / NIGHTLY_LOCK_FILE))
+    shutil.copyfile(inputs["root"] / "history.csv", work / "fixed.csv")
+    code = nightly.main(nightly_argv(inputs, root, "2024-07-02", history=str(work / "fixed.csv")))
+    return {"root": root, "child": child, "lock": lock, "code": code, "index_versions": index_versions}
 
-    shutil.copyfile(inputs["root"] / "history.csv", tmp_path / "fixed.csv")
-    assert nightly.main(nightly_argv(inputs, root, "2024-07-02", history=str(tmp_path / "fixed.csv"))) == 0
+
+def test_a_crash_after_the_index_stage_resumes_with_candidates_only(crashed_in_candidates, retried_after_the_crash):
+    state = RunState(str(crashed_in_candidates / "runs" / "2024-07-02"))
+    assert state.stage_result("index") is not None and state.stage_result("candidates") is None
+    published = versions.read_current(str(crashed_in_candidates / "index")).version
+    assert published == state.stage_result("index")["version"]
+
+    # The first retry went straight to candidates (where it was killed), the second ran candidates only.
+    printed = retried_after_the_crash["child"].stdout
+    assert all(f"nightly 2024-07-02: {stage} finished earlier, skipped" in printed
+               for stage in ("embed", "evaluate", "index")), printed[-2000:]
+    root = retried_after_the_crash["root"]
+    assert retried_after_the_crash["code"] == 0
     summary = summary_of(root, "2024-07-02")
     assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "evaluate": False,
                                                                          "index": False, "candidates": True}
     assert summary["versions"]["index"] == published
-    assert sorted(os.listdir(root / "index")) == index_versions
+    assert sorted(os.listdir(root / "index")) == retried_after_the_crash["index_versions"]
 
 
 def test_a_run_killed_after_the_index_stage_leaves_its_lock_and_the_rerun_runs_candidates_only(
-        inputs, crashed_in_candidates, tmp_path):
+        retried_after_the_crash):
     """The killed run is a retry of the night that crashed in candidates: a process of its own (the lock names its
-    pid) that passes the finished stages and dies in candidates without releasing the lock. It imports no stage
-    but the chain's own modules, so the child starts in about two CPU seconds instead of importing TensorFlow."""
-    root = tmp_path / "root"
-    shutil.copytree(crashed_in_candidates, root)
-    argv = nightly_argv(inputs, root, "2024-07-02")
-    killed_in_candidates = ("import os, sys; from pipelines.nightly import chain as nightly; "
-                            "nightly.STAGE_FUNCTIONS['candidates'] = lambda *args: os._exit(9); "
-                            "nightly.main(sys.argv[1:])")
-    child = subprocess.run([sys.executable, "-c", killed_in_candidates, *argv], capture_output=True, text=True)
+    pid) that passes the finished stages and dies in candidates without releasing the lock; the next retry takes
+    the lock over (its process is gone) and resumes."""
+    child = retried_after_the_crash["child"]
     assert child.returncode == 9, child.stderr[-2000:]
     assert "nightly 2024-07-02: candidates …" in child.stdout  # killed inside the candidates stage
-    assert locks.read_lock(str(root / NIGHTLY_LOCK_FILE)).owner == "nightly 2024-07-02"  # never released
+    assert retried_after_the_crash["lock"].owner == "nightly 2024-07-02"  # never released
 
-    assert nightly.main(argv) == 0  # the 06:30 retry: the lock's process is gone, so it resumes
+    assert retried_after_the_crash["code"] == 0  # the 06:30 retry: the lock's process is gone, so it resumes
+    root = retried_after_the_crash["root"]
     summary = summary_of(root, "2024-07-02")
     assert {s: info["ran"] for s, info in summary["stages"].items()} == {"embed": False, "evaluate": False,
                                                                          "index": False, "candidates": True}

@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[3]
 RESPONSES = REPO / "tests" / "pipelines" / "common" / "dataflow_responses"
 DATE = "2026-12-01"
 FAST = ["embed.min_batch_size=4", "embed.max_batch_size=8", "candidates.k=5", "nightly.overlap_k=5",
-        # 16 titles and an untrained model: evaluate every title, a quick map, and gates it can pass.
-        "evaluate.retrieval_split=all", "evaluate.k=5", "evaluate.map_projection=pca",
+        # 16 titles and an untrained model: evaluate every title, a quick map with 3 posters on it, 3 titles' grids
+        # in the report, and gates it can pass.
+        "evaluate.retrieval_split=all", "evaluate.k=5", "evaluate.map_projection=pca", "evaluate.map_posters=3",
+        "evaluate.report_titles=3",
         "evaluate.min_near_duplicate_recall_at_1=null", "evaluate.min_hit_rate_vs_popularity=null",
         "evaluate.max_drop_from_previous=null"]
 
