@@ -1,0 +1,13 @@
+"""Poster similarity: the Beam pipelines and the parts they share.
+
+faiss' OpenMP threads wait passively between parallel regions (`OMP_WAIT_POLICY=PASSIVE`, unless the environment
+sets a policy): with libgomp's default each idle thread spins for a while after every region, so many small
+searches (a DoFn's per-title or per-user queries, the recall and evaluation queries) burnt most of their CPU in
+spinning threads, CPU the runner's own threads need (and on Dataflow the other SDK processes of the machine):
+160 one-title searches of a 160-vector IDMap2,Flat took 1.2 CPU s on 2 threads spinning, 0.014 s waiting passively
+(same answers; big batches are unaffected). libgomp reads the policy when faiss loads, so it is set here, in the
+package that every command, test and Beam worker imports before any of its modules imports faiss.
+"""
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -1,2 +1,1 @@
 """`posters bench`."""
-import pipelines.index  # noqa: F401 — faiss' OpenMP wait policy, set before this package imports faiss
