@@ -87,18 +87,3 @@ def test_the_readme_layout_names_every_module_in_its_folder_and_no_module_that_i
         existing = {p.name for p in (REPO / package).rglob("*.py")}
         assert named <= existing, f"README's layout names modules that do not exist: {sorted(named - existing)}"
 
-
-def test_faiss_loads_with_the_passive_openmp_wait_policy_unless_the_environment_sets_one():
-    """`pipelines/__init__.py` sets it before any module imports faiss (libgomp reads it when faiss loads)."""
-    import os
-    import subprocess
-    import sys
-
-    check = ("import os, pipelines.index.faiss_index, faiss; "
-             "print(os.environ['OMP_WAIT_POLICY'], 'faiss' in __import__('sys').modules)")
-    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
-    for given, expected in ((None, "PASSIVE True"), ("ACTIVE", "ACTIVE True")):
-        run_env = env if given is None else {**env, "OMP_WAIT_POLICY": given}
-        printed = subprocess.run([sys.executable, "-c", check], cwd=REPO, env=run_env, capture_output=True,
-                                 text=True, check=True).stdout.strip()
-        assert printed == expected
