@@ -93,15 +93,15 @@ def fake_gcs(monkeypatch):
 # xdist's default would reorder the files by their number of tests, which sends the few long tests last): the files
 # that take most of a minute go first, so the workers do not end with one of them running alone. Slowest first
 # (wall seconds of a whole file, measured in a full `make test` run on 2 cores); a file's own tests keep their order.
-SLOW_FILES_FIRST = ("tests/pipelines/preprocess/test_pipeline.py", "tests/pipelines/embed/test_pipeline.py",
-                    "tests/trainer/test_backbones.py", "tests/pipelines/nightly/test_chain.py",
-                    "tests/trainer/test_train.py", "tests/trainer/test_quality.py",
-                    "tests/pipelines/index/test_pipeline.py", "tests/trainer/test_distribute.py",
-                    "tests/pipelines/test_demo.py",
-                    "tests/trainer/test_fails_loudly.py", "tests/pipelines/composer/test_nightly_dag.py",
-                    "tests/pipelines/bench/test_nightly.py", "tests/pipelines/index/test_loader.py",
-                    "tests/pipelines/index/test_backends.py", "tests/pipelines/test_cli.py",
-                    "tests/pipelines/nightly/test_steps.py", "tests/pipelines/evaluate/test_command.py")
+SLOW_FILES_FIRST = ("tests/pipelines/embed/test_pipeline.py", "tests/pipelines/preprocess/test_pipeline.py",
+                    "tests/trainer/test_backbones.py", "tests/trainer/test_train.py",
+                    "tests/pipelines/nightly/test_chain.py", "tests/trainer/test_distribute.py",
+                    "tests/pipelines/index/test_pipeline.py", "tests/trainer/test_quality.py",
+                    "tests/pipelines/test_demo.py", "tests/trainer/test_fails_loudly.py",
+                    "tests/pipelines/bench/test_nightly.py", "tests/pipelines/composer/test_nightly_dag.py",
+                    "tests/pipelines/index/test_backends.py", "tests/pipelines/nightly/test_steps.py",
+                    "tests/pipelines/index/test_loader.py", "tests/pipelines/test_cli.py",
+                    "tests/pipelines/evaluate/test_command.py")
 
 
 def pytest_collection_modifyitems(config, items):
