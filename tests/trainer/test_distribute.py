@@ -384,8 +384,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         separator = sys.argv.index("--")
         pids = _fork_workers(json.loads(sys.argv[1]), sys.argv[2:separator], sys.argv[separator + 1:])
-    try:
-        results = {"measured": _measure()}
-    finally:  # a failed measurement still waits for the workers: none is left running alone
-        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
-    print(json.dumps({**results, "workers": codes} if pids else results))
+    results = {"measured": _measure()}
+    if pids:
+        results["workers"] = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    print(json.dumps(results))
