@@ -7,7 +7,7 @@ devices, and each worker needs a TensorFlow runtime (and gRPC server) of its own
 this module run as `python -m tests.trainer.test_distribute`. It imports TensorFlow once, forks the two workers
 while no TensorFlow runtime exists yet (`_fork_workers`), then splits its CPU into two logical devices and measures
 the replicas while they train (`_measure`); it prints its measurements and the workers' exit statuses as JSON for
-the tests to check. One TensorFlow start-up serves both (they were two processes, each paying its own).
+the tests to check. One TensorFlow start-up serves both (two processes paid it twice, ~7 CPU s each).
 
 The workers run the real command, `posters train` (`pipelines.cli.main`), with TF_CONFIG naming two localhost
 ports; the train split has two shards and `train.input_pipelines=2`, so each worker streams one shard (file
