@@ -1,30 +1,12 @@
-"""tf.distribute: the strategy from the config, 2 replicas ≡ 1 replica at the same global batch, global mining, the
-triplet loss class's own replica scaling under Keras' `fit`; and two local workers under MultiWorkerMirroredStrategy
-that train like one worker at the same global batch.
+"""tf.distribute: the strategy from the config, 2 replicas ≡ 1 replica at the same global batch, global mining, and
+the triplet loss class's own replica scaling under Keras' `fit`.
 
 Two replicas on a CPU need `tf.config.set_logical_device_configuration` before TensorFlow initialises its
-devices, and each worker needs a TensorFlow runtime (and gRPC server) of its own: both run in one fresh process,
-this module run as `python -m tests.trainer.test_distribute`. It imports TensorFlow once, forks the two workers
-while no TensorFlow runtime exists yet (`_fork_workers`), then splits its CPU into two logical devices and measures
-the replicas while they train (`_measure`); it prints its measurements and the workers' exit statuses as JSON for
-the tests to check. One TensorFlow start-up serves both (two processes paid it twice, ~7 CPU s each).
-
-The workers run the real command, `posters train` (`pipelines.cli.main`), with TF_CONFIG naming two localhost
-ports; the train split has two shards and `train.input_pipelines=2`, so each worker streams one shard (file
-sharding) and contributes half of every global batch. One worker with the same two input pipelines, at the same
-global batch, run beside them (the same command, `train.main`, in the test's own process: it has imported
-TensorFlow already), is the reference: same losses in both phases, the same exported model. Only the chief writes
-outputs and the work directory.
-
-The reference runs under MirroredStrategy on its one CPU, not the default strategy: under any tf.distribute strategy
-Keras 3.15's `fit` draws one batch to build the model symbolically (`_maybe_symbolic_build`) and does not train on it,
-so a strategy-less run would train on one batch more at the start of every phase.
+devices, so that part runs in a fresh process: this module run as `python -m tests.trainer.test_distribute`,
+which prints its measurements as JSON for the tests to check.
 """
-import contextlib
-import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,39 +14,16 @@ import warnings
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from tensorflow.python.framework import config as tf_config  # disable_op_determinism: not exported
-
-from pipelines.common.exported_model import load_exported_model
-from tests.trainer.fixtures import poster_split, write_preprocess_output, write_tiny_config
-from trainer import train
 
 SUBPROCESS_TIMEOUT_S = 600  # generous: only a hang gets there, and it must not stall CI
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# Global batch 16 in both phases (phase 1: 8 per worker; phase 2: P×K = 4×4, 2 genres × 4 per input pipeline); a
-# wide margin keeps phase 2's loss, and so its gradients, away from zero on these easy posters. BatchNormalization
-# frozen: a training BN layer normalises each replica's share of the batch (Keras' default, not synchronised), so
-# two workers' halves would see other statistics than one worker's whole batch.
-MULTI_WORKER = ["--set", "train.steps_per_epoch=3", "--set", "train.input_pipelines=2",
-                "--set", "train.triplet_margin=1.0", "--set", "model.freeze_batchnorm=true"]
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def _measured() -> dict:
-    """The replica measurements alone, in a fresh process (no workers)."""
     completed = subprocess.run([sys.executable, "-m", "tests.trainer.test_distribute"], cwd=REPO,
                                capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])["measured"]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def _same_losses(results: dict) -> bool:
@@ -73,64 +32,16 @@ def _same_losses(results: dict) -> bool:
 
 
 @pytest.fixture(scope="module")
-def measuring_process(tmp_path_factory):
-    """The measuring process (replicas measured, two workers trained) and the one-worker reference trained here
-    meanwhile: {"measured": …, "two": out dir, "one": out dir, "outputs": the workers' logs}."""
-    root = tmp_path_factory.mktemp("multi_worker")
-    data = write_preprocess_output(str(root / "data"), shards=2)
-    config = write_tiny_config(str(root / "tiny.yaml"))
-    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
-    train_args = ["--config", config, "--data", data, *MULTI_WORKER]
-    two_workers = ["train", *train_args, "--out", str(root / "two_workers"), "--set", "train.strategy=multi_worker",
-                   "--set", "train.per_replica_batch_size=8"]
-    one_worker = [*train_args, "--out", str(root / "one_worker"), "--set", "train.strategy=mirrored",
-                  "--set", "train.per_replica_batch_size=16"]
-    # Deterministic kernels: phase 2's semi-hard mining would turn a reduction-order difference into a visible one.
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_DETERMINISTIC_OPS": "1"}
-    logs = [str(root / f"worker-{index}.log") for index in range(2)]
-    # To files: a full pipe would stall the process while the reference trains.
-    with open(root / "measured.json", "w") as out, open(root / "measuring.log", "w") as err:
-        process = subprocess.Popen([sys.executable, "-m", "tests.trainer.test_distribute", json.dumps(cluster), *logs,
-                                    "--", *two_workers], cwd=REPO, stdout=out, stderr=err, env=env)
-    try:
-        # The reference trains here meanwhile (this process has imported TensorFlow already), deterministic too.
-        tf.config.experimental.enable_op_determinism()
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                assert train.main(one_worker) == 0
-        finally:
-            tf_config.disable_op_determinism()
-        process.wait(timeout=SUBPROCESS_TIMEOUT_S)
-    finally:
-        process.kill()
-    outputs = []
-    for log in logs:
-        with open(log) as handle:
-            outputs.append(handle.read())
-    errors = (root / "measuring.log").read_text()[-3000:]
-    assert process.returncode == 0, errors
-    printed = json.loads((root / "measured.json").read_text().strip().splitlines()[-1])
-    assert printed["workers"] == [0, 0], (printed["workers"], outputs[0][-3000:], outputs[1][-3000:])
-    return {"measured": printed["measured"], "two": str(root / "two_workers"), "one": str(root / "one_worker"),
-            "outputs": outputs}
-
-
-@pytest.fixture(scope="module")
-def two_cpu_replicas(measuring_process):
+def two_cpu_replicas():
     # Known flake, not understood yet: inside the full suite on a loaded 2-core machine the one-replica run's phase 2
     # came out ~1e-2 off the two-replica run's once in a few suites (never alone, nor under a CPU-bound load, where
     # every run gives identical losses). One fresh process is measured again before the tests below compare them.
-    results = measuring_process["measured"]
+    results = _measured()
     if not _same_losses(results):
         warnings.warn(f"tf.distribute measurement differed between its runs ({results['two_replicas']['phase2_loss']}"
                       f" vs {results['one_replica']['phase2_loss']}); measured once more", stacklevel=2)
         results = _measured()
     return results
-
-
-@pytest.fixture(scope="module")
-def runs(measuring_process):
-    return measuring_process
 
 
 def test_mirrored_uses_every_logical_cpu_when_there_is_no_gpu(two_cpu_replicas):
@@ -193,38 +104,7 @@ def test_only_the_chief_writes(monkeypatch):
     assert is_chief()
 
 
-def _summary(out: str) -> dict:
-    with open(os.path.join(out, "train_summary.json")) as handle:
-        return json.load(handle)
-
-
-def test_two_workers_train_with_the_losses_of_one_at_the_same_global_batch(runs):
-    two, one = _summary(runs["two"]), _summary(runs["one"])
-    assert (two["strategy"], two["replicas"]) == ("KerasMultiWorkerMirroredStrategy", 2)
-    assert (one["strategy"], one["replicas"]) == ("MirroredStrategy", 1)
-    for phase in ("phase1", "phase2"):
-        assert two["phases"][phase]["global_batch"] == one["phases"][phase]["global_batch"] == 16
-        assert len(one["phases"][phase]["history"]["loss"]) == 2
-        np.testing.assert_allclose(two["phases"][phase]["history"]["loss"], one["phases"][phase]["history"]["loss"],
-                                   rtol=1e-4)
-    assert min(one["phases"]["phase2"]["history"]["loss"]) > 0.1  # phase 2 moved the weights: something compared
-
-
-def test_two_workers_export_the_model_one_worker_exports(runs):
-    posters = list(poster_split(16, seed=5).images)
-    two, _ = load_exported_model(os.path.join(runs["two"], "model"))
-    one, _ = load_exported_model(os.path.join(runs["one"], "model"))
-    np.testing.assert_allclose(two(posters), one(posters), atol=1e-4)
-
-
-def test_only_the_chief_writes_outputs_and_the_work_directory(runs):
-    assert sorted(os.listdir(runs["two"])) == sorted(os.listdir(runs["one"]))
-    work_entries = [sorted(os.listdir(os.path.join(runs[run], "work"))) for run in ("two", "one")]
-    assert work_entries[0] == work_entries[1]
-    assert "train:" in runs["outputs"][0] and "precision@10" not in runs["outputs"][1]  # the summary is the chief's
-
-
-# --- the measuring process (which forks the two workers first) -------------------------------------------
+# --- the measuring process ------------------------------------------------------------------------------------
 
 def _train_tiny(strategy, per_replica_batch: int) -> dict:
     """Phase 1 then phase 2 (2 epochs each) of the tiny model at a global batch of 16, from the same start."""
@@ -347,44 +227,7 @@ def _measure() -> dict:
     }
 
 
-def _fork_workers(cluster: dict, logs: list[str], argv: list[str]) -> list[int]:
-    """Worker i of `cluster` runs `posters <argv>` (`pipelines.cli.main`) in a child forked from this process, its
-    output to `logs[i]`; returns their pids. The imports (this module's: TensorFlow and `trainer.train`, what the
-    command imports) are paid once, before the fork; nothing has run in TensorFlow yet, so each child starts its own
-    runtime (and its own gRPC server), and so can this process after the fork (`_measure`)."""
-    pids = []
-    for index, log in enumerate(logs):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-                os.dup2(descriptor, 1)
-                os.dup2(descriptor, 2)
-                os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-                from pipelines import cli
-
-                code = cli.main(argv)
-            except BaseException:  # noqa: BLE001 - a forked child reports anything and exits, never returns here
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        pids.append(pid)
-    return pids
-
-
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Arguments: none (the measurements alone), or CLUSTER LOG… -- ARGV… (also the workers: `_fork_workers`).
-    pids = []
-    if len(sys.argv) > 1:
-        separator = sys.argv.index("--")
-        pids = _fork_workers(json.loads(sys.argv[1]), sys.argv[2:separator], sys.argv[separator + 1:])
-    results = {"measured": _measure()}
-    if pids:
-        results["workers"] = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    results = _measure()
     print(json.dumps(results))
