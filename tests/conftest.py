@@ -95,8 +95,9 @@ def fake_gcs(monkeypatch):
 # (wall seconds of a whole file, measured in a full `make test` run on 2 cores); a file's own tests keep their order.
 SLOW_FILES_FIRST = ("tests/pipelines/embed/test_pipeline.py", "tests/pipelines/preprocess/test_pipeline.py",
                     "tests/trainer/test_backbones.py", "tests/trainer/test_train.py",
-                    "tests/pipelines/nightly/test_chain.py", "tests/trainer/test_distribute.py",
+                    "tests/pipelines/nightly/test_chain.py", "tests/trainer/test_multi_worker.py",
                     "tests/pipelines/index/test_pipeline.py", "tests/trainer/test_quality.py",
+                    "tests/trainer/test_distribute.py",
                     "tests/pipelines/test_demo.py", "tests/trainer/test_fails_loudly.py",
                     "tests/pipelines/bench/test_nightly.py", "tests/pipelines/composer/test_nightly_dag.py",
                     "tests/pipelines/index/test_backends.py", "tests/pipelines/nightly/test_steps.py",

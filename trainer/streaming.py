@@ -11,7 +11,7 @@ Input pipelines. The stream is defined over S input pipelines (`train.input_pipe
 pipeline p reads shards p, p+S, p+2S, … (file sharding) and contributes 1/S of every global batch. A global batch
 therefore depends on the data, the seed and S, not on how many workers host the pipelines: one worker hosting both
 pipelines of S = 2 trains on exactly the batches two workers hosting one each train on
-(tests/trainer/test_distribute.py). Worker w of n hosts pipelines w, w+n, …, so S must be a multiple of n.
+(tests/trainer/test_multi_worker.py). Worker w of n hosts pipelines w, w+n, …, so S must be a multiple of n.
 
 gs:// shards are copied once to a local cache per worker through `pipelines.common.storage` (the URIs every stage
 uses; TensorFlow's own gs:// file system does not honour the GCS emulator the tests run against), then streamed from
