@@ -50,25 +50,16 @@ def _group_rows(title_and_joined, eval_fraction: float):
                    "split": split_of(title_id, eval_fraction, {title_id: label})}
 
 
-def propagate(node_and_values):
-    """One round: a title's smallest label (of those sent to it; its own id before the first round) goes to itself
-    and to each neighbour. The values are (SOURCE, neighbour) and (LABEL, label) pairs, grouped by title."""
+def propagate(node_and_values, neighbour_tag: str = LABEL):
+    """A title's smallest label (of those sent to it; its own id before the first round) to itself, as LABEL, and to
+    each neighbour, tagged `neighbour_tag`: LABEL for a propagation round, SENT for the check after the last one.
+    The values are (SOURCE, neighbour) and (LABEL, label) pairs, grouped by title."""
     node, values = node_and_values
     label = min((value for kind, value in values if kind == LABEL), default=node)
     yield node, (LABEL, label)
     for kind, neighbour in values:
         if kind == SOURCE:
-            yield neighbour, (LABEL, label)
-
-
-def _send_label(node_and_values):
-    """A title's (final) label to itself, as LABEL, and to each neighbour, as SENT."""
-    node, values = node_and_values
-    label = next(value for kind, value in values if kind == LABEL)
-    yield node, (LABEL, label)
-    for kind, neighbour in values:
-        if kind == SOURCE:
-            yield neighbour, (SENT, label)
+            yield neighbour, (neighbour_tag, label)
 
 
 def _unsettled_links(node_and_values):
@@ -128,7 +119,7 @@ class GroupDuplicatePosters(beam.PTransform):
         is smaller than its own."""
         sent = ((neighbours, labels | "OwnFinalLabel" >> beam.MapTuple(lambda t, label: (t, (LABEL, label))))
                 | "SendCheck" >> beam.Flatten() | "JoinCheck" >> beam.GroupByKey()
-                | "SendLabel" >> beam.FlatMap(_send_label))
+                | "SendLabel" >> beam.FlatMap(propagate, SENT))
         return sent | "JoinSent" >> beam.GroupByKey() | "Unsettled" >> beam.FlatMap(_unsettled_links)
 
     @staticmethod
