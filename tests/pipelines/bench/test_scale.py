@@ -1,5 +1,6 @@
 """`posters bench scale`'s measuring: a process tree's launcher and largest worker are told apart, and the
 table reports growth from the smallest N to the largest. (The stages themselves are not run here: too slow.)"""
+import json
 import os
 import subprocess
 import sys
@@ -136,20 +137,33 @@ def test_a_stage_s_pipeline_is_not_measured_unless_the_bench_asks(monkeypatch):
     assert pipeline.runner.run_pipeline.__func__ is type(pipeline.runner).run_pipeline
 
 
+PROC_READINGS = """
+import json
+import os
+
+import numpy as np
+from pipelines.common.phase_memory import process_memory_mb, reset_peak_memory
+
+before = process_memory_mb(("VmRSS", "RssAnon"))
+block = np.ones(64 * 2**20 // 8)  # 64 MB, every page touched
+after = process_memory_mb(("VmRSS", "RssAnon"))
+pss = process_memory_mb(("Pss",), source="smaps_rollup")["Pss"]
+peak = process_memory_mb(("VmHWM",))["VmHWM"]
+del block
+reset_peak_memory()
+print(json.dumps({"pid": os.getpid(), "before": before, "after": after, "pss": pss, "peak": peak,
+                  "peak_after_reset": process_memory_mb(("VmHWM",))["VmHWM"]}))
+"""
+
+
 def test_the_proc_readings_see_a_block_of_memory_and_read_zero_for_a_process_that_is_gone():
-    import numpy as np
+    """In a process of its own: the threads earlier tests left in this one would move its peak meanwhile."""
+    from pipelines.common.phase_memory import process_memory_mb
 
-    from pipelines.common.phase_memory import process_memory_mb, reset_peak_memory
-
-    before = process_memory_mb(("VmRSS", "RssAnon"))
-    block = np.ones(64 * 2**20 // 8)  # 64 MB, every page touched
-    after = process_memory_mb(("VmRSS", "RssAnon"))
-    pss = process_memory_mb(("Pss",), source="smaps_rollup")["Pss"]
+    child = subprocess.run([sys.executable, "-c", PROC_READINGS], capture_output=True, text=True, check=True)
+    found = json.loads(child.stdout)
+    before, after = found["before"], found["after"]
     assert after["VmRSS"] - before["VmRSS"] > 60 and after["RssAnon"] - before["RssAnon"] > 60
-    assert pss > 60 and process_memory_mb(("VmHWM",))["VmHWM"] >= after["VmRSS"]
-    del block
-    reset_peak_memory()
-    assert process_memory_mb(("VmHWM",))["VmHWM"] < after["VmRSS"] - 30  # the peak starts again from now
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True)
-    assert process_memory_mb(("VmRSS",), int(finished.stdout)) == {"VmRSS": 0.0}
+    assert found["pss"] > 60 and found["peak"] >= after["VmRSS"]
+    assert found["peak_after_reset"] < after["VmRSS"] - 30  # the peak starts again from now
+    assert process_memory_mb(("VmRSS",), found["pid"]) == {"VmRSS": 0.0}
