@@ -81,7 +81,10 @@ def spill(batches: Iterator[pa.RecordBatch], directory: str, partitions: int) ->
                 start = ends[part] - counts[part]
                 if part not in writers:
                     os.makedirs(f"{directory}/part={part}", exist_ok=True)
-                    writers[part] = pq.ParquetWriter(f"{directory}/part={part}/data.parquet", batch.schema)
+                    # No dictionary encoding: the ids are nearly all distinct, and the dictionaries raised the
+                    # spill's peak (300k rows into 10 partitions: 102 → 63 MB over its start; 100: 119 → 52).
+                    writers[part] = pq.ParquetWriter(f"{directory}/part={part}/data.parquet", batch.schema,
+                                                     use_dictionary=False)
                 writers[part].write_batch(ordered.slice(start, counts[part]))
             del ordered
             pa.default_memory_pool().release_unused()
