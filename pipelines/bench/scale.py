@@ -140,6 +140,16 @@ def _memory_mb(pid: int) -> tuple[float, float]:
     return found["VmHWM"], found["RssAnon"]
 
 
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process in clock ticks (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _pss_mb(pid: int) -> float:
     """A process's proportional set size in MB (`/proc/PID/smaps_rollup`): each shared page (a memory-mapped
     index, the page cache of a file, libraries) divided among the processes that map it; 0 once it is gone."""
@@ -147,8 +157,9 @@ def _pss_mb(pid: int) -> float:
 
 
 class TreeMonitor(threading.Thread):
-    """Polls a process and its descendants: the launcher's peak RSS, the largest descendant's, and the peak of
-    the whole tree's proportional memory (PSS summed over the processes at each poll)."""
+    """Polls a process and its descendants: the launcher's peak RSS, the largest descendant's, the peak of the
+    whole tree's proportional memory (PSS summed over the processes at each poll), and the tree's CPU time as
+    last seen (a Beam worker its launcher never waits for is not in the launcher's rusage)."""
 
     def __init__(self, pid: int, interval_s: float = 0.2):
         super().__init__(daemon=True)
@@ -157,6 +168,7 @@ class TreeMonitor(threading.Thread):
         self.workers_mb: dict[int, float] = {}
         self.workers_anon_mb: dict[int, float] = {}
         self.tree_pss_mb = 0.0
+        self._ticks: dict[int, int] = {}
         self._stop_event = threading.Event()
 
     def run(self):
@@ -165,6 +177,8 @@ class TreeMonitor(threading.Thread):
             self.launcher_mb, self.launcher_anon_mb = max(self.launcher_mb, peak), max(self.launcher_anon_mb, anon)
             children = _descendants(self.pid)
             self.tree_pss_mb = max(self.tree_pss_mb, sum(_pss_mb(pid) for pid in [self.pid, *children]))
+            for pid in [self.pid, *children]:
+                self._ticks[pid] = max(self._ticks.get(pid, 0), _cpu_ticks(pid))
             for child in children:
                 self.workers_seen.add(child)
                 peak, anon = _memory_mb(child)
@@ -175,6 +189,10 @@ class TreeMonitor(threading.Thread):
     def stop(self):
         self._stop_event.set()
         self.join()
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
 
     @property
     def largest_worker_mb(self) -> float:
@@ -237,8 +255,8 @@ def measure(command: list[str], env: dict, log_path: str, cwd: str | None = None
     phases = phase_peaks(read_phases(phase_path))  # the launcher resets its peak per phase: the polls may miss one
     launcher_peak = max([monitor.launcher_mb, phases.get("runner_peak_mb", 0.0),
                          phases.get("launcher_own_peak_mb", 0.0)])
-    return {"wall_s": round(wall, 1), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime
-                                                    - before.ru_stime, 1),
+    reaped = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"wall_s": round(wall, 1), "cpu_s": round(max(reaped, monitor.cpu_s), 1),
             "launcher_peak_mb": round(launcher_peak, 1), "launcher_anon_mb": round(monitor.launcher_anon_mb, 1),
             "launcher_own_peak_mb": phases.get("launcher_own_peak_mb", round(launcher_peak, 1)),
             "runner_peak_mb": phases.get("runner_peak_mb"), "runner_added_mb": phases.get("runner_added_mb"),

@@ -10,9 +10,11 @@ DirectRunner `--direct_running_mode=multi_processing --direct_num_workers=2` unl
   preprocess        `posters preprocess`;
   embed             `posters embed`, a first run (an untrained export of the config's model);
   embed_unchanged   `posters embed --previous` the first run, on the unchanged catalog (no poster byte read).
-Per stage and N: wall seconds, CPU seconds (the command and every worker process it started), the peak RSS of
-the launcher and of the largest worker process (VmRSS of the process tree under /proc, sampled every 0.1 s), and
-growth against the smallest N (×, for time per title and peak memory). Printed, and written as JSON with --json.
+Per stage and N, measured as `posters bench scale` measures (`pipelines.bench.scale.measure`): wall and CPU
+seconds (the command and every worker process it started); the launcher's own work (config, manifests, the
+graph, gates, publishing) apart from the DirectRunner it hosts, which holds the data between stages that
+Dataflow's service would hold; the largest worker process's peak (VmHWM); the process tree's PSS peak; and
+growth against the smallest N (×). Printed, and written as JSON with --json.
 """
 from __future__ import annotations
 
@@ -22,114 +24,29 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 import apache_beam as beam
+
+from pipelines.bench import scale
 
 DEFAULT_SIZES = (10_000, 20_000, 40_000)
 DEFAULT_DISTINCT = 500
 POSTER_SIZE = (64, 96)
 DEFAULT_BEAM_ARGS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 STAGES = ("catalog", "preprocess", "embed", "embed_unchanged")
-SAMPLE_S = 0.1
 
 
-# --- the process tree's memory --------------------------------------------------------------------------------
+# --- measuring a stage ------------------------------------------------------------------------------------------
 
-def _children(pid: int) -> list[int]:
-    """The children of every thread of `pid` (Beam starts its worker processes from a thread of its own)."""
-    children = []
+def measure_command(argv: list[str], env: dict, log_path: str) -> dict:
+    """Runs `argv` to the end and measures its process tree the way `posters bench scale` does
+    (`pipelines.bench.scale.measure`): the launcher's own work apart from the runner it hosts, the largest
+    worker, the tree's PSS, wall and CPU seconds."""
     try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    for thread in threads:
-        try:
-            with open(f"/proc/{pid}/task/{thread}/children") as handle:
-                children.extend(int(child) for child in handle.read().split())
-        except OSError:
-            pass
-    return children
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process in clock ticks (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rpartition(")")[2].split()
-        return int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def rss_kib(pid: int) -> int:
-    """VmRSS of a process in KiB (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-class TreeSampler:
-    """Samples VmRSS of a process and all its descendants until stopped: the launcher's peak, and the peak of
-    the largest single descendant (a Beam worker)."""
-
-    def __init__(self, pid: int):
-        self._pid = pid
-        self.launcher_kib = 0
-        self.worker_kib = 0
-        self.workers = set()
-        self._ticks: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.launcher_kib = max(self.launcher_kib, rss_kib(self._pid))
-            self._ticks[self._pid] = max(self._ticks.get(self._pid, 0), cpu_ticks(self._pid))
-            pending = _children(self._pid)
-            while pending:
-                pid = pending.pop()
-                self.workers.add(pid)
-                self.worker_kib = max(self.worker_kib, rss_kib(pid))
-                self._ticks[pid] = max(self._ticks.get(pid, 0), cpu_ticks(pid))
-                pending.extend(_children(pid))
-            self._stop.wait(SAMPLE_S)
-
-    @property
-    def cpu_s(self) -> float:
-        """CPU seconds of the tree as last sampled (a worker the launcher never reaps is not in its rusage)."""
-        return sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
-
-
-def measure_command(argv: list[str], env: dict) -> dict:
-    """Runs `argv` to the end: wall s, CPU s (it and its reaped descendants), peak RSS MiB (launcher, worker)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    with TreeSampler(process.pid) as sampler:
-        output = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    if process.returncode:
-        raise SystemExit(f"bench scale-catalog: {' '.join(argv[:5])} … failed ({process.returncode}):\n"
-                         f"{output[-3000:]}")
-    return {"wall_s": round(wall, 2), "cpu_s": round(max(usage.ru_utime + usage.ru_stime, sampler.cpu_s), 2),
-            "launcher_peak_mib": round(sampler.launcher_kib / 1024, 1),
-            "worker_peak_mib": round(sampler.worker_kib / 1024, 1), "processes": len(sampler.workers)}
+        return scale.measure(argv, env, log_path)
+    except RuntimeError as error:
+        with open(log_path) as handle:
+            raise SystemExit(f"bench scale-catalog: {error}:\n{handle.read()[-3000:]}") from error
 
 
 # --- the stages -----------------------------------------------------------------------------------------------
@@ -203,24 +120,35 @@ def export_model(workdir: str, config: str, overrides: list[str], env: dict) -> 
 
 # --- the report -----------------------------------------------------------------------------------------------
 
+GROWTH_KEYS = ("launcher_own_peak_mb", "largest_worker_peak_mb", "tree_pss_peak_mb")
+COLUMNS = (("wall_s", "wall s"), ("cpu_s", "CPU s"), ("launcher_own_peak_mb", "launcher own work peak MB"),
+           ("runner_peak_mb", "runner (in launcher) peak MB"), ("largest_worker_peak_mb", "largest worker peak MB"),
+           ("tree_pss_peak_mb", "process tree PSS peak MB"))
+
+
 def with_growth(results: list[dict]) -> list[dict]:
-    """Adds, per row, growth against the same stage at the smallest N: time per title and peak memory (×)."""
+    """Adds, per row, growth against the same stage at the smallest N: time per title and memory (×)."""
     first = {}
     for row in results:
         base = first.setdefault(row["stage"], row)
         row["wall_per_title_x"] = round((row["wall_s"] / row["n"]) / (base["wall_s"] / base["n"]), 2)
-        for key in ("launcher_peak_mib", "worker_peak_mib"):
-            row[key.replace("_mib", "_x")] = round(row[key] / base[key], 2) if base[key] else None
+        for key in GROWTH_KEYS:
+            row[key.replace("_mb", "_x")] = round(row[key] / base[key], 2) if base.get(key) else None
     return results
 
 
+def _cell(value) -> str:
+    return "–" if value is None else f"{value:,.1f}"
+
+
 def report_lines(results: list[dict]) -> list[str]:
-    lines = ["| stage | N | wall s | CPU s | launcher peak MiB | largest worker peak MiB | wall/title × | "
-             "worker peak × |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    growth = [key.replace("_mb", "_x") for key in GROWTH_KEYS]
+    lines = ["| stage | N | " + " | ".join(label for _, label in COLUMNS) + " | wall/title × | own work × | "
+             "largest worker × | PSS × |", "| --- | ---: |" + " ---: |" * (len(COLUMNS) + 1 + len(growth))]
     for row in sorted(results, key=lambda r: (STAGES.index(r["stage"]), r["n"])):
-        lines.append(f"| {row['stage']} | {row['n']:,} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} | "
-                     f"{row['launcher_peak_mib']:,.0f} | {row['worker_peak_mib']:,.0f} | "
-                     f"{row['wall_per_title_x']:.2f} | {row['worker_peak_x'] or 0:.2f} |")
+        cells = [_cell(row.get(key)) for key, _ in COLUMNS] + [f"{row['wall_per_title_x']:.2f}"]
+        cells += ["–" if row.get(key) is None else f"{row[key]:.2f}" for key in growth]
+        lines.append(f"| {row['stage']} | {row['n']:,} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -252,9 +180,12 @@ def main(argv: list[str]) -> int:
     for n in sizes:
         catalog = make_catalog(workdir, n, min(n, args.distinct), args.seed)
         for stage in stages:
-            figures = measure_command(stage_commands(stage, catalog, model, workdir, n, common, beam_args), env)
+            figures = measure_command(stage_commands(stage, catalog, model, workdir, n, common, beam_args), env,
+                                      os.path.join(workdir, f"{stage}-{n}.log"))
+            figures.pop("phases", None)
             results.append({"stage": stage, "n": n, **figures})
-            print(f"scale-catalog: {stage} N={n:,}: {figures}", flush=True)
+            print(f"scale-catalog: {stage} N={n:,}: " + ", ".join(f"{key} {figures.get(key)}" for key, _ in COLUMNS),
+                  flush=True)
     results = with_growth(results)
     print("\n".join(["", f"posters bench scale-catalog (Beam options: {' '.join(beam_args)}; "
                          f"{args.distinct} distinct {POSTER_SIZE[0]}×{POSTER_SIZE[1]} posters cycled)",

@@ -21,6 +21,17 @@ def test_the_launcher_and_its_largest_worker_are_measured_apart(tmp_path):
     assert found["tree_pss_peak_mb"] >= 140  # the launcher's 30 MB and the worker's 120 MB, held at once
 
 
+BURN = "import time; end = time.process_time() + 0.6\nwhile time.process_time() < end: pass"
+
+
+def test_a_worker_the_launcher_never_waits_for_counts_in_the_cpu_time(tmp_path):
+    """Not in the launcher's rusage (it never reaps the worker), so it is counted from the polls."""
+    worker = [sys.executable, "-c", BURN]
+    launcher = [sys.executable, "-c", f"import subprocess, time; subprocess.Popen({worker!r}); time.sleep(1.5)"]
+    found = scale.measure(launcher, {}, str(tmp_path / "log"))
+    assert found["processes"] == 1 and found["cpu_s"] >= 0.5
+
+
 def test_a_stage_runs_in_the_checkout_it_measures(tmp_path):
     """`--code DIR` runs each stage in DIR: `python -m` imports from the working directory first, so a stage
     started elsewhere would run the code of wherever the bench was started."""

@@ -2,6 +2,8 @@
 import os
 import sys
 
+import pytest
+
 from pipelines.bench import scale_catalog
 
 # A launcher that starts, from a thread (as Beam does), a worker holding ~60 MB, and waits for it.
@@ -13,21 +15,31 @@ thread.start(); thread.join()
 """
 
 
-def test_the_largest_worker_started_from_a_thread_is_sampled_apart_from_the_launcher():
-    figures = scale_catalog.measure_command([sys.executable, "-c", LAUNCHER], dict(os.environ))
+def test_the_largest_worker_started_from_a_thread_is_sampled_apart_from_the_launcher(tmp_path):
+    figures = scale_catalog.measure_command([sys.executable, "-c", LAUNCHER], dict(os.environ),
+                                            str(tmp_path / "launcher.log"))
     assert figures["processes"] == 1
-    assert figures["worker_peak_mib"] > 55 > figures["launcher_peak_mib"]
+    assert figures["largest_worker_peak_mb"] > 55 > figures["launcher_peak_mb"]
     assert figures["wall_s"] >= 1.0 and figures["cpu_s"] > 0
+    assert figures["runner_peak_mb"] is None  # no Beam pipeline ran: the launcher is all there is
+
+
+def test_a_failed_stage_is_one_error_with_the_end_of_its_log(tmp_path):
+    with pytest.raises(SystemExit, match="exited 3(.|\\n)*the stage's last words"):
+        failing = "import sys; print(\"the stage's last words\"); sys.exit(3)"
+        scale_catalog.measure_command([sys.executable, "-c", failing], dict(os.environ), str(tmp_path / "failed.log"))
 
 
 def test_growth_is_per_stage_against_its_smallest_catalog():
-    def row(stage, n, wall_s, launcher, worker):
-        return {"stage": stage, "n": n, "wall_s": wall_s, "cpu_s": 1.0, "launcher_peak_mib": launcher,
-                "worker_peak_mib": worker}
+    def row(stage, n, wall_s, own, worker):
+        return {"stage": stage, "n": n, "wall_s": wall_s, "cpu_s": 1.0, "launcher_own_peak_mb": own,
+                "runner_peak_mb": None, "largest_worker_peak_mb": worker, "tree_pss_peak_mb": own + worker}
 
-    rows = [row("embed", 10, 10.0, 100.0, 200.0), row("embed", 40, 20.0, 100.0, 300.0),
+    rows = [row("embed", 10, 10.0, 100.0, 200.0), row("embed", 40, 20.0, 110.0, 300.0),
             row("catalog", 40, 4.0, 50.0, 0.0)]
     grown = scale_catalog.with_growth(rows)
-    assert (grown[1]["wall_per_title_x"], grown[1]["worker_peak_x"]) == (0.5, 1.5)
-    assert grown[2]["worker_peak_x"] is None
-    assert len(scale_catalog.report_lines(grown)) == 5
+    assert (grown[1]["wall_per_title_x"], grown[1]["launcher_own_peak_x"], grown[1]["largest_worker_peak_x"],
+            grown[1]["tree_pss_peak_x"]) == (0.5, 1.1, 1.5, 1.37)
+    assert grown[2]["largest_worker_peak_x"] is None
+    lines = scale_catalog.report_lines(grown)
+    assert len(lines) == 5 and lines[2].startswith("| catalog | 40 |") and "| – |" in lines[2]
