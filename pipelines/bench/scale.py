@@ -50,7 +50,13 @@ import pyarrow.parquet as pq
 from pipelines.bench.index import clustered_unit_vectors
 from pipelines.common import phase_memory, storage
 from pipelines.common.phase_memory import process_memory_mb
-from pipelines.contracts import EMBEDDINGS_MANIFEST_FILE, SUCCESS_FILE, embeddings_schema
+from pipelines.contracts import (
+    EMBEDDINGS_MANIFEST_FILE,
+    ITEM2ITEM_DIR,
+    ITEM2ITEM_SCHEMA,
+    SUCCESS_FILE,
+    embeddings_schema,
+)
 
 DEFAULT_SIZES = (100_000, 200_000, 400_000)
 DIRECT_FLAGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
@@ -94,6 +100,23 @@ def write_history(path: str, titles: list[str], seed: int = 0, heavy_watches: in
                              "timestamp": np.full(len(user_ids), 1_700_000_000.0),
                              "weight": np.ones(len(user_ids))}), path)
     return len(user_ids)
+
+
+def write_item2item(directory: str, titles: list[str], k: int = 10, seed: int = 0) -> None:
+    """Generated item→item lists (k random neighbours a title) in the candidates output layout, for the overlap
+    report without an index and a candidates run (`--generated-lists`)."""
+    rng, n = np.random.default_rng(seed), len(titles)
+    os.makedirs(os.path.join(directory, ITEM2ITEM_DIR), exist_ok=True)
+    for part, start in enumerate(range(0, n, ROWS_PER_FILE)):
+        rows = min(ROWS_PER_FILE, n - start)
+        neighbours = pa.array([titles[i] for i in rng.integers(0, n, rows * k)])
+        scores = pa.array(rng.random(rows * k, dtype=np.float32))
+        lists = pa.ListArray.from_arrays(pa.array(np.arange(0, rows * k + 1, k, dtype=np.int32)),
+                                         pa.StructArray.from_arrays([neighbours, scores], ["title_id", "score"]))
+        table = pa.table([titles[start:start + rows], lists, ["generated"] * rows, [MODEL_VERSION] * rows],
+                         schema=ITEM2ITEM_SCHEMA)
+        pq.write_table(table, os.path.join(directory, ITEM2ITEM_DIR, f"part-{part:05d}.parquet"))
+    storage.write_bytes(os.path.join(directory, SUCCESS_FILE), b"")
 
 
 def write_catalog(directory: str, titles: list[str]) -> str:
@@ -312,6 +335,9 @@ def bench_size(n: int, args, root: str) -> dict:
     env = {**os.environ, "PYTHONPATH": args.code + os.pathsep + os.environ.get("PYTHONPATH", "")}
     results = {"n": n, "watches": watches}
     needed = {STAGES[i] for stage in args.stages for i in range(STAGES.index(stage) + 1)}  # and their inputs
+    if args.generated_lists:  # the overlap's item→item lists generated: no index or candidates run for them
+        write_item2item(os.path.join(work, "candidates"), titles)
+        needed -= {"index", "candidates"}
     for stage, command in stage_commands(work, args.config, args.set).items():
         if stage in args.stages:
             results[stage] = measure(command, env, os.path.join(work, f"{stage}.log"), cwd=args.code)
@@ -364,6 +390,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--set", action="append", default=[], help="config override handed to every stage")
     parser.add_argument("--code", default=os.getcwd(), help="the checkout whose stages run: each stage's working "
                         "directory (`python -m` puts it first on sys.path) and first on PYTHONPATH")
+    parser.add_argument("--generated-lists", action="store_true", help="overlap reads generated item→item lists "
+                        "(10 random neighbours a title) instead of running index and candidates for them")
     parser.add_argument("--work", help="where inputs and outputs go (default: a temporary directory, removed)")
     parser.add_argument("--json", help="write the results here as JSON")
     parser.add_argument("--table-from", metavar="JSON", help="print the table of an earlier run's --json again "

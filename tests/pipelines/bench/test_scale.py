@@ -178,3 +178,15 @@ def test_the_proc_readings_see_a_block_of_memory_and_read_zero_for_a_process_tha
     assert found["pss"] > 60 and found["peak"] >= after["VmRSS"]
     assert found["peak_after_reset"] < after["VmRSS"] - 30  # the peak starts again from now
     assert process_memory_mb(("VmRSS",), found["pid"]) == {"VmRSS": 0.0}
+
+
+def test_the_overlap_alone_reads_generated_lists_without_an_index_or_candidates_run(tmp_path):
+    work = tmp_path / "work"
+    assert scale.main(["--sizes", "2000", "--stages", "overlap", "--generated-lists", "--work", str(work),
+                       "--json", str(tmp_path / "found.json")]) == 0
+    assert sorted(os.listdir(work / "n2000")) == ["candidates", "embeddings", "history.parquet", "overlap.log"]
+    report = json.loads((work / "n2000" / "overlap.log").read_text().strip().splitlines()[-1])
+    # one night against itself: every title compared, every list equal
+    assert (report["overlap_at_k"], report["titles_compared"], report["titles_with_both_lists"]) == (1.0, 2000, 2000)
+    found = json.loads((tmp_path / "found.json").read_text())["results"][0]["overlap"]
+    assert found["launcher_peak_mb"] > 0 and found["runner_peak_mb"] is None
