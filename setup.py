@@ -22,7 +22,7 @@ RUNTIME = [
 ]
 
 TEST = [
-    "pytest>=8,<10",
+    "pytest>=8.4,<10",  # --disable-plugin-autoload (pytest.ini)
     "pytest-xdist>=3,<4",
     "ruff==0.17.5",
     # Enforces generation preconditions (412 on a lost race): publishing and locks are tested against it.

@@ -278,6 +278,8 @@ def measure(command: list[str], env: dict, log_path: str, cwd: str | None = None
     phases = phase_peaks(read_phases(phase_path))  # the launcher resets its peak per phase: the polls may miss one
     launcher_peak = max([monitor.launcher_mb, phases.get("runner_peak_mb", 0.0),
                          phases.get("launcher_own_peak_mb", 0.0)])
+    # the launcher's rusage counts the workers it reaped; the polls count every process seen, each up to its last
+    # poll: the larger is a lower bound where some workers were reaped and others not
     reaped = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return {"wall_s": round(wall, 1), "cpu_s": round(max(reaped, monitor.cpu_s), 1),
             "launcher_peak_mb": round(launcher_peak, 1), "launcher_anon_mb": round(monitor.launcher_anon_mb, 1),
@@ -405,6 +407,9 @@ def main(argv: list[str]) -> int:
     unknown = set(args.stages) - set(STAGES)
     if unknown:
         parser.error(f"--stages: unknown {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
+    if args.generated_lists and {"index", "candidates"} & set(args.stages):
+        parser.error("--generated-lists stands in for the index and candidates runs: use it with --stages overlap "
+                     "or evaluate only")
     sizes = [int(s) for s in args.sizes.split(",")]
     root = os.path.abspath(args.work) if args.work else tempfile.mkdtemp(prefix="posters-bench-scale-")
     try:

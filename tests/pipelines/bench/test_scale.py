@@ -25,9 +25,11 @@ BURN = "import time; end = time.process_time() + 0.6\nwhile time.process_time() 
 
 
 def test_a_worker_the_launcher_never_waits_for_counts_in_the_cpu_time(tmp_path):
-    """Not in the launcher's rusage (it never reaps the worker), so it is counted from the polls."""
+    """Not in the launcher's rusage (it never reaps the worker), so it is counted from the polls: the launcher
+    waits for the worker's end of its output, never for the worker, and the exited worker is polled meanwhile."""
     worker = [sys.executable, "-c", BURN]
-    launcher = [sys.executable, "-c", f"import subprocess, time; subprocess.Popen({worker!r}); time.sleep(1.5)"]
+    launcher = [sys.executable, "-c", "import subprocess, time; "
+                f"subprocess.Popen({worker!r}, stdout=subprocess.PIPE).stdout.read(); time.sleep(0.6)"]
     found = scale.measure(launcher, {}, str(tmp_path / "log"))
     assert found["processes"] == 1 and found["cpu_s"] >= 0.5
 
