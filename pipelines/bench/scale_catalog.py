@@ -9,7 +9,11 @@ DirectRunner `--direct_running_mode=multi_processing --direct_num_workers=2` unl
   catalog           ReadCatalog → ValidateCatalogRows → a count (no poster read);
   preprocess        `posters preprocess`;
   embed             `posters embed`, a first run (an untrained export of the config's model);
-  embed_unchanged   `posters embed --previous` the first run, on the unchanged catalog (no poster byte read).
+  embed_unchanged   `posters embed --previous` the first run, on the unchanged catalog (no poster byte read);
+  embed_changed     `posters embed --previous` the first run, after 1 % of the distinct posters were rewritten
+                    (so 1 % of the titles' posters changed): it should read about 1 % of the first run's bytes.
+The embed stages also report `poster_bytes_read` from their `_stats.json`, and the changed run its share of the
+first run's.
 Per stage and N, measured as `posters bench scale` measures (`pipelines.bench.scale.measure`): wall and CPU
 seconds (the command and every worker process it started); the launcher's own work (config, manifests, the
 graph, gates, publishing) apart from the DirectRunner it hosts, which holds the data between stages that
@@ -33,7 +37,8 @@ DEFAULT_SIZES = (10_000, 20_000, 40_000)
 DEFAULT_DISTINCT = 500
 POSTER_SIZE = (64, 96)
 DEFAULT_BEAM_ARGS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
-STAGES = ("catalog", "preprocess", "embed", "embed_unchanged")
+STAGES = ("catalog", "preprocess", "embed", "embed_unchanged", "embed_changed")
+CHANGED_FRACTION = 0.01
 
 
 # --- measuring a stage ------------------------------------------------------------------------------------------
@@ -82,7 +87,7 @@ def stage_commands(stage: str, catalog: str, model: str, workdir: str, n: int, c
     if stage == "embed":
         return [*python, "pipelines.cli", "embed", "--catalog", catalog, "--model", model, "--out", out, *common,
                 *beam_args]
-    previous = os.path.join(workdir, f"embed-{n}")
+    previous = os.path.join(workdir, f"embed-{n}")  # embed_unchanged and embed_changed
     return [*python, "pipelines.cli", "embed", "--catalog", catalog, "--model", model, "--out", out,
             "--previous", previous, *common, *beam_args]
 
@@ -108,6 +113,34 @@ def make_catalog(workdir: str, n: int, distinct: int, seed: int) -> str:
             row["title_id"] = f"{row['title_id']}-{index // len(rows)}"
             writer.writerow(row)
     return manifest
+
+
+def change_posters(catalog_dir: str, fraction: float) -> list[str]:
+    """Rewrites the first `fraction` (at least one) of the catalog's readable posters with their colours inverted, so
+    that their size, time and hash change; returns the files rewritten."""
+    import csv
+
+    from PIL import Image
+
+    with open(os.path.join(catalog_dir, "catalog.csv"), newline="") as handle:
+        paths = [os.path.join(catalog_dir, row["poster_uri"]) for row in csv.DictReader(handle) if row["poster_uri"]]
+    changed = []
+    for path in paths:
+        if len(changed) >= max(1, round(fraction * len(paths))):
+            break
+        try:
+            with Image.open(path) as image:
+                inverted = Image.eval(image.convert("RGB"), lambda value: 255 - value)
+        except (OSError, ValueError):  # the generator's deliberately broken posters
+            continue
+        inverted.save(path, format="JPEG", quality=90)
+        changed.append(path)
+    return changed
+
+
+def poster_bytes_read(out: str) -> int:
+    with open(os.path.join(out, "_stats.json")) as handle:
+        return json.load(handle)["poster_bytes_read"]
 
 
 def export_model(workdir: str, config: str, overrides: list[str], env: dict) -> str:
@@ -152,6 +185,17 @@ def report_lines(results: list[dict]) -> list[str]:
     return lines
 
 
+def bytes_lines(results: list[dict]) -> list[str]:
+    """Per N: the poster bytes each embed run read, and the incremental runs' share of the first run's."""
+    lines = []
+    for n in sorted({row["n"] for row in results if "poster_bytes_read" in row}):
+        runs = [row for row in results if row["n"] == n and "poster_bytes_read" in row]
+        parts = [f"{row['stage']} {row['poster_bytes_read']:,}" + (f" ({row['share_of_first_run_bytes']:.2%} of the "
+                 "first run's)" if "share_of_first_run_bytes" in row else "") for row in runs]
+        lines.append(f"poster bytes read, N={n:,}: " + "; ".join(parts))
+    return lines
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["read-catalog"]:
         return read_catalog_main(argv[1:])
@@ -174,22 +218,32 @@ def main(argv: list[str]) -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     workdir = args.workdir or tempfile.mkdtemp(prefix="posters-bench-scale-")
-    model = export_model(workdir, args.config, args.overrides, env) if {"embed", "embed_unchanged"} & set(stages) \
-        else ""
+    model = export_model(workdir, args.config, args.overrides, env) if {"embed", "embed_unchanged",
+                                                                        "embed_changed"} & set(stages) else ""
     results = []
     for n in sizes:
         catalog = make_catalog(workdir, n, min(n, args.distinct), args.seed)
         for stage in stages:
+            if stage == "embed_changed":
+                change_posters(os.path.dirname(catalog), CHANGED_FRACTION)
             figures = measure_command(stage_commands(stage, catalog, model, workdir, n, common, beam_args), env,
                                       os.path.join(workdir, f"{stage}-{n}.log"))
             figures.pop("phases", None)
+            if stage.startswith("embed"):
+                figures["poster_bytes_read"] = poster_bytes_read(os.path.join(workdir, f"{stage}-{n}"))
+            if stage != "embed" and "poster_bytes_read" in figures:
+                first = next((r for r in results if r["stage"] == "embed" and r["n"] == n), None)
+                if first and first["poster_bytes_read"]:
+                    figures["share_of_first_run_bytes"] = round(figures["poster_bytes_read"]
+                                                                / first["poster_bytes_read"], 4)
             results.append({"stage": stage, "n": n, **figures})
-            print(f"scale-catalog: {stage} N={n:,}: " + ", ".join(f"{key} {figures.get(key)}" for key, _ in COLUMNS),
-                  flush=True)
+            shown = [key for key, _ in COLUMNS] + ["poster_bytes_read", "share_of_first_run_bytes"]
+            print(f"scale-catalog: {stage} N={n:,}: " + ", ".join(f"{key} {figures[key]}" for key in shown
+                                                                  if key in figures), flush=True)
     results = with_growth(results)
     print("\n".join(["", f"posters bench scale-catalog (Beam options: {' '.join(beam_args)}; "
                          f"{args.distinct} distinct {POSTER_SIZE[0]}×{POSTER_SIZE[1]} posters cycled)",
-                     *report_lines(results)]))
+                     *report_lines(results), "", *bytes_lines(results)]))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"beam_args": beam_args, "distinct": args.distinct, "results": results}, handle, indent=1)

@@ -43,3 +43,24 @@ def test_growth_is_per_stage_against_its_smallest_catalog():
     assert grown[2]["largest_worker_peak_x"] is None
     lines = scale_catalog.report_lines(grown)
     assert len(lines) == 5 and lines[2].startswith("| catalog | 40 |") and "| – |" in lines[2]
+
+
+def test_one_percent_of_the_distinct_posters_are_rewritten_and_the_broken_ones_skipped(tmp_path):
+    from pipelines.synthetic.catalog import generate_catalog
+
+    generate_catalog(str(tmp_path), n=120, seed=0, width=64, height=96)
+    before = {path: path.read_bytes() for path in (tmp_path / "posters").iterdir()}
+    changed = scale_catalog.change_posters(str(tmp_path), 0.01)
+    assert len(changed) == 1  # 1 % of 120 rounds to one
+    rewritten = [path for path, data in before.items() if path.read_bytes() != data]
+    assert [str(path) for path in rewritten] == changed
+    assert len(scale_catalog.change_posters(str(tmp_path), 0.05)) == 6
+
+
+def test_the_incremental_runs_report_their_share_of_the_first_run_s_bytes():
+    rows = [{"stage": "embed", "n": 100, "poster_bytes_read": 4000},
+            {"stage": "embed_unchanged", "n": 100, "poster_bytes_read": 0, "share_of_first_run_bytes": 0.0},
+            {"stage": "embed_changed", "n": 100, "poster_bytes_read": 40, "share_of_first_run_bytes": 0.01}]
+    assert scale_catalog.bytes_lines(rows) == [
+        "poster bytes read, N=100: embed 4,000; embed_unchanged 0 (0.00% of the first run's); "
+        "embed_changed 40 (1.00% of the first run's)"]
