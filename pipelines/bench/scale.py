@@ -133,16 +133,22 @@ def write_catalog(directory: str, titles: list[str]) -> str:
 
 
 # --- measuring a process tree ------------------------------------------------------------------------------------
+def _stat_fields(pid) -> list[str]:
+    """The fields of `/proc/PID/stat` after the command name (state, ppid, …; empty once the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
 def _children() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as handle:
-                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            tree.setdefault(parent, []).append(int(name))
+            fields = _stat_fields(name)
+            if len(fields) > 1:
+                tree.setdefault(int(fields[1]), []).append(int(name))
     return tree
 
 
@@ -165,12 +171,8 @@ def _memory_mb(pid: int) -> tuple[float, float]:
 
 def _cpu_ticks(pid: int) -> int:
     """utime + stime of a process in clock ticks (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rpartition(")")[2].split()
-        return int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return 0
+    fields = _stat_fields(pid)
+    return int(fields[11]) + int(fields[12]) if len(fields) > 12 else 0
 
 
 def _pss_mb(pid: int) -> float:

@@ -124,9 +124,9 @@ def change_posters(catalog_dir: str, fraction: float) -> list[str]:
 
     with open(os.path.join(catalog_dir, "catalog.csv"), newline="") as handle:
         paths = [os.path.join(catalog_dir, row["poster_uri"]) for row in csv.DictReader(handle) if row["poster_uri"]]
-    changed = []
+    changed, wanted = [], max(1, round(fraction * len(paths)))
     for path in paths:
-        if len(changed) >= max(1, round(fraction * len(paths))):
+        if len(changed) == wanted:
             break
         try:
             with Image.open(path) as image:
